@@ -1,0 +1,52 @@
+# Phoenix — everyday commands. `just --list` shows them all.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# All tests, unit and end-to-end (builds and caches the local control plane first).
+test: build-e2e
+    PHOENIX_REQUIRE_E2E=1 cargo test --all-targets
+
+# Unit tests only (no control plane).
+test-unit:
+    cargo test --lib --bins --test api --test crds
+
+# Build (or reuse from ~/.cache/phoenix-e2e) etcd, kube-*, kubectl, kwok, the collector; install Prometheus.
+build-e2e:
+    tests/e2e/build.sh
+
+# Start the local control plane; target/e2e/env then holds KUBECONFIG=… and PROMETHEUS_URL=….
+cluster-up:
+    tests/e2e/cluster.sh up
+
+# Stop the local control plane and remove its data.
+cluster-down:
+    tests/e2e/cluster.sh down
+
+# Install the CRDs into the local cluster and run the operator in the foreground against it.
+run:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    set -a; source target/e2e/env; set +a
+    "$KUBECTL" apply --server-side --force-conflicts -f crds/
+    exec cargo run --bin phoenix-operator -- --prometheus-url "$PROMETHEUS_URL" --http-addr 127.0.0.1:8080
+
+# Regenerate crds/ from the Rust types.
+crds:
+    cargo run --quiet --bin crdgen -- crds
+
+# A real Experiment end to end on this machine: control plane, operator, collectors, load, verdict.
+demo: build-e2e
+    scripts/demo.sh
+
+# Benchmarks (print their figures).
+bench: build-e2e
+    scripts/bench.sh
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,3 @@
+//! Experiment analysis: Prometheus queries, statistics and the verdict.
+
+pub mod stats;

@@ -1,0 +1,306 @@
+//! The processors of each template, and the process-metric pipelines that chain them.
+//!
+//! Every non-baseline template has the same shape: critical processes flow through their own
+//! pipeline `metrics/critical` (a filter that keeps only them, nothing else), and every other
+//! process through the template's pipeline (`metrics/rest` or `metrics/custom`), which starts with
+//! a filter that drops the critical ones. Both are fed by the one hostmetrics receiver (the
+//! collector fans a receiver out to every pipeline that lists it, cloning the data) and export to
+//! the same exporters. So no template, the user's custom processors included, can drop, trim or
+//! roll up a critical process.
+//!
+//! Rolling processes up (aggregate, topk, and priority-filter once it drops attributes) is done in
+//! four steps, because no single processor sums per-pid series:
+//! 1. `transform/phoenix_rollup` rewrites the resource so that processes to be merged get
+//!    identical resource attributes (`keep_keys` leaves `process.executable.name` — renamed to the
+//!    category or `other` where needed — plus the `phoenix.rollup` marker), and sets every data
+//!    point's timestamp to 0. The process scraper stamps each process with its own `time.Now()`,
+//!    and `metricstransform` only merges points with equal attributes *and* equal timestamps.
+//! 2. `groupbyattrs/phoenix_merge` merges resources with identical attributes into one resource
+//!    (and same-named metrics into one metric): a resource per executable name whose metrics hold
+//!    one point per former pid. It does not sum anything.
+//! 3. `metricstransform/phoenix_sum` `aggregate_labels` sums those points per remaining data-point
+//!    attribute set (`state`, `direction`, ...).
+//! 4. `transform/phoenix_restamp` sets the summed points' timestamp to now.
+//!
+//! One scrape reaches the processors as one batch (the receiver emits one batch per scrape and the
+//! pipelines are synchronous up to `batch`, which comes last), so the sums are per scrape.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::escape::{any_of, confmap_value, exactly_one_of, ottl_string};
+use super::{EXECUTABLE_NAME, OTHER, ROLLUP_ATTRIBUTE, RenderContext};
+use crate::crd::pipeline::{AggregateGroupBy, PipelineSpec, PipelineTemplate};
+
+/// The one pipeline of `baseline`: every process.
+pub const PROCESS_PIPELINE: &str = "metrics/process";
+/// The bypass pipeline of critical processes.
+pub const CRITICAL_PIPELINE: &str = "metrics/critical";
+/// The pipeline of non-critical processes in priority-filter, aggregate and topk.
+pub const REST_PIPELINE: &str = "metrics/rest";
+/// The pipeline of non-critical processes in custom.
+pub const CUSTOM_PIPELINE: &str = "metrics/custom";
+
+const FILTER_CRITICAL: &str = "filter/phoenix_critical";
+const FILTER_REST: &str = "filter/phoenix_rest";
+const ROLLUP: &str = "transform/phoenix_rollup";
+const DROP_ATTRIBUTES: &str = "transform/phoenix_drop_attributes";
+const MERGE: &str = "groupbyattrs/phoenix_merge";
+const SUM: &str = "metricstransform/phoenix_sum";
+const RESTAMP: &str = "transform/phoenix_restamp";
+
+/// Data-point attributes of the process scraper's metrics (`process.cpu.time` `state`,
+/// `process.disk.io` `direction`, ...). A rollup keeps them (minus `dropAttributes`) and sums over
+/// everything else.
+pub const DATAPOINT_ATTRIBUTES: &[&str] = &[
+    "context_switch_type",
+    "direction",
+    "paging_fault_type",
+    "state",
+];
+
+/// What a template adds between `memory_limiter` and `resource/phoenix` + `batch`.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub processors: BTreeMap<String, Value>,
+    /// Process-metric pipelines (name, processors in order).
+    pub pipelines: Vec<(&'static str, Vec<String>)>,
+}
+
+impl Plan {
+    fn add(&mut self, id: &str, config: Value) -> String {
+        self.processors.insert(id.to_string(), config);
+        id.to_string()
+    }
+}
+
+fn executable_name() -> String {
+    format!("resource.attributes[{}]", ottl_string(EXECUTABLE_NAME))
+}
+
+fn is_match(pattern: &str) -> String {
+    format!("IsMatch({}, {})", executable_name(), ottl_string(pattern))
+}
+
+/// A filter processor dropping the resources (processes) matching any of `conditions`.
+fn drop_resources_where(conditions: Vec<String>) -> Value {
+    json!({"error_mode": "ignore", "metrics": {"resource": conditions}})
+}
+
+/// A transform processor running `resource` then `datapoint` statements.
+fn transform(resource: Vec<String>, datapoint: Vec<String>) -> Value {
+    let mut groups = vec![];
+    if !resource.is_empty() {
+        groups.push(json!({"context": "resource", "statements": resource}));
+    }
+    if !datapoint.is_empty() {
+        groups.push(json!({"context": "datapoint", "statements": datapoint}));
+    }
+    json!({"error_mode": "ignore", "metric_statements": groups})
+}
+
+/// How non-critical processes are renamed before they are merged per name.
+enum Grouping<'a> {
+    /// Keep the executable name (aggregate by executable; priority-filter).
+    Executable,
+    /// Rename to the first matching category, else `other`.
+    Category(&'a BTreeMap<String, String>),
+    /// Keep the names in the list, rename every other process to `other`.
+    TopK(Vec<String>),
+}
+
+/// The `resource` statements that give every process to be merged the same resource attributes:
+/// rename per `grouping`, set the `phoenix.rollup` marker, keep nothing else.
+fn rollup_statements(grouping: Grouping, marker: &str) -> Vec<String> {
+    let name = executable_name();
+    let rollup_attr = format!("resource.attributes[{}]", ottl_string(ROLLUP_ATTRIBUTE));
+    let category_attr = format!("resource.attributes[{}]", ottl_string("phoenix.category"));
+    let other = ottl_string(OTHER);
+    let mut statements = vec![];
+    match grouping {
+        Grouping::Executable => {}
+        Grouping::Category(categories) => {
+            // The first matching category wins (in the map's order); the rest go to `other`.
+            for (category, pattern) in categories {
+                statements.push(format!(
+                    "set({category_attr}, {}) where {category_attr} == nil and {}",
+                    ottl_string(category),
+                    is_match(pattern)
+                ));
+            }
+            statements.push(format!(
+                "set({category_attr}, {other}) where {category_attr} == nil"
+            ));
+            statements.push(format!("set({name}, {category_attr})"));
+        }
+        Grouping::TopK(names) => {
+            if names.is_empty() {
+                statements.push(format!("set({rollup_attr}, {other})"));
+            } else {
+                statements.push(format!(
+                    "set({rollup_attr}, {other}) where not {}",
+                    is_match(&exactly_one_of(&names))
+                ));
+            }
+            statements.push(format!("set({name}, {other}) where {rollup_attr} == {other}"));
+        }
+    }
+    statements.push(format!(
+        "set({rollup_attr}, {}) where {rollup_attr} == nil",
+        ottl_string(marker)
+    ));
+    statements.push(format!(
+        "keep_keys(resource.attributes, [{}, {}])",
+        ottl_string(EXECUTABLE_NAME),
+        ottl_string(ROLLUP_ATTRIBUTE)
+    ));
+    statements
+}
+
+/// Adds the merge chain of the module docs: `transform_id` runs `resource_statements` (which make
+/// the processes to merge identical) and zeroes the timestamps, then merge, sum, restamp. Returns
+/// the processor ids in order.
+fn merge_and_sum(
+    plan: &mut Plan,
+    transform_id: &str,
+    resource_statements: Vec<String>,
+    drop_attributes: &[String],
+) -> Vec<String> {
+    let label_set: Vec<&str> = DATAPOINT_ATTRIBUTES
+        .iter()
+        .copied()
+        .filter(|a| !drop_attributes.iter().any(|d| d == a))
+        .collect();
+    vec![
+        plan.add(
+            transform_id,
+            transform(
+                resource_statements,
+                vec!["set(datapoint.time_unix_nano, 0)".into()],
+            ),
+        ),
+        plan.add(MERGE, json!({"keys": [EXECUTABLE_NAME]})),
+        plan.add(
+            SUM,
+            json!({"transforms": [{
+                "include": r"^process\..*$",
+                "match_type": "regexp",
+                "action": "update",
+                "operations": [{
+                    "action": "aggregate_labels",
+                    "label_set": label_set,
+                    "aggregation_type": "sum",
+                }],
+            }]}),
+        ),
+        plan.add(
+            RESTAMP,
+            transform(vec![], vec!["set(datapoint.time, Now())".into()]),
+        ),
+    ]
+}
+
+/// The template's processors and process-metric pipelines.
+pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
+    let mut plan = Plan::default();
+    let critical = (!spec.critical_processes.is_empty()).then(|| any_of(&spec.critical_processes));
+    if spec.template == PipelineTemplate::Baseline {
+        plan.pipelines.push((PROCESS_PIPELINE, vec![]));
+        return plan;
+    }
+    // The bypass: critical processes, untouched.
+    let mut rest_filter = vec![];
+    if let Some(critical) = &critical {
+        let keep_critical = plan.add(
+            FILTER_CRITICAL,
+            drop_resources_where(vec![format!("not {}", is_match(critical))]),
+        );
+        plan.pipelines.push((CRITICAL_PIPELINE, vec![keep_critical]));
+        rest_filter.push(is_match(critical));
+    }
+    match spec.template {
+        PipelineTemplate::Baseline => unreachable!("handled above"),
+        PipelineTemplate::PriorityFilter => {
+            if spec.keep_patterns.is_empty() {
+                // Only critical processes are kept: the bypass is the whole pipeline.
+                return plan;
+            }
+            rest_filter.push(format!("not {}", is_match(&any_of(&spec.keep_patterns))));
+            let mut chain = vec![plan.add(FILTER_REST, drop_resources_where(rest_filter))];
+            if !spec.drop_attributes.is_empty() {
+                // Dropping identifying attributes (pid, command line) leaves same-named processes
+                // with identical labels, which Prometheus would reject as duplicate samples: those
+                // are summed by the rollup chain, which also drops the attributes.
+                let deletes = spec
+                    .drop_attributes
+                    .iter()
+                    .map(|a| format!("delete_key(resource.attributes, {})", ottl_string(a)))
+                    .collect();
+                chain.extend(merge_and_sum(
+                    &mut plan,
+                    DROP_ATTRIBUTES,
+                    deletes,
+                    &spec.drop_attributes,
+                ));
+            }
+            plan.pipelines.push((REST_PIPELINE, chain));
+        }
+        PipelineTemplate::Aggregate => {
+            let mut chain = filter_rest(&mut plan, rest_filter);
+            let aggregate = spec.aggregate.clone().unwrap_or_default();
+            let (grouping, marker) = match aggregate.group_by {
+                AggregateGroupBy::Executable => (Grouping::Executable, "executable"),
+                AggregateGroupBy::Category => (Grouping::Category(&aggregate.categories), "category"),
+            };
+            let statements = rollup_statements(grouping, marker);
+            chain.extend(merge_and_sum(
+                &mut plan,
+                ROLLUP,
+                statements,
+                &spec.drop_attributes,
+            ));
+            plan.pipelines.push((REST_PIPELINE, chain));
+        }
+        PipelineTemplate::Topk => {
+            let mut chain = filter_rest(&mut plan, rest_filter);
+            let mut names: Vec<String> = ctx.topk_processes.to_vec();
+            if let Some(topk) = &spec.topk {
+                names.extend(topk.processes.iter().cloned());
+            }
+            names.sort();
+            names.dedup();
+            let statements = rollup_statements(Grouping::TopK(names), "executable");
+            chain.extend(merge_and_sum(
+                &mut plan,
+                ROLLUP,
+                statements,
+                &spec.drop_attributes,
+            ));
+            plan.pipelines.push((REST_PIPELINE, chain));
+        }
+        PipelineTemplate::Custom => {
+            let mut chain = filter_rest(&mut plan, rest_filter);
+            if let Some(custom) = &spec.custom {
+                for id in &custom.pipeline {
+                    let config = custom
+                        .processors
+                        .get(id)
+                        .map(|c| confmap_value(&c.0))
+                        .unwrap_or(Value::Null);
+                    chain.push(plan.add(id, config));
+                }
+            }
+            plan.pipelines.push((CUSTOM_PIPELINE, chain));
+        }
+    }
+    plan
+}
+
+fn filter_rest(plan: &mut Plan, conditions: Vec<String>) -> Vec<String> {
+    if conditions.is_empty() {
+        vec![]
+    } else {
+        vec![plan.add(FILTER_REST, drop_resources_where(conditions))]
+    }
+}

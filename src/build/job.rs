@@ -1,0 +1,188 @@
+//! The simulator Job of a Simulation: one pod per target node (Indexed Job, pods spread across
+//! nodes), running `phoenix-simulator` with the Simulation's spec as JSON. Pure functions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, EnvVar, PodAntiAffinity, PodAffinityTerm, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+
+use super::labels::{self, Ownership};
+use super::workload::NODE_NAME_ENV;
+use crate::crd::duration;
+use crate::crd::simulation::SimulationSpec;
+
+/// The env var carrying the simulator's configuration (JSON).
+pub const CONFIG_ENV: &str = "PHOENIX_SIMULATION";
+/// Extra time a Job gets beyond the simulation's duration before Kubernetes stops it.
+pub const DEADLINE_SLACK_SECS: i64 = 120;
+
+/// Everything the builder needs besides the Simulation's spec.
+#[derive(Clone, Debug)]
+pub struct JobParams<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub ownership: Ownership,
+    pub image: &'a str,
+    /// Target nodes that match the selector (at least 1): one simulator pod each.
+    pub nodes: i32,
+}
+
+/// The simulator's configuration: the spec minus what only Kubernetes uses (node selection).
+pub fn simulator_config(spec: &SimulationSpec) -> serde_json::Value {
+    let mut value = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("nodeSelector");
+    }
+    value
+}
+
+/// The Job `<simulation>-load`.
+pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
+    let labels = labels::simulation_labels(p.name, &p.ownership);
+    let job_name = labels::job_name(p.name);
+    let nodes = p.nodes.max(1);
+    let deadline = duration::parse(&spec.duration).map(|d| d.as_secs() as i64).unwrap_or(600) + DEADLINE_SLACK_SECS;
+    let memory_mib = (u64::from(spec.processes) * 8).clamp(128, 8192);
+    let container = Container {
+        name: "simulator".to_string(),
+        image: Some(p.image.to_string()),
+        command: Some(vec!["phoenix-simulator".to_string()]),
+        env: Some(vec![
+            EnvVar { name: CONFIG_ENV.to_string(), value: Some(simulator_config(spec).to_string()), ..Default::default() },
+            EnvVar {
+                name: NODE_NAME_ENV.to_string(),
+                value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                    field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                        field_path: "spec.nodeName".to_string(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".to_string())),
+                ("memory".to_string(), Quantity("128Mi".to_string())),
+            ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("2".to_string())),
+                ("memory".to_string(), Quantity(format!("{memory_mib}Mi"))),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let spread = PodAntiAffinity {
+        required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+            label_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(labels::SIMULATION.to_string(), p.name.to_string())])),
+                ..Default::default()
+            }),
+            topology_key: "kubernetes.io/hostname".to_string(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name),
+            namespace: Some(p.namespace.to_string()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![p.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            completions: Some(nodes),
+            parallelism: Some(nodes),
+            completion_mode: Some("Indexed".to_string()),
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(deadline),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    restart_policy: Some("Never".to_string()),
+                    node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+                    affinity: Some(Affinity { pod_anti_affinity: Some(spread), ..Default::default() }),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(10001),
+                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
+                        ..Default::default()
+                    }),
+                    termination_grace_period_seconds: Some(10),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SimulationSpec {
+        serde_yaml::from_str("profile: high-cardinality\nprocesses: 300\nduration: 5m\nnodeSelector: {type: kwok}\ncriticalProcesses: [postgres]")
+            .expect("parses")
+    }
+
+    fn params(nodes: i32) -> JobParams<'static> {
+        JobParams {
+            name: "load",
+            namespace: "ns",
+            owner: OwnerReference { api_version: "phoenix.io/v1alpha1".into(), kind: "Simulation".into(), name: "load".into(), uid: "u".into(), controller: Some(true), block_owner_deletion: Some(true) },
+            ownership: Ownership::default(),
+            image: "phoenix:dev",
+            nodes,
+        }
+    }
+
+    #[test]
+    fn one_pod_per_target_node() {
+        let job = job(&spec(), &params(3));
+        let s = job.spec.expect("spec");
+        assert_eq!((s.completions, s.parallelism), (Some(3), Some(3)));
+        assert_eq!(s.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!(s.active_deadline_seconds, Some(300 + DEADLINE_SLACK_SECS));
+        let pod = s.template.spec.expect("pod");
+        assert!(pod.affinity.and_then(|a| a.pod_anti_affinity).is_some());
+        assert_eq!(pod.node_selector.map(|n| n["type"].clone()), Some("kwok".into()));
+        assert_eq!(job.metadata.name.as_deref(), Some("load-load"));
+    }
+
+    #[test]
+    fn no_matching_node_still_runs_one_pod() {
+        assert_eq!(job(&spec(), &params(0)).spec.expect("spec").parallelism, Some(1));
+    }
+
+    #[test]
+    fn simulator_gets_the_spec_without_node_selection() {
+        let config = simulator_config(&spec());
+        assert_eq!(config["profile"], "high-cardinality");
+        assert_eq!(config["processes"], 300);
+        assert_eq!(config["criticalProcesses"][0], "postgres");
+        assert!(config.get("nodeSelector").is_none());
+        let parsed: crate::simulator::config::SimulatorConfig =
+            serde_json::from_value(config).expect("the simulator accepts what the Job passes");
+        assert_eq!(parsed.processes, 300);
+    }
+}

@@ -1,0 +1,159 @@
+//! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
+//! observe → build (pure, in `crate::build`) → server-side apply → status.
+
+// pub mod experiment; // enabled once crate::analysis::{measure,verdict} land
+pub mod experiment_phase;
+pub mod pipeline;
+pub mod simulation;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::labels::FIELD_MANAGER;
+use crate::settings::Settings;
+use crate::telemetry::Metrics;
+use crate::{Error, Result};
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: settings.identity.clone(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context { client, settings, metrics, recorder }
+    }
+
+    /// Publishes an Event on `obj`. Events are best effort: a failure is logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+}
+
+/// The namespaced API of `K` where `obj` lives.
+pub fn namespaced_api<K, O>(client: &Client, obj: &O) -> Result<Api<K>>
+where
+    K: Resource<Scope = NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+    O: ResourceExt,
+{
+    let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    Ok(Api::namespaced(client.clone(), &ns))
+}
+
+/// Server-side applies `obj` with Phoenix's field manager, taking ownership of every field set.
+pub async fn apply<K>(api: &Api<K>, obj: &K, step: &'static str) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let name = obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    let mut obj = obj.clone();
+    // Server-side apply bodies must carry apiVersion and kind.
+    let body = with_type_meta(&mut obj)?;
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map_err(Error::kube(step))
+}
+
+fn with_type_meta<K>(obj: &mut K) -> Result<serde_json::Value>
+where
+    K: Resource + Serialize,
+    <K as Resource>::DynamicType: Default,
+{
+    let dt = K::DynamicType::default();
+    let mut value = serde_json::to_value(&*obj).map_err(|source| Error::Serialize { what: "object", source })?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&dt).into());
+        map.insert("kind".into(), K::kind(&dt).into());
+        map.remove("status");
+    }
+    Ok(value)
+}
+
+/// Writes `status` on the status subresource (server-side apply), only when it differs from what
+/// is stored, so an unchanged observation never produces a write or a watch event.
+pub async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let dt = K::DynamicType::default();
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&dt),
+        "kind": K::kind(&dt),
+        "status": status,
+    });
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map_err(Error::kube("write status"))?;
+    Ok(true)
+}
+
+/// Now, as a Kubernetes timestamp.
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// A future that resolves once `stop` turns true (or its sender is gone).
+pub fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs every controller for each watched namespace (or all namespaces) until `stop` turns true;
+/// in-flight reconciles finish first.
+pub async fn run_all(ctx: Arc<Context>, namespaces: &[String], stop: tokio::sync::watch::Receiver<bool>) {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut tasks = Vec::new();
+    for ns in scopes {
+        let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
+        tasks.push(tokio::spawn(async move { pipeline::run(c, n.as_deref(), stopped(s)).await }));
+        let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
+        tasks.push(tokio::spawn(async move { simulation::run(c, n.as_deref(), stopped(s)).await }));
+        // EXPERIMENT-CONTROLLER
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}

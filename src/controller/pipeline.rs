@@ -1,0 +1,329 @@
+//! The Pipeline controller: renders the collector config, validates it, applies the hash-named
+//! ConfigMap and the collector workload, prunes old ConfigMaps and reports status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::{Context, apply, namespaced_api, now, write_status};
+use crate::build::collector_config::{self, RenderContext};
+use crate::build::labels::{self, Ownership};
+use crate::build::workload::{self, CollectorParams, Workload};
+use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
+use crate::{Error, Result};
+
+/// The controller's name in metrics and logs.
+pub const NAME: &str = "pipeline";
+/// Hash-named ConfigMaps kept besides the current one (for quick rollback and in-flight pods).
+pub const KEEP_OLD_CONFIGMAPS: usize = 2;
+
+/// Ready and desired collector pods of the applied workload.
+fn collector_counts(workload: &Workload) -> (i32, i32) {
+    match workload {
+        Workload::DaemonSet(ds) => ds
+            .status
+            .as_ref()
+            .map(|s| (s.number_ready, s.desired_number_scheduled))
+            .unwrap_or((0, 0)),
+        Workload::Deployment(d) => {
+            let desired = d.spec.replicas.unwrap_or(1);
+            (d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0), desired)
+        }
+    }
+}
+
+/// Whether the applied workload's rollout of the current template has finished.
+fn rolled_out(workload: &Workload) -> bool {
+    match workload {
+        Workload::DaemonSet(ds) => ds.status.as_ref().is_some_and(|s| {
+            s.observed_generation == ds.metadata.generation
+                && s.updated_number_scheduled.unwrap_or(0) == s.desired_number_scheduled
+                && s.number_ready == s.desired_number_scheduled
+                && s.desired_number_scheduled > 0
+        }),
+        Workload::Deployment(d) => d.status.as_ref().is_some_and(|s| {
+            s.observed_generation == d.metadata.generation
+                && s.updated_replicas.unwrap_or(0) == d.spec.replicas.unwrap_or(1)
+                && s.ready_replicas.unwrap_or(0) == d.spec.replicas.unwrap_or(1)
+        }),
+    }
+}
+
+/// The status of a Pipeline whose config rendered and whose workload was applied. Pure.
+pub fn ready_status(
+    pipeline: &Pipeline,
+    hash: &str,
+    workload: &Workload,
+    previous: &PipelineStatus,
+) -> PipelineStatus {
+    let generation = pipeline.metadata.generation;
+    let (ready, desired) = collector_counts(workload);
+    let available = rolled_out(workload);
+    let phase = if available {
+        PipelinePhase::Ready
+    } else if ready > 0 {
+        PipelinePhase::Degraded
+    } else {
+        PipelinePhase::Pending
+    };
+    let message = if available {
+        format!("{ready}/{desired} collectors ready with config {hash}")
+    } else {
+        format!("rolling out config {hash}: {ready}/{desired} collectors ready")
+    };
+    let mut conds = previous.conditions.clone();
+    let t = now();
+    conditions::set_condition(&mut conds, Condition::new("ConfigValid", ConditionStatus::True, "Rendered", format!("config {hash} rendered and validated"), generation, t.clone()));
+    let (status, reason) = if available { (ConditionStatus::True, "RolledOut") } else { (ConditionStatus::False, "RollingOut") };
+    conditions::set_condition(&mut conds, Condition::new("Available", status, reason, message.clone(), generation, t.clone()));
+    conditions::set_condition(&mut conds, Condition::new("Ready", status, reason, message.clone(), generation, t));
+    PipelineStatus {
+        phase: Some(phase),
+        observed_generation: generation,
+        conditions: conds,
+        config_hash: Some(hash.to_string()),
+        config_map: Some(labels::config_map_name(&pipeline.name_any(), hash)),
+        ready_collectors: ready,
+        desired_collectors: desired,
+        ready: Some(format!("{ready}/{desired}")),
+        topk_processes: previous.topk_processes.clone(),
+        message: Some(message),
+    }
+}
+
+/// The status of a Pipeline whose spec cannot be rendered: the last good config keeps running.
+pub fn invalid_status(pipeline: &Pipeline, reason: &str, message: &str, previous: &PipelineStatus) -> PipelineStatus {
+    let generation = pipeline.metadata.generation;
+    let mut conds = previous.conditions.clone();
+    let t = now();
+    let kept = match &previous.config_hash {
+        Some(h) => format!("; collectors keep running config {h}"),
+        None => String::new(),
+    };
+    conditions::set_condition(&mut conds, Condition::new("ConfigValid", ConditionStatus::False, reason, message, generation, t.clone()));
+    conditions::set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, reason, format!("{message}{kept}"), generation, t));
+    PipelineStatus {
+        phase: Some(PipelinePhase::Invalid),
+        observed_generation: generation,
+        conditions: conds,
+        message: Some(format!("invalid config: {message}{kept}")),
+        ..previous.clone()
+    }
+}
+
+#[instrument(skip_all, fields(pipeline = %pipeline.name_any(), namespace = pipeline.namespace().unwrap_or_default()))]
+async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let name = pipeline.name_any();
+    let namespace = pipeline.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Pipeline> = namespaced_api(&ctx.client, pipeline.as_ref())?;
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let ownership = Ownership::from_labels(pipeline.metadata.labels.as_ref());
+
+    // Build: render and validate the config (pure).
+    let remote_write = pipeline
+        .annotations()
+        .get(crate::build::children::REMOTE_WRITE_URL)
+        .cloned()
+        .unwrap_or_else(|| ctx.settings.remote_write_url());
+    let experiment_label = ownership.experiment.as_ref().map(|e| crate::build::children::experiment_label(&namespace, e));
+    let topk = previous.topk_processes.clone();
+    let exporters_allowed = ownership.experiment.is_none() || extra_exporters_allowed(&pipeline);
+    let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+        Ok(keys) => keys,
+        Err(missing) => {
+            let message = format!("Secret {missing} referenced by spec.exporters does not exist");
+            let status = invalid_status(&pipeline, "SecretNotFound", &message, &previous);
+            if previous.message != status.message {
+                ctx.event(pipeline.as_ref(), EventType::Warning, "SecretNotFound", "Validate", message).await;
+            }
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Secrets are not watched: look again in a while.
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
+    let render_ctx = RenderContext {
+        experiment: experiment_label.as_deref(),
+        variant: ownership.variant.as_deref(),
+        topk_processes: &topk,
+        extra_exporters_allowed: exporters_allowed,
+        secret_keys: &secret_keys,
+        ..RenderContext::new(&name, &remote_write)
+    };
+    let rendered = match collector_config::render(&pipeline.spec, &render_ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            let status = invalid_status(&pipeline, e.reason(), &e.to_string(), &previous);
+            if previous.phase != Some(PipelinePhase::Invalid) || previous.message != status.message {
+                ctx.event(pipeline.as_ref(), EventType::Warning, e.reason(), "Validate", e.to_string()).await;
+            }
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Permanent until the spec changes: wait for the next watch event.
+            return Ok(Action::await_change());
+        }
+    };
+
+    // Apply: the ConfigMap first, so the pods never reference a missing config.
+    let owner = pipeline.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let params = CollectorParams {
+        name: &name,
+        namespace: &namespace,
+        owner,
+        ownership,
+        config_yaml: &rendered.yaml,
+        config_hash: &rendered.hash,
+        default_image: &ctx.settings.collector_image,
+        extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
+    };
+    let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let config_map = workload::config_map(&params);
+    if config_maps.get_opt(&labels::config_map_name(&name, &rendered.hash)).await.map_err(Error::kube("get ConfigMap"))?.is_none() {
+        apply(&config_maps, &config_map, "apply ConfigMap").await?;
+    }
+    let applied = match workload::workload(&pipeline.spec, &params) {
+        Workload::DaemonSet(ds) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
+            delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name)).await?;
+            Workload::DaemonSet(apply(&api, &ds, "apply DaemonSet").await?)
+        }
+        Workload::Deployment(d) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
+            delete_if_exists::<DaemonSet>(&ctx, &namespace, &labels::collector_name(&name)).await?;
+            Workload::Deployment(apply(&api, &d, "apply Deployment").await?)
+        }
+    };
+    prune_config_maps(&config_maps, &name, &rendered.hash).await?;
+
+    // Status, and Events on what changed.
+    let status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+        let note = match &previous.config_hash {
+            Some(old) => format!("collector config changed {old} → {}", rendered.hash),
+            None => format!("collector config {} deployed", rendered.hash),
+        };
+        ctx.event(pipeline.as_ref(), EventType::Normal, "ConfigChanged", "Apply", note).await;
+    }
+    let was_available = conditions::is_true(&previous.conditions, "Available");
+    let is_available = conditions::is_true(&status.conditions, "Available");
+    if is_available && !was_available {
+        let note = format!("{} collectors ready", status.ready.clone().unwrap_or_default());
+        ctx.event(pipeline.as_ref(), EventType::Normal, "RolledOut", "Rollout", note).await;
+        info!(hash = %rendered.hash, "collectors rolled out");
+    }
+    write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+    Ok(Action::await_change())
+}
+
+fn extra_exporters_allowed(pipeline: &Pipeline) -> bool {
+    pipeline
+        .annotations()
+        .get(labels::ALLOW_EXTRA_EXPORTERS)
+        .is_some_and(|v| v == "true")
+}
+
+/// The key names (never the values) of the Secrets `spec.exporters` reference, or the name of a
+/// Secret that does not exist.
+async fn header_secret_keys(
+    ctx: &Context,
+    namespace: &str,
+    pipeline: &Pipeline,
+    allowed: bool,
+) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, String>> {
+    let mut keys = BTreeMap::new();
+    if !allowed {
+        return Ok(Ok(keys));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    for r in pipeline.spec.exporters.iter().filter_map(|e| e.headers_secret_ref.as_ref()) {
+        let Some(secret) = secrets.get_opt(&r.name).await.map_err(Error::kube("get exporter Secret"))? else {
+            return Ok(Err(r.name.clone()));
+        };
+        let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
+        names.extend(secret.string_data.unwrap_or_default().into_keys());
+        names.sort();
+        names.dedup();
+        keys.insert(r.name.clone(), names);
+    }
+    Ok(Ok(keys))
+}
+
+async fn delete_if_exists<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube { step: "delete workload of the other mode", source: e }),
+    }
+}
+
+/// Deletes this Pipeline's hash-named ConfigMaps beyond the current one and the newest
+/// [`KEEP_OLD_CONFIGMAPS`] others.
+async fn prune_config_maps(api: &Api<ConfigMap>, pipeline: &str, current: &str) -> Result<()> {
+    let selector = format!("{}={pipeline},{}=collector-config", labels::PIPELINE, labels::COMPONENT);
+    let mut old: Vec<ConfigMap> = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list ConfigMaps"))?
+        .items
+        .into_iter()
+        .filter(|cm| cm.name_any() != labels::config_map_name(pipeline, current))
+        .collect();
+    old.sort_by(|a, b| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp));
+    for cm in old.into_iter().skip(KEEP_OLD_CONFIGMAPS) {
+        match api.delete(&cm.name_any(), &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(Error::Kube { step: "delete old ConfigMap", source: e }),
+        }
+    }
+    Ok(())
+}
+
+fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error(NAME, error.reason());
+    warn!(%error, "pipeline reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the Pipeline controller on `pipelines` until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (pipelines, config_maps, daemonsets, deployments) = match namespace {
+        Some(ns) => (
+            Api::<Pipeline>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<DaemonSet>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
+    Controller::new(pipelines, watcher::Config::default())
+        .owns(config_maps, managed.clone())
+        .owns(daemonsets, managed.clone())
+        .owns(deployments, managed)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "pipeline controller event");
+            }
+        })
+        .await;
+}

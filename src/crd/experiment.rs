@@ -1,0 +1,443 @@
+//! The Experiment kind: a baseline and a candidate pipeline side by side under the same load,
+//! measured in Prometheus and judged against success criteria.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::duration;
+use super::pipeline::PipelineSpec;
+use super::simulation::SimulationSpec;
+
+/// Longest Experiment name: the child Pipeline `<name>-candidate` must stay within the Pipeline
+/// name limit.
+pub const MAX_NAME_LEN: usize = 40;
+
+/// Runs a baseline and a candidate collector pipeline side by side and reports which is cheaper
+/// and whether the candidate keeps what matters.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "phoenix.io",
+    version = "v1alpha1",
+    kind = "Experiment",
+    namespaced,
+    doc = "Experiment runs a baseline and a candidate OpenTelemetry collector pipeline side by side under the same process load, measures both in Prometheus and reports the reduction, critical-process retention, cost and a verdict.",
+    status = "ExperimentStatus",
+    shortname = "exp",
+    category = "phoenix",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
+    printcolumn = r#"{"name":"Reduction","type":"number","format":"float","description":"Series reduction of the candidate, percent","jsonPath":".status.results.seriesReductionPercent"}"#,
+    printcolumn = r#"{"name":"Retention","type":"number","format":"float","description":"Critical processes the candidate kept, percent","jsonPath":".status.results.criticalRetentionPercent"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters (child Pipelines are named <name>-candidate)"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.baseline == oldSelf.baseline").message("spec.baseline is immutable: create a new Experiment to compare other pipelines").field_path(".baseline"),
+    validation = kube::core::Rule::new("self.candidate == oldSelf.candidate").message("spec.candidate is immutable: create a new Experiment to compare other pipelines").field_path(".candidate"),
+    validation = kube::core::Rule::new("self.targets == oldSelf.targets").message("spec.targets is immutable").field_path(".targets"),
+    validation = kube::core::Rule::new("has(self.simulation) == has(oldSelf.simulation) && (!has(self.simulation) || self.simulation == oldSelf.simulation)").message("spec.simulation is immutable").field_path(".simulation"),
+    validation = kube::core::Rule::new("self.duration == oldSelf.duration && self.warmup == oldSelf.warmup").message("spec.duration and spec.warmup are immutable").field_path(".duration"),
+    validation = kube::core::Rule::new("!has(oldSelf.abort) || !oldSelf.abort || self.abort").message("an aborted Experiment cannot be resumed").field_path(".abort"),
+    validation = kube::core::Rule::new("duration(self.warmup) < duration(self.duration)").message("spec.warmup must be shorter than spec.duration").field_path(".warmup"),
+)]
+pub struct ExperimentSpec {
+    /// The control group: the pipeline you run today.
+    pub baseline: Variant,
+    /// The cheaper pipeline to prove.
+    pub candidate: Variant,
+    /// Where both variants (and the simulation) run: the same nodes, so they see the same processes.
+    #[serde(default)]
+    pub targets: Targets,
+    /// Process load to run during the experiment. Absent: measure the nodes' real workloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<SimulationSpec>,
+    /// How long both variants run, warmup included. Duration between 1m and 24h. Default: 10m.
+    #[serde(default = "default_duration")]
+    #[schemars(pattern(duration::PATTERN), length(max = 32))]
+    #[x_kube(validation = duration::between("1m", "24h"))]
+    pub duration: String,
+    /// Time after both collectors are ready that analysis ignores. Duration between 0s and 1h.
+    /// Default: 1m.
+    #[serde(default = "default_warmup")]
+    #[schemars(pattern(duration::PATTERN), length(max = 32))]
+    #[x_kube(validation = duration::between("0s", "1h"))]
+    pub warmup: String,
+    /// How the measurements are taken.
+    #[serde(default)]
+    pub analysis: AnalysisSpec,
+    /// What the candidate must achieve to pass.
+    #[serde(default)]
+    pub success_criteria: SuccessCriteria,
+    /// Prices used to estimate the monthly cost of each variant.
+    #[serde(default)]
+    pub cost_model: CostModel,
+    /// The Prometheus that receives both variants' metrics. Default: the operator's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Let the variants' extra `exporters` send data during the experiment. Default false: an
+    /// experiment writes only to the analysis Prometheus, never to a production backend.
+    #[serde(default)]
+    pub allow_extra_exporters: bool,
+    /// Set to true to stop the run; the Experiment ends `Aborted` and keeps what it measured.
+    #[serde(default)]
+    pub abort: bool,
+}
+
+/// One side of the comparison: a reference to an existing Pipeline or a Pipeline spec inline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.pipelineRef) != has(self.pipeline)").message("set exactly one of pipelineRef or pipeline"))]
+pub struct Variant {
+    /// An existing Pipeline in this namespace whose spec is copied when the Experiment starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_ref: Option<PipelineRef>,
+    /// A Pipeline spec inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineSpec>,
+}
+
+/// A reference to a Pipeline in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineRef {
+    /// The Pipeline's name.
+    #[schemars(length(min = 1, max = 50))]
+    pub name: String,
+}
+
+/// The nodes an experiment runs on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Targets {
+    /// Node labels selecting the target nodes. Empty: every schedulable node.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// Measurement settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Step between measurements (each one is a sample for the statistics). Duration between 5s and
+    /// 10m. Default: 30s.
+    #[serde(default = "default_interval")]
+    #[schemars(pattern(duration::PATTERN), length(max = 32))]
+    #[x_kube(validation = duration::between("5s", "10m"))]
+    pub interval: String,
+    /// Significance level of the Mann-Whitney U test, 0.001 to 0.2. Default: 0.05.
+    #[serde(default = "default_alpha")]
+    #[schemars(range(min = 0.001, max = 0.2))]
+    pub significance_level: f64,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        AnalysisSpec {
+            interval: default_interval(),
+            significance_level: default_alpha(),
+        }
+    }
+}
+
+/// Thresholds the candidate must meet. A criterion left out is not checked, except critical
+/// retention (default 100%).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuccessCriteria {
+    /// Minimum reduction of active series versus the baseline, percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_series_reduction_percent: Option<f64>,
+    /// Minimum share of the baseline's critical processes the candidate still reports, percent
+    /// (0 to 100). Default: 100.
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_critical_retention_percent: f64,
+    /// Maximum increase of collector CPU versus the baseline, percent (0 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub max_collector_cpu_increase_percent: Option<f64>,
+    /// Maximum increase of collector memory versus the baseline, percent (0 to 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub max_collector_memory_increase_percent: Option<f64>,
+    /// Minimum reduction of the estimated monthly cost, percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_cost_reduction_percent: Option<f64>,
+}
+
+impl Default for SuccessCriteria {
+    fn default() -> Self {
+        SuccessCriteria {
+            min_series_reduction_percent: None,
+            min_critical_retention_percent: default_retention(),
+            max_collector_cpu_increase_percent: None,
+            max_collector_memory_increase_percent: None,
+            min_cost_reduction_percent: None,
+        }
+    }
+}
+
+/// Prices of a metrics backend, in any currency (results use the same one).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostModel {
+    /// Price per 1,000 active series per month. Default: 8.0.
+    #[serde(default = "default_series_price")]
+    #[schemars(range(min = 0.0, max = 1000000.0))]
+    pub per_thousand_series_month: f64,
+    /// Price per million datapoints ingested. Default: 0.5.
+    #[serde(default = "default_datapoint_price")]
+    #[schemars(range(min = 0.0, max = 1000000.0))]
+    pub per_million_datapoints: f64,
+    /// Currency label shown with the results. Default: USD.
+    #[serde(default = "default_currency")]
+    #[schemars(length(min = 1, max = 8))]
+    pub currency: String,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        CostModel {
+            per_thousand_series_month: default_series_price(),
+            per_million_datapoints: default_datapoint_price(),
+            currency: default_currency(),
+        }
+    }
+}
+
+/// Where the analysis Prometheus is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
+    pub url: String,
+}
+
+/// Observed state of an Experiment.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    /// `Pending` → `Deploying` → `Running` → `Analyzing` → `Completed`, or `Failed` / `Aborted`.
+    /// Terminal phases never change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ExperimentPhase>,
+    /// `Pass`, `Fail` or `Inconclusive`, once `Completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Deployed`, `PrometheusReachable`, `Completed`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// When the Experiment started deploying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When both collectors became ready (the measurement clock's zero; warmup follows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since: Option<Time>,
+    /// When analysis began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_started: Option<Time>,
+    /// When the Experiment reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Consecutive failed Prometheus attempts in the current phase (bounded by the budget).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prometheus_failures: u32,
+    /// Human-readable summary of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The measurements and their comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results: Option<Results>,
+    /// On `Pass`: the candidate Pipeline spec, ready to commit to Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<PipelineSpec>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Lifecycle phase of an Experiment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ExperimentPhase {
+    Pending,
+    Deploying,
+    Running,
+    Analyzing,
+    Completed,
+    Failed,
+    Aborted,
+}
+
+impl ExperimentPhase {
+    /// Whether the phase is final.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted
+        )
+    }
+}
+
+/// The outcome of a completed Experiment.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Verdict {
+    /// Every criterion holds and the reduction is statistically significant.
+    Pass,
+    /// At least one criterion does not hold.
+    Fail,
+    /// Too few or too noisy data to tell.
+    Inconclusive,
+}
+
+/// Measurements of both variants and their comparison.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Results {
+    /// The baseline's measurements.
+    pub baseline: VariantResults,
+    /// The candidate's measurements.
+    pub candidate: VariantResults,
+    /// Reduction of active series, candidate versus baseline, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_reduction_percent: Option<f64>,
+    /// Reduction of datapoints per second, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapoint_reduction_percent: Option<f64>,
+    /// Share of the baseline's critical processes the candidate reports, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_retention_percent: Option<f64>,
+    /// Estimated monthly cost of each variant under `spec.costModel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_monthly_cost: Option<MonthlyCost>,
+    /// Reduction of the estimated monthly cost, percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_reduction_percent: Option<f64>,
+    /// The statistics behind the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
+    /// Each success criterion with its threshold, observed value and outcome.
+    #[serde(default)]
+    pub criteria: Vec<CriterionResult>,
+}
+
+/// Measurements of one variant over the analysis window.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantResults {
+    /// Mean active series per step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<f64>,
+    /// Distinct series seen over the whole window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_series: Option<f64>,
+    /// Samples ingested per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapoints_per_second: Option<f64>,
+    /// Mean collector CPU, cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_cpu_cores: Option<f64>,
+    /// Mean collector resident memory, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_memory_bytes: Option<f64>,
+    /// Distinct critical executable names reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_processes_seen: Option<u32>,
+    /// Analysis steps with data.
+    #[serde(default)]
+    pub samples: u32,
+}
+
+/// Estimated monthly cost per variant.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonthlyCost {
+    /// The baseline's estimated monthly cost.
+    pub baseline: f64,
+    /// The candidate's estimated monthly cost.
+    pub candidate: f64,
+    /// Currency of both figures.
+    pub currency: String,
+}
+
+/// The statistical test behind the verdict.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Confidence {
+    /// The test used, e.g. `mann-whitney-u`.
+    pub method: String,
+    /// p-value of "candidate series are lower than baseline series".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// `(1 - p) * 100`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence_percent: Option<f64>,
+    /// Samples per variant used.
+    #[serde(default)]
+    pub samples: u32,
+    /// Why the result is (in)conclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One success criterion's evaluation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CriterionResult {
+    /// The criterion, e.g. `minSeriesReductionPercent`.
+    pub name: String,
+    /// The threshold from the spec.
+    pub threshold: f64,
+    /// The measured value, when there was data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<f64>,
+    /// Whether the criterion holds.
+    pub passed: bool,
+    /// The PromQL behind the observed value (cut to 512 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+fn default_duration() -> String {
+    "10m".to_string()
+}
+
+fn default_warmup() -> String {
+    "1m".to_string()
+}
+
+fn default_interval() -> String {
+    "30s".to_string()
+}
+
+fn default_alpha() -> f64 {
+    0.05
+}
+
+fn default_retention() -> f64 {
+    100.0
+}
+
+fn default_series_price() -> f64 {
+    8.0
+}
+
+fn default_datapoint_price() -> f64 {
+    0.5
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}

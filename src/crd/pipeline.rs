@@ -1,0 +1,342 @@
+//! The Pipeline kind: one OpenTelemetry collector pipeline for process metrics, deployed as a
+//! DaemonSet (or Deployment) with a generated, immutable, hash-named ConfigMap.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::conditions::Condition;
+use super::duration;
+
+/// Longest Pipeline name: `<name>-collector` and `<name>-<hash8>` must stay within the
+/// 63-character limit of label values and DNS labels.
+pub const MAX_NAME_LEN: usize = 50;
+
+/// A collector pipeline for process metrics, rendered from a template.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "phoenix.io",
+    version = "v1alpha1",
+    kind = "Pipeline",
+    namespaced,
+    doc = "Pipeline is one OpenTelemetry collector pipeline for process metrics, rendered from a template and deployed as a DaemonSet or Deployment.",
+    status = "PipelineStatus",
+    shortname = "pl",
+    category = "phoenix",
+    printcolumn = r#"{"name":"Template","type":"string","jsonPath":".spec.template"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 50").message("metadata.name must be at most 50 characters (generated names append -collector)"),
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = kube::core::Rule::new("self.template == 'topk' || !has(self.topk)").message("spec.topk is only allowed with template topk").field_path(".topk"),
+    validation = kube::core::Rule::new("self.template != 'topk' || has(self.topk)").message("template topk needs spec.topk").field_path(".topk"),
+    validation = kube::core::Rule::new("(self.template == 'custom') == has(self.custom)").message("spec.custom is required with template custom and only allowed with it").field_path(".custom"),
+    validation = kube::core::Rule::new("self.template == 'aggregate' || !has(self.aggregate)").message("spec.aggregate is only allowed with template aggregate").field_path(".aggregate"),
+    validation = kube::core::Rule::new("self.template == 'priority-filter' || size(self.keepPatterns) == 0").message("spec.keepPatterns is only allowed with template priority-filter").field_path(".keepPatterns"),
+)]
+pub struct PipelineSpec {
+    /// Which pipeline to render. `baseline`: full-fidelity process metrics (the control group).
+    /// `priority-filter`: keep only processes matching criticalProcesses or keepPatterns, drop the
+    /// rest and high-cardinality attributes. `aggregate`: keep critical processes, sum every other
+    /// process per executable name. `topk`: critical processes plus the K heaviest by CPU, the rest
+    /// summed into one "other" series. `custom`: your own processors block.
+    pub template: PipelineTemplate,
+
+    /// Regular expressions (RE2) on the process executable name. Matching processes are never
+    /// dropped or rolled up by any template. At most 50 entries.
+    #[serde(default)]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    pub critical_processes: Vec<String>,
+
+    /// How often the hostmetrics receiver scrapes processes. Duration between 1s and 5m.
+    /// Default: 10s.
+    #[serde(default = "default_collection_interval")]
+    #[schemars(pattern(duration::PATTERN), length(max = 32))]
+    #[x_kube(validation = duration::between("1s", "5m"))]
+    pub collection_interval: String,
+
+    /// Template `priority-filter` only: extra RE2 patterns on the executable name to keep besides
+    /// the critical processes. At most 100 entries.
+    #[serde(default)]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 256)))]
+    pub keep_patterns: Vec<String>,
+
+    /// Resource/data-point attributes to remove before export (high-cardinality ones). Default:
+    /// `process.pid`, `process.parent_pid`, `process.command_line`, `process.command`,
+    /// `process.executable.path`, `process.owner`. Ignored by `baseline`, which keeps everything.
+    #[serde(default = "default_drop_attributes")]
+    #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
+    pub drop_attributes: Vec<String>,
+
+    /// Template `aggregate` only: how non-critical processes are rolled up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<AggregateSpec>,
+
+    /// Template `topk` only: how many heavy processes to keep and how often to re-select them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk: Option<TopKSpec>,
+
+    /// Template `custom` only: the processors block, as structured YAML. Phoenix still owns the
+    /// receivers, exporters and labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomSpec>,
+
+    /// Extra OTLP/HTTP exporters (e.g. a vendor backend) besides the analysis Prometheus. Headers
+    /// come from a Secret, never from the spec. At most 5.
+    #[serde(default)]
+    #[schemars(length(max = 5))]
+    pub exporters: Vec<OtlpHttpExporter>,
+
+    /// Where and how the collectors run.
+    #[serde(default)]
+    pub deployment: CollectorDeployment,
+}
+
+/// The pipeline templates Phoenix can render.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineTemplate {
+    Baseline,
+    PriorityFilter,
+    Aggregate,
+    Topk,
+    Custom,
+}
+
+impl PipelineTemplate {
+    /// The name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PipelineTemplate::Baseline => "baseline",
+            PipelineTemplate::PriorityFilter => "priority-filter",
+            PipelineTemplate::Aggregate => "aggregate",
+            PipelineTemplate::Topk => "topk",
+            PipelineTemplate::Custom => "custom",
+        }
+    }
+}
+
+/// Roll-up settings of the `aggregate` template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregateSpec {
+    /// `executable` (default): one series per executable name. `category`: one series per
+    /// category from `categories`; processes matching no category go to `other`.
+    #[serde(default)]
+    pub group_by: AggregateGroupBy,
+    /// `category` grouping only: category name → RE2 pattern on the executable name. At most 50.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 50))]
+    pub categories: BTreeMap<String, String>,
+}
+
+/// What the `aggregate` template groups non-critical processes by.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum AggregateGroupBy {
+    #[default]
+    Executable,
+    Category,
+}
+
+/// Settings of the `topk` template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopKSpec {
+    /// How many of the heaviest processes (by CPU) to keep besides the critical ones. 1 to 200.
+    #[schemars(range(min = 1, max = 200))]
+    pub k: u32,
+    /// How often the operator re-selects the top K from Prometheus. Duration between 30s and 1h.
+    /// Default: 1m.
+    #[serde(default = "default_topk_refresh")]
+    #[schemars(pattern(duration::PATTERN), length(max = 32))]
+    #[x_kube(validation = duration::between("30s", "1h"))]
+    pub refresh_interval: String,
+    /// A fixed include list of executable names, used until (or instead of) a Prometheus-driven
+    /// selection. At most 200.
+    #[serde(default)]
+    #[schemars(length(max = 200), inner(length(min = 1, max = 256)))]
+    pub processes: Vec<String>,
+}
+
+/// The user's processors for the `custom` template.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomSpec {
+    /// Processor id (e.g. `filter/noise`) → its configuration, exactly as in a collector config.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 20))]
+    pub processors: BTreeMap<String, FreeForm>,
+    /// The processor ids in pipeline order. Every id must be defined in `processors` and every
+    /// defined processor used. `memory_limiter` and `batch` are added by Phoenix around them.
+    #[schemars(length(min = 1, max = 20), inner(length(min = 1, max = 128)))]
+    pub pipeline: Vec<String>,
+}
+
+/// An arbitrary YAML/JSON value kept as given (a collector component's configuration).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(transparent)]
+pub struct FreeForm(pub serde_json::Value);
+
+impl schemars::JsonSchema for FreeForm {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FreeForm".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+        })
+    }
+}
+
+/// An extra OTLP/HTTP exporter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpHttpExporter {
+    /// Exporter name, used in the component id `otlphttp/<name>`. Lowercase letters, digits, `-`.
+    #[schemars(length(min = 1, max = 40), pattern(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+    /// OTLP/HTTP endpoint URL, e.g. `https://otlp.nr-data.net`.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
+    pub endpoint: String,
+    /// A Secret in the Pipeline's namespace whose keys become HTTP headers (key = header name),
+    /// e.g. `api-key` for New Relic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretRef>,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// How collectors are deployed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorDeployment {
+    /// `DaemonSet` (default): one collector per target node. `Deployment`: one replica.
+    #[serde(default)]
+    pub mode: DeploymentMode,
+    /// Nodes the collectors run on. Inside an Experiment the Experiment's targets apply.
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for the collector pods.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+    /// CPU/memory requests and limits of the collector container. Default: requests 100m / 128Mi,
+    /// limits 500m / 512Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Collector image. Default: the contrib collector image the operator is configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+}
+
+/// The workload kind that runs the collectors.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum DeploymentMode {
+    #[default]
+    DaemonSet,
+    Deployment,
+}
+
+/// Observed state of a Pipeline.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineStatus {
+    /// `Pending`, `Ready`, `Invalid` (the spec cannot be rendered; the last good collectors keep
+    /// running) or `Degraded` (collectors not all ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PipelinePhase>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `ConfigValid`, `Available`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// First 8 hex digits of the SHA-256 of the rendered collector config now deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+    /// Name of the ConfigMap holding the deployed collector config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<String>,
+    /// Collector pods ready.
+    #[serde(default)]
+    pub ready_collectors: i32,
+    /// Collector pods wanted.
+    #[serde(default)]
+    pub desired_collectors: i32,
+    /// `ready/desired`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// The executable names the `topk` template currently keeps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topk_processes: Vec<String>,
+    /// Human-readable summary of the current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Lifecycle phase of a Pipeline.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum PipelinePhase {
+    Pending,
+    Ready,
+    Invalid,
+    Degraded,
+}
+
+fn default_collection_interval() -> String {
+    "10s".to_string()
+}
+
+fn default_topk_refresh() -> String {
+    "1m".to_string()
+}
+
+/// Attributes dropped by the reducing templates unless the spec says otherwise.
+pub fn default_drop_attributes() -> Vec<String> {
+    [
+        "process.pid",
+        "process.parent_pid",
+        "process.command_line",
+        "process.command",
+        "process.executable.path",
+        "process.owner",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+impl PipelineSpec {
+    /// A spec of the given template with every other field at its default.
+    pub fn from_template(template: PipelineTemplate) -> Self {
+        PipelineSpec {
+            template,
+            critical_processes: vec![],
+            collection_interval: default_collection_interval(),
+            keep_patterns: vec![],
+            drop_attributes: default_drop_attributes(),
+            aggregate: None,
+            topk: None,
+            custom: None,
+            exporters: vec![],
+            deployment: CollectorDeployment::default(),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The operator's settings: command-line flags, each with an environment-variable fallback.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Phoenix operator: runs collector-pipeline experiments driven by custom resources.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "phoenix-operator", version)]
+pub struct Settings {
+    /// Prometheus that experiments query when their spec names none.
+    #[arg(long, env = "PHOENIX_PROMETHEUS_URL", default_value = "http://prometheus.monitoring:9090")]
+    pub prometheus_url: String,
+    /// Remote-write URL the collectors push to. Default: <prometheus-url>/api/v1/write.
+    #[arg(long, env = "PHOENIX_REMOTE_WRITE_URL")]
+    pub remote_write_url: Option<String>,
+    /// Collector image when a Pipeline names none.
+    #[arg(long, env = "PHOENIX_COLLECTOR_IMAGE", default_value = "otel/opentelemetry-collector-contrib:0.149.0")]
+    pub collector_image: String,
+    /// Image holding `phoenix-simulator`.
+    #[arg(long, env = "PHOENIX_SIMULATOR_IMAGE", default_value = "ghcr.io/phoenix-operator/phoenix:0.1.0")]
+    pub simulator_image: String,
+    /// Namespaces to watch, comma-separated. Empty: all namespaces.
+    #[arg(long, env = "PHOENIX_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    pub watch_namespaces: Vec<String>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "PHOENIX_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "PHOENIX_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `phoenix=debug,kube=info`.
+    #[arg(long, env = "PHOENIX_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Elect a leader on a Lease so only one replica reconciles.
+    #[arg(long, env = "PHOENIX_LEADER_ELECTION", default_value_t = false)]
+    pub leader_election: bool,
+    /// Namespace of the leader-election Lease. Default: the pod's namespace, else `default`.
+    #[arg(long, env = "PHOENIX_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "PHOENIX_LEASE_NAME", default_value = "phoenix-operator")]
+    pub lease_name: String,
+    /// Lease duration in seconds: a dead leader is replaced within this time.
+    #[arg(long, env = "PHOENIX_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl Settings {
+    /// The remote-write URL collectors push to.
+    pub fn remote_write_url(&self) -> String {
+        self.remote_write_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/api/v1/write", self.prometheus_url.trim_end_matches('/')))
+    }
+
+    /// The watched namespaces, without empty entries; empty means all.
+    pub fn namespaces(&self) -> Vec<String> {
+        self.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect()
+    }
+
+    /// Settings for tests and embedding: defaults with the given Prometheus URL.
+    pub fn for_prometheus(url: &str) -> Settings {
+        let mut s = Settings::parse_from(["phoenix-operator"]);
+        s.prometheus_url = url.to_string();
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_write_url_defaults_from_prometheus() {
+        let s = Settings::parse_from(["x", "--prometheus-url", "http://127.0.0.1:9090/"]);
+        assert_eq!(s.remote_write_url(), "http://127.0.0.1:9090/api/v1/write");
+        let s = Settings::parse_from(["x", "--remote-write-url", "http://rw/api/v1/write"]);
+        assert_eq!(s.remote_write_url(), "http://rw/api/v1/write");
+    }
+
+    #[test]
+    fn namespaces_split_and_default_to_all() {
+        assert!(Settings::parse_from(["x"]).namespaces().is_empty());
+        let s = Settings::parse_from(["x", "--watch-namespaces", "a,b"]);
+        assert_eq!(s.namespaces(), vec!["a", "b"]);
+    }
+}

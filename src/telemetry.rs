@@ -1,0 +1,227 @@
+//! The operator's own telemetry: Prometheus metrics, the /metrics /healthz /readyz endpoint, and
+//! log setup.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::settings::{LogFormat, Settings};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub experiment: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub namespace: String,
+    pub experiment: String,
+}
+
+/// Every metric the operator exports, under the `phoenix_` prefix.
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ControllerLabel, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<ControllerLabel, Histogram>,
+    /// 1 for the phase each Experiment is in.
+    pub experiment_phase: Family<PhaseLabels, Gauge>,
+    pub result_series_reduction: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub result_retention: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// 1 Pass, 0 Fail, -1 Inconclusive.
+    pub result_verdict: Family<ResultLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("phoenix");
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 14))
+        });
+        let experiment_phase = Family::<PhaseLabels, Gauge>::default();
+        let result_series_reduction = Family::default();
+        let result_retention = Family::default();
+        let result_verdict = Family::<ResultLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciles per controller", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconciles per controller and reason", errors.clone());
+        registry.register("reconcile_duration_seconds", "Reconcile duration per controller", duration.clone());
+        registry.register("experiment_phase", "1 for the phase each Experiment is in", experiment_phase.clone());
+        registry.register(
+            "experiment_series_reduction_percent",
+            "Series reduction of each completed Experiment",
+            result_series_reduction.clone(),
+        );
+        registry.register(
+            "experiment_critical_retention_percent",
+            "Critical-process retention of each completed Experiment",
+            result_retention.clone(),
+        );
+        registry.register(
+            "experiment_verdict",
+            "Verdict of each completed Experiment: 1 Pass, 0 Fail, -1 Inconclusive",
+            result_verdict.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            experiment_phase,
+            result_series_reduction,
+            result_retention,
+            result_verdict,
+        }
+    }
+}
+
+impl Metrics {
+    /// Starts timing one reconcile of `controller`; the returned guard records it when dropped.
+    pub fn reconcile(&self, controller: &str) -> ReconcileTimer<'_> {
+        let label = ControllerLabel { controller: controller.to_string() };
+        self.reconciles.get_or_create(&label).inc();
+        ReconcileTimer { metrics: self, label, start: Instant::now() }
+    }
+
+    pub fn error(&self, controller: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels { controller: controller.to_string(), reason: reason.to_string() })
+            .inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Records a reconcile's duration on drop.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    label: ControllerLabel,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics.duration.get_or_create(&self.label).observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// What /readyz reports: ready once the watches have synced and (with leader election) this
+/// replica leads.
+#[derive(Default)]
+pub struct Readiness {
+    pub synced: AtomicBool,
+    pub leading: AtomicBool,
+    pub needs_lease: AtomicBool,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+            && (!self.needs_lease.load(Ordering::Relaxed) || self.leading.load(Ordering::Relaxed))
+    }
+}
+
+fn response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Serves GET /metrics, /healthz and /readyz until the process ends. A plain HTTP/1.1 responder:
+/// three read-only endpoints do not justify a web framework.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let metrics = metrics.clone();
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let reply = match path {
+                "/metrics" => response(
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    &metrics.render(),
+                ),
+                "/healthz" => response("200 OK", "text/plain", "ok\n"),
+                "/readyz" if readiness.is_ready() => response("200 OK", "text/plain", "ready\n"),
+                "/readyz" => response("503 Service Unavailable", "text/plain", "not ready\n"),
+                _ => response("404 Not Found", "text/plain", "not found\n"),
+            };
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
+    }
+}
+
+/// Sets up tracing from the settings' format and filter.
+pub fn init_logging(settings: &Settings) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    match settings.log_format {
+        LogFormat::Json => fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => fmt().with_env_filter(filter).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_errors_and_durations_are_exported() {
+        let m = Metrics::default();
+        drop(m.reconcile("pipeline"));
+        m.error("pipeline", "KubeApi");
+        let text = m.render();
+        assert!(text.contains("phoenix_reconciles_total{controller=\"pipeline\"} 1"), "{text}");
+        assert!(text.contains("phoenix_reconcile_errors_total{controller=\"pipeline\",reason=\"KubeApi\"} 1"));
+        assert!(text.contains("phoenix_reconcile_duration_seconds_count{controller=\"pipeline\"} 1"));
+    }
+
+    #[test]
+    fn readiness_needs_sync_and_lease_when_electing() {
+        let r = Readiness::default();
+        assert!(!r.is_ready());
+        r.synced.store(true, Ordering::Relaxed);
+        assert!(r.is_ready());
+        r.needs_lease.store(true, Ordering::Relaxed);
+        assert!(!r.is_ready());
+        r.leading.store(true, Ordering::Relaxed);
+        assert!(r.is_ready());
+    }
+}

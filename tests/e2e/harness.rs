@@ -1,0 +1,206 @@
+//! The e2e harness: hands tests the local control plane (tests/e2e/cluster.sh) as a
+//! `kube::Client`, a fresh namespace per test, kubectl and the Prometheus URL.
+//!
+//! It reuses a running cluster when `PHOENIX_E2E_ENV` (or target/e2e/env) names one whose apiserver
+//! answers /readyz; otherwise it starts a private one with `cluster.sh up --foreground` in
+//! target/e2e/run-<pid>, which tears itself down when this test process exits (its stdin closes).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The cluster this test process uses.
+pub struct Cluster {
+    pub env: BTreeMap<String, String>,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    pub prometheus_url: String,
+    /// The foreground cluster.sh we started, if any; kept so its stdin stays open.
+    _owned: Option<Mutex<Child>>,
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn answers_readyz(env: &BTreeMap<String, String>) -> bool {
+    let (Some(kubectl), Some(kubeconfig)) = (env.get("KUBECTL"), env.get("KUBECONFIG")) else {
+        return false;
+    };
+    Command::new(kubectl)
+        .args(["--kubeconfig", kubeconfig, "--request-timeout=5s", "get", "--raw", "/readyz"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn existing() -> Option<BTreeMap<String, String>> {
+    let path = std::env::var("PHOENIX_E2E_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target/e2e/env"));
+    let env = parse_env(&std::fs::read_to_string(path).ok()?);
+    answers_readyz(&env).then_some(env)
+}
+
+fn start_private() -> (BTreeMap<String, String>, Child) {
+    let dir = repo_root().join(format!("target/e2e/run-{}", std::process::id()));
+    let mut child = Command::new(repo_root().join("tests/e2e/cluster.sh"))
+        .args(["up", "--foreground", "--dir"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("tests/e2e/cluster.sh starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = vec![];
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("cluster.sh output is text");
+        if line == "READY" {
+            return (parse_env(&lines.join("\n")), child);
+        }
+        lines.push(line);
+    }
+    let status = child.wait().expect("cluster.sh exits");
+    panic!("tests/e2e/cluster.sh up failed ({status}); its messages are above");
+}
+
+/// The shared cluster, started on first use.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let (env, owned) = match existing() {
+            Some(env) => (env, None),
+            None => {
+                let (env, child) = start_private();
+                (env, Some(Mutex::new(child)))
+            }
+        };
+        let get = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("cluster env lacks {k}"));
+        let cluster = Cluster {
+            kubeconfig: get("KUBECONFIG").into(),
+            kubectl: get("KUBECTL").into(),
+            prometheus_url: get("PROMETHEUS_URL"),
+            env,
+            _owned: owned,
+        };
+        install_crds(&cluster);
+        cluster
+    })
+}
+
+fn install_crds(cluster: &Cluster) {
+    let out = cluster
+        .kubectl()
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(repo_root().join("crds"))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster
+        .kubectl()
+        .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
+        .arg(repo_root().join("crds"))
+        .output()
+        .expect("kubectl runs");
+    assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Cluster {
+    /// kubectl pointed at this cluster.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig);
+        cmd
+    }
+
+    /// A client for this cluster (admin credentials).
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig valid");
+        Client::try_from(config).expect("client builds")
+    }
+
+    /// A variable of the cluster's env file (e.g. `COLLECTOR_BIN`).
+    pub fn var(&self, key: &str) -> &str {
+        self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("cluster env lacks {key}"))
+    }
+}
+
+/// A namespace of its own for one test; deleted by [`TestNamespace::cleanup`].
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(prefix: &str) -> Self {
+        let client = cluster().client().await;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!("{prefix}-{:x}", nanos ^ std::process::id());
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+        TestNamespace { name, client }
+    }
+
+    /// A typed API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    /// Deletes the namespace (and so everything in it).
+    pub async fn cleanup(self) {
+        let _ = Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await;
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests against a real control plane (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, kwok) and a real Prometheus, started by tests/e2e/cluster.sh.
+
+mod admission;
+mod harness;
+mod smoke;
