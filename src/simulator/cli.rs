@@ -43,7 +43,10 @@ pub enum Command {
     /// Supervise a simulation.
     Run(RunArgs),
     /// Be one simulated process (started by the supervisor).
-    Worker { supervisor_pid: u32, spec: WorkerSpec },
+    Worker {
+        supervisor_pid: u32,
+        spec: WorkerSpec,
+    },
     Help,
 }
 
@@ -62,15 +65,27 @@ pub fn parse(args: &[String], env_config: Option<&str>) -> Result<Command, Error
         return parse_worker(&args[1..]);
     }
     let flags = split_flags(args)?;
-    if flags.iter().any(|(flag, _)| matches!(flag.as_str(), "help" | "h")) {
+    if flags
+        .iter()
+        .any(|(flag, _)| matches!(flag.as_str(), "help" | "h"))
+    {
         return Ok(Command::Help);
     }
-    let json = flags.iter().rev().find(|(flag, _)| flag == "config-json").and_then(|(_, v)| v.as_deref()).or(env_config);
+    let json = flags
+        .iter()
+        .rev()
+        .find(|(flag, _)| flag == "config-json")
+        .and_then(|(_, v)| v.as_deref())
+        .or(env_config);
     let mut config = match json {
         Some(json) => SimulatorConfig::from_json(json)?,
         None => SimulatorConfig::default(),
     };
-    let mut run = RunArgs { config: SimulatorConfig::default(), metrics_addr: None, dry_run: false };
+    let mut run = RunArgs {
+        config: SimulatorConfig::default(),
+        metrics_addr: None,
+        dry_run: false,
+    };
     for (flag, value) in &flags {
         let value = value.as_deref();
         match (flag.as_str(), value) {
@@ -81,10 +96,21 @@ pub fn parse(args: &[String], env_config: Option<&str>) -> Result<Command, Error
             ("churn-per-minute", Some(v)) => config.churn_per_minute = Some(number(flag, v)?),
             ("duration", Some(v)) => config.duration = v.to_string(),
             ("seed", Some(v)) => config.seed = number(flag, v)?,
-            ("critical", Some(v)) => config.critical_processes.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
-            ("metrics-addr", Some(v)) => run.metrics_addr = Some(v.parse().map_err(|_| Error::Usage(format!("--metrics-addr {v:?} is not an IP:port address")))?),
+            ("critical", Some(v)) => config.critical_processes.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            ("metrics-addr", Some(v)) => {
+                run.metrics_addr = Some(v.parse().map_err(|_| {
+                    Error::Usage(format!("--metrics-addr {v:?} is not an IP:port address"))
+                })?)
+            }
             ("dry-run", Some(_)) => return Err(Error::Usage("--dry-run takes no value".into())),
-            (_, None) if takes_value(flag) => return Err(Error::Usage(format!("--{flag} needs a value"))),
+            (_, None) if takes_value(flag) => {
+                return Err(Error::Usage(format!("--{flag} needs a value")));
+            }
             _ => return Err(Error::Usage(format!("unknown option --{flag}"))),
         }
     }
@@ -105,7 +131,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
-        Ok(Command::Worker { supervisor_pid, spec }) => {
+        Ok(Command::Worker {
+            supervisor_pid,
+            spec,
+        }) => {
             worker::run(&spec, supervisor_pid);
             ExitCode::SUCCESS
         }
@@ -127,7 +156,10 @@ fn supervise(args: RunArgs) -> ExitCode {
         eprintln!("phoenix-simulator: warning: {warning}");
     }
     if args.dry_run {
-        println!("{}", serde_json::to_string(&plan.summary()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string(&plan.summary()).unwrap_or_default()
+        );
         return ExitCode::SUCCESS;
     }
     eprintln!(
@@ -140,11 +172,24 @@ fn supervise(args: RunArgs) -> ExitCode {
     );
     // One thread: workers die with the thread that spawned them (PR_SET_PDEATHSIG), so every
     // spawn must come from a thread that lives as long as the process.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
-        Err(source) => return fail(&Error::Io { context: "cannot start the async runtime".into(), source }),
+        Err(source) => {
+            return fail(&Error::Io {
+                context: "cannot start the async runtime".into(),
+                source,
+            });
+        }
     };
-    match runtime.block_on(supervisor::run(&plan, RunOptions { metrics_addr: args.metrics_addr })) {
+    match runtime.block_on(supervisor::run(
+        &plan,
+        RunOptions {
+            metrics_addr: args.metrics_addr,
+        },
+    )) {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_default());
             ExitCode::from(summary.outcome.exit_code())
@@ -164,13 +209,23 @@ fn parse_worker(args: &[String]) -> Result<Command, Error> {
     for (flag, value) in split_flags(args)? {
         match (flag.as_str(), value) {
             ("supervisor-pid", Some(v)) => supervisor_pid = Some(number::<u32>(&flag, &v)?),
-            ("spec", Some(v)) => spec = Some(serde_json::from_str::<WorkerSpec>(&v).map_err(|e| Error::Usage(format!("worker --spec: {e}")))?),
+            ("spec", Some(v)) => {
+                spec = Some(
+                    serde_json::from_str::<WorkerSpec>(&v)
+                        .map_err(|e| Error::Usage(format!("worker --spec: {e}")))?,
+                )
+            }
             _ => return Err(Error::Usage(format!("unknown worker option --{flag}"))),
         }
     }
     match (supervisor_pid, spec) {
-        (Some(supervisor_pid), Some(spec)) => Ok(Command::Worker { supervisor_pid, spec }),
-        _ => Err(Error::Usage("worker needs --supervisor-pid and --spec".into())),
+        (Some(supervisor_pid), Some(spec)) => Ok(Command::Worker {
+            supervisor_pid,
+            spec,
+        }),
+        _ => Err(Error::Usage(
+            "worker needs --supervisor-pid and --spec".into(),
+        )),
     }
 }
 
@@ -179,7 +234,10 @@ fn split_flags(args: &[String]) -> Result<Vec<(String, Option<String>)>, Error> 
     let mut flags = Vec::new();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
-        let name = match arg.strip_prefix("--").or_else(|| (arg == "-h").then_some("h")) {
+        let name = match arg
+            .strip_prefix("--")
+            .or_else(|| (arg == "-h").then_some("h"))
+        {
             Some(name) if !name.is_empty() => name,
             _ => return Err(Error::Usage(format!("unexpected argument {arg:?}"))),
         };
@@ -196,12 +254,23 @@ fn split_flags(args: &[String]) -> Result<Vec<(String, Option<String>)>, Error> 
 fn takes_value(flag: &str) -> bool {
     matches!(
         flag,
-        "config-json" | "profile" | "processes" | "churn-per-minute" | "duration" | "seed" | "critical" | "metrics-addr" | "supervisor-pid" | "spec"
+        "config-json"
+            | "profile"
+            | "processes"
+            | "churn-per-minute"
+            | "duration"
+            | "seed"
+            | "critical"
+            | "metrics-addr"
+            | "supervisor-pid"
+            | "spec"
     )
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Error> {
-    value.parse().map_err(|_| Error::Usage(format!("--{flag} {value:?} is not a valid number")))
+    value
+        .parse()
+        .map_err(|_| Error::Usage(format!("--{flag} {value:?} is not a valid number")))
 }
 
 #[cfg(test)]
@@ -222,9 +291,15 @@ mod tests {
 
     #[test]
     fn flags_set_the_common_fields() {
-        let run = run_args("--profile high-cardinality --processes 200 --duration=60s --seed 7 --critical postgres,nginx --critical redis-server --metrics-addr 127.0.0.1:9464", None);
+        let run = run_args(
+            "--profile high-cardinality --processes 200 --duration=60s --seed 7 --critical postgres,nginx --critical redis-server --metrics-addr 127.0.0.1:9464",
+            None,
+        );
         let c = &run.config;
-        assert_eq!((c.profile, c.processes, c.duration.as_str(), c.seed), (Profile::HighCardinality, 200, "60s", 7));
+        assert_eq!(
+            (c.profile, c.processes, c.duration.as_str(), c.seed),
+            (Profile::HighCardinality, 200, "60s", 7)
+        );
         assert_eq!(c.critical_processes, ["postgres", "nginx", "redis-server"]);
         assert_eq!(run.metrics_addr, "127.0.0.1:9464".parse().ok());
         assert!(!run.dry_run);
@@ -234,11 +309,25 @@ mod tests {
     fn json_comes_from_the_flag_then_the_environment_and_flags_override_it() {
         let env = r#"{"profile":"spike","processes":12,"seed":3}"#;
         let from_env = run_args("--seed 4", Some(env));
-        assert_eq!((from_env.config.profile, from_env.config.processes, from_env.config.seed), (Profile::Spike, 12, 4));
-        let flag_json = vec!["--config-json".to_string(), r#"{"profile":"high-churn","processes":5}"#.to_string(), "--dry-run".to_string()];
+        assert_eq!(
+            (
+                from_env.config.profile,
+                from_env.config.processes,
+                from_env.config.seed
+            ),
+            (Profile::Spike, 12, 4)
+        );
+        let flag_json = vec![
+            "--config-json".to_string(),
+            r#"{"profile":"high-churn","processes":5}"#.to_string(),
+            "--dry-run".to_string(),
+        ];
         match parse(&flag_json, Some(env)) {
             Ok(Command::Run(run)) => {
-                assert_eq!((run.config.profile, run.config.processes), (Profile::HighChurn, 5));
+                assert_eq!(
+                    (run.config.profile, run.config.processes),
+                    (Profile::HighChurn, 5)
+                );
                 assert!(run.dry_run);
             }
             other => panic!("{other:?}"),
@@ -248,12 +337,26 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_usage_errors() {
-        for line in ["--processes many", "--profile bursty", "--bogus 1", "--duration", "stray", "--metrics-addr localhost", "--dry-run=yes"] {
+        for line in [
+            "--processes many",
+            "--profile bursty",
+            "--bogus 1",
+            "--duration",
+            "stray",
+            "--metrics-addr localhost",
+            "--dry-run=yes",
+        ] {
             let err = parse(&args(line), None).expect_err(line);
             assert_eq!(err.exit_code(), 2, "{line}: {err}");
         }
-        assert!(matches!(parse(&args("--config-json {"), None), Err(Error::InvalidConfig(_))));
-        assert_eq!(parse(&args("--processes 3 -h"), None).ok(), Some(Command::Help));
+        assert!(matches!(
+            parse(&args("--config-json {"), None),
+            Err(Error::InvalidConfig(_))
+        ));
+        assert_eq!(
+            parse(&args("--processes 3 -h"), None).ok(),
+            Some(Command::Help)
+        );
     }
 
     #[test]
@@ -262,12 +365,30 @@ mod tests {
             name: "nginx".into(),
             lifetime_ms: 1_000,
             seed: 1,
-            cpu: CpuLoad { pattern: LoadPattern::Steady, peak_millicores: 5 },
-            memory: MemoryLoad { pattern: LoadPattern::Steady, peak_kib: 256 },
+            cpu: CpuLoad {
+                pattern: LoadPattern::Steady,
+                peak_millicores: 5,
+            },
+            memory: MemoryLoad {
+                pattern: LoadPattern::Steady,
+                peak_kib: 256,
+            },
         };
         let json = serde_json::to_string(&spec).expect("serializable");
-        let line = vec!["worker".into(), "--supervisor-pid".into(), "42".into(), "--spec".into(), json];
-        assert_eq!(parse(&line, None).ok(), Some(Command::Worker { supervisor_pid: 42, spec }));
+        let line = vec![
+            "worker".into(),
+            "--supervisor-pid".into(),
+            "42".into(),
+            "--spec".into(),
+            json,
+        ];
+        assert_eq!(
+            parse(&line, None).ok(),
+            Some(Command::Worker {
+                supervisor_pid: 42,
+                spec
+            })
+        );
         assert!(parse(&args("worker --supervisor-pid 42"), None).is_err());
     }
 }

@@ -59,7 +59,8 @@ impl Default for SimulatorConfig {
 impl SimulatorConfig {
     /// Parses the configuration JSON, naming the offending field on error.
     pub fn from_json(json: &str) -> Result<Self, Error> {
-        serde_json::from_str(json).map_err(|e| Error::InvalidConfig(format!("configuration JSON: {e}")))
+        serde_json::from_str(json)
+            .map_err(|e| Error::InvalidConfig(format!("configuration JSON: {e}")))
     }
 
     /// The configuration as one line of JSON (what the operator puts in [`ENV_VAR`]).
@@ -88,7 +89,13 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile, in documentation order.
-    pub const ALL: [Profile; 5] = [Profile::Realistic, Profile::HighCardinality, Profile::HighChurn, Profile::Spike, Profile::Custom];
+    pub const ALL: [Profile; 5] = [
+        Profile::Realistic,
+        Profile::HighCardinality,
+        Profile::HighChurn,
+        Profile::Spike,
+        Profile::Custom,
+    ];
 
     /// The name as written in configurations.
     pub fn as_str(self) -> &'static str {
@@ -112,10 +119,16 @@ impl std::str::FromStr for Profile {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        Profile::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
-            let known: Vec<&str> = Profile::ALL.iter().map(|p| p.as_str()).collect();
-            Error::Usage(format!("unknown profile {s:?} (one of {})", known.join(", ")))
-        })
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Profile::ALL.iter().map(|p| p.as_str()).collect();
+                Error::Usage(format!(
+                    "unknown profile {s:?} (one of {})",
+                    known.join(", ")
+                ))
+            })
     }
 }
 
@@ -157,7 +170,10 @@ pub struct CpuPattern {
 
 impl Default for CpuPattern {
     fn default() -> Self {
-        CpuPattern { pattern: LoadPattern::Steady, millicores: default_millicores() }
+        CpuPattern {
+            pattern: LoadPattern::Steady,
+            millicores: default_millicores(),
+        }
     }
 }
 
@@ -174,7 +190,10 @@ pub struct MemoryPattern {
 
 impl Default for MemoryPattern {
     fn default() -> Self {
-        MemoryPattern { pattern: LoadPattern::Steady, megabytes: default_megabytes() }
+        MemoryPattern {
+            pattern: LoadPattern::Steady,
+            megabytes: default_megabytes(),
+        }
     }
 }
 
@@ -232,35 +251,65 @@ impl Limits {
     };
 
     /// The caps when the configuration sets none: the hard caps, with modest totals.
-    pub const DEFAULT: Limits = Limits { max_total_cpu_millicores: 2_000, max_total_memory_mib: 2_048, ..Limits::HARD };
+    pub const DEFAULT: Limits = Limits {
+        max_total_cpu_millicores: 2_000,
+        max_total_memory_mib: 2_048,
+        ..Limits::HARD
+    };
 
     /// The defaults with the configuration's overrides applied, each checked against its hard cap.
     pub fn resolve(overrides: Option<&LimitsOverride>) -> Result<Limits, Error> {
-        let Some(o) = overrides else { return Ok(Limits::DEFAULT) };
+        let Some(o) = overrides else {
+            return Ok(Limits::DEFAULT);
+        };
         let pick = |field: &str, value: Option<u32>, default: u32, hard: u32| match value {
             None => Ok(default),
-            Some(0) => Err(Error::InvalidConfig(format!("limits.{field} must be at least 1"))),
-            Some(v) if v > hard => Err(Error::OverCaps(format!("limits.{field} {v} is above the hard cap {hard}"))),
+            Some(0) => Err(Error::InvalidConfig(format!(
+                "limits.{field} must be at least 1"
+            ))),
+            Some(v) if v > hard => Err(Error::OverCaps(format!(
+                "limits.{field} {v} is above the hard cap {hard}"
+            ))),
             Some(v) => Ok(v),
         };
         let (d, h) = (Limits::DEFAULT, Limits::HARD);
         Ok(Limits {
-            max_processes: pick("maxProcesses", o.max_processes, d.max_processes, h.max_processes)?,
-            max_spawns_per_second: pick("maxSpawnsPerSecond", o.max_spawns_per_second, d.max_spawns_per_second, h.max_spawns_per_second)?,
+            max_processes: pick(
+                "maxProcesses",
+                o.max_processes,
+                d.max_processes,
+                h.max_processes,
+            )?,
+            max_spawns_per_second: pick(
+                "maxSpawnsPerSecond",
+                o.max_spawns_per_second,
+                d.max_spawns_per_second,
+                h.max_spawns_per_second,
+            )?,
             max_cpu_millicores_per_process: pick(
                 "maxCpuMillicoresPerProcess",
                 o.max_cpu_millicores_per_process,
                 d.max_cpu_millicores_per_process,
                 h.max_cpu_millicores_per_process,
             )?,
-            max_total_cpu_millicores: pick("maxTotalCpuMillicores", o.max_total_cpu_millicores, d.max_total_cpu_millicores, h.max_total_cpu_millicores)?,
+            max_total_cpu_millicores: pick(
+                "maxTotalCpuMillicores",
+                o.max_total_cpu_millicores,
+                d.max_total_cpu_millicores,
+                h.max_total_cpu_millicores,
+            )?,
             max_memory_mib_per_process: pick(
                 "maxMemoryMibPerProcess",
                 o.max_memory_mib_per_process,
                 d.max_memory_mib_per_process,
                 h.max_memory_mib_per_process,
             )?,
-            max_total_memory_mib: pick("maxTotalMemoryMib", o.max_total_memory_mib, d.max_total_memory_mib, h.max_total_memory_mib)?,
+            max_total_memory_mib: pick(
+                "maxTotalMemoryMib",
+                o.max_total_memory_mib,
+                d.max_total_memory_mib,
+                h.max_total_memory_mib,
+            )?,
         })
     }
 }
@@ -291,8 +340,15 @@ mod tests {
 
     #[test]
     fn defaults_fill_a_minimal_config() {
-        let config = SimulatorConfig::from_json(r#"{"profile":"high-cardinality"}"#).expect("valid");
-        assert_eq!(config, SimulatorConfig { profile: Profile::HighCardinality, ..SimulatorConfig::default() });
+        let config =
+            SimulatorConfig::from_json(r#"{"profile":"high-cardinality"}"#).expect("valid");
+        assert_eq!(
+            config,
+            SimulatorConfig {
+                profile: Profile::HighCardinality,
+                ..SimulatorConfig::default()
+            }
+        );
         assert_eq!(config.processes, 100);
         assert_eq!(config.duration, "10m");
         assert_eq!(config.seed, 1);
@@ -311,10 +367,23 @@ mod tests {
         let config = SimulatorConfig::from_json(json).expect("valid");
         assert_eq!(config.churn_per_minute, Some(30));
         let pattern = &config.custom.as_ref().expect("custom").patterns[0];
-        assert_eq!(pattern.cpu, CpuPattern { pattern: LoadPattern::Spiky, millicores: 200 });
+        assert_eq!(
+            pattern.cpu,
+            CpuPattern {
+                pattern: LoadPattern::Spiky,
+                millicores: 200
+            }
+        );
         assert_eq!(pattern.memory.megabytes, 64);
-        assert_eq!(SimulatorConfig::from_json(&config.to_json()).expect("round trip"), config);
-        assert!(config.to_json().contains("\"criticalProcesses\":[\"postgres\",\"nginx\"]"));
+        assert_eq!(
+            SimulatorConfig::from_json(&config.to_json()).expect("round trip"),
+            config
+        );
+        assert!(
+            config
+                .to_json()
+                .contains("\"criticalProcesses\":[\"postgres\",\"nginx\"]")
+        );
     }
 
     #[test]
@@ -328,14 +397,18 @@ mod tests {
         let json = serde_json::to_string(&spec).expect("serializable");
         let config = SimulatorConfig::from_json(&json).expect("the simulator reads the spec");
         assert_eq!(config.profile, Profile::Spike);
-        assert_eq!((config.processes, config.churn_per_minute, config.seed), (40, Some(12), 9));
+        assert_eq!(
+            (config.processes, config.churn_per_minute, config.seed),
+            (40, Some(12), 9)
+        );
         assert_eq!(config.duration, "5m");
         assert_eq!(config.critical_processes, ["redis-server"]);
     }
 
     #[test]
     fn errors_name_the_field() {
-        let err = SimulatorConfig::from_json(r#"{"profile":"everything"}"#).expect_err("bad profile");
+        let err =
+            SimulatorConfig::from_json(r#"{"profile":"everything"}"#).expect_err("bad profile");
         assert!(err.to_string().contains("unknown variant"), "{err}");
         let err = SimulatorConfig::from_json(r#"{"processes":-1}"#).expect_err("negative");
         assert!(err.to_string().contains("invalid value"), "{err}");
@@ -352,12 +425,30 @@ mod tests {
     #[test]
     fn overrides_may_not_exceed_the_hard_caps() {
         assert_eq!(Limits::resolve(None).ok(), Some(Limits::DEFAULT));
-        let tighter = LimitsOverride { max_processes: Some(10), max_total_cpu_millicores: Some(8_000), ..Default::default() };
+        let tighter = LimitsOverride {
+            max_processes: Some(10),
+            max_total_cpu_millicores: Some(8_000),
+            ..Default::default()
+        };
         let limits = Limits::resolve(Some(&tighter)).expect("within caps");
-        assert_eq!((limits.max_processes, limits.max_total_cpu_millicores), (10, 8_000));
-        let over = LimitsOverride { max_spawns_per_second: Some(500), ..Default::default() };
-        assert!(matches!(Limits::resolve(Some(&over)), Err(Error::OverCaps(m)) if m.contains("maxSpawnsPerSecond")));
-        let zero = LimitsOverride { max_processes: Some(0), ..Default::default() };
-        assert!(matches!(Limits::resolve(Some(&zero)), Err(Error::InvalidConfig(_))));
+        assert_eq!(
+            (limits.max_processes, limits.max_total_cpu_millicores),
+            (10, 8_000)
+        );
+        let over = LimitsOverride {
+            max_spawns_per_second: Some(500),
+            ..Default::default()
+        };
+        assert!(
+            matches!(Limits::resolve(Some(&over)), Err(Error::OverCaps(m)) if m.contains("maxSpawnsPerSecond"))
+        );
+        let zero = LimitsOverride {
+            max_processes: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Limits::resolve(Some(&zero)),
+            Err(Error::InvalidConfig(_))
+        ));
     }
 }

@@ -10,18 +10,26 @@ const NANOS_PER_S: u128 = 1_000 * NANOS_PER_MS;
 
 /// Parses a duration such as `1h30m`, `90s`, `0.5s`, `250ms` or `90` (seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("invalid duration {text:?}: expected terms like 30s, 10m, 1h30m or 500ms");
+    let invalid =
+        || format!("invalid duration {text:?}: expected terms like 30s, 10m, 1h30m or 500ms");
     if text.is_empty() {
         return Err(invalid());
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse::<u64>().map(Duration::from_secs).map_err(|_| invalid());
+        return text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| invalid());
     }
     let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
-        let unit_len = rest[number_len..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - number_len);
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let unit_len = rest[number_len..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - number_len);
         let unit_nanos = match &rest[number_len..number_len + unit_len] {
             "ms" => NANOS_PER_MS,
             "s" => NANOS_PER_S,
@@ -83,8 +91,21 @@ mod tests {
     #[test]
     fn refuses_malformed_or_huge_input_without_panicking() {
         for bad in [
-            "", "s", "5 m", "1d", "-5s", "1h-3m", "m5", ".5s", "5.s", "1..5s", "10x", "1h30",
-            "99999999999999999999999h", "18446744073709551616", "600000000000h",
+            "",
+            "s",
+            "5 m",
+            "1d",
+            "-5s",
+            "1h-3m",
+            "m5",
+            ".5s",
+            "5.s",
+            "1..5s",
+            "10x",
+            "1h30",
+            "99999999999999999999999h",
+            "18446744073709551616",
+            "600000000000h",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }

@@ -32,7 +32,12 @@ pub enum LoadPattern {
 
 impl LoadPattern {
     /// Every pattern, for seeded picks.
-    pub const ALL: [LoadPattern; 4] = [LoadPattern::Steady, LoadPattern::Spiky, LoadPattern::Growing, LoadPattern::Random];
+    pub const ALL: [LoadPattern; 4] = [
+        LoadPattern::Steady,
+        LoadPattern::Spiky,
+        LoadPattern::Growing,
+        LoadPattern::Random,
+    ];
 
     /// The share of the peak, in per mille (`0..=1000`), at `elapsed_ms` into a life of
     /// `lifetime_ms`. `seed` places spikes and draws random levels.
@@ -49,7 +54,8 @@ impl LoadPattern {
             }
             LoadPattern::Growing if lifetime_ms == 0 => 1000,
             LoadPattern::Growing => {
-                let progress = u128::from(elapsed_ms.min(lifetime_ms)) * 1000 / u128::from(lifetime_ms);
+                let progress =
+                    u128::from(elapsed_ms.min(lifetime_ms)) * 1000 / u128::from(lifetime_ms);
                 FLOOR_PERMILLE + (1000 - FLOOR_PERMILLE) * progress as u64 / 1000
             }
             LoadPattern::Random => mix(seed ^ (elapsed_ms / RANDOM_STEP_MS)) % 1001,
@@ -68,7 +74,11 @@ pub struct CpuLoad {
 impl CpuLoad {
     /// Millicores to burn at `elapsed_ms` into a life of `lifetime_ms`.
     pub fn millicores_at(&self, elapsed_ms: u64, lifetime_ms: u64, seed: u64) -> u32 {
-        scale(self.peak_millicores, self.pattern.permille_at(elapsed_ms, lifetime_ms, derive(seed, 1)))
+        scale(
+            self.peak_millicores,
+            self.pattern
+                .permille_at(elapsed_ms, lifetime_ms, derive(seed, 1)),
+        )
     }
 }
 
@@ -83,7 +93,11 @@ pub struct MemoryLoad {
 impl MemoryLoad {
     /// KiB to keep resident at `elapsed_ms` into a life of `lifetime_ms`.
     pub fn kib_at(&self, elapsed_ms: u64, lifetime_ms: u64, seed: u64) -> u32 {
-        scale(self.peak_kib, self.pattern.permille_at(elapsed_ms, lifetime_ms, derive(seed, 2)))
+        scale(
+            self.peak_kib,
+            self.pattern
+                .permille_at(elapsed_ms, lifetime_ms, derive(seed, 2)),
+        )
     }
 }
 
@@ -99,7 +113,10 @@ mod tests {
 
     #[test]
     fn steady_stays_at_the_peak() {
-        let cpu = CpuLoad { pattern: LoadPattern::Steady, peak_millicores: 250 };
+        let cpu = CpuLoad {
+            pattern: LoadPattern::Steady,
+            peak_millicores: 250,
+        };
         for t in [0, 1_000, 59_000, 1_000_000] {
             assert_eq!(cpu.millicores_at(t, 60_000, 3), 250);
         }
@@ -107,7 +124,10 @@ mod tests {
 
     #[test]
     fn spiky_alternates_between_floor_and_peak() {
-        let levels: Vec<u64> = (0..SPIKE_PERIOD_MS).step_by(500).map(|t| LoadPattern::Spiky.permille_at(t, 0, 11)).collect();
+        let levels: Vec<u64> = (0..SPIKE_PERIOD_MS)
+            .step_by(500)
+            .map(|t| LoadPattern::Spiky.permille_at(t, 0, 11))
+            .collect();
         assert!(levels.contains(&1000));
         assert!(levels.contains(&FLOOR_PERMILLE));
         let at_peak = levels.iter().filter(|&&l| l == 1000).count() as u64;
@@ -116,8 +136,13 @@ mod tests {
 
     #[test]
     fn growing_climbs_from_floor_to_peak_over_the_lifetime() {
-        let memory = MemoryLoad { pattern: LoadPattern::Growing, peak_kib: 10_240 };
-        let series: Vec<u32> = (0..=10).map(|i| memory.kib_at(i * 1_000, 10_000, 5)).collect();
+        let memory = MemoryLoad {
+            pattern: LoadPattern::Growing,
+            peak_kib: 10_240,
+        };
+        let series: Vec<u32> = (0..=10)
+            .map(|i| memory.kib_at(i * 1_000, 10_000, 5))
+            .collect();
         assert_eq!(series[0], 1_024);
         assert_eq!(series[10], 10_240);
         assert!(series.windows(2).all(|w| w[0] < w[1]), "{series:?}");
@@ -127,19 +152,36 @@ mod tests {
 
     #[test]
     fn random_is_bounded_seeded_and_moves() {
-        let levels: Vec<u64> = (0..40).map(|step| LoadPattern::Random.permille_at(step * RANDOM_STEP_MS, 0, 9)).collect();
+        let levels: Vec<u64> = (0..40)
+            .map(|step| LoadPattern::Random.permille_at(step * RANDOM_STEP_MS, 0, 9))
+            .collect();
         assert!(levels.iter().all(|&l| l <= 1000));
         assert!(levels.windows(2).any(|w| w[0] != w[1]));
-        let again: Vec<u64> = (0..40).map(|step| LoadPattern::Random.permille_at(step * RANDOM_STEP_MS, 0, 9)).collect();
+        let again: Vec<u64> = (0..40)
+            .map(|step| LoadPattern::Random.permille_at(step * RANDOM_STEP_MS, 0, 9))
+            .collect();
         assert_eq!(levels, again);
         // Constant within a step.
-        assert_eq!(LoadPattern::Random.permille_at(1, 0, 9), LoadPattern::Random.permille_at(RANDOM_STEP_MS - 1, 0, 9));
+        assert_eq!(
+            LoadPattern::Random.permille_at(1, 0, 9),
+            LoadPattern::Random.permille_at(RANDOM_STEP_MS - 1, 0, 9)
+        );
     }
 
     #[test]
     fn patterns_use_kebab_case_names() {
-        assert_eq!(serde_json::to_string(&LoadPattern::Growing).ok().as_deref(), Some("\"growing\""));
-        let cpu: CpuLoad = serde_json::from_str(r#"{"pattern":"random","peakMillicores":7}"#).expect("valid json");
-        assert_eq!(cpu, CpuLoad { pattern: LoadPattern::Random, peak_millicores: 7 });
+        assert_eq!(
+            serde_json::to_string(&LoadPattern::Growing).ok().as_deref(),
+            Some("\"growing\"")
+        );
+        let cpu: CpuLoad =
+            serde_json::from_str(r#"{"pattern":"random","peakMillicores":7}"#).expect("valid json");
+        assert_eq!(
+            cpu,
+            CpuLoad {
+                pattern: LoadPattern::Random,
+                peak_millicores: 7
+            }
+        );
     }
 }

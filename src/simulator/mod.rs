@@ -115,14 +115,20 @@ pub enum Error {
     #[error("the node cannot host this simulation: {0}")]
     NodeLimits(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// [`EXIT_REFUSED`] for anything wrong with the request, [`EXIT_FAILED`] otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InvalidConfig(_) | Error::OverCaps(_) | Error::NodeLimits(_) => EXIT_REFUSED,
+            Error::Usage(_)
+            | Error::InvalidConfig(_)
+            | Error::OverCaps(_)
+            | Error::NodeLimits(_) => EXIT_REFUSED,
             Error::Io { .. } => EXIT_FAILED,
         }
     }

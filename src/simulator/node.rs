@@ -65,10 +65,15 @@ pub fn check(demand: &Demand, node: &NodeCapacity) -> Result<Vec<String>, Error>
     if let Some(free) = node.cgroup_pids_free
         && tasks > free
     {
-        problems.push(format!("the cgroup's pids.max leaves room for {free} tasks, not {tasks}"));
+        problems.push(format!(
+            "the cgroup's pids.max leaves room for {free} tasks, not {tasks}"
+        ));
     }
     let memory_kib = demand.memory_kib + demand.processes * WORKER_OVERHEAD_KIB;
-    let available = [node.memory_available_kib, node.cgroup_memory_free_kib].into_iter().flatten().min();
+    let available = [node.memory_available_kib, node.cgroup_memory_free_kib]
+        .into_iter()
+        .flatten()
+        .min();
     if let Some(available) = available
         && memory_kib > available * MEMORY_SHARE_PERCENT / 100
     {
@@ -97,32 +102,57 @@ pub fn check(demand: &Demand, node: &NodeCapacity) -> Result<Vec<String>, Error>
 
 /// Reads the limits of this machine and of the cgroup this process runs in.
 pub fn read() -> NodeCapacity {
-    let cgroup = read_text("/proc/self/cgroup").as_deref().and_then(cgroup_v2_dir);
-    let cgroup_value = |file: &str| cgroup.as_ref().and_then(|dir| read_text(dir.join(file))).as_deref().and_then(parse_limit);
-    let cgroup_free = |max: &str, current: &str| Some(cgroup_value(max)?.saturating_sub(cgroup_value(current).unwrap_or(0)));
+    let cgroup = read_text("/proc/self/cgroup")
+        .as_deref()
+        .and_then(cgroup_v2_dir);
+    let cgroup_value = |file: &str| {
+        cgroup
+            .as_ref()
+            .and_then(|dir| read_text(dir.join(file)))
+            .as_deref()
+            .and_then(parse_limit)
+    };
+    let cgroup_free = |max: &str, current: &str| {
+        Some(cgroup_value(max)?.saturating_sub(cgroup_value(current).unwrap_or(0)))
+    };
     let pid_max = read_number("/proc/sys/kernel/pid_max");
     let threads_max = read_number("/proc/sys/kernel/threads-max");
     NodeCapacity {
         nproc_limit: nproc_limit(),
         user_tasks: user_tasks(),
         system_task_limit: [pid_max, threads_max].into_iter().flatten().min(),
-        system_tasks: read_text("/proc/loadavg").as_deref().and_then(parse_loadavg_tasks),
+        system_tasks: read_text("/proc/loadavg")
+            .as_deref()
+            .and_then(parse_loadavg_tasks),
         cgroup_pids_free: cgroup_free("pids.max", "pids.current"),
-        memory_available_kib: read_text("/proc/meminfo").as_deref().and_then(parse_mem_available_kib),
-        cgroup_memory_free_kib: cgroup_free("memory.max", "memory.current").map(|bytes| bytes / 1024),
-        cpus: std::thread::available_parallelism().ok().map(|n| n.get() as u64),
+        memory_available_kib: read_text("/proc/meminfo")
+            .as_deref()
+            .and_then(parse_mem_available_kib),
+        cgroup_memory_free_kib: cgroup_free("memory.max", "memory.current")
+            .map(|bytes| bytes / 1024),
+        cpus: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u64),
     }
 }
 
 /// `MemAvailable` in KiB from the text of /proc/meminfo.
 pub fn parse_mem_available_kib(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
     line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
 /// The number of tasks on the machine: the denominator of the fourth field of /proc/loadavg.
 pub fn parse_loadavg_tasks(loadavg: &str) -> Option<u64> {
-    loadavg.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok()
+    loadavg
+        .split_whitespace()
+        .nth(3)?
+        .split_once('/')?
+        .1
+        .parse()
+        .ok()
 }
 
 /// The cgroup v2 directory of a process from the text of /proc/<pid>/cgroup (`0::/path`).
@@ -145,7 +175,10 @@ fn read_number(path: &str) -> Option<u64> {
 }
 
 fn nproc_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one `rlimit` into the valid, exclusively borrowed `limit`.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) };
     (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
@@ -157,7 +190,11 @@ fn user_tasks() -> Option<u64> {
     let entries = fs::read_dir("/proc").ok()?;
     let count = entries
         .flatten()
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
         .map(|e| fs::read_dir(e.path().join("task")).map_or(1, |tasks| tasks.count() as u64))
         .sum();
@@ -169,7 +206,11 @@ mod tests {
     use super::*;
 
     fn demand(processes: u64, memory_mib: u64) -> Demand {
-        Demand { processes, cpu_millicores: 500, memory_kib: memory_mib * 1024 }
+        Demand {
+            processes,
+            cpu_millicores: 500,
+            memory_kib: memory_mib * 1024,
+        }
     }
 
     fn roomy() -> NodeCapacity {
@@ -188,17 +229,30 @@ mod tests {
     #[test]
     fn a_roomy_node_accepts_the_plan() {
         assert_eq!(check(&demand(5_000, 2_048), &roomy()).ok(), Some(vec![]));
-        assert_eq!(check(&demand(10, 10), &NodeCapacity::default()).ok(), Some(vec![]), "unknown limits do not refuse");
+        assert_eq!(
+            check(&demand(10, 10), &NodeCapacity::default()).ok(),
+            Some(vec![]),
+            "unknown limits do not refuse"
+        );
     }
 
     #[test]
     fn process_limits_refuse() {
-        let tight = NodeCapacity { nproc_limit: Some(1_000), ..roomy() };
+        let tight = NodeCapacity {
+            nproc_limit: Some(1_000),
+            ..roomy()
+        };
         let err = check(&demand(800, 10), &tight).expect_err("300 + 801 > 1000");
         assert!(err.to_string().contains("RLIMIT_NPROC"), "{err}");
-        let pid_max = NodeCapacity { system_task_limit: Some(2_000), ..roomy() };
+        let pid_max = NodeCapacity {
+            system_task_limit: Some(2_000),
+            ..roomy()
+        };
         assert!(check(&demand(1_100, 10), &pid_max).is_err());
-        let cgroup = NodeCapacity { cgroup_pids_free: Some(100), ..roomy() };
+        let cgroup = NodeCapacity {
+            cgroup_pids_free: Some(100),
+            ..roomy()
+        };
         let err = check(&demand(100, 10), &cgroup).expect_err("101 tasks > 100");
         assert!(err.to_string().contains("pids.max"));
         assert_eq!(err.exit_code(), 2);
@@ -206,32 +260,62 @@ mod tests {
 
     #[test]
     fn memory_limits_refuse_counting_overhead() {
-        let small = NodeCapacity { memory_available_kib: Some(1024 * 1024), ..roomy() };
+        let small = NodeCapacity {
+            memory_available_kib: Some(1024 * 1024),
+            ..roomy()
+        };
         assert!(check(&demand(10, 700), &small).is_ok());
         let err = check(&demand(10, 900), &small).expect_err("900 MiB > 80% of 1 GiB");
         assert!(err.to_string().contains("MiB"), "{err}");
         // Overhead alone: 1000 processes × 1 MiB.
         assert!(check(&demand(1_000, 0), &small).is_err());
-        let pod = NodeCapacity { cgroup_memory_free_kib: Some(256 * 1024), ..roomy() };
-        assert!(check(&demand(10, 300), &pod).is_err(), "the pod's memory.max counts");
+        let pod = NodeCapacity {
+            cgroup_memory_free_kib: Some(256 * 1024),
+            ..roomy()
+        };
+        assert!(
+            check(&demand(10, 300), &pod).is_err(),
+            "the pod's memory.max counts"
+        );
     }
 
     #[test]
     fn cpu_over_subscription_only_warns() {
-        let one_cpu = NodeCapacity { cpus: Some(1), ..roomy() };
-        let warnings = check(&Demand { processes: 10, cpu_millicores: 1_500, memory_kib: 0 }, &one_cpu).expect("not refused");
+        let one_cpu = NodeCapacity {
+            cpus: Some(1),
+            ..roomy()
+        };
+        let warnings = check(
+            &Demand {
+                processes: 10,
+                cpu_millicores: 1_500,
+                memory_kib: 0,
+            },
+            &one_cpu,
+        )
+        .expect("not refused");
         assert_eq!(warnings.len(), 1);
     }
 
     #[test]
     fn parses_proc_and_cgroup_files() {
-        let meminfo = "MemTotal:       24684084 kB\nMemFree:         1000 kB\nMemAvailable:   23826332 kB\n";
+        let meminfo =
+            "MemTotal:       24684084 kB\nMemFree:         1000 kB\nMemAvailable:   23826332 kB\n";
         assert_eq!(parse_mem_available_kib(meminfo), Some(23_826_332));
         assert_eq!(parse_mem_available_kib("MemTotal: 1 kB\n"), None);
-        assert_eq!(parse_loadavg_tasks("0.52 0.58 0.59 2/1234 5678\n"), Some(1_234));
+        assert_eq!(
+            parse_loadavg_tasks("0.52 0.58 0.59 2/1234 5678\n"),
+            Some(1_234)
+        );
         assert_eq!(parse_loadavg_tasks("garbage"), None);
-        assert_eq!(cgroup_v2_dir("0::/kubepods/pod1/ctr\n"), Some(PathBuf::from("/sys/fs/cgroup/kubepods/pod1/ctr")));
-        assert_eq!(cgroup_v2_dir("0::/\n"), Some(PathBuf::from("/sys/fs/cgroup/")));
+        assert_eq!(
+            cgroup_v2_dir("0::/kubepods/pod1/ctr\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/kubepods/pod1/ctr"))
+        );
+        assert_eq!(
+            cgroup_v2_dir("0::/\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/"))
+        );
         assert_eq!(cgroup_v2_dir("1:name=systemd:/x\n"), None);
         assert_eq!(parse_limit("max\n"), None);
         assert_eq!(parse_limit("4096\n"), Some(4_096));

@@ -23,9 +23,15 @@ use super::worker::WorkerSpec;
 /// Longest process name the kernel keeps in `comm` (16 bytes with the terminating NUL).
 pub const MAX_NAME_LEN: usize = 15;
 /// CPU of each critical process.
-pub const CRITICAL_CPU: CpuLoad = CpuLoad { pattern: LoadPattern::Steady, peak_millicores: 10 };
+pub const CRITICAL_CPU: CpuLoad = CpuLoad {
+    pattern: LoadPattern::Steady,
+    peak_millicores: 10,
+};
 /// Memory of each critical process.
-pub const CRITICAL_MEMORY: MemoryLoad = MemoryLoad { pattern: LoadPattern::Steady, peak_kib: 8 * 1024 };
+pub const CRITICAL_MEMORY: MemoryLoad = MemoryLoad {
+    pattern: LoadPattern::Steady,
+    peak_kib: 8 * 1024,
+};
 
 const TIMELINE_STREAM: u64 = 0x7469_6D65; // "time"
 const WORKER_STREAM: u64 = 0x776F_726B; // "work"
@@ -87,7 +93,11 @@ pub enum Schedule {
     /// from the start); without, every lifetime is exactly `mean_ms`.
     Renewing { mean_ms: u64, jitter: bool },
     /// Alive only in windows `[first + k·period, first + k·period + active)`.
-    Burst { first_ms: u64, period_ms: u64, active_ms: u64 },
+    Burst {
+        first_ms: u64,
+        period_ms: u64,
+        active_ms: u64,
+    },
 }
 
 /// One process start of the run.
@@ -153,8 +163,17 @@ pub fn plan(config: &SimulatorConfig) -> Result<Plan, Error> {
     let mut groups = Vec::new();
     let mut slots = Vec::new();
     for name in &config.critical_processes {
-        slots.push(Slot { group: groups.len(), critical: true, schedule: Schedule::WholeRun, cpu: CRITICAL_CPU, memory: CRITICAL_MEMORY });
-        groups.push(Group { label: name.clone(), naming: Naming::Fixed(name.clone()) });
+        slots.push(Slot {
+            group: groups.len(),
+            critical: true,
+            schedule: Schedule::WholeRun,
+            cpu: CRITICAL_CPU,
+            memory: CRITICAL_MEMORY,
+        });
+        groups.push(Group {
+            label: name.clone(),
+            naming: Naming::Fixed(name.clone()),
+        });
     }
     let offset = groups.len();
     groups.extend(population.groups);
@@ -187,14 +206,24 @@ impl Plan {
     pub fn demand(&self) -> Demand {
         Demand {
             processes: self.slots.len() as u64,
-            cpu_millicores: self.slots.iter().map(|s| u64::from(s.cpu.peak_millicores)).sum(),
-            memory_kib: self.slots.iter().map(|s| u64::from(s.memory.peak_kib)).sum(),
+            cpu_millicores: self
+                .slots
+                .iter()
+                .map(|s| u64::from(s.cpu.peak_millicores))
+                .sum(),
+            memory_kib: self
+                .slots
+                .iter()
+                .map(|s| u64::from(s.memory.peak_kib))
+                .sum(),
         }
     }
 
     /// Least time between two spawns: the spawn-rate cap, rounded so it is never exceeded.
     pub fn spawn_spacing(&self) -> Duration {
-        Duration::from_millis(1_000u64.div_ceil(u64::from(self.limits.max_spawns_per_second.max(1))))
+        Duration::from_millis(
+            1_000u64.div_ceil(u64::from(self.limits.max_spawns_per_second.max(1))),
+        )
     }
 
     /// Mean spawns per minute after the initial ramp-up (replacements and bursts).
@@ -228,12 +257,21 @@ impl Plan {
     }
 
     /// A replacement for a critical process that died at `at`: same name, living to the end.
-    pub fn respawn(&self, slot: usize, name: &str, at: Duration, attempt: u32) -> Option<WorkerSpec> {
+    pub fn respawn(
+        &self,
+        slot: usize,
+        name: &str,
+        at: Duration,
+        attempt: u32,
+    ) -> Option<WorkerSpec> {
         let spec = self.slots.get(slot)?;
         Some(WorkerSpec {
             name: name.to_string(),
             lifetime_ms: duration_ms(self.duration.saturating_sub(at)),
-            seed: derive(derive(self.seed ^ WORKER_STREAM, slot as u64), u64::from(u32::MAX) + u64::from(attempt)),
+            seed: derive(
+                derive(self.seed ^ WORKER_STREAM, slot as u64),
+                u64::from(u32::MAX) + u64::from(attempt),
+            ),
             cpu: spec.cpu,
             memory: spec.memory,
         })
@@ -247,7 +285,11 @@ impl Plan {
             .enumerate()
             .map(|(index, group)| {
                 let members: Vec<&Slot> = self.slots.iter().filter(|s| s.group == index).collect();
-                GroupSummary { label: group.label.clone(), slots: members.len(), critical: members.iter().any(|s| s.critical) }
+                GroupSummary {
+                    label: group.label.clone(),
+                    slots: members.len(),
+                    critical: members.iter().any(|s| s.critical),
+                }
             })
             .collect();
         PlanSummary {
@@ -267,7 +309,8 @@ impl Plan {
 
     /// How long starting every slot takes at the spawn-rate cap.
     pub fn ramp_up(&self) -> Duration {
-        self.spawn_spacing().saturating_mul(u32::try_from(self.slots.len()).unwrap_or(u32::MAX))
+        self.spawn_spacing()
+            .saturating_mul(u32::try_from(self.slots.len()).unwrap_or(u32::MAX))
     }
 }
 
@@ -276,13 +319,19 @@ impl Plan {
 pub fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    first_ok && name.len() <= MAX_NAME_LEN && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    first_ok
+        && name.len() <= MAX_NAME_LEN
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// Expands a custom name template: `{i}` → `index`, `{rand}` → `rand` as 4 hex digits; the
 /// result is cut to [`MAX_NAME_LEN`] characters.
 pub fn render_template(template: &str, index: u64, rand: u16) -> String {
-    cut_name(template.replace("{i}", &index.to_string()).replace("{rand}", &format!("{rand:04x}")))
+    cut_name(
+        template
+            .replace("{i}", &index.to_string())
+            .replace("{rand}", &format!("{rand:04x}")),
+    )
 }
 
 /// Checks a custom name template: 1 to 64 characters of `[A-Za-z0-9._-]` and the placeholders
@@ -290,10 +339,17 @@ pub fn render_template(template: &str, index: u64, rand: u16) -> String {
 pub fn check_template(template: &str) -> Result<(), String> {
     let literal = template.replace("{i}", "").replace("{rand}", "");
     if template.is_empty() || template.len() > 64 {
-        return Err(format!("name template {template:?} must have 1 to 64 characters"));
+        return Err(format!(
+            "name template {template:?} must have 1 to 64 characters"
+        ));
     }
-    if let Some(bad) = literal.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("name template {template:?} has {bad:?}: use letters, digits, '.', '_', '-', {{i}} and {{rand}}"));
+    if let Some(bad) = literal
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "name template {template:?} has {bad:?}: use letters, digits, '.', '_', '-', {{i}} and {{rand}}"
+        ));
     }
     let sample = render_template(template, 0, 0);
     if sample == "." || sample == ".." {
@@ -331,7 +387,9 @@ impl<'p> Timeline<'p> {
         Timeline {
             plan,
             due,
-            rngs: (0..plan.slots.len()).map(|i| SplitMix64::new(derive(plan.seed ^ TIMELINE_STREAM, i as u64))).collect(),
+            rngs: (0..plan.slots.len())
+                .map(|i| SplitMix64::new(derive(plan.seed ^ TIMELINE_STREAM, i as u64)))
+                .collect(),
             incarnations: vec![0; plan.slots.len()],
             sequence: vec![0; plan.groups.len()],
             next_free_ms: 0,
@@ -357,10 +415,18 @@ impl<'p> Timeline<'p> {
                 .max(1);
                 (Some(life.min(remaining)), Some(at + life))
             }
-            Schedule::Burst { period_ms, active_ms, .. } => {
+            Schedule::Burst {
+                period_ms,
+                active_ms,
+                ..
+            } => {
                 let window_end = due + active_ms;
                 let next = Some(due + period_ms.max(1));
-                if at >= window_end { (None, next) } else { (Some((window_end - at).min(remaining)), next) }
+                if at >= window_end {
+                    (None, next)
+                } else {
+                    (Some((window_end - at).min(remaining)), next)
+                }
             }
         }
     }
@@ -373,8 +439,12 @@ impl<'p> Timeline<'p> {
         match &self.plan.groups[group].naming {
             Naming::Fixed(name) => cut_name(name.clone()),
             Naming::Pool(names) => cut_name(rng.pick(names).cloned().unwrap_or_default()),
-            Naming::Unique(prefix) => cut_name(format!("{prefix}-{:04x}-{index:04}", rng.below(1 << 16))),
-            Naming::Template(template) => render_template(template, index, rng.below(1 << 16) as u16),
+            Naming::Unique(prefix) => {
+                cut_name(format!("{prefix}-{:04x}-{index:04}", rng.below(1 << 16)))
+            }
+            Naming::Template(template) => {
+                render_template(template, index, rng.below(1 << 16) as u16)
+            }
         }
     }
 }
@@ -395,7 +465,9 @@ impl Iterator for Timeline<'_> {
             if let Some(next) = next_due {
                 self.due.push(Reverse((next, slot)));
             }
-            let Some(lifetime_ms) = lifetime else { continue };
+            let Some(lifetime_ms) = lifetime else {
+                continue;
+            };
             self.next_free_ms = at + self.spacing_ms;
             let incarnation = self.incarnations[slot];
             self.incarnations[slot] += 1;
@@ -405,7 +477,10 @@ impl Iterator for Timeline<'_> {
                 incarnation,
                 name: self.name(slot),
                 lifetime: Duration::from_millis(lifetime_ms),
-                seed: derive(derive(self.plan.seed ^ WORKER_STREAM, slot as u64), u64::from(incarnation)),
+                seed: derive(
+                    derive(self.plan.seed ^ WORKER_STREAM, slot as u64),
+                    u64::from(incarnation),
+                ),
             });
         }
     }
@@ -425,19 +500,27 @@ fn cut_name(mut name: String) -> String {
 }
 
 fn run_duration(text: &str) -> Result<Duration, Error> {
-    let duration = parse_duration(text).map_err(|e| Error::InvalidConfig(format!("duration: {e}")))?;
+    let duration =
+        parse_duration(text).map_err(|e| Error::InvalidConfig(format!("duration: {e}")))?;
     if duration.is_zero() {
-        return Err(Error::InvalidConfig("duration must be longer than 0s".into()));
+        return Err(Error::InvalidConfig(
+            "duration must be longer than 0s".into(),
+        ));
     }
     if duration > Duration::from_secs(MAX_DURATION_SECS) {
-        return Err(Error::OverCaps(format!("duration {text} is longer than the maximum 24h")));
+        return Err(Error::OverCaps(format!(
+            "duration {text} is longer than the maximum 24h"
+        )));
     }
     Ok(duration)
 }
 
 fn check_critical_names(names: &[String]) -> Result<(), Error> {
     if names.len() > MAX_CRITICAL_PROCESSES {
-        return Err(Error::OverCaps(format!("{} critical processes is more than the maximum {MAX_CRITICAL_PROCESSES}", names.len())));
+        return Err(Error::OverCaps(format!(
+            "{} critical processes is more than the maximum {MAX_CRITICAL_PROCESSES}",
+            names.len()
+        )));
     }
     if let Some(bad) = names.iter().find(|n| !is_valid_name(n)) {
         return Err(Error::InvalidConfig(format!(
@@ -446,15 +529,24 @@ fn check_critical_names(names: &[String]) -> Result<(), Error> {
     }
     let mut seen = BTreeSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
-        return Err(Error::InvalidConfig(format!("critical process {dup:?} is listed twice")));
+        return Err(Error::InvalidConfig(format!(
+            "critical process {dup:?} is listed twice"
+        )));
     }
     Ok(())
 }
 
 /// Scales the built-in profile's CPU and memory peaks down so that, with the critical processes,
 /// they fit the total budgets.
-fn fit_to_budgets(profile_slots: &mut [Slot], critical: &[Slot], limits: &Limits) -> Result<(), Error> {
-    let critical_cpu: u64 = critical.iter().map(|s| u64::from(s.cpu.peak_millicores)).sum();
+fn fit_to_budgets(
+    profile_slots: &mut [Slot],
+    critical: &[Slot],
+    limits: &Limits,
+) -> Result<(), Error> {
+    let critical_cpu: u64 = critical
+        .iter()
+        .map(|s| u64::from(s.cpu.peak_millicores))
+        .sum();
     let critical_kib: u64 = critical.iter().map(|s| u64::from(s.memory.peak_kib)).sum();
     let cpu_budget = u64::from(limits.max_total_cpu_millicores).checked_sub(critical_cpu).ok_or_else(|| {
         Error::OverCaps(format!(
@@ -462,21 +554,35 @@ fn fit_to_budgets(profile_slots: &mut [Slot], critical: &[Slot], limits: &Limits
             limits.max_total_cpu_millicores
         ))
     })?;
-    let kib_budget = (u64::from(limits.max_total_memory_mib) * 1024).checked_sub(critical_kib).ok_or_else(|| {
-        Error::OverCaps(format!(
-            "the critical processes alone need {} MiB, above maxTotalMemoryMib {}",
-            critical_kib / 1024,
-            limits.max_total_memory_mib
-        ))
-    })?;
+    let kib_budget = (u64::from(limits.max_total_memory_mib) * 1024)
+        .checked_sub(critical_kib)
+        .ok_or_else(|| {
+            Error::OverCaps(format!(
+                "the critical processes alone need {} MiB, above maxTotalMemoryMib {}",
+                critical_kib / 1024,
+                limits.max_total_memory_mib
+            ))
+        })?;
     let per_cpu = limits.max_cpu_millicores_per_process;
     let per_kib = limits.max_memory_mib_per_process.saturating_mul(1024);
     for slot in profile_slots.iter_mut() {
         slot.cpu.peak_millicores = slot.cpu.peak_millicores.min(per_cpu);
         slot.memory.peak_kib = slot.memory.peak_kib.min(per_kib);
     }
-    scale_to_budget(profile_slots.iter_mut().map(|s| &mut s.cpu.peak_millicores).collect(), cpu_budget);
-    scale_to_budget(profile_slots.iter_mut().map(|s| &mut s.memory.peak_kib).collect(), kib_budget);
+    scale_to_budget(
+        profile_slots
+            .iter_mut()
+            .map(|s| &mut s.cpu.peak_millicores)
+            .collect(),
+        cpu_budget,
+    );
+    scale_to_budget(
+        profile_slots
+            .iter_mut()
+            .map(|s| &mut s.memory.peak_kib)
+            .collect(),
+        kib_budget,
+    );
     Ok(())
 }
 
@@ -496,13 +602,23 @@ fn scale_to_budget(mut values: Vec<&mut u32>, budget: u64) {
 fn check_totals(plan: &Plan) -> Result<(), Error> {
     let limits = &plan.limits;
     let mut problems = Vec::new();
-    if let Some(slot) = plan.slots.iter().find(|s| s.cpu.peak_millicores > limits.max_cpu_millicores_per_process) {
+    if let Some(slot) = plan
+        .slots
+        .iter()
+        .find(|s| s.cpu.peak_millicores > limits.max_cpu_millicores_per_process)
+    {
         problems.push(format!(
             "{} millicores for {:?} is above maxCpuMillicoresPerProcess {}",
-            slot.cpu.peak_millicores, plan.groups[slot.group].label, limits.max_cpu_millicores_per_process
+            slot.cpu.peak_millicores,
+            plan.groups[slot.group].label,
+            limits.max_cpu_millicores_per_process
         ));
     }
-    if let Some(slot) = plan.slots.iter().find(|s| s.memory.peak_kib > limits.max_memory_mib_per_process.saturating_mul(1024)) {
+    if let Some(slot) = plan
+        .slots
+        .iter()
+        .find(|s| s.memory.peak_kib > limits.max_memory_mib_per_process.saturating_mul(1024))
+    {
         problems.push(format!(
             "{} MiB for {:?} is above maxMemoryMibPerProcess {}",
             slot.memory.peak_kib / 1024,
@@ -518,9 +634,17 @@ fn check_totals(plan: &Plan) -> Result<(), Error> {
         ));
     }
     if demand.memory_kib > u64::from(limits.max_total_memory_mib) * 1024 {
-        problems.push(format!("{} MiB in total is above maxTotalMemoryMib {}", demand.memory_kib.div_ceil(1024), limits.max_total_memory_mib));
+        problems.push(format!(
+            "{} MiB in total is above maxTotalMemoryMib {}",
+            demand.memory_kib.div_ceil(1024),
+            limits.max_total_memory_mib
+        ));
     }
-    if problems.is_empty() { Ok(()) } else { Err(Error::OverCaps(problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::OverCaps(problems.join("; ")))
+    }
 }
 
 fn check_spawn_rate(plan: &Plan) -> Result<(), Error> {
@@ -554,10 +678,18 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::simulator::config::{CpuPattern, CustomProfile, LimitsOverride, MemoryPattern, ProcessPattern};
+    use crate::simulator::config::{
+        CpuPattern, CustomProfile, LimitsOverride, MemoryPattern, ProcessPattern,
+    };
 
     fn config(profile: Profile, processes: u32) -> SimulatorConfig {
-        SimulatorConfig { profile, processes, duration: "10m".into(), seed: 7, ..SimulatorConfig::default() }
+        SimulatorConfig {
+            profile,
+            processes,
+            duration: "10m".into(),
+            seed: 7,
+            ..SimulatorConfig::default()
+        }
     }
 
     fn planned(config: &SimulatorConfig) -> Plan {
@@ -583,8 +715,16 @@ mod tests {
 
     #[test]
     fn same_seed_gives_the_same_plan_and_timeline() {
-        for profile in [Profile::Realistic, Profile::HighCardinality, Profile::HighChurn, Profile::Spike] {
-            let c = SimulatorConfig { churn_per_minute: Some(120), ..config(profile, 50) };
+        for profile in [
+            Profile::Realistic,
+            Profile::HighCardinality,
+            Profile::HighChurn,
+            Profile::Spike,
+        ] {
+            let c = SimulatorConfig {
+                churn_per_minute: Some(120),
+                ..config(profile, 50)
+            };
             let (a, b) = (planned(&c), planned(&c));
             assert_eq!(a, b, "{profile}");
             let ta: Vec<Spawn> = a.timeline().take(2_000).collect();
@@ -596,7 +736,10 @@ mod tests {
     #[test]
     fn different_seeds_give_different_names() {
         let names = |seed| -> Vec<String> {
-            let c = SimulatorConfig { seed, ..config(Profile::HighCardinality, 200) };
+            let c = SimulatorConfig {
+                seed,
+                ..config(Profile::HighCardinality, 200)
+            };
             planned(&c).timeline().take(200).map(|s| s.name).collect()
         };
         let (a, b) = (names(1), names(2));
@@ -606,22 +749,48 @@ mod tests {
 
     #[test]
     fn high_cardinality_names_are_unique_valid_and_fit_comm() {
-        let c = SimulatorConfig { churn_per_minute: Some(600), ..config(Profile::HighCardinality, 1_000) };
+        let c = SimulatorConfig {
+            churn_per_minute: Some(600),
+            ..config(Profile::HighCardinality, 1_000)
+        };
         let plan = planned(&c);
         assert_eq!(plan.slots.len(), 1_000);
         let spawns = spawns_until(&plan, Duration::from_secs(120));
         let names: HashSet<&str> = spawns.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names.len(), spawns.len(), "every incarnation has its own name");
-        assert!(spawns.iter().all(|s| is_valid_name(&s.name)), "{:?}", spawns.iter().find(|s| !is_valid_name(&s.name)));
-        assert!(spawns.iter().any(|s| s.name.starts_with("svc-") && s.name.len() == 13));
+        assert_eq!(
+            names.len(),
+            spawns.len(),
+            "every incarnation has its own name"
+        );
+        assert!(
+            spawns.iter().all(|s| is_valid_name(&s.name)),
+            "{:?}",
+            spawns.iter().find(|s| !is_valid_name(&s.name))
+        );
+        assert!(
+            spawns
+                .iter()
+                .any(|s| s.name.starts_with("svc-") && s.name.len() == 13)
+        );
     }
 
     #[test]
     fn every_slot_starts_once_at_ramp_up() {
-        for profile in [Profile::Realistic, Profile::HighCardinality, Profile::HighChurn] {
-            let plan = planned(&SimulatorConfig { critical_processes: vec!["postgres".into()], ..config(profile, 300) });
+        for profile in [
+            Profile::Realistic,
+            Profile::HighCardinality,
+            Profile::HighChurn,
+        ] {
+            let plan = planned(&SimulatorConfig {
+                critical_processes: vec!["postgres".into()],
+                ..config(profile, 300)
+            });
             let first = spawns_until(&plan, Duration::from_secs(60));
-            let slots: HashSet<usize> = first.iter().filter(|s| s.incarnation == 0).map(|s| s.slot).collect();
+            let slots: HashSet<usize> = first
+                .iter()
+                .filter(|s| s.incarnation == 0)
+                .map(|s| s.slot)
+                .collect();
             assert_eq!(slots.len(), 301, "{profile}");
             assert_eq!(plan.demand().processes, 301);
         }
@@ -629,7 +798,10 @@ mod tests {
 
     #[test]
     fn critical_processes_come_first_and_live_the_whole_run() {
-        let c = SimulatorConfig { critical_processes: vec!["postgres".into(), "nginx".into()], ..config(Profile::HighChurn, 50) };
+        let c = SimulatorConfig {
+            critical_processes: vec!["postgres".into(), "nginx".into()],
+            ..config(Profile::HighChurn, 50)
+        };
         let plan = planned(&c);
         let spawns = spawns_until(&plan, plan.duration);
         for (slot, name) in ["postgres", "nginx"].iter().enumerate() {
@@ -644,15 +816,25 @@ mod tests {
 
     #[test]
     fn high_churn_rate_matches_churn_per_minute() {
-        let c = SimulatorConfig { churn_per_minute: Some(1_200), ..config(Profile::HighChurn, 100) };
+        let c = SimulatorConfig {
+            churn_per_minute: Some(1_200),
+            ..config(Profile::HighChurn, 100)
+        };
         let plan = planned(&c);
         assert!((plan.spawns_per_minute() - 1_200.0).abs() < 1.0);
         let spawns = spawns_until(&plan, plan.duration);
-        let steady = spawns.iter().filter(|s| s.at >= Duration::from_secs(60)).count() as f64;
+        let steady = spawns
+            .iter()
+            .filter(|s| s.at >= Duration::from_secs(60))
+            .count() as f64;
         let expected = 1_200.0 * 9.0;
-        assert!((steady - expected).abs() < expected * 0.05, "{steady} spawns in 9 minutes, expected about {expected}");
+        assert!(
+            (steady - expected).abs() < expected * 0.05,
+            "{steady} spawns in 9 minutes, expected about {expected}"
+        );
         // Lifetimes are short: tens of spawns per second come from processes living seconds.
-        let mean_life = spawns.iter().map(|s| s.lifetime.as_secs_f64()).sum::<f64>() / spawns.len() as f64;
+        let mean_life =
+            spawns.iter().map(|s| s.lifetime.as_secs_f64()).sum::<f64>() / spawns.len() as f64;
         assert!(mean_life < 6.0, "{mean_life}");
     }
 
@@ -665,38 +847,78 @@ mod tests {
 
     #[test]
     fn high_cardinality_churn_replaces_at_the_configured_rate() {
-        let c = SimulatorConfig { churn_per_minute: Some(60), ..config(Profile::HighCardinality, 20) };
+        let c = SimulatorConfig {
+            churn_per_minute: Some(60),
+            ..config(Profile::HighCardinality, 20)
+        };
         let plan = planned(&c);
         let replacements = plan.timeline().filter(|s| s.incarnation > 0).count() as f64;
-        assert!((replacements - 600.0).abs() < 60.0, "{replacements} replacements in 10 minutes");
+        assert!(
+            (replacements - 600.0).abs() < 60.0,
+            "{replacements} replacements in 10 minutes"
+        );
         let without = planned(&config(Profile::HighCardinality, 20));
-        assert_eq!(without.timeline().count(), 20, "no churn: every process lives the whole run");
+        assert_eq!(
+            without.timeline().count(),
+            20,
+            "no churn: every process lives the whole run"
+        );
     }
 
     #[test]
     fn spawns_never_exceed_the_rate_cap() {
         let c = SimulatorConfig {
             churn_per_minute: Some(5_000),
-            limits: Some(LimitsOverride { max_spawns_per_second: Some(90), ..Default::default() }),
+            limits: Some(LimitsOverride {
+                max_spawns_per_second: Some(90),
+                ..Default::default()
+            }),
             ..config(Profile::HighChurn, 5_000)
         };
         let plan = planned(&c);
         let spawns = spawns_until(&plan, Duration::from_secs(180));
-        assert!(spawns.windows(2).all(|w| w[1].at >= w[0].at + plan.spawn_spacing()));
+        assert!(
+            spawns
+                .windows(2)
+                .all(|w| w[1].at >= w[0].at + plan.spawn_spacing())
+        );
         let mut per_second: HashMap<u64, u32> = HashMap::new();
         for s in &spawns {
             *per_second.entry(s.at.as_secs()).or_default() += 1;
         }
-        assert!(per_second.values().all(|&n| n <= 90), "{:?}", per_second.values().max());
-        assert!(plan.warnings.is_empty(), "a 50s ramp-up fits a 10m run: {:?}", plan.warnings);
+        assert!(
+            per_second.values().all(|&n| n <= 90),
+            "{:?}",
+            per_second.values().max()
+        );
+        assert!(
+            plan.warnings.is_empty(),
+            "a 50s ramp-up fits a 10m run: {:?}",
+            plan.warnings
+        );
     }
 
     #[test]
     fn spike_bursts_only_inside_their_windows() {
         let plan = planned(&config(Profile::Spike, 40));
-        let burst_slots: HashSet<usize> = plan.slots.iter().enumerate().filter(|(_, s)| matches!(s.schedule, Schedule::Burst { .. })).map(|(i, _)| i).collect();
+        let burst_slots: HashSet<usize> = plan
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.schedule, Schedule::Burst { .. }))
+            .map(|(i, _)| i)
+            .collect();
         assert_eq!(burst_slots.len(), 20);
-        let Some(Schedule::Burst { first_ms, period_ms, active_ms }) = plan.slots.iter().map(|s| s.schedule).find(|s| matches!(s, Schedule::Burst { .. })) else {
+        let Some(Schedule::Burst {
+            first_ms,
+            period_ms,
+            active_ms,
+        }) = plan
+            .slots
+            .iter()
+            .map(|s| s.schedule)
+            .find(|s| matches!(s, Schedule::Burst { .. }))
+        else {
             panic!("no burst schedule");
         };
         let spawns = spawns_until(&plan, plan.duration);
@@ -704,46 +926,94 @@ mod tests {
         for s in spawns.iter().filter(|s| burst_slots.contains(&s.slot)) {
             let at = duration_ms(s.at);
             let window = (at - first_ms) / period_ms;
-            assert!((at - first_ms) % period_ms < active_ms, "burst spawn at {at}ms outside its window");
+            assert!(
+                (at - first_ms) % period_ms < active_ms,
+                "burst spawn at {at}ms outside its window"
+            );
             assert!(at + duration_ms(s.lifetime) <= first_ms + window * period_ms + active_ms);
             windows.insert(window);
         }
         assert!(windows.len() >= 3, "{windows:?}");
         // During a burst the population is larger than between bursts.
-        let alive_at = |t: Duration| spawns.iter().filter(|s| s.at <= t && t < s.at + s.lifetime).count();
+        let alive_at = |t: Duration| {
+            spawns
+                .iter()
+                .filter(|s| s.at <= t && t < s.at + s.lifetime)
+                .count()
+        };
         let in_burst = Duration::from_millis(first_ms + active_ms / 2);
         let between = Duration::from_millis(first_ms + active_ms + (period_ms - active_ms) / 2);
-        assert!(alive_at(in_burst) > alive_at(between), "{} vs {}", alive_at(in_burst), alive_at(between));
+        assert!(
+            alive_at(in_burst) > alive_at(between),
+            "{} vs {}",
+            alive_at(in_burst),
+            alive_at(between)
+        );
     }
 
     #[test]
     fn realistic_mixes_familiar_names_with_short_cron_jobs() {
         let plan = planned(&config(Profile::Realistic, 100));
         assert_eq!(plan.slots.len(), 100);
-        let names: HashSet<String> = spawns_until(&plan, Duration::from_secs(120)).into_iter().map(|s| s.name).collect();
-        for expected in ["nginx", "postgres", "redis-server", "java", "node", "python3"] {
-            assert!(names.contains(expected), "{expected} missing from {names:?}");
+        let names: HashSet<String> = spawns_until(&plan, Duration::from_secs(120))
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        for expected in [
+            "nginx",
+            "postgres",
+            "redis-server",
+            "java",
+            "node",
+            "python3",
+        ] {
+            assert!(
+                names.contains(expected),
+                "{expected} missing from {names:?}"
+            );
         }
-        let short_lived = plan.slots.iter().filter(|s| matches!(s.schedule, Schedule::Renewing { mean_ms, .. } if mean_ms <= 60_000)).count();
+        let short_lived = plan
+            .slots
+            .iter()
+            .filter(
+                |s| matches!(s.schedule, Schedule::Renewing { mean_ms, .. } if mean_ms <= 60_000),
+            )
+            .count();
         assert!(short_lived > 0);
         assert!(plan.slots.iter().any(|s| s.schedule == Schedule::WholeRun));
     }
 
     #[test]
     fn built_in_profiles_scale_into_the_budgets() {
-        for profile in [Profile::Realistic, Profile::HighCardinality, Profile::HighChurn, Profile::Spike] {
+        for profile in [
+            Profile::Realistic,
+            Profile::HighCardinality,
+            Profile::HighChurn,
+            Profile::Spike,
+        ] {
             let plan = planned(&config(profile, 5_000));
             let demand = plan.demand();
             assert!(demand.cpu_millicores <= 2_000, "{profile}: {demand:?}");
             assert!(demand.memory_kib <= 2_048 * 1024, "{profile}: {demand:?}");
-            assert!(plan.slots.iter().all(|s| s.cpu.peak_millicores <= 1_000 && s.memory.peak_kib <= 256 * 1024));
+            assert!(
+                plan.slots
+                    .iter()
+                    .all(|s| s.cpu.peak_millicores <= 1_000 && s.memory.peak_kib <= 256 * 1024)
+            );
         }
         let tight = SimulatorConfig {
-            limits: Some(LimitsOverride { max_total_cpu_millicores: Some(100), max_total_memory_mib: Some(64), ..Default::default() }),
+            limits: Some(LimitsOverride {
+                max_total_cpu_millicores: Some(100),
+                max_total_memory_mib: Some(64),
+                ..Default::default()
+            }),
             ..config(Profile::Realistic, 50)
         };
         let demand = planned(&tight).demand();
-        assert!(demand.cpu_millicores <= 100 && demand.memory_kib <= 64 * 1024, "{demand:?}");
+        assert!(
+            demand.cpu_millicores <= 100 && demand.memory_kib <= 64 * 1024,
+            "{demand:?}"
+        );
     }
 
     #[test]
@@ -753,17 +1023,41 @@ mod tests {
             other => panic!("expected OverCaps, got {other:?}"),
         };
         assert!(refused(config(Profile::HighCardinality, 5_001)).contains("5000"));
-        assert!(refused(SimulatorConfig { churn_per_minute: Some(6_001), ..config(Profile::HighChurn, 5_000) }).contains("maxSpawnsPerSecond"));
-        assert!(refused(SimulatorConfig { duration: "25h".into(), ..config(Profile::Realistic, 10) }).contains("24h"));
-        let lowered = SimulatorConfig { limits: Some(LimitsOverride { max_processes: Some(10), ..Default::default() }), ..config(Profile::Realistic, 11) };
+        assert!(
+            refused(SimulatorConfig {
+                churn_per_minute: Some(6_001),
+                ..config(Profile::HighChurn, 5_000)
+            })
+            .contains("maxSpawnsPerSecond")
+        );
+        assert!(
+            refused(SimulatorConfig {
+                duration: "25h".into(),
+                ..config(Profile::Realistic, 10)
+            })
+            .contains("24h")
+        );
+        let lowered = SimulatorConfig {
+            limits: Some(LimitsOverride {
+                max_processes: Some(10),
+                ..Default::default()
+            }),
+            ..config(Profile::Realistic, 11)
+        };
         assert!(refused(lowered).contains("maxProcesses 10"));
-        let too_many_critical = SimulatorConfig { critical_processes: (0..51).map(|i| format!("c{i}")).collect(), ..config(Profile::Realistic, 1) };
+        let too_many_critical = SimulatorConfig {
+            critical_processes: (0..51).map(|i| format!("c{i}")).collect(),
+            ..config(Profile::Realistic, 1)
+        };
         assert!(refused(too_many_critical).contains("critical"));
         let fat = SimulatorConfig {
             profile: Profile::Custom,
             custom: Some(CustomProfile {
                 patterns: vec![ProcessPattern {
-                    memory: MemoryPattern { pattern: LoadPattern::Steady, megabytes: 256 },
+                    memory: MemoryPattern {
+                        pattern: LoadPattern::Steady,
+                        megabytes: 256,
+                    },
                     ..pattern("fat-{i}", 20)
                 }],
             }),
@@ -773,7 +1067,13 @@ mod tests {
         let hot = SimulatorConfig {
             profile: Profile::Custom,
             custom: Some(CustomProfile {
-                patterns: vec![ProcessPattern { cpu: CpuPattern { pattern: LoadPattern::Steady, millicores: 1_001 }, ..pattern("hot", 1) }],
+                patterns: vec![ProcessPattern {
+                    cpu: CpuPattern {
+                        pattern: LoadPattern::Steady,
+                        millicores: 1_001,
+                    },
+                    ..pattern("hot", 1)
+                }],
             }),
             ..config(Profile::Custom, 0)
         };
@@ -784,20 +1084,51 @@ mod tests {
     fn malformed_configurations_are_invalid() {
         let invalid = |c: SimulatorConfig| matches!(plan(&c), Err(Error::InvalidConfig(_)));
         assert!(invalid(config(Profile::Realistic, 0)));
-        assert!(invalid(SimulatorConfig { duration: "soon".into(), ..config(Profile::Realistic, 5) }));
-        assert!(invalid(SimulatorConfig { duration: "0s".into(), ..config(Profile::Realistic, 5) }));
-        assert!(invalid(SimulatorConfig { critical_processes: vec!["a/b".into()], ..config(Profile::Realistic, 5) }));
-        assert!(invalid(SimulatorConfig { critical_processes: vec!["a-name-that-is-too-long".into()], ..config(Profile::Realistic, 5) }));
-        assert!(invalid(SimulatorConfig { critical_processes: vec!["x".into(), "x".into()], ..config(Profile::Realistic, 5) }));
-        assert!(invalid(config(Profile::Custom, 5)), "custom without patterns");
-        let stray = SimulatorConfig { custom: Some(CustomProfile { patterns: vec![pattern("a", 1)] }), ..config(Profile::Realistic, 5) };
+        assert!(invalid(SimulatorConfig {
+            duration: "soon".into(),
+            ..config(Profile::Realistic, 5)
+        }));
+        assert!(invalid(SimulatorConfig {
+            duration: "0s".into(),
+            ..config(Profile::Realistic, 5)
+        }));
+        assert!(invalid(SimulatorConfig {
+            critical_processes: vec!["a/b".into()],
+            ..config(Profile::Realistic, 5)
+        }));
+        assert!(invalid(SimulatorConfig {
+            critical_processes: vec!["a-name-that-is-too-long".into()],
+            ..config(Profile::Realistic, 5)
+        }));
+        assert!(invalid(SimulatorConfig {
+            critical_processes: vec!["x".into(), "x".into()],
+            ..config(Profile::Realistic, 5)
+        }));
+        assert!(
+            invalid(config(Profile::Custom, 5)),
+            "custom without patterns"
+        );
+        let stray = SimulatorConfig {
+            custom: Some(CustomProfile {
+                patterns: vec![pattern("a", 1)],
+            }),
+            ..config(Profile::Realistic, 5)
+        };
         assert!(invalid(stray), "patterns with another profile");
         for template in ["", "a/{i}", "{x}", "..", "a b"] {
-            let c = SimulatorConfig { custom: Some(CustomProfile { patterns: vec![pattern(template, 1)] }), ..config(Profile::Custom, 0) };
+            let c = SimulatorConfig {
+                custom: Some(CustomProfile {
+                    patterns: vec![pattern(template, 1)],
+                }),
+                ..config(Profile::Custom, 0)
+            };
             assert!(invalid(c), "{template:?}");
         }
         // High churn with few processes would mean sub-second lifetimes.
-        assert!(invalid(SimulatorConfig { churn_per_minute: Some(6_000), ..config(Profile::HighChurn, 10) }));
+        assert!(invalid(SimulatorConfig {
+            churn_per_minute: Some(6_000),
+            ..config(Profile::HighChurn, 10)
+        }));
     }
 
     #[test]
@@ -806,10 +1137,19 @@ mod tests {
             profile: Profile::Custom,
             custom: Some(CustomProfile {
                 patterns: vec![
-                    ProcessPattern { lifetime: Some("30s".into()), ..pattern("api-{i}", 3) },
                     ProcessPattern {
-                        cpu: CpuPattern { pattern: LoadPattern::Spiky, millicores: 300 },
-                        memory: MemoryPattern { pattern: LoadPattern::Growing, megabytes: 64 },
+                        lifetime: Some("30s".into()),
+                        ..pattern("api-{i}", 3)
+                    },
+                    ProcessPattern {
+                        cpu: CpuPattern {
+                            pattern: LoadPattern::Spiky,
+                            millicores: 300,
+                        },
+                        memory: MemoryPattern {
+                            pattern: LoadPattern::Growing,
+                            megabytes: 64,
+                        },
                         ..pattern("batch-{rand}", 2)
                     },
                 ],
@@ -820,40 +1160,86 @@ mod tests {
         let plan = planned(&c);
         assert_eq!(plan.slots.len(), 5);
         let spawns = spawns_until(&plan, plan.duration);
-        let api: Vec<&str> = spawns.iter().filter(|s| s.name.starts_with("api-")).map(|s| s.name.as_str()).collect();
-        assert_eq!(&api[..6], ["api-0", "api-1", "api-2", "api-3", "api-4", "api-5"]);
+        let api: Vec<&str> = spawns
+            .iter()
+            .filter(|s| s.name.starts_with("api-"))
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            &api[..6],
+            ["api-0", "api-1", "api-2", "api-3", "api-4", "api-5"]
+        );
         assert_eq!(api.len(), 12, "3 slots × 4 lifetimes of 30s in 2m");
-        assert!(spawns.iter().filter(|s| s.name.starts_with("api-")).all(|s| s.lifetime <= Duration::from_secs(30)));
-        let batch: Vec<&Spawn> = spawns.iter().filter(|s| s.name.starts_with("batch-")).collect();
+        assert!(
+            spawns
+                .iter()
+                .filter(|s| s.name.starts_with("api-"))
+                .all(|s| s.lifetime <= Duration::from_secs(30))
+        );
+        let batch: Vec<&Spawn> = spawns
+            .iter()
+            .filter(|s| s.name.starts_with("batch-"))
+            .collect();
         assert_eq!(batch.len(), 2);
-        assert!(batch.iter().all(|s| s.name.len() == 10 && s.name[6..].chars().all(|c| c.is_ascii_hexdigit())));
+        assert!(
+            batch
+                .iter()
+                .all(|s| s.name.len() == 10 && s.name[6..].chars().all(|c| c.is_ascii_hexdigit()))
+        );
         let heavy = &plan.slots[3];
-        assert_eq!(heavy.cpu, CpuLoad { pattern: LoadPattern::Spiky, peak_millicores: 300 });
-        assert_eq!(heavy.memory, MemoryLoad { pattern: LoadPattern::Growing, peak_kib: 64 * 1024 });
+        assert_eq!(
+            heavy.cpu,
+            CpuLoad {
+                pattern: LoadPattern::Spiky,
+                peak_millicores: 300
+            }
+        );
+        assert_eq!(
+            heavy.memory,
+            MemoryLoad {
+                pattern: LoadPattern::Growing,
+                peak_kib: 64 * 1024
+            }
+        );
     }
 
     #[test]
     fn long_templates_are_cut_to_fifteen_characters() {
-        assert_eq!(render_template("a-very-long-service-{i}", 3, 0), "a-very-long-ser");
+        assert_eq!(
+            render_template("a-very-long-service-{i}", 3, 0),
+            "a-very-long-ser"
+        );
         assert_eq!(render_template("w{i}-{rand}", 12, 0xab), "w12-00ab");
         assert!(check_template("ok-{i}.{rand}_x").is_ok());
     }
 
     #[test]
     fn worker_specs_follow_the_slot() {
-        let plan = planned(&SimulatorConfig { critical_processes: vec!["redis-server".into()], ..config(Profile::HighCardinality, 3) });
+        let plan = planned(&SimulatorConfig {
+            critical_processes: vec!["redis-server".into()],
+            ..config(Profile::HighCardinality, 3)
+        });
         let first = plan.timeline().next().expect("a spawn");
         let spec = plan.worker_spec(&first).expect("slot exists");
-        assert_eq!((spec.name.as_str(), spec.lifetime_ms), ("redis-server", 600_000));
+        assert_eq!(
+            (spec.name.as_str(), spec.lifetime_ms),
+            ("redis-server", 600_000)
+        );
         assert_eq!(spec.cpu, CRITICAL_CPU);
-        let again = plan.respawn(0, "redis-server", Duration::from_secs(60), 1).expect("slot exists");
+        let again = plan
+            .respawn(0, "redis-server", Duration::from_secs(60), 1)
+            .expect("slot exists");
         assert_eq!(again.lifetime_ms, 540_000);
         assert_ne!(again.seed, spec.seed);
     }
 
     #[test]
     fn summary_counts_groups_and_rates() {
-        let plan = planned(&SimulatorConfig { critical_processes: vec!["nginx".into()], churn_per_minute: Some(30), ..config(Profile::HighCardinality, 10) });
+        let plan = planned(&SimulatorConfig {
+            critical_processes: vec!["nginx".into()],
+            churn_per_minute: Some(30),
+            ..config(Profile::HighCardinality, 10)
+        });
         let summary = plan.summary();
         assert_eq!(summary.slots, 11);
         assert_eq!(summary.spawns_per_minute, 30.0);

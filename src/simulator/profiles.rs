@@ -46,18 +46,79 @@ struct Archetype {
 }
 
 const REALISTIC: [Archetype; 10] = [
-    Archetype { label: "nginx", names: &["nginx"], weight: 15, cpu: (LoadPattern::Spiky, 10, 60), memory_mib: (LoadPattern::Steady, 8, 24) },
-    Archetype { label: "gunicorn", names: &["gunicorn"], weight: 10, cpu: (LoadPattern::Random, 20, 80), memory_mib: (LoadPattern::Steady, 32, 64) },
-    Archetype { label: "postgres", names: &["postgres"], weight: 10, cpu: (LoadPattern::Spiky, 20, 150), memory_mib: (LoadPattern::Steady, 32, 128) },
-    Archetype { label: "mysqld", names: &["mysqld"], weight: 5, cpu: (LoadPattern::Spiky, 20, 150), memory_mib: (LoadPattern::Steady, 64, 192) },
-    Archetype { label: "redis-server", names: &["redis-server"], weight: 5, cpu: (LoadPattern::Steady, 5, 30), memory_mib: (LoadPattern::Growing, 16, 96) },
-    Archetype { label: "memcached", names: &["memcached"], weight: 5, cpu: (LoadPattern::Steady, 5, 20), memory_mib: (LoadPattern::Steady, 16, 64) },
-    Archetype { label: "java", names: &["java"], weight: 15, cpu: (LoadPattern::Random, 50, 250), memory_mib: (LoadPattern::Growing, 64, 256) },
-    Archetype { label: "node", names: &["node"], weight: 10, cpu: (LoadPattern::Random, 20, 120), memory_mib: (LoadPattern::Growing, 32, 128) },
-    Archetype { label: "python3", names: &["python3"], weight: 10, cpu: (LoadPattern::Spiky, 10, 100), memory_mib: (LoadPattern::Steady, 16, 64) },
+    Archetype {
+        label: "nginx",
+        names: &["nginx"],
+        weight: 15,
+        cpu: (LoadPattern::Spiky, 10, 60),
+        memory_mib: (LoadPattern::Steady, 8, 24),
+    },
+    Archetype {
+        label: "gunicorn",
+        names: &["gunicorn"],
+        weight: 10,
+        cpu: (LoadPattern::Random, 20, 80),
+        memory_mib: (LoadPattern::Steady, 32, 64),
+    },
+    Archetype {
+        label: "postgres",
+        names: &["postgres"],
+        weight: 10,
+        cpu: (LoadPattern::Spiky, 20, 150),
+        memory_mib: (LoadPattern::Steady, 32, 128),
+    },
+    Archetype {
+        label: "mysqld",
+        names: &["mysqld"],
+        weight: 5,
+        cpu: (LoadPattern::Spiky, 20, 150),
+        memory_mib: (LoadPattern::Steady, 64, 192),
+    },
+    Archetype {
+        label: "redis-server",
+        names: &["redis-server"],
+        weight: 5,
+        cpu: (LoadPattern::Steady, 5, 30),
+        memory_mib: (LoadPattern::Growing, 16, 96),
+    },
+    Archetype {
+        label: "memcached",
+        names: &["memcached"],
+        weight: 5,
+        cpu: (LoadPattern::Steady, 5, 20),
+        memory_mib: (LoadPattern::Steady, 16, 64),
+    },
+    Archetype {
+        label: "java",
+        names: &["java"],
+        weight: 15,
+        cpu: (LoadPattern::Random, 50, 250),
+        memory_mib: (LoadPattern::Growing, 64, 256),
+    },
+    Archetype {
+        label: "node",
+        names: &["node"],
+        weight: 10,
+        cpu: (LoadPattern::Random, 20, 120),
+        memory_mib: (LoadPattern::Growing, 32, 128),
+    },
+    Archetype {
+        label: "python3",
+        names: &["python3"],
+        weight: 10,
+        cpu: (LoadPattern::Spiky, 10, 100),
+        memory_mib: (LoadPattern::Steady, 16, 64),
+    },
     Archetype {
         label: "cron",
-        names: &["logrotate", "backup.sh", "certbot", "updatedb", "report-gen", "apt-check"],
+        names: &[
+            "logrotate",
+            "backup.sh",
+            "certbot",
+            "updatedb",
+            "report-gen",
+            "apt-check",
+        ],
         weight: 15,
         cpu: (LoadPattern::Random, 50, 300),
         memory_mib: (LoadPattern::Spiky, 8, 64),
@@ -66,12 +127,35 @@ const REALISTIC: [Archetype; 10] = [
 /// Index of the cron archetype in [`REALISTIC`].
 const CRON: usize = 9;
 
-const SHORT_LIVED: [&str; 15] = ["sh", "bash", "curl", "grep", "sed", "awk", "tar", "gzip", "find", "sort", "jq", "git", "make", "python3", "perl"];
-const SERVICES: [&str; 7] = ["nginx", "java", "node", "python3", "postgres", "redis-server", "gunicorn"];
-const BURST_JOBS: [&str; 6] = ["ffmpeg", "convert", "pg_dump", "rsync", "spark-executor", "pigz"];
+const SHORT_LIVED: [&str; 15] = [
+    "sh", "bash", "curl", "grep", "sed", "awk", "tar", "gzip", "find", "sort", "jq", "git", "make",
+    "python3", "perl",
+];
+const SERVICES: [&str; 7] = [
+    "nginx",
+    "java",
+    "node",
+    "python3",
+    "postgres",
+    "redis-server",
+    "gunicorn",
+];
+const BURST_JOBS: [&str; 6] = [
+    "ffmpeg",
+    "convert",
+    "pg_dump",
+    "rsync",
+    "spark-executor",
+    "pigz",
+];
 
 /// The population of `config`'s profile, checked against `limits`.
-pub(super) fn build(config: &SimulatorConfig, limits: &Limits, duration_ms: u64, warnings: &mut Vec<String>) -> Result<Population, Error> {
+pub(super) fn build(
+    config: &SimulatorConfig,
+    limits: &Limits,
+    duration_ms: u64,
+    warnings: &mut Vec<String>,
+) -> Result<Population, Error> {
     let mut rng = SplitMix64::new(derive(config.seed, PROFILE_STREAM));
     if let Some(churn) = config.churn_per_minute {
         let cap = limits.max_spawns_per_second.saturating_mul(60);
@@ -86,17 +170,27 @@ pub(super) fn build(config: &SimulatorConfig, limits: &Limits, duration_ms: u64,
         return custom(config, limits, warnings);
     }
     if config.custom.is_some() {
-        return Err(Error::InvalidConfig(format!("custom patterns are only used with profile custom, not {}", config.profile)));
+        return Err(Error::InvalidConfig(format!(
+            "custom patterns are only used with profile custom, not {}",
+            config.profile
+        )));
     }
     let n = config.processes;
     if n == 0 {
         return Err(Error::InvalidConfig("processes must be at least 1".into()));
     }
     if n > limits.max_processes {
-        return Err(Error::OverCaps(format!("processes {n} is above maxProcesses {}", limits.max_processes)));
+        return Err(Error::OverCaps(format!(
+            "processes {n} is above maxProcesses {}",
+            limits.max_processes
+        )));
     }
     let churn = config.churn_per_minute;
-    let mut population = Population { groups: Vec::new(), slots: Vec::new(), scalable: true };
+    let mut population = Population {
+        groups: Vec::new(),
+        slots: Vec::new(),
+        scalable: true,
+    };
     match config.profile {
         Profile::Realistic => realistic(&mut population, n, churn, &mut rng)?,
         Profile::HighCardinality => high_cardinality(&mut population, n, churn, &mut rng)?,
@@ -107,12 +201,20 @@ pub(super) fn build(config: &SimulatorConfig, limits: &Limits, duration_ms: u64,
     Ok(population)
 }
 
-fn realistic(population: &mut Population, n: u32, churn: Option<u32>, rng: &mut SplitMix64) -> Result<(), Error> {
+fn realistic(
+    population: &mut Population,
+    n: u32,
+    churn: Option<u32>,
+    rng: &mut SplitMix64,
+) -> Result<(), Error> {
     let counts = apportion(n, &REALISTIC.map(|a| a.weight));
     let cron_slots = counts[CRON];
     let service_slots = n - cron_slots;
     let cron_default = per_minute(cron_slots, CRON_MEAN_LIFETIME_MS);
-    let cron_schedule = Schedule::Renewing { mean_ms: CRON_MEAN_LIFETIME_MS, jitter: true };
+    let cron_schedule = Schedule::Renewing {
+        mean_ms: CRON_MEAN_LIFETIME_MS,
+        jitter: true,
+    };
     let (cron, services) = match churn {
         None => (cron_schedule, Schedule::WholeRun),
         Some(c) if cron_slots == 0 => (Schedule::WholeRun, renewal(service_slots, c)?),
@@ -127,34 +229,107 @@ fn realistic(population: &mut Population, n: u32, churn: Option<u32>, rng: &mut 
         let group = push_group(population, archetype.label, naming);
         let schedule = if index == CRON { cron } else { services };
         for _ in 0..count {
-            let cpu = CpuLoad { pattern: archetype.cpu.0, peak_millicores: draw(rng, archetype.cpu.1, archetype.cpu.2) };
-            let memory = MemoryLoad { pattern: archetype.memory_mib.0, peak_kib: draw(rng, archetype.memory_mib.1 * 1024, archetype.memory_mib.2 * 1024) };
-            population.slots.push(Slot { group, critical: false, schedule, cpu, memory });
+            let cpu = CpuLoad {
+                pattern: archetype.cpu.0,
+                peak_millicores: draw(rng, archetype.cpu.1, archetype.cpu.2),
+            };
+            let memory = MemoryLoad {
+                pattern: archetype.memory_mib.0,
+                peak_kib: draw(
+                    rng,
+                    archetype.memory_mib.1 * 1024,
+                    archetype.memory_mib.2 * 1024,
+                ),
+            };
+            population.slots.push(Slot {
+                group,
+                critical: false,
+                schedule,
+                cpu,
+                memory,
+            });
         }
     }
     Ok(())
 }
 
-fn high_cardinality(population: &mut Population, n: u32, churn: Option<u32>, rng: &mut SplitMix64) -> Result<(), Error> {
+fn high_cardinality(
+    population: &mut Population,
+    n: u32,
+    churn: Option<u32>,
+    rng: &mut SplitMix64,
+) -> Result<(), Error> {
     let schedule = renewal(n, churn.unwrap_or(0))?;
     let group = push_group(population, "svc-*", Naming::Unique("svc".into()));
     for _ in 0..n {
-        let cpu = CpuLoad { pattern: pick(rng, &LoadPattern::ALL), peak_millicores: draw(rng, 2, 20) };
-        let memory_pattern = pick(rng, &[LoadPattern::Steady, LoadPattern::Growing, LoadPattern::Spiky]);
-        let memory = MemoryLoad { pattern: memory_pattern, peak_kib: draw(rng, 1024, 8 * 1024) };
-        population.slots.push(Slot { group, critical: false, schedule, cpu, memory });
+        let cpu = CpuLoad {
+            pattern: pick(rng, &LoadPattern::ALL),
+            peak_millicores: draw(rng, 2, 20),
+        };
+        let memory_pattern = pick(
+            rng,
+            &[
+                LoadPattern::Steady,
+                LoadPattern::Growing,
+                LoadPattern::Spiky,
+            ],
+        );
+        let memory = MemoryLoad {
+            pattern: memory_pattern,
+            peak_kib: draw(rng, 1024, 8 * 1024),
+        };
+        population.slots.push(Slot {
+            group,
+            critical: false,
+            schedule,
+            cpu,
+            memory,
+        });
     }
     Ok(())
 }
 
-fn high_churn(population: &mut Population, n: u32, churn: Option<u32>, limits: &Limits, rng: &mut SplitMix64) -> Result<(), Error> {
-    let default = per_minute(n, HIGH_CHURN_MEAN_LIFETIME_MS).min(limits.max_spawns_per_second.saturating_mul(60));
+fn high_churn(
+    population: &mut Population,
+    n: u32,
+    churn: Option<u32>,
+    limits: &Limits,
+    rng: &mut SplitMix64,
+) -> Result<(), Error> {
+    let default = per_minute(n, HIGH_CHURN_MEAN_LIFETIME_MS)
+        .min(limits.max_spawns_per_second.saturating_mul(60));
     let schedule = renewal(n, churn.unwrap_or(default))?;
-    let group = push_group(population, "short-lived", Naming::Pool(SHORT_LIVED.map(String::from).to_vec()));
+    let group = push_group(
+        population,
+        "short-lived",
+        Naming::Pool(SHORT_LIVED.map(String::from).to_vec()),
+    );
     for _ in 0..n {
-        let cpu = CpuLoad { pattern: pick(rng, &[LoadPattern::Random, LoadPattern::Steady, LoadPattern::Spiky]), peak_millicores: draw(rng, 20, 200) };
-        let memory = MemoryLoad { pattern: pick(rng, &[LoadPattern::Steady, LoadPattern::Spiky, LoadPattern::Growing]), peak_kib: draw(rng, 2 * 1024, 32 * 1024) };
-        population.slots.push(Slot { group, critical: false, schedule, cpu, memory });
+        let cpu = CpuLoad {
+            pattern: pick(
+                rng,
+                &[LoadPattern::Random, LoadPattern::Steady, LoadPattern::Spiky],
+            ),
+            peak_millicores: draw(rng, 20, 200),
+        };
+        let memory = MemoryLoad {
+            pattern: pick(
+                rng,
+                &[
+                    LoadPattern::Steady,
+                    LoadPattern::Spiky,
+                    LoadPattern::Growing,
+                ],
+            ),
+            peak_kib: draw(rng, 2 * 1024, 32 * 1024),
+        };
+        population.slots.push(Slot {
+            group,
+            critical: false,
+            schedule,
+            cpu,
+            memory,
+        });
     }
     Ok(())
 }
@@ -165,60 +340,149 @@ pub fn spike_windows(duration_ms: u64) -> (u64, u64, u64) {
     (period / 2, period, period / 3)
 }
 
-fn spike(population: &mut Population, n: u32, churn: Option<u32>, duration_ms: u64, rng: &mut SplitMix64) -> Result<(), Error> {
+fn spike(
+    population: &mut Population,
+    n: u32,
+    churn: Option<u32>,
+    duration_ms: u64,
+    rng: &mut SplitMix64,
+) -> Result<(), Error> {
     let bursting = n / 2;
     let steady = n - bursting;
     let steady_schedule = renewal(steady, churn.unwrap_or(0))?;
     let (first_ms, period_ms, active_ms) = spike_windows(duration_ms);
-    let services = push_group(population, "services", Naming::Pool(SERVICES.map(String::from).to_vec()));
+    let services = push_group(
+        population,
+        "services",
+        Naming::Pool(SERVICES.map(String::from).to_vec()),
+    );
     for _ in 0..steady {
-        let cpu = CpuLoad { pattern: LoadPattern::Steady, peak_millicores: draw(rng, 5, 30) };
-        let memory = MemoryLoad { pattern: LoadPattern::Steady, peak_kib: draw(rng, 8 * 1024, 32 * 1024) };
-        population.slots.push(Slot { group: services, critical: false, schedule: steady_schedule, cpu, memory });
+        let cpu = CpuLoad {
+            pattern: LoadPattern::Steady,
+            peak_millicores: draw(rng, 5, 30),
+        };
+        let memory = MemoryLoad {
+            pattern: LoadPattern::Steady,
+            peak_kib: draw(rng, 8 * 1024, 32 * 1024),
+        };
+        population.slots.push(Slot {
+            group: services,
+            critical: false,
+            schedule: steady_schedule,
+            cpu,
+            memory,
+        });
     }
-    let bursts = push_group(population, "bursts", Naming::Pool(BURST_JOBS.map(String::from).to_vec()));
+    let bursts = push_group(
+        population,
+        "bursts",
+        Naming::Pool(BURST_JOBS.map(String::from).to_vec()),
+    );
     for _ in 0..bursting {
-        let cpu = CpuLoad { pattern: pick(rng, &[LoadPattern::Steady, LoadPattern::Spiky]), peak_millicores: draw(rng, 200, 600) };
-        let memory = MemoryLoad { pattern: LoadPattern::Growing, peak_kib: draw(rng, 32 * 1024, 128 * 1024) };
-        let schedule = Schedule::Burst { first_ms, period_ms, active_ms };
-        population.slots.push(Slot { group: bursts, critical: false, schedule, cpu, memory });
+        let cpu = CpuLoad {
+            pattern: pick(rng, &[LoadPattern::Steady, LoadPattern::Spiky]),
+            peak_millicores: draw(rng, 200, 600),
+        };
+        let memory = MemoryLoad {
+            pattern: LoadPattern::Growing,
+            peak_kib: draw(rng, 32 * 1024, 128 * 1024),
+        };
+        let schedule = Schedule::Burst {
+            first_ms,
+            period_ms,
+            active_ms,
+        };
+        population.slots.push(Slot {
+            group: bursts,
+            critical: false,
+            schedule,
+            cpu,
+            memory,
+        });
     }
     Ok(())
 }
 
-fn custom(config: &SimulatorConfig, limits: &Limits, warnings: &mut Vec<String>) -> Result<Population, Error> {
-    let patterns = config.custom.as_ref().map(|c| c.patterns.as_slice()).unwrap_or_default();
+fn custom(
+    config: &SimulatorConfig,
+    limits: &Limits,
+    warnings: &mut Vec<String>,
+) -> Result<Population, Error> {
+    let patterns = config
+        .custom
+        .as_ref()
+        .map(|c| c.patterns.as_slice())
+        .unwrap_or_default();
     if patterns.is_empty() {
-        return Err(Error::InvalidConfig("profile custom needs at least one pattern in custom.patterns".into()));
+        return Err(Error::InvalidConfig(
+            "profile custom needs at least one pattern in custom.patterns".into(),
+        ));
     }
     if config.churn_per_minute.is_some() {
-        warnings.push("churnPerMinute is not used by profile custom: each pattern's lifetime sets its churn".into());
+        warnings.push(
+            "churnPerMinute is not used by profile custom: each pattern's lifetime sets its churn"
+                .into(),
+        );
     }
     let total: u64 = patterns.iter().map(|p| u64::from(p.count)).sum();
     if total > u64::from(limits.max_processes) {
-        return Err(Error::OverCaps(format!("custom patterns count {total} processes, above maxProcesses {}", limits.max_processes)));
+        return Err(Error::OverCaps(format!(
+            "custom patterns count {total} processes, above maxProcesses {}",
+            limits.max_processes
+        )));
     }
-    let mut population = Population { groups: Vec::new(), slots: Vec::new(), scalable: false };
+    let mut population = Population {
+        groups: Vec::new(),
+        slots: Vec::new(),
+        scalable: false,
+    };
     for p in patterns {
         check_template(&p.name_template).map_err(Error::InvalidConfig)?;
         if p.count == 0 {
-            return Err(Error::InvalidConfig(format!("pattern {:?}: count must be at least 1", p.name_template)));
+            return Err(Error::InvalidConfig(format!(
+                "pattern {:?}: count must be at least 1",
+                p.name_template
+            )));
         }
         let schedule = match &p.lifetime {
             None => Schedule::WholeRun,
             Some(text) => {
-                let lifetime = parse_duration(text).map_err(|e| Error::InvalidConfig(format!("pattern {:?}: lifetime: {e}", p.name_template)))?;
+                let lifetime = parse_duration(text).map_err(|e| {
+                    Error::InvalidConfig(format!("pattern {:?}: lifetime: {e}", p.name_template))
+                })?;
                 let mean_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
                 if mean_ms < MIN_MEAN_LIFETIME_MS {
-                    return Err(Error::InvalidConfig(format!("pattern {:?}: lifetime {text} is shorter than 1s", p.name_template)));
+                    return Err(Error::InvalidConfig(format!(
+                        "pattern {:?}: lifetime {text} is shorter than 1s",
+                        p.name_template
+                    )));
                 }
-                Schedule::Renewing { mean_ms, jitter: false }
+                Schedule::Renewing {
+                    mean_ms,
+                    jitter: false,
+                }
             }
         };
-        let cpu = CpuLoad { pattern: p.cpu.pattern, peak_millicores: p.cpu.millicores };
-        let memory = MemoryLoad { pattern: p.memory.pattern, peak_kib: p.memory.megabytes.saturating_mul(1024) };
-        let group = push_group(&mut population, &p.name_template, Naming::Template(p.name_template.clone()));
-        population.slots.extend((0..p.count).map(|_| Slot { group, critical: false, schedule, cpu, memory }));
+        let cpu = CpuLoad {
+            pattern: p.cpu.pattern,
+            peak_millicores: p.cpu.millicores,
+        };
+        let memory = MemoryLoad {
+            pattern: p.memory.pattern,
+            peak_kib: p.memory.megabytes.saturating_mul(1024),
+        };
+        let group = push_group(
+            &mut population,
+            &p.name_template,
+            Naming::Template(p.name_template.clone()),
+        );
+        population.slots.extend((0..p.count).map(|_| Slot {
+            group,
+            critical: false,
+            schedule,
+            cpu,
+            memory,
+        }));
     }
     Ok(population)
 }
@@ -236,7 +500,10 @@ fn renewal(slots: u32, churn: u32) -> Result<Schedule, Error> {
             60 * u64::from(slots)
         )));
     }
-    Ok(Schedule::Renewing { mean_ms, jitter: true })
+    Ok(Schedule::Renewing {
+        mean_ms,
+        jitter: true,
+    })
 }
 
 /// Replacements per minute of `slots` processes living `mean_ms` on average.
@@ -251,8 +518,15 @@ pub fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
         return vec![0; weights.len()];
     }
     let share = |w: u32| u64::from(total) * u64::from(w);
-    let mut counts: Vec<u32> = weights.iter().map(|&w| u32::try_from(share(w) / sum).unwrap_or(u32::MAX)).collect();
-    let mut by_remainder: Vec<(u64, usize)> = weights.iter().enumerate().map(|(i, &w)| (share(w) % sum, i)).collect();
+    let mut counts: Vec<u32> = weights
+        .iter()
+        .map(|&w| u32::try_from(share(w) / sum).unwrap_or(u32::MAX))
+        .collect();
+    let mut by_remainder: Vec<(u64, usize)> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| (share(w) % sum, i))
+        .collect();
     by_remainder.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let missing = total.saturating_sub(counts.iter().sum());
     for &(_, i) in by_remainder.iter().take(missing as usize) {
@@ -262,7 +536,10 @@ pub fn apportion(total: u32, weights: &[u32]) -> Vec<u32> {
 }
 
 fn push_group(population: &mut Population, label: &str, naming: Naming) -> usize {
-    population.groups.push(Group { label: label.to_string(), naming });
+    population.groups.push(Group {
+        label: label.to_string(),
+        naming,
+    });
     population.groups.len() - 1
 }
 
@@ -280,7 +557,10 @@ mod tests {
 
     #[test]
     fn apportion_sums_exactly_and_follows_weights() {
-        assert_eq!(apportion(100, &[15, 10, 10, 5, 5, 5, 15, 10, 10, 15]), [15, 10, 10, 5, 5, 5, 15, 10, 10, 15]);
+        assert_eq!(
+            apportion(100, &[15, 10, 10, 5, 5, 5, 15, 10, 10, 15]),
+            [15, 10, 10, 5, 5, 5, 15, 10, 10, 15]
+        );
         for total in [0, 1, 7, 33, 4_999] {
             let parts = apportion(total, &REALISTIC.map(|a| a.weight));
             assert_eq!(parts.iter().sum::<u32>(), total);
@@ -292,13 +572,33 @@ mod tests {
     #[test]
     fn realistic_churn_goes_to_cron_jobs_first() {
         let mut rng = SplitMix64::new(1);
-        let mut population = Population { groups: Vec::new(), slots: Vec::new(), scalable: true };
+        let mut population = Population {
+            groups: Vec::new(),
+            slots: Vec::new(),
+            scalable: true,
+        };
         realistic(&mut population, 100, Some(90), &mut rng).expect("valid");
         // 15 cron slots churn 30 per minute; the 85 services share the other 60.
-        let cron = population.slots.iter().find(|s| s.group == CRON).map(|s| s.schedule);
-        assert_eq!(cron, Some(Schedule::Renewing { mean_ms: CRON_MEAN_LIFETIME_MS, jitter: true }));
+        let cron = population
+            .slots
+            .iter()
+            .find(|s| s.group == CRON)
+            .map(|s| s.schedule);
+        assert_eq!(
+            cron,
+            Some(Schedule::Renewing {
+                mean_ms: CRON_MEAN_LIFETIME_MS,
+                jitter: true
+            })
+        );
         let service = population.slots.first().map(|s| s.schedule);
-        assert_eq!(service, Some(Schedule::Renewing { mean_ms: 85_000, jitter: true }));
+        assert_eq!(
+            service,
+            Some(Schedule::Renewing {
+                mean_ms: 85_000,
+                jitter: true
+            })
+        );
     }
 
     #[test]
@@ -309,7 +609,12 @@ mod tests {
 
     #[test]
     fn names_in_pools_fit_comm() {
-        let all = REALISTIC.iter().flat_map(|a| a.names.iter()).chain(&SHORT_LIVED).chain(&SERVICES).chain(&BURST_JOBS);
+        let all = REALISTIC
+            .iter()
+            .flat_map(|a| a.names.iter())
+            .chain(&SHORT_LIVED)
+            .chain(&SERVICES)
+            .chain(&BURST_JOBS);
         for name in all {
             assert!(super::super::plan::is_valid_name(name), "{name}");
         }

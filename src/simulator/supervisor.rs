@@ -16,8 +16,8 @@
 //! - **Critical processes** that die before the end are started again under the same name, at
 //!   most once per second.
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -103,7 +103,10 @@ pub struct Summary {
 
 /// Runs `plan` to its end or to a stop signal, then kills every worker and returns the summary.
 pub async fn run(plan: &Plan, options: RunOptions) -> Result<Summary, Error> {
-    let exe = std::env::current_exe().map_err(|source| Error::Io { context: "cannot locate the simulator's own executable".into(), source })?;
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        context: "cannot locate the simulator's own executable".into(),
+        source,
+    })?;
     let mut signals = Signals::new()?;
     let started = Instant::now();
     let (publish, counters) = watch::channel(Counters::default());
@@ -111,10 +114,21 @@ pub async fn run(plan: &Plan, options: RunOptions) -> Result<Summary, Error> {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(|source| Error::Io { context: format!("cannot serve metrics on {addr}"), source })?;
-            let local = listener.local_addr().map_err(|source| Error::Io { context: "metrics listener".into(), source })?;
+                .map_err(|source| Error::Io {
+                    context: format!("cannot serve metrics on {addr}"),
+                    source,
+                })?;
+            let local = listener.local_addr().map_err(|source| Error::Io {
+                context: "metrics listener".into(),
+                source,
+            })?;
             eprintln!("phoenix-simulator: serving metrics on http://{local}/metrics");
-            Some(tokio::spawn(metrics::serve(listener, RunInfo::of(plan), counters, started)))
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                RunInfo::of(plan),
+                counters,
+                started,
+            )))
         }
         None => None,
     };
@@ -136,7 +150,12 @@ struct Signals {
 
 impl Signals {
     fn new() -> Result<Self, Error> {
-        let listen = |kind: SignalKind, name: &str| signal(kind).map_err(|source| Error::Io { context: format!("cannot handle {name}"), source });
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|source| Error::Io {
+                context: format!("cannot handle {name}"),
+                source,
+            })
+        };
         Ok(Signals {
             terminate: listen(SignalKind::terminate(), "SIGTERM")?,
             interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
@@ -276,7 +295,9 @@ impl<'p> Supervisor<'p> {
     }
 
     fn on_exit(&mut self, pid: u32) {
-        let Some(worker) = self.workers.remove(&pid) else { return };
+        let Some(worker) = self.workers.remove(&pid) else {
+            return;
+        };
         self.counters.exited += 1;
         let current = self.by_slot.get(&worker.slot) == Some(&pid);
         if current {
@@ -285,8 +306,16 @@ impl<'p> Supervisor<'p> {
         let now = Instant::now();
         if worker.critical && current && !self.shutting_down && now + RESPAWN_BACKOFF < self.end {
             let lived = now.duration_since(worker.started);
-            let not_before = if lived < RESPAWN_BACKOFF { worker.started + RESPAWN_BACKOFF } else { now };
-            self.respawns.push_back(Respawn { not_before, slot: worker.slot, name: worker.name });
+            let not_before = if lived < RESPAWN_BACKOFF {
+                worker.started + RESPAWN_BACKOFF
+            } else {
+                now
+            };
+            self.respawns.push_back(Respawn {
+                not_before,
+                slot: worker.slot,
+                name: worker.name,
+            });
         }
     }
 
@@ -297,7 +326,11 @@ impl<'p> Supervisor<'p> {
             }
             self.deadlines.pop();
             // A stale entry: the worker is gone, or the pid now belongs to a newer worker.
-            if self.workers.get(&pid).is_some_and(|w| w.kill_at == deadline) {
+            if self
+                .workers
+                .get(&pid)
+                .is_some_and(|w| w.kill_at == deadline)
+            {
                 self.kill(pid);
             }
         }
@@ -305,7 +338,9 @@ impl<'p> Supervisor<'p> {
 
     /// Sends `SIGKILL` to a worker (once); it is forgotten when reaped.
     fn kill(&mut self, pid: u32) {
-        let Some(worker) = self.workers.get_mut(&pid) else { return };
+        let Some(worker) = self.workers.get_mut(&pid) else {
+            return;
+        };
         if worker.killed {
             return;
         }
@@ -330,7 +365,11 @@ impl<'p> Supervisor<'p> {
             }
             return;
         }
-        if self.next.as_ref().is_some_and(|s| self.started + s.at <= now) {
+        if self
+            .next
+            .as_ref()
+            .is_some_and(|s| self.started + s.at <= now)
+        {
             let spawn = std::mem::replace(&mut self.next, self.timeline.next());
             if let Some(spawn) = spawn {
                 self.start(&spawn);
@@ -368,7 +407,14 @@ impl<'p> Supervisor<'p> {
         match result {
             Ok(pid) => {
                 let kill_at = now + Duration::from_millis(spec.lifetime_ms) + GRACE;
-                let worker = Worker { slot, name: spec.name.clone(), critical, started: now, kill_at, killed: false };
+                let worker = Worker {
+                    slot,
+                    name: spec.name.clone(),
+                    critical,
+                    started: now,
+                    kill_at,
+                    killed: false,
+                };
                 self.workers.insert(pid, worker);
                 self.by_slot.insert(slot, pid);
                 self.deadlines.push(Reverse((kill_at, pid)));
@@ -379,10 +425,17 @@ impl<'p> Supervisor<'p> {
                 self.counters.spawn_failures += 1;
                 let failures = self.counters.spawn_failures;
                 if failures <= LOGGED_FAILURES || failures.is_power_of_two() {
-                    eprintln!("phoenix-simulator: cannot start {:?} ({failures} failures so far): {e}", spec.name);
+                    eprintln!(
+                        "phoenix-simulator: cannot start {:?} ({failures} failures so far): {e}",
+                        spec.name
+                    );
                 }
                 if critical && !self.shutting_down {
-                    self.respawns.push_back(Respawn { not_before: now + RESPAWN_BACKOFF, slot, name: spec.name.clone() });
+                    self.respawns.push_back(Respawn {
+                        not_before: now + RESPAWN_BACKOFF,
+                        slot,
+                        name: spec.name.clone(),
+                    });
                 }
                 false
             }
@@ -393,22 +446,32 @@ impl<'p> Supervisor<'p> {
         let critical = self.plan.critical_processes.len();
         self.counters.active = self.workers.len() as u64;
         self.counters.peak_active = self.counters.peak_active.max(self.counters.active);
-        self.counters.critical_alive = (0..critical).filter(|slot| self.by_slot.contains_key(slot)).count() as u64;
+        self.counters.critical_alive = (0..critical)
+            .filter(|slot| self.by_slot.contains_key(slot))
+            .count() as u64;
     }
 
     /// The earliest of: the end, the next kill deadline, the next spawn or respawn (not before
     /// the spawn-rate cap allows), and a one-second heartbeat.
     fn next_wake(&self, now: Instant) -> Instant {
-        let spawn = [self.next.as_ref().map(|s| self.started + s.at), self.respawns.front().map(|r| r.not_before)]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.max(self.next_spawn_allowed));
-        [Some(self.end), Some(now + Duration::from_secs(1)), self.deadlines.peek().map(|Reverse((t, _))| *t), spawn]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now)
+        let spawn = [
+            self.next.as_ref().map(|s| self.started + s.at),
+            self.respawns.front().map(|r| r.not_before),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.max(self.next_spawn_allowed));
+        [
+            Some(self.end),
+            Some(now + Duration::from_secs(1)),
+            self.deadlines.peek().map(|Reverse((t, _))| *t),
+            spawn,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
     }
 }
 
@@ -437,7 +500,11 @@ impl Launcher {
                 None
             }
         };
-        Launcher { exe, links, supervisor_pid: pid.to_string() }
+        Launcher {
+            exe,
+            links,
+            supervisor_pid: pid.to_string(),
+        }
     }
 
     /// Starts one worker; returns its pid once it has been executed.
@@ -451,7 +518,13 @@ impl Launcher {
         let program = link.as_deref().unwrap_or(&self.exe);
         let spawned = Command::new(program)
             .arg0(OsString::from(&spec.name))
-            .args(["worker", "--supervisor-pid", &self.supervisor_pid, "--spec", &json])
+            .args([
+                "worker",
+                "--supervisor-pid",
+                &self.supervisor_pid,
+                "--spec",
+                &json,
+            ])
             .env_remove(ENV_VAR)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -477,10 +550,14 @@ impl Drop for Launcher {
 
 /// Removes link directories left by simulators that were killed (their pid no longer exists).
 fn remove_stale_link_dirs(tmp: &Path) {
-    let Ok(entries) = fs::read_dir(tmp) else { return };
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(LINK_DIR_PREFIX)) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(LINK_DIR_PREFIX)) else {
+            continue;
+        };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
@@ -496,7 +573,10 @@ mod tests {
         assert_eq!(Outcome::Completed.exit_code(), 0);
         assert_eq!(Outcome::Interrupted.exit_code(), 130);
         assert_eq!(Outcome::Terminated.exit_code(), 143);
-        assert_eq!(serde_json::to_value(Outcome::Terminated).ok(), Some(serde_json::json!("terminated")));
+        assert_eq!(
+            serde_json::to_value(Outcome::Terminated).ok(),
+            Some(serde_json::json!("terminated"))
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ pub fn run(spec: &WorkerSpec, supervisor_pid: u32) {
 /// Length of one duty cycle: short for busy processes (smooth CPU), long for nearly idle ones (so
 /// thousands of them do not wake the machine up hundreds of thousands of times a second).
 pub fn slice_for(millicores: u32) -> Duration {
-    if millicores >= 50 { Duration::from_millis(200) } else { Duration::from_secs(1) }
+    if millicores >= 50 {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    }
 }
 
 /// The busy part of a slice for a target in millicores (1000 = the whole slice).
@@ -88,7 +92,10 @@ fn bind_to_supervisor(supervisor_pid: u32) -> bool {
         let signal = libc::SIGKILL as libc::c_ulong;
         // SAFETY: PR_SET_PDEATHSIG takes a signal number by value and touches no memory.
         if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal, 0, 0, 0) } != 0 {
-            eprintln!("phoenix-simulator worker: PR_SET_PDEATHSIG failed: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "phoenix-simulator worker: PR_SET_PDEATHSIG failed: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     std::os::unix::process::parent_id() == supervisor_pid
@@ -133,7 +140,9 @@ impl Ballast {
 
     /// KiB currently held.
     pub fn kib(&self) -> u32 {
-        u32::try_from(self.chunks.len()).unwrap_or(u32::MAX).saturating_mul(CHUNK_KIB)
+        u32::try_from(self.chunks.len())
+            .unwrap_or(u32::MAX)
+            .saturating_mul(CHUNK_KIB)
     }
 }
 
@@ -208,8 +217,14 @@ mod tests {
     fn duty_cycle_follows_the_target() {
         assert_eq!(slice_for(10), Duration::from_secs(1));
         assert_eq!(slice_for(500), Duration::from_millis(200));
-        assert_eq!(busy_share(Duration::from_secs(1), 250), Duration::from_millis(250));
-        assert_eq!(busy_share(Duration::from_millis(200), 5_000), Duration::from_millis(200));
+        assert_eq!(
+            busy_share(Duration::from_secs(1), 250),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            busy_share(Duration::from_millis(200), 5_000),
+            Duration::from_millis(200)
+        );
         assert_eq!(busy_share(Duration::from_secs(1), 0), Duration::ZERO);
     }
 
@@ -219,8 +234,14 @@ mod tests {
             name: "svc-a7f3-0042".into(),
             lifetime_ms: 20_000,
             seed: 3,
-            cpu: CpuLoad { pattern: LoadPattern::Spiky, peak_millicores: 40 },
-            memory: MemoryLoad { pattern: LoadPattern::Growing, peak_kib: 4096 },
+            cpu: CpuLoad {
+                pattern: LoadPattern::Spiky,
+                peak_millicores: 40,
+            },
+            memory: MemoryLoad {
+                pattern: LoadPattern::Growing,
+                peak_kib: 4096,
+            },
         };
         let json = serde_json::to_string(&spec).expect("serializable");
         assert_eq!(

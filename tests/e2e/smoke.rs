@@ -45,7 +45,7 @@ async fn deployment_daemonset_job_progress_and_children_are_garbage_collected() 
     eventually("Deployment web Available with 2 ready replicas", Duration::from_secs(90), || async {
         let d = deployments.get("web").await.ok()?;
         let status = d.status?;
-        let available = status.conditions?.iter().any(|c| c.type_ == "Available" && c.status == "True");
+        let available = status.conditions?.iter().any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
         (available && status.ready_replicas == Some(2)).then_some(())
     })
     .await;

@@ -1,0 +1,418 @@
+//! The PromQL and Prometheus API requests behind an Experiment's measurements (pure builders).
+//!
+//! Everything here only renders strings; [`super::measure`] sends them. The metric contract
+//! (DESIGN §3): process metrics are named `process_*` and carry `process_executable_name`; every
+//! series a variant's collector writes carries `phoenix_experiment="<namespace>/<name>"` and
+//! `phoenix_variant`, and so does the collector's own telemetry ([`COLLECTOR_CPU_METRIC`],
+//! [`COLLECTOR_MEMORY_METRIC`]).
+//!
+//! Prometheus 2.x `*_over_time` functions drop the metric name, so a range function over
+//! `{__name__=~"process_.*"}` fails with "vector cannot contain metrics with the same labelset"
+//! as soon as two metrics share their other labels. The window-wide measurements therefore take
+//! the metric names first (label values of `__name__`) and add one term per name.
+
+use std::fmt::Write as _;
+
+/// Regex over `__name__` selecting the process metrics (the name set is data, not code).
+pub const PROCESS_METRICS_REGEX: &str = "process_.*";
+/// The process CPU counter the top-K ranking uses (hostmetrics `process.cpu.time`, seconds).
+pub const PROCESS_CPU_METRIC: &str = "process_cpu_time_seconds_total";
+/// The label holding a process's executable name.
+pub const EXECUTABLE_LABEL: &str = "process_executable_name";
+/// The label naming the experiment, `<namespace>/<name>`.
+pub const EXPERIMENT_LABEL: &str = "phoenix_experiment";
+/// The label naming the variant, `baseline` or `candidate`.
+pub const VARIANT_LABEL: &str = "phoenix_variant";
+/// The collector's own CPU counter, seconds (its `process_cpu_seconds` self-metric as written by
+/// the `prometheusremotewrite` exporter). The only place this name is spelled.
+pub const COLLECTOR_CPU_METRIC: &str = "otelcol_process_cpu_seconds_total";
+/// The collector's own resident memory gauge, bytes (its `process_memory_rss` self-metric). The
+/// only place this name is spelled.
+pub const COLLECTOR_MEMORY_METRIC: &str = "otelcol_process_memory_rss_bytes";
+/// Shortest range `rate()` gets for the collector CPU, seconds: the collector's self-telemetry
+/// may arrive less often than the analysis step, and `rate()` needs two samples in its range.
+pub const MIN_RATE_RANGE_SECS: i64 = 60;
+
+/// Keys of [`super::measure::Measurements::queries`]: what each recorded query measured. They
+/// are the field names of `VariantResults` where one exists.
+pub mod what {
+    /// Active process series per step (range query).
+    pub const SERIES: &str = "series";
+    /// The process metric names present in the window (label values of `__name__`).
+    pub const METRIC_NAMES: &str = "metricNames";
+    /// Distinct process series over the window (instant query at the window's end).
+    pub const DISTINCT_SERIES: &str = "distinctSeries";
+    /// Process samples per second over the window (instant query at the window's end).
+    pub const DATAPOINTS_PER_SECOND: &str = "datapointsPerSecond";
+    /// Collector CPU cores per step (range query).
+    pub const COLLECTOR_CPU: &str = "collectorCpuCores";
+    /// Collector resident memory per step (range query).
+    pub const COLLECTOR_MEMORY: &str = "collectorMemoryBytes";
+    /// Executable names seen (label values of `process_executable_name`).
+    pub const CRITICAL_PROCESSES: &str = "criticalProcessesSeen";
+}
+
+/// The series of one variant of one experiment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantSelector {
+    /// `<namespace>/<experiment>`, the value of `phoenix_experiment`.
+    pub experiment: String,
+    /// `baseline` or `candidate`, the value of `phoenix_variant`.
+    pub variant: String,
+}
+
+impl VariantSelector {
+    /// The label matchers, without braces:
+    /// `phoenix_experiment="ns/exp",phoenix_variant="baseline"`.
+    pub fn matchers(&self) -> String {
+        format!(
+            "{EXPERIMENT_LABEL}=\"{}\",{VARIANT_LABEL}=\"{}\"",
+            escape_label_value(&self.experiment),
+            escape_label_value(&self.variant)
+        )
+    }
+
+    /// The variant's process series:
+    /// `{__name__=~"process_.*",phoenix_experiment="ns/exp",phoenix_variant="baseline"}`.
+    pub fn process_series(&self) -> String {
+        format!(
+            "{{__name__=~\"{PROCESS_METRICS_REGEX}\",{}}}",
+            self.matchers()
+        )
+    }
+
+    /// The variant's series of one metric: `name{<matchers>}`, or
+    /// `{__name__="name",<matchers>}` when the name is not a plain PromQL identifier.
+    pub fn metric(&self, name: &str) -> String {
+        if is_plain_metric_name(name) {
+            format!("{name}{{{}}}", self.matchers())
+        } else {
+            format!(
+                "{{__name__=\"{}\",{}}}",
+                escape_label_value(name),
+                self.matchers()
+            )
+        }
+    }
+}
+
+/// A request to `/api/v1/label/<label>/values` with one `match[]` over `[start, end]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelValuesRequest {
+    /// The label whose values are wanted.
+    pub label: &'static str,
+    /// The series selector (`match[]`).
+    pub matcher: String,
+    /// Window start, Unix seconds.
+    pub start: i64,
+    /// Window end, Unix seconds.
+    pub end: i64,
+}
+
+impl LabelValuesRequest {
+    /// The API path, relative to the Prometheus base URL.
+    pub fn path(&self) -> String {
+        format!("api/v1/label/{}/values", self.label)
+    }
+
+    /// Query parameters, in order.
+    pub fn params(&self) -> [(&'static str, String); 3] {
+        [
+            ("match[]", self.matcher.clone()),
+            ("start", self.start.to_string()),
+            ("end", self.end.to_string()),
+        ]
+    }
+}
+
+impl std::fmt::Display for LabelValuesRequest {
+    /// Written like Grafana's `label_values(<selector>, <label>)`, with the window.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "label_values({}, {}) over [{}, {}]",
+            self.matcher, self.label, self.start, self.end
+        )
+    }
+}
+
+/// Active process series of the variant at each step: `count({__name__=~"process_.*",<sel>})`.
+/// Run as a range query at step = the analysis interval. "Active" is Prometheus' instant-vector
+/// semantics: a series counts at `t` when it has a sample within the lookback (5m by default)
+/// before `t` — independent of the collection interval, and the same for both variants.
+pub fn active_series(sel: &VariantSelector) -> String {
+    format!("count({})", sel.process_series())
+}
+
+/// The process metric names the variant wrote in the window.
+pub fn metric_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesRequest {
+    LabelValuesRequest {
+        label: "__name__",
+        matcher: sel.process_series(),
+        start,
+        end,
+    }
+}
+
+/// Executable names the variant reported in the window (filtered by the critical patterns in
+/// Rust, so the patterns never have to be RE2-escaped into PromQL).
+pub fn executable_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesRequest {
+    LabelValuesRequest {
+        label: EXECUTABLE_LABEL,
+        matcher: sel.process_series(),
+        start,
+        end,
+    }
+}
+
+/// Process samples per second over the window ending at the evaluation time:
+/// `((sum(count_over_time(m1{<sel>}[Ws])) or vector(0)) + … ) / W`, one term per metric name
+/// (`vector(0)` when there are none). `count_over_time` counts the raw samples stored, so this is
+/// exactly what the backend ingested, whatever the collection interval. Evaluate it at the window
+/// end. Prometheus 2.x ranges include both ends: a sample exactly on the window start counts too
+/// (negligible with real, jittered timestamps).
+pub fn datapoints_per_second(sel: &VariantSelector, names: &[String], window_secs: i64) -> String {
+    if names.is_empty() {
+        return "vector(0)".to_string();
+    }
+    let sum = sum_of_terms(names, |name| {
+        format!(
+            "sum(count_over_time({}[{window_secs}s]))",
+            sel.metric(name)
+        )
+    });
+    format!("({sum}) / {window_secs}")
+}
+
+/// Distinct process series with at least one sample in the window ending at the evaluation time:
+/// `(count(count_over_time(m1{<sel>}[Ws])) or vector(0)) + …`. Exact, unlike the series API,
+/// which answers at the granularity of whole chunks.
+pub fn distinct_series(sel: &VariantSelector, names: &[String], window_secs: i64) -> String {
+    if names.is_empty() {
+        return "vector(0)".to_string();
+    }
+    sum_of_terms(names, |name| {
+        format!(
+            "count(count_over_time({}[{window_secs}s]))",
+            sel.metric(name)
+        )
+    })
+}
+
+/// Collector CPU in cores at each step: `sum(rate(otelcol_process_cpu_seconds_total{<sel>}[R]))`
+/// with `R` = twice the step, at least [`MIN_RATE_RANGE_SECS`].
+pub fn collector_cpu(sel: &VariantSelector, step_secs: f64) -> String {
+    format!(
+        "sum(rate({}[{}s]))",
+        sel.metric(COLLECTOR_CPU_METRIC),
+        rate_range_secs(step_secs)
+    )
+}
+
+/// Collector resident memory in bytes at each step: `sum(otelcol_process_memory_rss_bytes{<sel>})`.
+pub fn collector_memory(sel: &VariantSelector) -> String {
+    format!("sum({})", sel.metric(COLLECTOR_MEMORY_METRIC))
+}
+
+/// The `k` executable names using the most CPU in the window ending at the evaluation time:
+/// `topk(k, sum by (process_executable_name) (rate(process_cpu_time_seconds_total{<sel>}[Ws])))`.
+/// Meant for the baseline's selector (it sees every process).
+pub fn topk_by_cpu(sel: &VariantSelector, k: u32, window_secs: i64) -> String {
+    format!(
+        "topk({k}, sum by ({EXECUTABLE_LABEL}) (rate({}[{window_secs}s])))",
+        sel.metric(PROCESS_CPU_METRIC)
+    )
+}
+
+/// The `rate()` range for a step: `max(2 × step, 60s)`, whole seconds.
+pub fn rate_range_secs(step_secs: f64) -> i64 {
+    let doubled = (2.0 * step_secs).ceil();
+    // Steps come from validated durations (5s..10m), so the cast cannot saturate in practice.
+    (doubled as i64).max(MIN_RATE_RANGE_SECS)
+}
+
+/// Escapes a label value for a double-quoted PromQL string (Go string-literal rules).
+pub fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `name` can stand bare in PromQL: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+fn is_plain_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `(t1 or vector(0)) + (t2 or vector(0)) + …`: every term a one-element vector without labels,
+/// kept present when its metric has no sample in the window.
+fn sum_of_terms(names: &[String], term: impl Fn(&str) -> String) -> String {
+    names
+        .iter()
+        .map(|name| format!("({} or vector(0))", term(name)))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline() -> VariantSelector {
+        VariantSelector {
+            experiment: "shop/reduce-cardinality".into(),
+            variant: "baseline".into(),
+        }
+    }
+
+    const SEL: &str = r#"phoenix_experiment="shop/reduce-cardinality",phoenix_variant="baseline""#;
+
+    #[test]
+    fn selector_renders_the_contract_labels() {
+        assert_eq!(baseline().matchers(), SEL);
+        assert_eq!(
+            baseline().process_series(),
+            format!(r#"{{__name__=~"process_.*",{SEL}}}"#)
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label_value("x\ny\tz\r"), r"x\ny\tz\r");
+        assert_eq!(escape_label_value("\u{1}é"), "\\x01é");
+        let odd = VariantSelector {
+            experiment: "ns/\"}) or vector(1) #".into(),
+            variant: "candidate".into(),
+        };
+        assert_eq!(
+            odd.matchers(),
+            r#"phoenix_experiment="ns/\"}) or vector(1) #",phoenix_variant="candidate""#
+        );
+    }
+
+    #[test]
+    fn metric_names_that_are_not_identifiers_use_the_name_label() {
+        let sel = baseline();
+        assert_eq!(
+            sel.metric("process_memory_usage_bytes"),
+            format!("process_memory_usage_bytes{{{SEL}}}")
+        );
+        assert_eq!(
+            sel.metric("process.cpu.time"),
+            format!(r#"{{__name__="process.cpu.time",{SEL}}}"#)
+        );
+        assert_eq!(sel.metric("1x"), format!(r#"{{__name__="1x",{SEL}}}"#));
+    }
+
+    #[test]
+    fn active_series_counts_every_process_metric() {
+        assert_eq!(
+            active_series(&baseline()),
+            format!(r#"count({{__name__=~"process_.*",{SEL}}})"#)
+        );
+    }
+
+    #[test]
+    fn label_value_requests_carry_the_window() {
+        let names = metric_names(&baseline(), 100, 400);
+        assert_eq!(names.path(), "api/v1/label/__name__/values");
+        assert_eq!(
+            names.params(),
+            [
+                (
+                    "match[]",
+                    format!(r#"{{__name__=~"process_.*",{SEL}}}"#)
+                ),
+                ("start", "100".into()),
+                ("end", "400".into()),
+            ]
+        );
+        let exes = executable_names(&baseline(), 100, 400);
+        assert_eq!(exes.path(), "api/v1/label/process_executable_name/values");
+        assert_eq!(
+            exes.to_string(),
+            format!(
+                r#"label_values({{__name__=~"process_.*",{SEL}}}, process_executable_name) over [100, 400]"#
+            )
+        );
+    }
+
+    #[test]
+    fn datapoints_per_second_sums_one_term_per_metric_name() {
+        let names = vec![
+            "process_cpu_time_seconds_total".to_string(),
+            "process_memory_usage_bytes".to_string(),
+        ];
+        assert_eq!(
+            datapoints_per_second(&baseline(), &names, 540),
+            format!(
+                "((sum(count_over_time(process_cpu_time_seconds_total{{{SEL}}}[540s])) or vector(0)) + \
+                 (sum(count_over_time(process_memory_usage_bytes{{{SEL}}}[540s])) or vector(0))) / 540"
+            )
+        );
+        assert_eq!(datapoints_per_second(&baseline(), &[], 540), "vector(0)");
+    }
+
+    #[test]
+    fn distinct_series_counts_series_per_metric_name() {
+        let names = vec!["process_a".to_string(), "process_b".to_string()];
+        assert_eq!(
+            distinct_series(&baseline(), &names, 300),
+            format!(
+                "(count(count_over_time(process_a{{{SEL}}}[300s])) or vector(0)) + \
+                 (count(count_over_time(process_b{{{SEL}}}[300s])) or vector(0))"
+            )
+        );
+        assert_eq!(distinct_series(&baseline(), &[], 300), "vector(0)");
+    }
+
+    #[test]
+    fn collector_queries_use_the_self_metric_names() {
+        assert_eq!(
+            collector_cpu(&baseline(), 15.0),
+            format!("sum(rate(otelcol_process_cpu_seconds_total{{{SEL}}}[60s]))")
+        );
+        assert_eq!(
+            collector_cpu(&baseline(), 45.0),
+            format!("sum(rate(otelcol_process_cpu_seconds_total{{{SEL}}}[90s]))")
+        );
+        assert_eq!(
+            collector_memory(&baseline()),
+            format!("sum(otelcol_process_memory_rss_bytes{{{SEL}}})")
+        );
+    }
+
+    #[test]
+    fn rate_range_is_twice_the_step_and_at_least_a_minute() {
+        assert_eq!(rate_range_secs(5.0), 60);
+        assert_eq!(rate_range_secs(30.0), 60);
+        assert_eq!(rate_range_secs(30.5), 61);
+        assert_eq!(rate_range_secs(600.0), 1200);
+    }
+
+    #[test]
+    fn topk_ranks_executables_by_cpu() {
+        assert_eq!(
+            topk_by_cpu(&baseline(), 10, 900),
+            format!(
+                "topk(10, sum by (process_executable_name) (rate(process_cpu_time_seconds_total{{{SEL}}}[900s])))"
+            )
+        );
+    }
+}

@@ -1,0 +1,621 @@
+//! The rendered collector configs against the real collector (tests/e2e/build.sh builds it from
+//! tests/e2e/otelcol/manifest.yaml): `otelcol validate` accepts every template, and a data-plane
+//! run on this machine's /proc, pushing to a real Prometheus, shows that the reducing templates
+//! really reduce, really sum, and keep every critical process.
+//!
+//! Binaries: `COLLECTOR_BIN` (default `$PHOENIX_E2E_CACHE/otelcol-v<manifest version>/otelcol-phoenix`,
+//! cache default `~/.cache/phoenix-e2e`) and `PROMETHEUS_BIN` (default `prometheus` on PATH). When
+//! one is missing the tests are skipped with a message, unless `PHOENIX_REQUIRE_E2E` is set (CI),
+//! where they fail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use phoenix::build::collector_config::{
+    EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext, render,
+};
+use phoenix::crd::pipeline::{
+    AggregateGroupBy, AggregateSpec, CustomSpec, FreeForm, OtlpHttpExporter, PipelineSpec,
+    PipelineTemplate, SecretRef, TopKSpec,
+};
+use serde_json::{Value, json};
+
+const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otelcol/manifest.yaml");
+
+// ---------------------------------------------------------------------------------------------
+// Binaries, processes, temp dirs
+
+fn manifest_version() -> String {
+    let manifest = std::fs::read_to_string(MANIFEST).expect("read tests/e2e/otelcol/manifest.yaml");
+    manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("  version:"))
+        .map(|v| v.trim().to_string())
+        .expect("manifest.yaml has dist.version")
+}
+
+fn collector_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("COLLECTOR_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("PHOENIX_E2E_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
+    });
+    cache
+        .join(format!("otelcol-v{}", manifest_version()))
+        .join("otelcol-phoenix")
+}
+
+fn prometheus_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("PROMETHEUS_BIN") {
+        return Some(bin.into());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("prometheus"))
+        .find(|p| p.is_file())
+}
+
+/// The binary, or `None` (skip) when it is missing and `PHOENIX_REQUIRE_E2E` is unset.
+fn require(what: &str, bin: Option<PathBuf>) -> Option<PathBuf> {
+    match bin {
+        Some(bin) if bin.is_file() => Some(bin),
+        bin => {
+            let msg = format!(
+                "{what} not found ({}); build it with tests/e2e/build.sh",
+                bin.map_or("not on PATH".into(), |b| b.display().to_string())
+            );
+            assert!(
+                std::env::var_os("PHOENIX_REQUIRE_E2E").is_none(),
+                "{msg} (PHOENIX_REQUIRE_E2E is set)"
+            );
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "phoenix-cc-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A process we started: killed (and reaped) on drop, also when the test panics; it also gets
+/// SIGKILL if the test thread dies first.
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("clone log handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited ({status}); log tail:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A tiny HTTP/1.0 GET on loopback: (status, body).
+fn http_get(port: u16, path_and_query: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+fn wait_http_ok(proc: &mut Proc, port: u16, path: &str, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        proc.assert_running();
+        if matches!(http_get(port, path), Ok((200, _))) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{} not ready on :{port}{path} after {timeout:?}; log tail:\n{}",
+            proc.name,
+            proc.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant PromQL query: the result vector as (labels, value).
+fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={}", url_encode(promql)))
+        .unwrap_or_else(|e| panic!("query {promql}: {e}"));
+    assert_eq!(status, 200, "query {promql}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{promql}: {e}: {body}"));
+    v["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{promql}: no result in {body}"))
+        .iter()
+        .map(|r| {
+            let labels = r["metric"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let value = r["value"][1]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(f64::NAN);
+            (labels, value)
+        })
+        .collect()
+}
+
+/// `count by (<label>)` style results keyed by one label.
+fn by_label(port: u16, promql: &str, label: &str) -> BTreeMap<String, f64> {
+    query(port, promql)
+        .into_iter()
+        .map(|(l, v)| (l.get(label).cloned().unwrap_or_default(), v))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The specs under test
+
+/// Every template (aggregate twice: per executable and per category), as (pipeline name, spec).
+fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
+    let with = |template| {
+        let mut spec = PipelineSpec::from_template(template);
+        spec.critical_processes = critical.iter().map(|s| s.to_string()).collect();
+        spec.collection_interval = "5s".into();
+        spec
+    };
+    let mut priority = with(PipelineTemplate::PriorityFilter);
+    priority.keep_patterns = vec![format!("^{probe}$"), "^(ba|da)?sh$".into()];
+    let mut aggregate = with(PipelineTemplate::Aggregate);
+    aggregate.aggregate = Some(AggregateSpec::default());
+    let mut category = with(PipelineTemplate::Aggregate);
+    category.aggregate = Some(AggregateSpec {
+        group_by: AggregateGroupBy::Category,
+        categories: BTreeMap::from([
+            ("probes".into(), "^phx-".into()),
+            ("shells".into(), r"^(ba|da|z)?sh$".into()),
+        ]),
+    });
+    let mut topk = with(PipelineTemplate::Topk);
+    topk.topk = Some(TopKSpec {
+        k: 3,
+        refresh_interval: "1m".into(),
+        processes: vec![probe.to_string()],
+    });
+    // Drops every process it sees: only the critical bypass gets through.
+    let mut custom = with(PipelineTemplate::Custom);
+    custom.custom = Some(CustomSpec {
+        processors: BTreeMap::from([
+            (
+                "filter/everything".into(),
+                FreeForm(json!({"error_mode": "ignore", "metrics": {"resource": ["true"]}})),
+            ),
+            (
+                "transform/strip".into(),
+                FreeForm(json!({"metric_statements": [{"context": "resource", "statements": [
+                    "delete_key(resource.attributes, \"process.command_line\")"
+                ]}]})),
+            ),
+        ]),
+        pipeline: vec!["transform/strip".into(), "filter/everything".into()],
+    });
+    custom.exporters = vec![OtlpHttpExporter {
+        name: "vendor".into(),
+        endpoint: "http://127.0.0.1:9/otlp".into(),
+        headers_secret_ref: Some(SecretRef {
+            name: "vendor-keys".into(),
+        }),
+    }];
+    vec![
+        ("baseline", with(PipelineTemplate::Baseline)),
+        ("priority-filter", priority),
+        ("aggregate", aggregate),
+        ("aggregate-category", category),
+        ("topk", topk),
+        ("custom", custom),
+    ]
+}
+
+fn secret_keys() -> BTreeMap<String, Vec<String>> {
+    BTreeMap::from([("vendor-keys".into(), vec!["api-key".into()])])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// The component types the renderer accepts are exactly those the collector build includes.
+#[test]
+fn known_component_types_match_the_collector_manifest() {
+    let manifest = std::fs::read_to_string(MANIFEST).expect("read manifest");
+    let modules: BTreeSet<String> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- gomod:"))
+        .filter_map(|m| m.split_whitespace().next())
+        .filter_map(|m| m.rsplit('/').next())
+        .map(str::to_string)
+        .collect();
+    let mut ours = BTreeSet::new();
+    for (kind, types) in [
+        ("receiver", RECEIVER_TYPES),
+        ("processor", PROCESSOR_TYPES),
+        ("exporter", EXPORTER_TYPES),
+        ("extension", EXTENSION_TYPES),
+    ] {
+        for t in types {
+            ours.insert(format!("{}{kind}", t.replace('_', "")));
+        }
+    }
+    assert_eq!(ours, modules, "collector_config's known types vs {MANIFEST}");
+}
+
+/// (a) `otelcol validate` accepts every template's rendered config.
+#[test]
+fn every_template_passes_collector_validate() {
+    let Some(collector) = require("collector", Some(collector_bin())) else {
+        return;
+    };
+    let dir = TempDir::new("validate");
+    let keys = secret_keys();
+    for (name, spec) in specs(&["^prometheus$", r"^otelcol-phoen\w+$"], "phx-sum-probe") {
+        let mut ctx = RenderContext::new(name, "http://127.0.0.1:9090/api/v1/write");
+        ctx.experiment = Some("validate");
+        ctx.variant = Some("candidate");
+        ctx.proc_root = "/";
+        ctx.extra_exporters_allowed = true;
+        ctx.secret_keys = &keys;
+        let rendered = render(&spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file = dir.0.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.yaml).expect("write config");
+        let mut cmd = Command::new(&collector);
+        cmd.arg("validate").arg("--config").arg(&file);
+        cmd.env("PHOENIX_NODE_NAME", "validate-node");
+        for h in &rendered.header_env {
+            cmd.env(&h.env, "secret-value");
+        }
+        let out = cmd.output().expect("run collector validate");
+        assert!(
+            out.status.success(),
+            "{name}: collector validate failed:\n{}{}\n--- config ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            rendered.yaml
+        );
+        eprintln!("{name}: collector validate OK (hash {})", rendered.hash);
+    }
+}
+
+const RUN_FOR: Duration = Duration::from_secs(35);
+const PROBE: &str = "phx-sum-probe";
+const PROBES: usize = 3;
+
+/// (b) Every template against this machine's /proc and a real Prometheus: the reducing templates
+/// produce fewer series than baseline, sum same-named processes exactly, and keep every critical
+/// process baseline sees.
+#[test]
+fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
+    let Some(collector) = require("collector", Some(collector_bin())) else {
+        return;
+    };
+    let Some(prometheus) = require("prometheus", prometheus_bin()) else {
+        return;
+    };
+    let dir = TempDir::new("dataplane");
+    let mut procs: Vec<Proc> = vec![];
+
+    // Prometheus with the remote-write receiver.
+    let prom_port = free_port();
+    std::fs::write(dir.0.join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")
+        .expect("write prometheus.yml");
+    let mut cmd = Command::new(&prometheus);
+    cmd.arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.0.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .arg("--web.enable-remote-write-receiver");
+    procs.push(Proc::spawn("prometheus", cmd, dir.0.join("prometheus.log")));
+    wait_http_ok(
+        procs.last_mut().expect("just pushed"),
+        prom_port,
+        "/-/ready",
+        Duration::from_secs(60),
+    );
+
+    // Several processes with one unique name, whose RSS is stable: rolled-up sums are checkable.
+    let probe_bin = dir.0.join(PROBE);
+    std::fs::copy("/bin/sleep", &probe_bin).expect("copy /bin/sleep");
+    for i in 0..PROBES {
+        let mut cmd = Command::new(&probe_bin);
+        cmd.arg("600");
+        procs.push(Proc::spawn(PROBE, cmd, dir.0.join(format!("probe-{i}.log"))));
+    }
+
+    let critical = ["^prometheus$", r"^otelcol-phoen\w+$"];
+    let critical_re: Vec<regex::Regex> = critical
+        .iter()
+        .map(|p| regex::Regex::new(p).expect("valid"))
+        .collect();
+    let keys = secret_keys();
+    let remote_write = format!("http://127.0.0.1:{prom_port}/api/v1/write");
+    let topk_selected = vec!["bash".to_string()];
+    let specs = specs(&critical, PROBE);
+    let mut collectors = vec![];
+    for (name, spec) in &specs {
+        let health = free_port();
+        let mut ctx = RenderContext::new(name, &remote_write);
+        ctx.experiment = Some("collector-config-test");
+        ctx.variant = Some(if *name == "baseline" { "baseline" } else { "candidate" });
+        ctx.proc_root = "/";
+        ctx.health_port = health;
+        ctx.self_telemetry_port = free_port();
+        ctx.topk_processes = &topk_selected;
+        ctx.secret_keys = &keys;
+        let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file = dir.0.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.yaml).expect("write config");
+        let mut cmd = Command::new(&collector);
+        cmd.arg("--config").arg(&file).env("PHOENIX_NODE_NAME", "cc-test-node");
+        procs.push(Proc::spawn(
+            &format!("collector {name}"),
+            cmd,
+            dir.0.join(format!("{name}.log")),
+        ));
+        collectors.push((procs.len() - 1, health));
+    }
+    let started = Instant::now();
+    for &(i, health) in &collectors {
+        wait_http_ok(&mut procs[i], health, "/", Duration::from_secs(30));
+    }
+    while started.elapsed() < RUN_FOR {
+        std::thread::sleep(Duration::from_secs(1));
+        for &(i, _) in &collectors {
+            procs[i].assert_running();
+        }
+    }
+
+    // The collectors must not have failed to export (Prometheus rejects a whole request with a
+    // duplicate or out-of-order sample, e.g. when same-named processes were not summed).
+    for &(i, _) in &collectors {
+        let log = std::fs::read_to_string(&procs[i].log).unwrap_or_default();
+        let failures: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\terror\t") || l.contains("Exporting failed"))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{} logged errors:\n{}",
+            procs[i].name,
+            failures.join("\n")
+        );
+    }
+
+    let series = by_label(
+        prom_port,
+        r#"count by (phoenix_pipeline) ({__name__=~"process_.+", phoenix_experiment="collector-config-test"})"#,
+        "phoenix_pipeline",
+    );
+    let metric_names: Vec<String> = query(
+        prom_port,
+        r#"count by (__name__) ({__name__=~"process_.+", phoenix_pipeline="baseline"})"#,
+    )
+    .into_iter()
+    .filter_map(|(l, _)| l.get("__name__").cloned())
+    .collect();
+    eprintln!("process metrics in Prometheus: {metric_names:?}");
+    eprintln!("series of process_* metrics per pipeline after {RUN_FOR:?} (5s scrapes):");
+    for (name, _) in &specs {
+        eprintln!("  {name:<20} {}", series.get(*name).copied().unwrap_or(0.0));
+    }
+    let baseline = series.get("baseline").copied().unwrap_or(0.0);
+    assert!(baseline > 0.0, "baseline produced no series: {series:?}");
+    for name in ["priority-filter", "aggregate", "aggregate-category", "topk", "custom"] {
+        let n = series.get(name).copied().unwrap_or(0.0);
+        assert!(
+            n > 0.0 && n < baseline,
+            "{name}: {n} series, baseline {baseline}"
+        );
+    }
+
+    // Critical processes: every critical executable baseline saw is in every other pipeline, per
+    // pid (the bypass keeps process.pid).
+    let names = |pipeline: &str| -> BTreeSet<String> {
+        query(
+            prom_port,
+            &format!(
+                r#"count by (process_executable_name) (process_memory_usage_bytes{{phoenix_pipeline="{pipeline}"}})"#
+            ),
+        )
+        .into_iter()
+        .filter_map(|(l, _)| l.get("process_executable_name").cloned())
+        .collect()
+    };
+    let critical_in_baseline: BTreeSet<String> = names("baseline")
+        .into_iter()
+        .filter(|n| critical_re.iter().any(|re| re.is_match(n)))
+        .collect();
+    assert!(
+        critical_in_baseline.contains("prometheus") && critical_in_baseline.contains("otelcol-phoenix"),
+        "baseline lacks the critical processes we started: {critical_in_baseline:?}"
+    );
+    let pids = |pipeline: &str, exe: &str| {
+        query(
+            prom_port,
+            &format!(
+                r#"count by (process_pid) (process_memory_usage_bytes{{phoenix_pipeline="{pipeline}", process_executable_name="{exe}"}})"#
+            ),
+        )
+        .len()
+    };
+    for name in ["priority-filter", "aggregate", "aggregate-category", "topk", "custom"] {
+        let seen = names(name);
+        let missing: Vec<&String> = critical_in_baseline.difference(&seen).collect();
+        assert!(missing.is_empty(), "{name} lost critical processes {missing:?}");
+        assert_eq!(
+            pids(name, "otelcol-phoenix"),
+            pids("baseline", "otelcol-phoenix"),
+            "{name}: critical processes are kept per pid"
+        );
+    }
+
+    // Summing: the probes are 3 series in baseline, 1 in the rollups, with the sum as value.
+    let memory = |pipeline: &str, exe: &str| -> Vec<(BTreeMap<String, String>, f64)> {
+        query(
+            prom_port,
+            &format!(
+                r#"process_memory_usage_bytes{{phoenix_pipeline="{pipeline}", process_executable_name="{exe}"}}"#
+            ),
+        )
+    };
+    let probes = memory("baseline", PROBE);
+    assert_eq!(probes.len(), PROBES, "baseline sees each probe: {probes:?}");
+    let expected: f64 = probes.iter().map(|(_, v)| v).sum();
+    for (pipeline, exe, marker) in [
+        ("priority-filter", PROBE, None),
+        ("aggregate", PROBE, Some("executable")),
+        ("aggregate-category", "probes", Some("category")),
+        ("topk", PROBE, Some("executable")),
+    ] {
+        let rolled = memory(pipeline, exe);
+        assert_eq!(rolled.len(), 1, "{pipeline}: one {exe} series: {rolled:?}");
+        let (labels, value) = &rolled[0];
+        eprintln!("{pipeline}: {exe} memory {value} = sum of {PROBES} probes {expected}");
+        assert!(
+            (value - expected).abs() <= expected * 0.05,
+            "{pipeline}: {exe} = {value}, expected the sum {expected}"
+        );
+        assert!(!labels.contains_key("process_pid"), "{pipeline}: {labels:?}");
+        assert_eq!(
+            labels.get("phoenix_rollup").map(String::as_str),
+            marker,
+            "{pipeline}: {labels:?}"
+        );
+    }
+    // topk: everything not selected is one `other` series per metric (and attribute set).
+    let other = memory("topk", "other");
+    assert_eq!(other.len(), 1, "topk other: {other:?}");
+    assert_eq!(other[0].0.get("phoenix_rollup").map(String::as_str), Some("other"));
+    let aggregate_names = names("aggregate-category");
+    assert!(
+        aggregate_names.contains("other") && !aggregate_names.contains(PROBE),
+        "aggregate-category names: {aggregate_names:?}"
+    );
+
+    // Labels and self-telemetry.
+    let node = by_label(
+        prom_port,
+        r#"count by (phoenix_node) ({__name__=~"process_.+", phoenix_experiment="collector-config-test"})"#,
+        "phoenix_node",
+    );
+    assert_eq!(node.keys().collect::<Vec<_>>(), ["cc-test-node"], "{node:?}");
+    let self_metrics: Vec<String> = query(
+        prom_port,
+        r#"count by (__name__) ({__name__=~"otelcol_process_.+|otelcol_receiver_accepted_metric_points.*|otelcol_exporter_sent_metric_points.*", phoenix_pipeline="baseline"})"#,
+    )
+    .into_iter()
+    .filter_map(|(l, _)| l.get("__name__").cloned())
+    .collect();
+    eprintln!("self-telemetry metrics in Prometheus: {self_metrics:?}");
+    for (name, _) in &specs {
+        for metric in ["otelcol_process_cpu_seconds", "otelcol_process_memory_rss"] {
+            let found = query(
+                prom_port,
+                &format!(
+                    r#"{{__name__=~"{metric}.*", phoenix_pipeline="{name}", phoenix_variant!=""}}"#
+                ),
+            );
+            assert!(!found.is_empty(), "{name}: no {metric}* in Prometheus");
+        }
+    }
+}
