@@ -16,19 +16,36 @@ pub enum LogFormat {
 #[command(name = "phoenix-operator", version)]
 pub struct Settings {
     /// Prometheus that experiments query when their spec names none.
-    #[arg(long, env = "PHOENIX_PROMETHEUS_URL", default_value = "http://prometheus.monitoring:9090")]
+    #[arg(
+        long,
+        env = "PHOENIX_PROMETHEUS_URL",
+        default_value = "http://prometheus.monitoring:9090"
+    )]
     pub prometheus_url: String,
     /// Remote-write URL the collectors push to. Default: <prometheus-url>/api/v1/write.
     #[arg(long, env = "PHOENIX_REMOTE_WRITE_URL")]
     pub remote_write_url: Option<String>,
     /// Collector image when a Pipeline names none.
-    #[arg(long, env = "PHOENIX_COLLECTOR_IMAGE", default_value = "otel/opentelemetry-collector-contrib:0.149.0")]
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_IMAGE",
+        default_value = "otel/opentelemetry-collector-contrib:0.149.0"
+    )]
     pub collector_image: String,
     /// Image holding `phoenix-simulator`.
-    #[arg(long, env = "PHOENIX_SIMULATOR_IMAGE", default_value = "ghcr.io/phoenix-operator/phoenix:0.1.0")]
+    #[arg(
+        long,
+        env = "PHOENIX_SIMULATOR_IMAGE",
+        default_value = "ghcr.io/phoenix-operator/phoenix:0.1.0"
+    )]
     pub simulator_image: String,
     /// Namespaces to watch, comma-separated. Empty: all namespaces.
-    #[arg(long, env = "PHOENIX_WATCH_NAMESPACES", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "PHOENIX_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub watch_namespaces: Vec<String>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "PHOENIX_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -59,14 +76,18 @@ pub struct Settings {
 impl Settings {
     /// The remote-write URL collectors push to.
     pub fn remote_write_url(&self) -> String {
-        self.remote_write_url
-            .clone()
-            .unwrap_or_else(|| format!("{}/api/v1/write", self.prometheus_url.trim_end_matches('/')))
+        self.remote_write_url.clone().unwrap_or_else(|| {
+            format!("{}/api/v1/write", self.prometheus_url.trim_end_matches('/'))
+        })
     }
 
     /// The watched namespaces, without empty entries; empty means all.
     pub fn namespaces(&self) -> Vec<String> {
-        self.watch_namespaces.iter().filter(|n| !n.is_empty()).cloned().collect()
+        self.watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect()
     }
 
     /// Settings for tests and embedding: defaults with the given Prometheus URL.

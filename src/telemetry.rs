@@ -66,10 +66,26 @@ impl Default for Metrics {
         let result_series_reduction = Family::default();
         let result_retention = Family::default();
         let result_verdict = Family::<ResultLabels, Gauge>::default();
-        registry.register("reconciles", "Reconciles per controller", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconciles per controller and reason", errors.clone());
-        registry.register("reconcile_duration_seconds", "Reconcile duration per controller", duration.clone());
-        registry.register("experiment_phase", "1 for the phase each Experiment is in", experiment_phase.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles per controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles per controller and reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration per controller",
+            duration.clone(),
+        );
+        registry.register(
+            "experiment_phase",
+            "1 for the phase each Experiment is in",
+            experiment_phase.clone(),
+        );
         registry.register(
             "experiment_series_reduction_percent",
             "Series reduction of each completed Experiment",
@@ -101,14 +117,23 @@ impl Default for Metrics {
 impl Metrics {
     /// Starts timing one reconcile of `controller`; the returned guard records it when dropped.
     pub fn reconcile(&self, controller: &str) -> ReconcileTimer<'_> {
-        let label = ControllerLabel { controller: controller.to_string() };
+        let label = ControllerLabel {
+            controller: controller.to_string(),
+        };
         self.reconciles.get_or_create(&label).inc();
-        ReconcileTimer { metrics: self, label, start: Instant::now() }
+        ReconcileTimer {
+            metrics: self,
+            label,
+            start: Instant::now(),
+        }
     }
 
     pub fn error(&self, controller: &str, reason: &str) {
         self.errors
-            .get_or_create(&ErrorLabels { controller: controller.to_string(), reason: reason.to_string() })
+            .get_or_create(&ErrorLabels {
+                controller: controller.to_string(),
+                reason: reason.to_string(),
+            })
             .inc();
     }
 
@@ -130,7 +155,10 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        self.metrics.duration.get_or_create(&self.label).observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .duration
+            .get_or_create(&self.label)
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -161,12 +189,19 @@ fn response(status: &str, content_type: &str, body: &str) -> String {
 /// three read-only endpoints do not justify a web framework.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                stream.read(&mut buf),
+            )
+            .await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };
@@ -208,9 +243,16 @@ mod tests {
         drop(m.reconcile("pipeline"));
         m.error("pipeline", "KubeApi");
         let text = m.render();
-        assert!(text.contains("phoenix_reconciles_total{controller=\"pipeline\"} 1"), "{text}");
-        assert!(text.contains("phoenix_reconcile_errors_total{controller=\"pipeline\",reason=\"KubeApi\"} 1"));
-        assert!(text.contains("phoenix_reconcile_duration_seconds_count{controller=\"pipeline\"} 1"));
+        assert!(
+            text.contains("phoenix_reconciles_total{controller=\"pipeline\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "phoenix_reconcile_errors_total{controller=\"pipeline\",reason=\"KubeApi\"} 1"
+        ));
+        assert!(
+            text.contains("phoenix_reconcile_duration_seconds_count{controller=\"pipeline\"} 1")
+        );
     }
 
     #[test]

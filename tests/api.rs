@@ -6,9 +6,11 @@ use std::path::Path;
 use phoenix::crd::experiment::{ExperimentPhase, Verdict};
 use phoenix::crd::pipeline::{DeploymentMode, PipelineTemplate};
 use phoenix::crd::simulation::SimulationProfile;
-use phoenix::crd::{Experiment, ExperimentSpec, Pipeline, PipelineSpec, Simulation, SimulationSpec};
-use serde::de::DeserializeOwned;
+use phoenix::crd::{
+    Experiment, ExperimentSpec, Pipeline, PipelineSpec, Simulation, SimulationSpec,
+};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(yaml: &str) -> T {
     let parsed: T = serde_yaml::from_str(yaml).expect("example parses into its type");
@@ -34,7 +36,10 @@ fn every_example_round_trips_through_its_type() {
         }
         seen += 1;
     }
-    assert!(seen >= 11, "one Pipeline per template, one Simulation per profile, an Experiment");
+    assert!(
+        seen >= 11,
+        "one Pipeline per template, one Simulation per profile, an Experiment"
+    );
 }
 
 #[test]
@@ -45,7 +50,10 @@ fn pipeline_defaults() {
     assert_eq!(spec.deployment.mode, DeploymentMode::DaemonSet);
     assert!(spec.drop_attributes.contains(&"process.pid".to_string()));
     assert!(spec.critical_processes.is_empty());
-    assert_eq!(spec, PipelineSpec::from_template(PipelineTemplate::Baseline));
+    assert_eq!(
+        spec,
+        PipelineSpec::from_template(PipelineTemplate::Baseline)
+    );
 }
 
 #[test]
@@ -77,8 +85,14 @@ fn experiment_defaults() {
 
 #[test]
 fn phases_and_verdicts_serialize_as_documented() {
-    assert_eq!(serde_json::to_value(ExperimentPhase::Analyzing).expect("serializes"), "Analyzing");
-    assert_eq!(serde_json::to_value(Verdict::Inconclusive).expect("serializes"), "Inconclusive");
+    assert_eq!(
+        serde_json::to_value(ExperimentPhase::Analyzing).expect("serializes"),
+        "Analyzing"
+    );
+    assert_eq!(
+        serde_json::to_value(Verdict::Inconclusive).expect("serializes"),
+        "Inconclusive"
+    );
     assert!(ExperimentPhase::Aborted.is_terminal() && !ExperimentPhase::Running.is_terminal());
     assert_eq!(
         serde_json::to_value(PipelineTemplate::PriorityFilter).expect("serializes"),
@@ -92,5 +106,9 @@ fn schema_defaults_match_serde_defaults() {
     let crd = serde_json::to_value(phoenix::crd::all()[1].clone()).expect("serializes");
     let props = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     assert_eq!(props["collectionInterval"]["default"], "10s");
-    assert!(props["collectionInterval"]["description"].as_str().is_some_and(|d| d.contains("Default: 10s")));
+    assert!(
+        props["collectionInterval"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("Default: 10s"))
+    );
 }

@@ -25,7 +25,10 @@ use phoenix::crd::pipeline::{
 };
 use serde_json::{Value, json};
 
-const MANIFEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/otelcol/manifest.yaml");
+const MANIFEST: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/e2e/otelcol/manifest.yaml"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Binaries, processes, temp dirs
@@ -43,9 +46,11 @@ fn collector_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("COLLECTOR_BIN") {
         return bin.into();
     }
-    let cache = std::env::var_os("PHOENIX_E2E_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
-    });
+    let cache = std::env::var_os("PHOENIX_E2E_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
+        });
     cache
         .join(format!("otelcol-v{}", manifest_version()))
         .join("otelcol-phoenix")
@@ -123,9 +128,7 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
         Proc {
             name: name.to_string(),
             child,
@@ -286,9 +289,11 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
             ),
             (
                 "transform/strip".into(),
-                FreeForm(json!({"metric_statements": [{"context": "resource", "statements": [
-                    "delete_key(resource.attributes, \"process.command_line\")"
-                ]}]})),
+                FreeForm(
+                    json!({"metric_statements": [{"context": "resource", "statements": [
+                        "delete_key(resource.attributes, \"process.command_line\")"
+                    ]}]}),
+                ),
             ),
         ]),
         pipeline: vec!["transform/strip".into(), "filter/everything".into()],
@@ -339,7 +344,10 @@ fn known_component_types_match_the_collector_manifest() {
             ours.insert(format!("{}{kind}", t.replace('_', "")));
         }
     }
-    assert_eq!(ours, modules, "collector_config's known types vs {MANIFEST}");
+    assert_eq!(
+        ours, modules,
+        "collector_config's known types vs {MANIFEST}"
+    );
 }
 
 /// (a) `otelcol validate` accepts every template's rendered config.
@@ -398,13 +406,22 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
 
     // Prometheus with the remote-write receiver.
     let prom_port = free_port();
-    std::fs::write(dir.0.join("prometheus.yml"), "global:\n  scrape_interval: 1m\n")
-        .expect("write prometheus.yml");
+    std::fs::write(
+        dir.0.join("prometheus.yml"),
+        "global:\n  scrape_interval: 1m\n",
+    )
+    .expect("write prometheus.yml");
     let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!("--config.file={}", dir.0.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.0.join("tsdb").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .arg("--web.enable-remote-write-receiver");
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.0.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.0.join("tsdb").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+    .arg("--web.enable-remote-write-receiver");
     procs.push(Proc::spawn("prometheus", cmd, dir.0.join("prometheus.log")));
     wait_http_ok(
         procs.last_mut().expect("just pushed"),
@@ -419,7 +436,11 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     for i in 0..PROBES {
         let mut cmd = Command::new(&probe_bin);
         cmd.arg("600");
-        procs.push(Proc::spawn(PROBE, cmd, dir.0.join(format!("probe-{i}.log"))));
+        procs.push(Proc::spawn(
+            PROBE,
+            cmd,
+            dir.0.join(format!("probe-{i}.log")),
+        ));
     }
 
     let critical = ["^prometheus$", r"^otelcol-phoen\w+$"];
@@ -436,7 +457,11 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
         let health = free_port();
         let mut ctx = RenderContext::new(name, &remote_write);
         ctx.experiment = Some("collector-config-test");
-        ctx.variant = Some(if *name == "baseline" { "baseline" } else { "candidate" });
+        ctx.variant = Some(if *name == "baseline" {
+            "baseline"
+        } else {
+            "candidate"
+        });
         ctx.proc_root = "/";
         ctx.health_port = health;
         ctx.self_telemetry_port = free_port();
@@ -446,7 +471,9 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
         let file = dir.0.join(format!("{name}.yaml"));
         std::fs::write(&file, &rendered.yaml).expect("write config");
         let mut cmd = Command::new(&collector);
-        cmd.arg("--config").arg(&file).env("PHOENIX_NODE_NAME", "cc-test-node");
+        cmd.arg("--config")
+            .arg(&file)
+            .env("PHOENIX_NODE_NAME", "cc-test-node");
         procs.push(Proc::spawn(
             &format!("collector {name}"),
             cmd,
@@ -500,7 +527,13 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     }
     let baseline = series.get("baseline").copied().unwrap_or(0.0);
     assert!(baseline > 0.0, "baseline produced no series: {series:?}");
-    for name in ["priority-filter", "aggregate", "aggregate-category", "topk", "custom"] {
+    for name in [
+        "priority-filter",
+        "aggregate",
+        "aggregate-category",
+        "topk",
+        "custom",
+    ] {
         let n = series.get(name).copied().unwrap_or(0.0);
         assert!(
             n > 0.0 && n < baseline,
@@ -526,7 +559,8 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
         .filter(|n| critical_re.iter().any(|re| re.is_match(n)))
         .collect();
     assert!(
-        critical_in_baseline.contains("prometheus") && critical_in_baseline.contains("otelcol-phoenix"),
+        critical_in_baseline.contains("prometheus")
+            && critical_in_baseline.contains("otelcol-phoenix"),
         "baseline lacks the critical processes we started: {critical_in_baseline:?}"
     );
     let pids = |pipeline: &str, exe: &str| {
@@ -538,10 +572,19 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
         )
         .len()
     };
-    for name in ["priority-filter", "aggregate", "aggregate-category", "topk", "custom"] {
+    for name in [
+        "priority-filter",
+        "aggregate",
+        "aggregate-category",
+        "topk",
+        "custom",
+    ] {
         let seen = names(name);
         let missing: Vec<&String> = critical_in_baseline.difference(&seen).collect();
-        assert!(missing.is_empty(), "{name} lost critical processes {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "{name} lost critical processes {missing:?}"
+        );
         assert_eq!(
             pids(name, "otelcol-phoenix"),
             pids("baseline", "otelcol-phoenix"),
@@ -575,7 +618,10 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
             (value - expected).abs() <= expected * 0.05,
             "{pipeline}: {exe} = {value}, expected the sum {expected}"
         );
-        assert!(!labels.contains_key("process_pid"), "{pipeline}: {labels:?}");
+        assert!(
+            !labels.contains_key("process_pid"),
+            "{pipeline}: {labels:?}"
+        );
         assert_eq!(
             labels.get("phoenix_rollup").map(String::as_str),
             marker,
@@ -585,7 +631,10 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     // topk: everything not selected is one `other` series per metric (and attribute set).
     let other = memory("topk", "other");
     assert_eq!(other.len(), 1, "topk other: {other:?}");
-    assert_eq!(other[0].0.get("phoenix_rollup").map(String::as_str), Some("other"));
+    assert_eq!(
+        other[0].0.get("phoenix_rollup").map(String::as_str),
+        Some("other")
+    );
     let aggregate_names = names("aggregate-category");
     assert!(
         aggregate_names.contains("other") && !aggregate_names.contains(PROBE),
@@ -598,7 +647,11 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
         r#"count by (phoenix_node) ({__name__=~"process_.+", phoenix_experiment="collector-config-test"})"#,
         "phoenix_node",
     );
-    assert_eq!(node.keys().collect::<Vec<_>>(), ["cc-test-node"], "{node:?}");
+    assert_eq!(
+        node.keys().collect::<Vec<_>>(),
+        ["cc-test-node"],
+        "{node:?}"
+    );
     let self_metrics: Vec<String> = query(
         prom_port,
         r#"count by (__name__) ({__name__=~"otelcol_process_.+|otelcol_receiver_accepted_metric_points.*|otelcol_exporter_sent_metric_points.*", phoenix_pipeline="baseline"})"#,

@@ -18,5 +18,9 @@ fn committed_crds_match_the_types() {
         );
     }
     let files = std::fs::read_dir(&dir).expect("crds/ exists").count();
-    assert_eq!(files, phoenix::crd::all().len(), "crds/ holds a file that no type generates");
+    assert_eq!(
+        files,
+        phoenix::crd::all().len(),
+        "crds/ holds a file that no type generates"
+    );
 }

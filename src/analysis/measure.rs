@@ -239,12 +239,7 @@ async fn range(prom: &Client, query: &str, window: &Window) -> Result<Vec<f64>, 
 /// The sum of an instant query's values at `time` (the queries here return one element; an
 /// empty result is 0).
 async fn instant_sum(prom: &Client, query: &str, time: i64) -> Result<f64, MeasureError> {
-    let result = prom
-        .query(query)
-        .at(time)
-        .post()
-        .await
-        .map_err(classify)?;
+    let result = prom.query(query).at(time).post().await.map_err(classify)?;
     let vector = result
         .data()
         .as_vector()
@@ -288,7 +283,9 @@ async fn label_values(
         .map_err(|e| classify_reqwest(&e, error_chain(&e)))?;
     let status = response.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Err(MeasureError::Unreachable(format!("{request}: HTTP {status}")));
+        return Err(MeasureError::Unreachable(format!(
+            "{request}: HTTP {status}"
+        )));
     }
     let body = response
         .bytes()

@@ -176,10 +176,7 @@ pub fn datapoints_per_second(sel: &VariantSelector, names: &[String], window_sec
         return "vector(0)".to_string();
     }
     let sum = sum_of_terms(names, |name| {
-        format!(
-            "sum(count_over_time({}[{window_secs}s]))",
-            sel.metric(name)
-        )
+        format!("sum(count_over_time({}[{window_secs}s]))", sel.metric(name))
     });
     format!("({sum}) / {window_secs}")
 }
@@ -335,10 +332,7 @@ mod tests {
         assert_eq!(
             names.params(),
             [
-                (
-                    "match[]",
-                    format!(r#"{{__name__=~"process_.*",{SEL}}}"#)
-                ),
+                ("match[]", format!(r#"{{__name__=~"process_.*",{SEL}}}"#)),
                 ("start", "100".into()),
                 ("end", "400".into()),
             ]

@@ -45,12 +45,21 @@ pub fn simulation_name(experiment: &str) -> String {
     format!("{experiment}-load")
 }
 
-fn meta(name: String, namespace: &str, owner: &OwnerReference, experiment: &str, variant: &str) -> ObjectMeta {
+fn meta(
+    name: String,
+    namespace: &str,
+    owner: &OwnerReference,
+    experiment: &str,
+    variant: &str,
+) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace.to_string()),
         labels: Some(BTreeMap::from([
-            ("app.kubernetes.io/managed-by".to_string(), labels::MANAGED_BY.to_string()),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                labels::MANAGED_BY.to_string(),
+            ),
             (labels::EXPERIMENT.to_string(), experiment.to_string()),
             (labels::VARIANT.to_string(), variant.to_string()),
         ])),
@@ -74,25 +83,53 @@ pub fn pipeline(
     if !spec.targets.node_selector.is_empty() {
         child_spec.deployment.node_selector = spec.targets.node_selector.clone();
     }
-    let mut metadata = meta(pipeline_name(experiment, side), namespace, owner, experiment, side.as_str());
+    let mut metadata = meta(
+        pipeline_name(experiment, side),
+        namespace,
+        owner,
+        experiment,
+        side.as_str(),
+    );
     let mut annotations = BTreeMap::new();
     if spec.allow_extra_exporters {
-        annotations.insert(labels::ALLOW_EXTRA_EXPORTERS.to_string(), "true".to_string());
+        annotations.insert(
+            labels::ALLOW_EXTRA_EXPORTERS.to_string(),
+            "true".to_string(),
+        );
     }
     if let Some(url) = remote_write_url {
         annotations.insert(REMOTE_WRITE_URL.to_string(), url.to_string());
     }
     metadata.annotations = (!annotations.is_empty()).then_some(annotations);
-    Pipeline { metadata, spec: child_spec, status: None }
+    Pipeline {
+        metadata,
+        spec: child_spec,
+        status: None,
+    }
 }
 
 /// The child Simulation, when the Experiment has one, on the Experiment's target nodes.
-pub fn simulation(experiment: &str, namespace: &str, owner: &OwnerReference, spec: &ExperimentSpec) -> Option<Simulation> {
+pub fn simulation(
+    experiment: &str,
+    namespace: &str,
+    owner: &OwnerReference,
+    spec: &ExperimentSpec,
+) -> Option<Simulation> {
     let mut sim_spec = spec.simulation.clone()?;
     if !spec.targets.node_selector.is_empty() {
         sim_spec.node_selector = spec.targets.node_selector.clone();
     }
-    Some(Simulation { metadata: meta(simulation_name(experiment), namespace, owner, experiment, ""), spec: sim_spec, status: None })
+    Some(Simulation {
+        metadata: meta(
+            simulation_name(experiment),
+            namespace,
+            owner,
+            experiment,
+            "",
+        ),
+        spec: sim_spec,
+        status: None,
+    })
 }
 
 #[cfg(test)]
@@ -100,7 +137,14 @@ mod tests {
     use super::*;
 
     fn owner() -> OwnerReference {
-        OwnerReference { api_version: "phoenix.io/v1alpha1".into(), kind: "Experiment".into(), name: "e".into(), uid: "u".into(), controller: Some(true), block_owner_deletion: Some(true) }
+        OwnerReference {
+            api_version: "phoenix.io/v1alpha1".into(),
+            kind: "Experiment".into(),
+            name: "e".into(),
+            uid: "u".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
     }
 
     fn spec() -> ExperimentSpec {
@@ -114,13 +158,39 @@ mod tests {
     fn children_are_named_labelled_owned_and_on_the_targets() {
         let s = spec();
         let resolved = s.baseline.pipeline.clone().expect("inline");
-        let p = pipeline("e", "ns", &owner(), &s, Side::Baseline, &resolved, Some("http://prom/api/v1/write"));
+        let p = pipeline(
+            "e",
+            "ns",
+            &owner(),
+            &s,
+            Side::Baseline,
+            &resolved,
+            Some("http://prom/api/v1/write"),
+        );
         assert_eq!(p.metadata.name.as_deref(), Some("e-baseline"));
         let l = p.metadata.labels.clone().expect("labels");
-        assert_eq!((l[labels::EXPERIMENT].as_str(), l[labels::VARIANT].as_str()), ("e", "baseline"));
-        assert_eq!(p.spec.deployment.node_selector, BTreeMap::from([("type".into(), "kwok".into())]));
-        assert_eq!(p.metadata.owner_references.as_ref().map(|o| o[0].uid.clone()), Some("u".into()));
-        assert_eq!(p.metadata.annotations.as_ref().map(|a| a[REMOTE_WRITE_URL].clone()), Some("http://prom/api/v1/write".into()));
+        assert_eq!(
+            (l[labels::EXPERIMENT].as_str(), l[labels::VARIANT].as_str()),
+            ("e", "baseline")
+        );
+        assert_eq!(
+            p.spec.deployment.node_selector,
+            BTreeMap::from([("type".into(), "kwok".into())])
+        );
+        assert_eq!(
+            p.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].uid.clone()),
+            Some("u".into())
+        );
+        assert_eq!(
+            p.metadata
+                .annotations
+                .as_ref()
+                .map(|a| a[REMOTE_WRITE_URL].clone()),
+            Some("http://prom/api/v1/write".into())
+        );
         let sim = simulation("e", "ns", &owner(), &s).expect("has a simulation");
         assert_eq!(sim.metadata.name.as_deref(), Some("e-load"));
         assert_eq!(sim.spec.node_selector["type"], "kwok");
@@ -134,6 +204,11 @@ mod tests {
         assert!(p.metadata.annotations.is_none());
         s.allow_extra_exporters = true;
         let p = pipeline("e", "ns", &owner(), &s, Side::Candidate, &resolved, None);
-        assert_eq!(p.metadata.annotations.map(|a| a[labels::ALLOW_EXTRA_EXPORTERS].clone()), Some("true".into()));
+        assert_eq!(
+            p.metadata
+                .annotations
+                .map(|a| a[labels::ALLOW_EXTRA_EXPORTERS].clone()),
+            Some("true".into())
+        );
     }
 }

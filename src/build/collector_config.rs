@@ -281,12 +281,11 @@ fn build(
     spec: &PipelineSpec,
     ctx: &RenderContext,
 ) -> Result<(CollectorConfig, Vec<HeaderEnv>), ConfigError> {
-    let interval = duration::parse(&spec.collection_interval).map_err(|_| {
-        ConfigError::InvalidDuration {
+    let interval =
+        duration::parse(&spec.collection_interval).map_err(|_| ConfigError::InvalidDuration {
             field: "spec.collectionInterval",
             value: spec.collection_interval.clone(),
-        }
-    })?;
+        })?;
     let mut c = CollectorConfig::default();
     let component = |v: Value| Component(v);
 
@@ -415,13 +414,12 @@ fn extra_exporters(
         let id = format!("otlphttp/{}", e.name);
         let mut config = json!({"endpoint": escape::confmap(&e.endpoint)});
         if let Some(secret) = &e.headers_secret_ref {
-            let keys =
-                ctx.secret_keys
-                    .get(&secret.name)
-                    .ok_or_else(|| ConfigError::MissingSecretKeys {
-                        exporter: e.name.clone(),
-                        secret: secret.name.clone(),
-                    })?;
+            let keys = ctx.secret_keys.get(&secret.name).ok_or_else(|| {
+                ConfigError::MissingSecretKeys {
+                    exporter: e.name.clone(),
+                    secret: secret.name.clone(),
+                }
+            })?;
             let mut headers = serde_json::Map::new();
             for key in keys {
                 if key.is_empty() || !key.bytes().all(is_header_token) {

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EnvVar, PodAntiAffinity, PodAffinityTerm, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -47,14 +48,34 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let labels = labels::simulation_labels(p.name, &p.ownership);
     let job_name = labels::job_name(p.name);
     let nodes = p.nodes.max(1);
-    let deadline = duration::parse(&spec.duration).map(|d| d.as_secs() as i64).unwrap_or(600) + DEADLINE_SLACK_SECS;
-    let memory_mib = (u64::from(spec.processes) * 8).clamp(128, 8192);
+    let deadline = duration::parse(&spec.duration)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(600)
+        + DEADLINE_SLACK_SECS;
+    // About 1 MiB per process of overhead plus each process's peak memory (4 MiB by default).
+    let per_process = spec.custom.as_ref().map_or(4, |c| {
+        c.patterns
+            .iter()
+            .map(|p| p.memory.megabytes)
+            .max()
+            .unwrap_or(4)
+    });
+    let processes = spec
+        .custom
+        .as_ref()
+        .map_or(spec.processes, |c| c.patterns.iter().map(|p| p.count).sum())
+        + spec.critical_processes.len() as u32;
+    let memory_mib = (u64::from(processes) * (1 + u64::from(per_process)) + 64).clamp(128, 16384);
     let container = Container {
         name: "simulator".to_string(),
         image: Some(p.image.to_string()),
         command: Some(vec!["phoenix-simulator".to_string()]),
         env: Some(vec![
-            EnvVar { name: CONFIG_ENV.to_string(), value: Some(simulator_config(spec).to_string()), ..Default::default() },
+            EnvVar {
+                name: CONFIG_ENV.to_string(),
+                value: Some(simulator_config(spec).to_string()),
+                ..Default::default()
+            },
             EnvVar {
                 name: NODE_NAME_ENV.to_string(),
                 value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
@@ -78,11 +99,20 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
             ])),
             ..Default::default()
         }),
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_string(),
+            mount_path: "/tmp".to_string(),
+            ..Default::default()
+        }]),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -90,7 +120,10 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let spread = PodAntiAffinity {
         required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
             label_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([(labels::SIMULATION.to_string(), p.name.to_string())])),
+                match_labels: Some(BTreeMap::from([(
+                    labels::SIMULATION.to_string(),
+                    p.name.to_string(),
+                )])),
                 ..Default::default()
             }),
             topology_key: "kubernetes.io/hostname".to_string(),
@@ -113,17 +146,34 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
             backoff_limit: Some(0),
             active_deadline_seconds: Some(deadline),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     restart_policy: Some("Never".to_string()),
-                    node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
-                    affinity: Some(Affinity { pod_anti_affinity: Some(spread), ..Default::default() }),
+                    // The simulator names its workers through symlinks in /tmp; the root
+                    // filesystem is read-only.
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_string(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
+                    node_selector: (!spec.node_selector.is_empty())
+                        .then(|| spec.node_selector.clone()),
+                    affinity: Some(Affinity {
+                        pod_anti_affinity: Some(spread),
+                        ..Default::default()
+                    }),
                     automount_service_account_token: Some(false),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(10001),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                     termination_grace_period_seconds: Some(10),
@@ -149,7 +199,14 @@ mod tests {
         JobParams {
             name: "load",
             namespace: "ns",
-            owner: OwnerReference { api_version: "phoenix.io/v1alpha1".into(), kind: "Simulation".into(), name: "load".into(), uid: "u".into(), controller: Some(true), block_owner_deletion: Some(true) },
+            owner: OwnerReference {
+                api_version: "phoenix.io/v1alpha1".into(),
+                kind: "Simulation".into(),
+                name: "load".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
             ownership: Ownership::default(),
             image: "phoenix:dev",
             nodes,
@@ -165,13 +222,19 @@ mod tests {
         assert_eq!(s.active_deadline_seconds, Some(300 + DEADLINE_SLACK_SECS));
         let pod = s.template.spec.expect("pod");
         assert!(pod.affinity.and_then(|a| a.pod_anti_affinity).is_some());
-        assert_eq!(pod.node_selector.map(|n| n["type"].clone()), Some("kwok".into()));
+        assert_eq!(
+            pod.node_selector.map(|n| n["type"].clone()),
+            Some("kwok".into())
+        );
         assert_eq!(job.metadata.name.as_deref(), Some("load-load"));
     }
 
     #[test]
     fn no_matching_node_still_runs_one_pod() {
-        assert_eq!(job(&spec(), &params(0)).spec.expect("spec").parallelism, Some(1));
+        assert_eq!(
+            job(&spec(), &params(0)).spec.expect("spec").parallelism,
+            Some(1)
+        );
     }
 
     #[test]

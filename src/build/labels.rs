@@ -29,20 +29,44 @@ pub struct Ownership {
 impl Ownership {
     /// Reads experiment/variant from the labels the Experiment controller puts on its children.
     pub fn from_labels(labels: Option<&BTreeMap<String, String>>) -> Self {
-        let get = |k: &str| labels.and_then(|l| l.get(k)).filter(|v| !v.is_empty()).cloned();
-        Ownership { experiment: get(EXPERIMENT), variant: get(VARIANT) }
+        let get = |k: &str| {
+            labels
+                .and_then(|l| l.get(k))
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
+        Ownership {
+            experiment: get(EXPERIMENT),
+            variant: get(VARIANT),
+        }
     }
 }
 
 /// The labels every object generated for a Pipeline carries.
-pub fn pipeline_labels(pipeline: &str, owner: &Ownership, component: &str) -> BTreeMap<String, String> {
+pub fn pipeline_labels(
+    pipeline: &str,
+    owner: &Ownership,
+    component: &str,
+) -> BTreeMap<String, String> {
     let labels = BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
-        ("app.kubernetes.io/name".to_string(), "phoenix-collector".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "phoenix-collector".to_string(),
+        ),
         (COMPONENT.to_string(), component.to_string()),
         (PIPELINE.to_string(), pipeline.to_string()),
-        (EXPERIMENT.to_string(), owner.experiment.clone().unwrap_or_default()),
-        (VARIANT.to_string(), owner.variant.clone().unwrap_or_default()),
+        (
+            EXPERIMENT.to_string(),
+            owner.experiment.clone().unwrap_or_default(),
+        ),
+        (
+            VARIANT.to_string(),
+            owner.variant.clone().unwrap_or_default(),
+        ),
     ]);
     labels
 }
@@ -50,7 +74,10 @@ pub fn pipeline_labels(pipeline: &str, owner: &Ownership, component: &str) -> BT
 /// The pod selector of a Pipeline's collectors (a subset of [`pipeline_labels`], never changes).
 pub fn collector_selector(pipeline: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "phoenix-collector".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "phoenix-collector".to_string(),
+        ),
         (PIPELINE.to_string(), pipeline.to_string()),
     ])
 }
@@ -58,11 +85,20 @@ pub fn collector_selector(pipeline: &str) -> BTreeMap<String, String> {
 /// The labels of a Simulation's Job and pods.
 pub fn simulation_labels(simulation: &str, owner: &Ownership) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
-        ("app.kubernetes.io/name".to_string(), "phoenix-simulator".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            MANAGED_BY.to_string(),
+        ),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "phoenix-simulator".to_string(),
+        ),
         (COMPONENT.to_string(), "load".to_string()),
         (SIMULATION.to_string(), simulation.to_string()),
-        (EXPERIMENT.to_string(), owner.experiment.clone().unwrap_or_default()),
+        (
+            EXPERIMENT.to_string(),
+            owner.experiment.clone().unwrap_or_default(),
+        ),
         (VARIANT.to_string(), String::new()),
     ])
 }

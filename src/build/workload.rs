@@ -72,7 +72,10 @@ pub fn config_map(p: &CollectorParams) -> ConfigMap {
     labels.insert(labels::CONFIG_HASH.to_string(), p.config_hash.to_string());
     ConfigMap {
         metadata: meta(labels::config_map_name(p.name, p.config_hash), p, labels),
-        data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), p.config_yaml.to_string())])),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE.to_string(),
+            p.config_yaml.to_string(),
+        )])),
         immutable: Some(true),
         ..ConfigMap::default()
     }
@@ -101,7 +104,10 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.to_string(),
         value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector { field_path: path.to_string(), ..Default::default() }),
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_string(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -124,11 +130,19 @@ fn health_probe(initial_delay: i32) -> Probe {
 /// The collector pod: own network namespace, host /proc read-only, non-root, read-only root
 /// filesystem, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp.
 pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec {
-    let mut env = vec![field_env(NODE_NAME_ENV, "spec.nodeName"), field_env(POD_NAME_ENV, "metadata.name")];
+    let mut env = vec![
+        field_env(NODE_NAME_ENV, "spec.nodeName"),
+        field_env(POD_NAME_ENV, "metadata.name"),
+    ];
     env.extend(p.extra_env.iter().cloned());
     let container = Container {
         name: "otelcol".to_string(),
-        image: Some(spec.deployment.image.clone().unwrap_or_else(|| p.default_image.to_string())),
+        image: Some(
+            spec.deployment
+                .image
+                .clone()
+                .unwrap_or_else(|| p.default_image.to_string()),
+        ),
         args: Some(vec![format!("--config={CONFIG_DIR}/{CONFIG_FILE}")]),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -136,10 +150,25 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
             container_port: i32::from(HEALTH_PORT),
             ..Default::default()
         }]),
-        resources: Some(spec.deployment.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(
+            spec.deployment
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         volume_mounts: Some(vec![
-            VolumeMount { name: "config".to_string(), mount_path: CONFIG_DIR.to_string(), read_only: Some(true), ..Default::default() },
-            VolumeMount { name: "host-proc".to_string(), mount_path: HOST_PROC.to_string(), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_DIR.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "host-proc".to_string(),
+                mount_path: HOST_PROC.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            },
         ]),
         liveness_probe: Some(health_probe(5)),
         readiness_probe: Some(health_probe(1)),
@@ -147,13 +176,20 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let mut annotations = BTreeMap::from([(labels::CONFIG_HASH.to_string(), p.config_hash.to_string())]);
-    annotations.insert("phoenix.io/config-map".to_string(), labels::config_map_name(p.name, p.config_hash));
+    let mut annotations =
+        BTreeMap::from([(labels::CONFIG_HASH.to_string(), p.config_hash.to_string())]);
+    annotations.insert(
+        "phoenix.io/config-map".to_string(),
+        labels::config_map_name(p.name, p.config_hash),
+    );
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::pipeline_labels(p.name, &p.ownership, "collector")),
@@ -164,13 +200,18 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
             containers: vec![container],
             host_network: Some(false),
             automount_service_account_token: Some(false),
-            node_selector: (!spec.deployment.node_selector.is_empty()).then(|| spec.deployment.node_selector.clone()),
-            tolerations: (!spec.deployment.tolerations.is_empty()).then(|| spec.deployment.tolerations.clone()),
+            node_selector: (!spec.deployment.node_selector.is_empty())
+                .then(|| spec.deployment.node_selector.clone()),
+            tolerations: (!spec.deployment.tolerations.is_empty())
+                .then(|| spec.deployment.tolerations.clone()),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(10001),
                 run_as_group: Some(10001),
-                seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             volumes: Some(vec![
@@ -184,7 +225,10 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
                 },
                 Volume {
                     name: "host-proc".to_string(),
-                    host_path: Some(HostPathVolumeSource { path: "/proc".to_string(), type_: Some("Directory".to_string()) }),
+                    host_path: Some(HostPathVolumeSource {
+                        path: "/proc".to_string(),
+                        type_: Some("Directory".to_string()),
+                    }),
                     ..Default::default()
                 },
             ]),
@@ -196,18 +240,34 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
 
 /// The DaemonSet or Deployment `<pipeline>-collector`.
 pub fn workload(spec: &PipelineSpec, p: &CollectorParams) -> Workload {
-    let metadata = meta(labels::collector_name(p.name), p, labels::pipeline_labels(p.name, &p.ownership, "collector"));
-    let selector = LabelSelector { match_labels: Some(labels::collector_selector(p.name)), ..Default::default() };
+    let metadata = meta(
+        labels::collector_name(p.name),
+        p,
+        labels::pipeline_labels(p.name, &p.ownership, "collector"),
+    );
+    let selector = LabelSelector {
+        match_labels: Some(labels::collector_selector(p.name)),
+        ..Default::default()
+    };
     let template = pod_template(spec, p);
     match spec.deployment.mode {
         DeploymentMode::DaemonSet => Workload::DaemonSet(DaemonSet {
             metadata,
-            spec: DaemonSetSpec { selector, template, ..Default::default() },
+            spec: DaemonSetSpec {
+                selector,
+                template,
+                ..Default::default()
+            },
             ..Default::default()
         }),
         DeploymentMode::Deployment => Workload::Deployment(Deployment {
             metadata,
-            spec: DeploymentSpec { replicas: Some(1), selector, template, ..Default::default() },
+            spec: DeploymentSpec {
+                replicas: Some(1),
+                selector,
+                template,
+                ..Default::default()
+            },
             ..Default::default()
         }),
     }
@@ -230,7 +290,10 @@ mod tests {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             },
-            ownership: Ownership { experiment: Some("exp".into()), variant: Some("candidate".into()) },
+            ownership: Ownership {
+                experiment: Some("exp".into()),
+                variant: Some("candidate".into()),
+            },
             config_yaml: "receivers: {}\n",
             config_hash: hash,
             default_image: "otel/opentelemetry-collector-contrib:0.149.0",
@@ -243,7 +306,13 @@ mod tests {
         let cm = config_map(&params("abcd1234"));
         assert_eq!(cm.metadata.name.as_deref(), Some("demo-abcd1234"));
         assert_eq!(cm.immutable, Some(true));
-        assert_eq!(cm.metadata.owner_references.as_ref().map(|o| o[0].controller), Some(Some(true)));
+        assert_eq!(
+            cm.metadata
+                .owner_references
+                .as_ref()
+                .map(|o| o[0].controller),
+            Some(Some(true))
+        );
         let labels = cm.metadata.labels.expect("labelled");
         assert_eq!(labels[labels::EXPERIMENT], "exp");
         assert_eq!(labels[labels::VARIANT], "candidate");
@@ -254,10 +323,19 @@ mod tests {
     #[test]
     fn daemonset_by_default_with_hardened_pods() {
         let spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
-        let Workload::DaemonSet(ds) = workload(&spec, &params("abcd1234")) else { panic!("DaemonSet expected") };
+        let Workload::DaemonSet(ds) = workload(&spec, &params("abcd1234")) else {
+            panic!("DaemonSet expected")
+        };
         assert_eq!(ds.metadata.name.as_deref(), Some("demo-collector"));
         let template = ds.spec.template;
-        assert_eq!(template.metadata.as_ref().and_then(|m| m.annotations.as_ref()).map(|a| a[labels::CONFIG_HASH].clone()), Some("abcd1234".into()));
+        assert_eq!(
+            template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.annotations.as_ref())
+                .map(|a| a[labels::CONFIG_HASH].clone()),
+            Some("abcd1234".into())
+        );
         let pod = template.spec.expect("pod spec");
         assert_eq!(pod.host_network, Some(false));
         let c = &pod.containers[0];
@@ -265,7 +343,11 @@ mod tests {
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         let mounts = c.volume_mounts.as_ref().expect("mounts");
-        assert!(mounts.iter().any(|m| m.mount_path == HOST_PROC && m.read_only == Some(true)));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == HOST_PROC && m.read_only == Some(true))
+        );
         assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
         assert_eq!(c.resources, Some(default_resources()));
     }
@@ -284,9 +366,14 @@ mod tests {
         spec.deployment.mode = DeploymentMode::Deployment;
         spec.deployment.image = Some("my/otelcol:1".into());
         spec.deployment.node_selector = BTreeMap::from([("type".into(), "kwok".into())]);
-        let Workload::Deployment(d) = workload(&spec, &params("abcd1234")) else { panic!("Deployment expected") };
+        let Workload::Deployment(d) = workload(&spec, &params("abcd1234")) else {
+            panic!("Deployment expected")
+        };
         let pod = d.spec.template.spec.expect("pod");
         assert_eq!(pod.containers[0].image.as_deref(), Some("my/otelcol:1"));
-        assert_eq!(pod.node_selector.map(|s| s["type"].clone()), Some("kwok".into()));
+        assert_eq!(
+            pod.node_selector.map(|s| s["type"].clone()),
+            Some("kwok".into())
+        );
     }
 }

@@ -80,58 +80,115 @@ fn secs(spec_duration: &str) -> SignedDuration {
 fn until(now: Timestamp, at: Timestamp) -> Duration {
     let left = at.duration_since(now);
     // At least one second, so a timer that is due now is re-checked promptly, not in a hot loop.
-    Duration::try_from(left).unwrap_or_default().max(Duration::from_secs(1))
+    Duration::try_from(left)
+        .unwrap_or_default()
+        .max(Duration::from_secs(1))
 }
 
 fn ts(t: &Option<Time>) -> Option<Timestamp> {
     t.as_ref().map(|t| t.0)
 }
 
-fn set(status: &mut ExperimentStatus, type_: &str, s: ConditionStatus, reason: &str, message: &str, generation: Option<i64>, now: Timestamp) {
-    conditions::set_condition(&mut status.conditions, Condition::new(type_, s, reason, message, generation, Time(now)));
+fn set(
+    status: &mut ExperimentStatus,
+    type_: &str,
+    s: ConditionStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    conditions::set_condition(
+        &mut status.conditions,
+        Condition::new(type_, s, reason, message, generation, Time(now)),
+    );
 }
 
 /// Moves `status` into `phase` with `reason`/`message`, keeping conditions kstatus-style.
-fn enter(status: &mut ExperimentStatus, phase: ExperimentPhase, reason: &str, message: String, obs: &Observed) -> Note {
+fn enter(
+    status: &mut ExperimentStatus,
+    phase: ExperimentPhase,
+    reason: &str,
+    message: String,
+    obs: &Observed,
+) -> Note {
     status.phase = Some(phase);
     status.message = Some(message.clone());
     let ready = match phase {
         ExperimentPhase::Completed => ConditionStatus::True,
         _ => ConditionStatus::False,
     };
-    set(status, "Ready", ready, reason, &message, obs.generation, obs.now);
+    set(
+        status,
+        "Ready",
+        ready,
+        reason,
+        &message,
+        obs.generation,
+        obs.now,
+    );
     if phase.is_terminal() {
         status.completion_time = Some(Time(obs.now));
-        set(status, "Completed", ConditionStatus::True, reason, &message, obs.generation, obs.now);
+        set(
+            status,
+            "Completed",
+            ConditionStatus::True,
+            reason,
+            &message,
+            obs.generation,
+            obs.now,
+        );
     }
-    Note { warning: matches!(phase, ExperimentPhase::Failed), reason: reason.to_string(), message }
+    Note {
+        warning: matches!(phase, ExperimentPhase::Failed),
+        reason: reason.to_string(),
+        message,
+    }
 }
 
 /// The analysis window: from the end of warmup to the end of the run. Fixed by status timestamps.
 pub fn window(spec: &ExperimentSpec, running_since: Timestamp) -> (Timestamp, Timestamp) {
-    let start = running_since.checked_add(secs(&spec.warmup)).unwrap_or(running_since);
-    let end = running_since.checked_add(secs(&spec.duration)).unwrap_or(running_since);
+    let start = running_since
+        .checked_add(secs(&spec.warmup))
+        .unwrap_or(running_since);
+    let end = running_since
+        .checked_add(secs(&spec.duration))
+        .unwrap_or(running_since);
     (start, end)
 }
 
 fn broken(obs: &Observed) -> Option<(String, String)> {
-    let named = [("baseline", Some(&obs.baseline)), ("candidate", Some(&obs.candidate)), ("simulation", obs.simulation.as_ref())];
+    let named = [
+        ("baseline", Some(&obs.baseline)),
+        ("candidate", Some(&obs.candidate)),
+        ("simulation", obs.simulation.as_ref()),
+    ];
     named.into_iter().find_map(|(which, child)| match child {
-        Some(Child::Broken(reason, message)) => Some((format!("{}{reason}", capitalize(which)), format!("{which}: {message}"))),
+        Some(Child::Broken(reason, message)) => Some((
+            format!("{}{reason}", capitalize(which)),
+            format!("{which}: {message}"),
+        )),
         _ => None,
     })
 }
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// Decides the next step of an Experiment. Pure: the same inputs give the same decision.
 pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) -> Decision {
     let mut status = stored.clone();
     status.observed_generation = obs.generation;
-    let mut d = Decision { status, effects: vec![], events: vec![], requeue: None };
+    let mut d = Decision {
+        status,
+        effects: vec![],
+        events: vec![],
+        requeue: None,
+    };
     let phase = stored.phase.unwrap_or(ExperimentPhase::Pending);
 
     if phase.is_terminal() {
@@ -139,7 +196,13 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
         return d;
     }
     if spec.abort {
-        let note = enter(&mut d.status, ExperimentPhase::Aborted, "Aborted", "aborted by spec.abort; collectors and load released".into(), obs);
+        let note = enter(
+            &mut d.status,
+            ExperimentPhase::Aborted,
+            "Aborted",
+            "aborted by spec.abort; collectors and load released".into(),
+            obs,
+        );
         d.events.push(note);
         d.effects.push(Effect::ReleaseChildren);
         return d;
@@ -149,16 +212,34 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
             if !obs.missing_refs.is_empty() {
                 let message = format!("waiting for Pipeline(s) {}", obs.missing_refs.join(", "));
                 if d.status.message.as_deref() != Some(message.as_str()) {
-                    d.events.push(Note { warning: true, reason: "PipelineRefNotFound".into(), message: message.clone() });
+                    d.events.push(Note {
+                        warning: true,
+                        reason: "PipelineRefNotFound".into(),
+                        message: message.clone(),
+                    });
                 }
                 d.status.phase = Some(ExperimentPhase::Pending);
                 d.status.message = Some(message.clone());
-                set(&mut d.status, "Ready", ConditionStatus::False, "PipelineRefNotFound", &message, obs.generation, obs.now);
+                set(
+                    &mut d.status,
+                    "Ready",
+                    ConditionStatus::False,
+                    "PipelineRefNotFound",
+                    &message,
+                    obs.generation,
+                    obs.now,
+                );
                 d.requeue = Some(MISSING_REF_RECHECK);
                 return d;
             }
             d.status.start_time = Some(Time(obs.now));
-            let note = enter(&mut d.status, ExperimentPhase::Deploying, "Deploying", "creating baseline and candidate collectors and the load".into(), obs);
+            let note = enter(
+                &mut d.status,
+                ExperimentPhase::Deploying,
+                "Deploying",
+                "creating baseline and candidate collectors and the load".into(),
+                obs,
+            );
             d.events.push(note);
             d.effects.push(Effect::EnsureChildren);
             d.requeue = Some(DEPLOY_TIMEOUT);
@@ -166,20 +247,56 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
         ExperimentPhase::Deploying => {
             d.effects.push(Effect::EnsureChildren);
             let started = ts(&stored.start_time).unwrap_or(obs.now);
-            let deadline = started.checked_add(SignedDuration::try_from(DEPLOY_TIMEOUT).unwrap_or_default()).unwrap_or(started);
+            let deadline = started
+                .checked_add(SignedDuration::try_from(DEPLOY_TIMEOUT).unwrap_or_default())
+                .unwrap_or(started);
             if let Some((reason, message)) = broken(obs) {
-                let note = enter(&mut d.status, ExperimentPhase::Failed, &reason, message, obs);
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Failed,
+                    &reason,
+                    message,
+                    obs,
+                );
                 d.events.push(note);
                 d.effects = vec![Effect::ReleaseChildren];
             } else if obs.baseline == Child::Ready && obs.candidate == Child::Ready {
                 d.status.running_since = Some(Time(obs.now));
-                set(&mut d.status, "Deployed", ConditionStatus::True, "CollectorsReady", "baseline and candidate collectors are ready", obs.generation, obs.now);
-                let note = enter(&mut d.status, ExperimentPhase::Running, "Running", format!("both collectors ready; measuring for {} (warmup {})", spec.duration, spec.warmup), obs);
+                set(
+                    &mut d.status,
+                    "Deployed",
+                    ConditionStatus::True,
+                    "CollectorsReady",
+                    "baseline and candidate collectors are ready",
+                    obs.generation,
+                    obs.now,
+                );
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Running,
+                    "Running",
+                    format!(
+                        "both collectors ready; measuring for {} (warmup {})",
+                        spec.duration, spec.warmup
+                    ),
+                    obs,
+                );
                 d.events.push(note);
                 d.requeue = Some(until(obs.now, window(spec, obs.now).1));
             } else if obs.now >= deadline {
-                let message = format!("children not ready within {}s (baseline {:?}, candidate {:?})", DEPLOY_TIMEOUT.as_secs(), obs.baseline, obs.candidate);
-                let note = enter(&mut d.status, ExperimentPhase::Failed, "DeployTimeout", message, obs);
+                let message = format!(
+                    "children not ready within {}s (baseline {:?}, candidate {:?})",
+                    DEPLOY_TIMEOUT.as_secs(),
+                    obs.baseline,
+                    obs.candidate
+                );
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Failed,
+                    "DeployTimeout",
+                    message,
+                    obs,
+                );
                 d.events.push(note);
                 d.effects = vec![Effect::ReleaseChildren];
             } else {
@@ -191,12 +308,24 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
             let since = ts(&stored.running_since).unwrap_or(obs.now);
             let (_, end) = window(spec, since);
             if let Some((reason, message)) = broken(obs) {
-                let note = enter(&mut d.status, ExperimentPhase::Failed, &reason, message, obs);
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Failed,
+                    &reason,
+                    message,
+                    obs,
+                );
                 d.events.push(note);
                 d.effects = vec![Effect::ReleaseChildren];
             } else if obs.now >= end {
                 d.status.analysis_started = Some(Time(obs.now));
-                let note = enter(&mut d.status, ExperimentPhase::Analyzing, "Analyzing", "run finished; querying Prometheus".into(), obs);
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Analyzing,
+                    "Analyzing",
+                    "run finished; querying Prometheus".into(),
+                    obs,
+                );
                 d.events.push(note);
                 let (start, end) = window(spec, since);
                 d.effects = vec![Effect::Analyze { start, end }];
@@ -218,7 +347,11 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
 #[derive(Clone, Debug)]
 pub enum AnalysisOutcome {
     /// Measured and judged: the results and verdict go into status.
-    Judged { results: crate::crd::experiment::Results, verdict: crate::crd::experiment::Verdict, recommendation: Option<crate::crd::PipelineSpec> },
+    Judged {
+        results: crate::crd::experiment::Results,
+        verdict: crate::crd::experiment::Verdict,
+        recommendation: Option<crate::crd::PipelineSpec>,
+    },
     /// The baseline had no data: a failure, never a verdict.
     NoData(String),
     /// Prometheus could not be reached or answered badly: retry with backoff within the budget.
@@ -229,39 +362,97 @@ pub enum AnalysisOutcome {
 pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Decision {
     d.effects.retain(|e| !matches!(e, Effect::Analyze { .. }));
     match outcome {
-        AnalysisOutcome::Judged { results, verdict, recommendation } => {
+        AnalysisOutcome::Judged {
+            results,
+            verdict,
+            recommendation,
+        } => {
             d.status.prometheus_failures = 0;
-            set(&mut d.status, "PrometheusReachable", ConditionStatus::True, "Queried", "analysis queries answered", obs.generation, obs.now);
+            set(
+                &mut d.status,
+                "PrometheusReachable",
+                ConditionStatus::True,
+                "Queried",
+                "analysis queries answered",
+                obs.generation,
+                obs.now,
+            );
             let message = format!(
                 "verdict {verdict:?}: series reduction {}, critical retention {}",
-                results.series_reduction_percent.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "n/a".into()),
-                results.critical_retention_percent.map(|v| format!("{v:.1}%")).unwrap_or_else(|| "n/a".into()),
+                results
+                    .series_reduction_percent
+                    .map(|v| format!("{v:.1}%"))
+                    .unwrap_or_else(|| "n/a".into()),
+                results
+                    .critical_retention_percent
+                    .map(|v| format!("{v:.1}%"))
+                    .unwrap_or_else(|| "n/a".into()),
             );
             d.status.results = Some(results);
             d.status.verdict = Some(verdict);
             d.status.recommendation = recommendation;
-            let note = enter(&mut d.status, ExperimentPhase::Completed, "Completed", message, obs);
+            let note = enter(
+                &mut d.status,
+                ExperimentPhase::Completed,
+                "Completed",
+                message,
+                obs,
+            );
             d.events.push(note);
             d.effects.push(Effect::ReleaseChildren);
         }
         AnalysisOutcome::NoData(message) => {
-            set(&mut d.status, "PrometheusReachable", ConditionStatus::True, "Queried", "analysis queries answered", obs.generation, obs.now);
-            let note = enter(&mut d.status, ExperimentPhase::Failed, "NoData", message, obs);
+            set(
+                &mut d.status,
+                "PrometheusReachable",
+                ConditionStatus::True,
+                "Queried",
+                "analysis queries answered",
+                obs.generation,
+                obs.now,
+            );
+            let note = enter(
+                &mut d.status,
+                ExperimentPhase::Failed,
+                "NoData",
+                message,
+                obs,
+            );
             d.events.push(note);
             d.effects.push(Effect::ReleaseChildren);
         }
         AnalysisOutcome::Unreachable(message) => {
             let failures = d.status.prometheus_failures + 1;
             d.status.prometheus_failures = failures;
-            set(&mut d.status, "PrometheusReachable", ConditionStatus::False, "PrometheusUnavailable", &message, obs.generation, obs.now);
+            set(
+                &mut d.status,
+                "PrometheusReachable",
+                ConditionStatus::False,
+                "PrometheusUnavailable",
+                &message,
+                obs.generation,
+                obs.now,
+            );
             if failures >= PROMETHEUS_BUDGET {
-                let note = enter(&mut d.status, ExperimentPhase::Failed, "PrometheusUnavailable", format!("Prometheus unavailable after {failures} attempts: {message}"), obs);
+                let note = enter(
+                    &mut d.status,
+                    ExperimentPhase::Failed,
+                    "PrometheusUnavailable",
+                    format!("Prometheus unavailable after {failures} attempts: {message}"),
+                    obs,
+                );
                 d.events.push(note);
                 d.effects.push(Effect::ReleaseChildren);
             } else {
-                d.status.message = Some(format!("Prometheus unavailable (attempt {failures} of {PROMETHEUS_BUDGET}): {message}"));
+                d.status.message = Some(format!(
+                    "Prometheus unavailable (attempt {failures} of {PROMETHEUS_BUDGET}): {message}"
+                ));
                 if failures == 1 {
-                    d.events.push(Note { warning: true, reason: "PrometheusUnavailable".into(), message });
+                    d.events.push(Note {
+                        warning: true,
+                        reason: "PrometheusUnavailable".into(),
+                        message,
+                    });
                 }
                 d.requeue = Some(backoff(failures));
             }
@@ -293,16 +484,31 @@ mod tests {
     }
 
     fn obs(now: i64, baseline: Child, candidate: Child) -> Observed {
-        Observed { now: at(now), generation: Some(1), baseline, candidate, simulation: Some(Child::Progressing), missing_refs: vec![] }
+        Observed {
+            now: at(now),
+            generation: Some(1),
+            baseline,
+            candidate,
+            simulation: Some(Child::Progressing),
+            missing_refs: vec![],
+        }
     }
 
     fn status(phase: ExperimentPhase) -> ExperimentStatus {
-        ExperimentStatus { phase: Some(phase), start_time: Some(Time(at(0))), ..Default::default() }
+        ExperimentStatus {
+            phase: Some(phase),
+            start_time: Some(Time(at(0))),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn pending_starts_deploying_and_creates_children() {
-        let d = decide(&spec(), &ExperimentStatus::default(), &obs(0, Child::Missing, Child::Missing));
+        let d = decide(
+            &spec(),
+            &ExperimentStatus::default(),
+            &obs(0, Child::Missing, Child::Missing),
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Deploying));
         assert_eq!(d.status.start_time, Some(Time(at(0))));
         assert_eq!(d.effects, vec![Effect::EnsureChildren]);
@@ -325,10 +531,18 @@ mod tests {
 
     #[test]
     fn deploying_waits_then_runs_when_both_ready() {
-        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &obs(10, Child::Ready, Child::Progressing));
+        let d = decide(
+            &spec(),
+            &status(ExperimentPhase::Deploying),
+            &obs(10, Child::Ready, Child::Progressing),
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Deploying));
         assert_eq!(d.requeue, Some(Duration::from_secs(290)));
-        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &obs(20, Child::Ready, Child::Ready));
+        let d = decide(
+            &spec(),
+            &status(ExperimentPhase::Deploying),
+            &obs(20, Child::Ready, Child::Ready),
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Running));
         assert_eq!(d.status.running_since, Some(Time(at(20))));
         assert_eq!(d.requeue, Some(Duration::from_secs(600)));
@@ -337,11 +551,23 @@ mod tests {
 
     #[test]
     fn deploying_times_out_or_fails_on_a_broken_child() {
-        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &obs(301, Child::Ready, Child::Progressing));
+        let d = decide(
+            &spec(),
+            &status(ExperimentPhase::Deploying),
+            &obs(301, Child::Ready, Child::Progressing),
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.events[0].reason, "DeployTimeout");
         assert_eq!(d.effects, vec![Effect::ReleaseChildren]);
-        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &obs(5, Child::Ready, Child::Broken("InvalidConfig".into(), "bad regex".into())));
+        let d = decide(
+            &spec(),
+            &status(ExperimentPhase::Deploying),
+            &obs(
+                5,
+                Child::Ready,
+                Child::Broken("InvalidConfig".into(), "bad regex".into()),
+            ),
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.events[0].reason, "CandidateInvalidConfig");
         assert!(d.status.completion_time.is_some());
@@ -356,7 +582,13 @@ mod tests {
         assert_eq!(d.requeue, Some(Duration::from_secs(300)));
         let d = decide(&spec(), &st, &obs(700, Child::Ready, Child::Ready));
         assert_eq!(d.status.phase, Some(ExperimentPhase::Analyzing));
-        assert_eq!(d.effects, vec![Effect::Analyze { start: at(160), end: at(700) }]);
+        assert_eq!(
+            d.effects,
+            vec![Effect::Analyze {
+                start: at(160),
+                end: at(700)
+            }]
+        );
     }
 
     #[test]
@@ -364,7 +596,10 @@ mod tests {
         let mut st = status(ExperimentPhase::Running);
         st.running_since = Some(Time(at(0)));
         let mut o = obs(30, Child::Ready, Child::Ready);
-        o.simulation = Some(Child::Broken("BackoffLimitExceeded".into(), "simulator exited 2".into()));
+        o.simulation = Some(Child::Broken(
+            "BackoffLimitExceeded".into(),
+            "simulator exited 2".into(),
+        ));
         let d = decide(&spec(), &st, &o);
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.events[0].reason, "SimulationBackoffLimitExceeded");
@@ -377,7 +612,13 @@ mod tests {
         // Whenever the restarted operator looks, the window is the one fixed by status.
         for now in [700, 900, 5000] {
             let d = decide(&spec(), &st, &obs(now, Child::Ready, Child::Ready));
-            assert_eq!(d.effects, vec![Effect::Analyze { start: at(160), end: at(700) }]);
+            assert_eq!(
+                d.effects,
+                vec![Effect::Analyze {
+                    start: at(160),
+                    end: at(700)
+                }]
+            );
         }
     }
 
@@ -387,13 +628,30 @@ mod tests {
         st.running_since = Some(Time(at(0)));
         let o = obs(700, Child::Ready, Child::Ready);
         let d = decide(&spec(), &st, &o);
-        let results = Results { series_reduction_percent: Some(92.0), critical_retention_percent: Some(100.0), ..Default::default() };
-        let d = finish(d, AnalysisOutcome::Judged { results, verdict: Verdict::Pass, recommendation: None }, &o);
+        let results = Results {
+            series_reduction_percent: Some(92.0),
+            critical_retention_percent: Some(100.0),
+            ..Default::default()
+        };
+        let d = finish(
+            d,
+            AnalysisOutcome::Judged {
+                results,
+                verdict: Verdict::Pass,
+                recommendation: None,
+            },
+            &o,
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Completed));
         assert_eq!(d.status.verdict, Some(Verdict::Pass));
         assert!(conditions::is_true(&d.status.conditions, "Ready"));
         assert_eq!(d.effects, vec![Effect::ReleaseChildren]);
-        assert!(d.status.message.as_deref().is_some_and(|m| m.contains("92.0%")));
+        assert!(
+            d.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("92.0%"))
+        );
     }
 
     #[test]
@@ -401,7 +659,11 @@ mod tests {
         let mut st = status(ExperimentPhase::Analyzing);
         st.running_since = Some(Time(at(0)));
         let o = obs(700, Child::Ready, Child::Ready);
-        let d = finish(decide(&spec(), &st, &o), AnalysisOutcome::NoData("no baseline series".into()), &o);
+        let d = finish(
+            decide(&spec(), &st, &o),
+            AnalysisOutcome::NoData("no baseline series".into()),
+            &o,
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.status.verdict, None);
         assert_eq!(d.events[0].reason, "NoData");
@@ -414,16 +676,31 @@ mod tests {
         let o = obs(700, Child::Ready, Child::Ready);
         let mut delays = vec![];
         for attempt in 1..PROMETHEUS_BUDGET {
-            let d = finish(decide(&spec(), &st, &o), AnalysisOutcome::Unreachable("connection refused".into()), &o);
-            assert_eq!(d.status.phase, Some(ExperimentPhase::Analyzing), "attempt {attempt}");
+            let d = finish(
+                decide(&spec(), &st, &o),
+                AnalysisOutcome::Unreachable("connection refused".into()),
+                &o,
+            );
+            assert_eq!(
+                d.status.phase,
+                Some(ExperimentPhase::Analyzing),
+                "attempt {attempt}"
+            );
             assert_eq!(d.status.prometheus_failures, attempt);
-            assert!(!conditions::is_true(&d.status.conditions, "PrometheusReachable"));
+            assert!(!conditions::is_true(
+                &d.status.conditions,
+                "PrometheusReachable"
+            ));
             delays.push(d.requeue.expect("retries"));
             st = d.status;
         }
         assert_eq!(delays[..4], [5, 10, 20, 40].map(Duration::from_secs));
         assert!(delays.iter().all(|d| *d <= MAX_BACKOFF));
-        let d = finish(decide(&spec(), &st, &o), AnalysisOutcome::Unreachable("connection refused".into()), &o);
+        let d = finish(
+            decide(&spec(), &st, &o),
+            AnalysisOutcome::Unreachable("connection refused".into()),
+            &o,
+        );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.events[0].reason, "PrometheusUnavailable");
     }
@@ -434,16 +711,32 @@ mod tests {
         st.running_since = Some(Time(at(0)));
         st.prometheus_failures = 3;
         let o = obs(700, Child::Ready, Child::Ready);
-        let d = finish(decide(&spec(), &st, &o), AnalysisOutcome::Judged { results: Results::default(), verdict: Verdict::Inconclusive, recommendation: None }, &o);
+        let d = finish(
+            decide(&spec(), &st, &o),
+            AnalysisOutcome::Judged {
+                results: Results::default(),
+                verdict: Verdict::Inconclusive,
+                recommendation: None,
+            },
+            &o,
+        );
         assert_eq!(d.status.prometheus_failures, 0);
-        assert!(conditions::is_true(&d.status.conditions, "PrometheusReachable"));
+        assert!(conditions::is_true(
+            &d.status.conditions,
+            "PrometheusReachable"
+        ));
     }
 
     #[test]
     fn abort_ends_any_live_phase() {
         let mut s = spec();
         s.abort = true;
-        for phase in [ExperimentPhase::Pending, ExperimentPhase::Deploying, ExperimentPhase::Running, ExperimentPhase::Analyzing] {
+        for phase in [
+            ExperimentPhase::Pending,
+            ExperimentPhase::Deploying,
+            ExperimentPhase::Running,
+            ExperimentPhase::Analyzing,
+        ] {
             let d = decide(&s, &status(phase), &obs(50, Child::Ready, Child::Ready));
             assert_eq!(d.status.phase, Some(ExperimentPhase::Aborted), "{phase:?}");
             assert_eq!(d.effects, vec![Effect::ReleaseChildren]);
@@ -454,7 +747,11 @@ mod tests {
     fn terminal_phases_never_change() {
         let mut s = spec();
         s.abort = true;
-        for phase in [ExperimentPhase::Completed, ExperimentPhase::Failed, ExperimentPhase::Aborted] {
+        for phase in [
+            ExperimentPhase::Completed,
+            ExperimentPhase::Failed,
+            ExperimentPhase::Aborted,
+        ] {
             let mut st = status(phase);
             st.observed_generation = Some(1);
             let d = decide(&s, &st, &obs(99_999, Child::Ready, Child::Ready));

@@ -36,12 +36,23 @@ impl Context {
             instance: settings.identity.clone(),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, settings, metrics, recorder }
+        Context {
+            client,
+            settings,
+            metrics,
+            recorder,
+        }
     }
 
     /// Publishes an Event on `obj`. Events are best effort: a failure is logged, never fatal.
-    pub async fn event<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
         K: Resource<DynamicType = ()>,
     {
         let event = Event {
@@ -64,7 +75,9 @@ where
     <K as Resource>::DynamicType: Default,
     O: ResourceExt,
 {
-    let ns = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     Ok(Api::namespaced(client.clone(), &ns))
 }
 
@@ -74,13 +87,21 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
     <K as Resource>::DynamicType: Default,
 {
-    let name = obj.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
     let mut obj = obj.clone();
     // Server-side apply bodies must carry apiVersion and kind.
     let body = with_type_meta(&mut obj)?;
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
-        .await
-        .map_err(Error::kube(step))
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(Error::kube(step))
 }
 
 fn with_type_meta<K>(obj: &mut K) -> Result<serde_json::Value>
@@ -89,7 +110,10 @@ where
     <K as Resource>::DynamicType: Default,
 {
     let dt = K::DynamicType::default();
-    let mut value = serde_json::to_value(&*obj).map_err(|source| Error::Serialize { what: "object", source })?;
+    let mut value = serde_json::to_value(&*obj).map_err(|source| Error::Serialize {
+        what: "object",
+        source,
+    })?;
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), K::api_version(&dt).into());
         map.insert("kind".into(), K::kind(&dt).into());
@@ -100,7 +124,12 @@ where
 
 /// Writes `status` on the status subresource (server-side apply), only when it differs from what
 /// is stored, so an unchanged observation never produces a write or a watch event.
-pub async fn write_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool>
+pub async fn write_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
     <K as Resource>::DynamicType: Default,
@@ -115,9 +144,13 @@ where
         "kind": K::kind(&dt),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
-        .await
-        .map_err(Error::kube("write status"))?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await
+    .map_err(Error::kube("write status"))?;
     Ok(true)
 }
 
@@ -127,7 +160,9 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 }
 
 /// A future that resolves once `stop` turns true (or its sender is gone).
-pub fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+pub fn stopped(
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
     async move {
         while !*stop.borrow() {
             if stop.changed().await.is_err() {
@@ -139,7 +174,11 @@ pub fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) -> impl std::future
 
 /// Runs every controller for each watched namespace (or all namespaces) until `stop` turns true;
 /// in-flight reconciles finish first.
-pub async fn run_all(ctx: Arc<Context>, namespaces: &[String], stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run_all(
+    ctx: Arc<Context>,
+    namespaces: &[String],
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
@@ -148,9 +187,13 @@ pub async fn run_all(ctx: Arc<Context>, namespaces: &[String], stop: tokio::sync
     let mut tasks = Vec::new();
     for ns in scopes {
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
-        tasks.push(tokio::spawn(async move { pipeline::run(c, n.as_deref(), stopped(s)).await }));
+        tasks.push(tokio::spawn(async move {
+            pipeline::run(c, n.as_deref(), stopped(s)).await
+        }));
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
-        tasks.push(tokio::spawn(async move { simulation::run(c, n.as_deref(), stopped(s)).await }));
+        tasks.push(tokio::spawn(async move {
+            simulation::run(c, n.as_deref(), stopped(s)).await
+        }));
         // EXPERIMENT-CONTROLLER
     }
     for t in tasks {

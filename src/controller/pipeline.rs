@@ -39,7 +39,13 @@ fn collector_counts(workload: &Workload) -> (i32, i32) {
             .unwrap_or((0, 0)),
         Workload::Deployment(d) => {
             let desired = d.spec.replicas.unwrap_or(1);
-            (d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0), desired)
+            (
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0),
+                desired,
+            )
         }
     }
 }
@@ -85,10 +91,37 @@ pub fn ready_status(
     };
     let mut conds = previous.conditions.clone();
     let t = now();
-    conditions::set_condition(&mut conds, Condition::new("ConfigValid", ConditionStatus::True, "Rendered", format!("config {hash} rendered and validated"), generation, t.clone()));
-    let (status, reason) = if available { (ConditionStatus::True, "RolledOut") } else { (ConditionStatus::False, "RollingOut") };
-    conditions::set_condition(&mut conds, Condition::new("Available", status, reason, message.clone(), generation, t.clone()));
-    conditions::set_condition(&mut conds, Condition::new("Ready", status, reason, message.clone(), generation, t));
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "ConfigValid",
+            ConditionStatus::True,
+            "Rendered",
+            format!("config {hash} rendered and validated"),
+            generation,
+            t.clone(),
+        ),
+    );
+    let (status, reason) = if available {
+        (ConditionStatus::True, "RolledOut")
+    } else {
+        (ConditionStatus::False, "RollingOut")
+    };
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "Available",
+            status,
+            reason,
+            message.clone(),
+            generation,
+            t.clone(),
+        ),
+    );
+    conditions::set_condition(
+        &mut conds,
+        Condition::new("Ready", status, reason, message.clone(), generation, t),
+    );
     PipelineStatus {
         phase: Some(phase),
         observed_generation: generation,
@@ -104,7 +137,12 @@ pub fn ready_status(
 }
 
 /// The status of a Pipeline whose spec cannot be rendered: the last good config keeps running.
-pub fn invalid_status(pipeline: &Pipeline, reason: &str, message: &str, previous: &PipelineStatus) -> PipelineStatus {
+pub fn invalid_status(
+    pipeline: &Pipeline,
+    reason: &str,
+    message: &str,
+    previous: &PipelineStatus,
+) -> PipelineStatus {
     let generation = pipeline.metadata.generation;
     let mut conds = previous.conditions.clone();
     let t = now();
@@ -112,8 +150,28 @@ pub fn invalid_status(pipeline: &Pipeline, reason: &str, message: &str, previous
         Some(h) => format!("; collectors keep running config {h}"),
         None => String::new(),
     };
-    conditions::set_condition(&mut conds, Condition::new("ConfigValid", ConditionStatus::False, reason, message, generation, t.clone()));
-    conditions::set_condition(&mut conds, Condition::new("Ready", ConditionStatus::False, reason, format!("{message}{kept}"), generation, t));
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "ConfigValid",
+            ConditionStatus::False,
+            reason,
+            message,
+            generation,
+            t.clone(),
+        ),
+    );
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "Ready",
+            ConditionStatus::False,
+            reason,
+            format!("{message}{kept}"),
+            generation,
+            t,
+        ),
+    );
     PipelineStatus {
         phase: Some(PipelinePhase::Invalid),
         observed_generation: generation,
@@ -127,7 +185,9 @@ pub fn invalid_status(pipeline: &Pipeline, reason: &str, message: &str, previous
 async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
     let name = pipeline.name_any();
-    let namespace = pipeline.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = pipeline
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Pipeline> = namespaced_api(&ctx.client, pipeline.as_ref())?;
     let previous = pipeline.status.clone().unwrap_or_default();
     let ownership = Ownership::from_labels(pipeline.metadata.labels.as_ref());
@@ -138,16 +198,28 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .get(crate::build::children::REMOTE_WRITE_URL)
         .cloned()
         .unwrap_or_else(|| ctx.settings.remote_write_url());
-    let experiment_label = ownership.experiment.as_ref().map(|e| crate::build::children::experiment_label(&namespace, e));
+    let experiment_label = ownership
+        .experiment
+        .as_ref()
+        .map(|e| crate::build::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
     let exporters_allowed = ownership.experiment.is_none() || extra_exporters_allowed(&pipeline);
-    let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+    let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed)
+        .await?
+    {
         Ok(keys) => keys,
         Err(missing) => {
             let message = format!("Secret {missing} referenced by spec.exporters does not exist");
             let status = invalid_status(&pipeline, "SecretNotFound", &message, &previous);
             if previous.message != status.message {
-                ctx.event(pipeline.as_ref(), EventType::Warning, "SecretNotFound", "Validate", message).await;
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    "SecretNotFound",
+                    "Validate",
+                    message,
+                )
+                .await;
             }
             write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
             // Secrets are not watched: look again in a while.
@@ -166,8 +238,16 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         Ok(r) => r,
         Err(e) => {
             let status = invalid_status(&pipeline, e.reason(), &e.to_string(), &previous);
-            if previous.phase != Some(PipelinePhase::Invalid) || previous.message != status.message {
-                ctx.event(pipeline.as_ref(), EventType::Warning, e.reason(), "Validate", e.to_string()).await;
+            if previous.phase != Some(PipelinePhase::Invalid) || previous.message != status.message
+            {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    e.reason(),
+                    "Validate",
+                    e.to_string(),
+                )
+                .await;
             }
             write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
             // Permanent until the spec changes: wait for the next watch event.
@@ -176,7 +256,9 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     };
 
     // Apply: the ConfigMap first, so the pods never reference a missing config.
-    let owner = pipeline.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
+    let owner = pipeline
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
     let params = CollectorParams {
         name: &name,
         namespace: &namespace,
@@ -189,13 +271,19 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let config_map = workload::config_map(&params);
-    if config_maps.get_opt(&labels::config_map_name(&name, &rendered.hash)).await.map_err(Error::kube("get ConfigMap"))?.is_none() {
+    if config_maps
+        .get_opt(&labels::config_map_name(&name, &rendered.hash))
+        .await
+        .map_err(Error::kube("get ConfigMap"))?
+        .is_none()
+    {
         apply(&config_maps, &config_map, "apply ConfigMap").await?;
     }
     let applied = match workload::workload(&pipeline.spec, &params) {
         Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name)).await?;
+            delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name))
+                .await?;
             Workload::DaemonSet(apply(&api, &ds, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
@@ -213,13 +301,30 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             Some(old) => format!("collector config changed {old} → {}", rendered.hash),
             None => format!("collector config {} deployed", rendered.hash),
         };
-        ctx.event(pipeline.as_ref(), EventType::Normal, "ConfigChanged", "Apply", note).await;
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Normal,
+            "ConfigChanged",
+            "Apply",
+            note,
+        )
+        .await;
     }
     let was_available = conditions::is_true(&previous.conditions, "Available");
     let is_available = conditions::is_true(&status.conditions, "Available");
     if is_available && !was_available {
-        let note = format!("{} collectors ready", status.ready.clone().unwrap_or_default());
-        ctx.event(pipeline.as_ref(), EventType::Normal, "RolledOut", "Rollout", note).await;
+        let note = format!(
+            "{} collectors ready",
+            status.ready.clone().unwrap_or_default()
+        );
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Normal,
+            "RolledOut",
+            "Rollout",
+            note,
+        )
+        .await;
         info!(hash = %rendered.hash, "collectors rolled out");
     }
     write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
@@ -246,8 +351,17 @@ async fn header_secret_keys(
         return Ok(Ok(keys));
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for r in pipeline.spec.exporters.iter().filter_map(|e| e.headers_secret_ref.as_ref()) {
-        let Some(secret) = secrets.get_opt(&r.name).await.map_err(Error::kube("get exporter Secret"))? else {
+    for r in pipeline
+        .spec
+        .exporters
+        .iter()
+        .filter_map(|e| e.headers_secret_ref.as_ref())
+    {
+        let Some(secret) = secrets
+            .get_opt(&r.name)
+            .await
+            .map_err(Error::kube("get exporter Secret"))?
+        else {
             return Ok(Err(r.name.clone()));
         };
         let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
@@ -261,21 +375,31 @@ async fn header_secret_keys(
 
 async fn delete_if_exists<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     <K as Resource>::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(Error::Kube { step: "delete workload of the other mode", source: e }),
+        Err(e) => Err(Error::Kube {
+            step: "delete workload of the other mode",
+            source: e,
+        }),
     }
 }
 
 /// Deletes this Pipeline's hash-named ConfigMaps beyond the current one and the newest
 /// [`KEEP_OLD_CONFIGMAPS`] others.
 async fn prune_config_maps(api: &Api<ConfigMap>, pipeline: &str, current: &str) -> Result<()> {
-    let selector = format!("{}={pipeline},{}=collector-config", labels::PIPELINE, labels::COMPONENT);
+    let selector = format!(
+        "{}={pipeline},{}=collector-config",
+        labels::PIPELINE,
+        labels::COMPONENT
+    );
     let mut old: Vec<ConfigMap> = api
         .list(&ListParams::default().labels(&selector))
         .await
@@ -284,12 +408,24 @@ async fn prune_config_maps(api: &Api<ConfigMap>, pipeline: &str, current: &str) 
         .into_iter()
         .filter(|cm| cm.name_any() != labels::config_map_name(pipeline, current))
         .collect();
-    old.sort_by(|a, b| b.metadata.creation_timestamp.cmp(&a.metadata.creation_timestamp));
+    old.sort_by(|a, b| {
+        b.metadata
+            .creation_timestamp
+            .cmp(&a.metadata.creation_timestamp)
+    });
     for cm in old.into_iter().skip(KEEP_OLD_CONFIGMAPS) {
-        match api.delete(&cm.name_any(), &DeleteParams::background()).await {
+        match api
+            .delete(&cm.name_any(), &DeleteParams::background())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::Kube { step: "delete old ConfigMap", source: e }),
+            Err(e) => {
+                return Err(Error::Kube {
+                    step: "delete old ConfigMap",
+                    source: e,
+                });
+            }
         }
     }
     Ok(())
@@ -302,7 +438,11 @@ fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> A
 }
 
 /// Runs the Pipeline controller on `pipelines` until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let (pipelines, config_maps, daemonsets, deployments) = match namespace {
         Some(ns) => (
@@ -311,9 +451,15 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std:
             Api::<DaemonSet>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
+    let managed = watcher::Config::default()
+        .labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
     Controller::new(pipelines, watcher::Config::default())
         .owns(config_maps, managed.clone())
         .owns(daemonsets, managed.clone())

@@ -25,7 +25,11 @@ use crate::{Error, Result};
 pub const NAME: &str = "simulation";
 
 /// The Simulation's status as read from its Job. Pure.
-pub fn status_from_job(sim: &Simulation, job: Option<&Job>, previous: &SimulationStatus) -> SimulationStatus {
+pub fn status_from_job(
+    sim: &Simulation,
+    job: Option<&Job>,
+    previous: &SimulationStatus,
+) -> SimulationStatus {
     let generation = sim.metadata.generation;
     let job_status = job.and_then(|j| j.status.as_ref());
     let finished = |type_: &str| {
@@ -35,34 +39,76 @@ pub fn status_from_job(sim: &Simulation, job: Option<&Job>, previous: &Simulatio
     };
     let (phase, reason, message) = if let Some(c) = finished("Complete") {
         let _ = c;
-        (SimulationPhase::Succeeded, "Completed".to_string(), "the load ran for its whole duration".to_string())
+        (
+            SimulationPhase::Succeeded,
+            "Completed".to_string(),
+            "the load ran for its whole duration".to_string(),
+        )
     } else if let Some(c) = finished("Failed") {
         let reason = c.reason.clone().unwrap_or_else(|| "JobFailed".to_string());
-        let message = c.message.clone().unwrap_or_else(|| "the simulator Job failed".to_string());
+        let message = c
+            .message
+            .clone()
+            .unwrap_or_else(|| "the simulator Job failed".to_string());
         (SimulationPhase::Failed, reason, message)
     } else if job_status.and_then(|s| s.active).unwrap_or(0) > 0 {
         let active = job_status.and_then(|s| s.active).unwrap_or(0);
-        (SimulationPhase::Running, "Running".to_string(), format!("{active} simulator pod(s) running"))
+        (
+            SimulationPhase::Running,
+            "Running".to_string(),
+            format!("{active} simulator pod(s) running"),
+        )
     } else {
-        (SimulationPhase::Pending, "Starting".to_string(), "waiting for simulator pods to start".to_string())
+        (
+            SimulationPhase::Pending,
+            "Starting".to_string(),
+            "waiting for simulator pods to start".to_string(),
+        )
     };
     let mut conds = previous.conditions.clone();
     let t = now();
-    let ready = if matches!(phase, SimulationPhase::Running | SimulationPhase::Succeeded) { ConditionStatus::True } else { ConditionStatus::False };
-    conditions::set_condition(&mut conds, Condition::new("Ready", ready, &reason, message.clone(), generation, t.clone()));
+    let ready = if matches!(phase, SimulationPhase::Running | SimulationPhase::Succeeded) {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "Ready",
+            ready,
+            &reason,
+            message.clone(),
+            generation,
+            t.clone(),
+        ),
+    );
     let complete = match phase {
         SimulationPhase::Succeeded | SimulationPhase::Failed => ConditionStatus::True,
         _ => ConditionStatus::False,
     };
-    conditions::set_condition(&mut conds, Condition::new("Complete", complete, &reason, message.clone(), generation, t));
+    conditions::set_condition(
+        &mut conds,
+        Condition::new(
+            "Complete",
+            complete,
+            &reason,
+            message.clone(),
+            generation,
+            t,
+        ),
+    );
     SimulationStatus {
         phase: Some(phase),
         observed_generation: generation,
         conditions: conds,
         start_time: job_status.and_then(|s| s.start_time.clone()),
-        completion_time: job_status.and_then(|s| s.completion_time.clone()).or_else(|| {
-            matches!(phase, SimulationPhase::Failed).then(|| previous.completion_time.clone().unwrap_or_else(now))
-        }),
+        completion_time: job_status
+            .and_then(|s| s.completion_time.clone())
+            .or_else(|| {
+                matches!(phase, SimulationPhase::Failed)
+                    .then(|| previous.completion_time.clone().unwrap_or_else(now))
+            }),
         active_processes: previous.active_processes,
         job: job.map(|j| j.name_any()),
         message: Some(message),
@@ -73,25 +119,47 @@ pub fn status_from_job(sim: &Simulation, job: Option<&Job>, previous: &Simulatio
 async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
     let name = sim.name_any();
-    let namespace = sim.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = sim
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Simulation> = namespaced_api(&ctx.client, sim.as_ref())?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
     let previous = sim.status.clone().unwrap_or_default();
 
     // A run is one-shot: once its Job exists, the Job is the truth; spec edits do not restart it.
-    let mut job = jobs.get_opt(&labels::job_name(&name)).await.map_err(Error::kube("get Job"))?;
-    if job.is_none() && !matches!(previous.phase, Some(SimulationPhase::Succeeded | SimulationPhase::Failed)) {
+    let mut job = jobs
+        .get_opt(&labels::job_name(&name))
+        .await
+        .map_err(Error::kube("get Job"))?;
+    if job.is_none()
+        && !matches!(
+            previous.phase,
+            Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
+        )
+    {
         let nodes = count_target_nodes(&ctx, &sim).await?;
         let params = JobParams {
             name: &name,
             namespace: &namespace,
-            owner: sim.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?,
+            owner: sim
+                .controller_owner_ref(&())
+                .ok_or(Error::MissingField("metadata.uid"))?,
             ownership: Ownership::from_labels(sim.metadata.labels.as_ref()),
             image: &ctx.settings.simulator_image,
             nodes,
         };
         let created = apply(&jobs, &job::job(&sim.spec, &params), "apply Job").await?;
-        ctx.event(sim.as_ref(), EventType::Normal, "LoadStarted", "Apply", format!("simulator Job {} created for {nodes} node(s)", created.name_any())).await;
+        ctx.event(
+            sim.as_ref(),
+            EventType::Normal,
+            "LoadStarted",
+            "Apply",
+            format!(
+                "simulator Job {} created for {nodes} node(s)",
+                created.name_any()
+            ),
+        )
+        .await;
         job = Some(created);
     }
 
@@ -102,17 +170,42 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
             Some(SimulationPhase::Succeeded) => (EventType::Normal, "LoadCompleted"),
             _ => (EventType::Normal, "LoadRunning"),
         };
-        ctx.event(sim.as_ref(), type_, reason, "Observe", status.message.clone().unwrap_or_default()).await;
+        ctx.event(
+            sim.as_ref(),
+            type_,
+            reason,
+            "Observe",
+            status.message.clone().unwrap_or_default(),
+        )
+        .await;
     }
     write_status(&api, &sim, sim.status.as_ref(), &status).await?;
     Ok(Action::await_change())
 }
 
 async fn count_target_nodes(ctx: &Context, sim: &Simulation) -> Result<i32> {
-    let selector = sim.spec.node_selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let selector = sim
+        .spec
+        .node_selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let list = nodes.list(&ListParams::default().labels(&selector)).await.map_err(Error::kube("list Nodes"))?;
-    let schedulable = list.items.iter().filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)).count();
+    let list = nodes
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list Nodes"))?;
+    let schedulable = list
+        .items
+        .iter()
+        .filter(|n| {
+            !n.spec
+                .as_ref()
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false)
+        })
+        .count();
     Ok(i32::try_from(schedulable).unwrap_or(i32::MAX).max(1))
 }
 
@@ -123,14 +216,26 @@ fn error_policy(_sim: Arc<Simulation>, error: &Error, ctx: Arc<Context>) -> Acti
 }
 
 /// Runs the Simulation controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let (sims, jobs) = match namespace {
-        Some(ns) => (Api::<Simulation>::namespaced(client.clone(), ns), Api::<Job>::namespaced(client, ns)),
+        Some(ns) => (
+            Api::<Simulation>::namespaced(client.clone(), ns),
+            Api::<Job>::namespaced(client, ns),
+        ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
     Controller::new(sims, watcher::Config::default())
-        .owns(jobs, watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator"))
+        .owns(
+            jobs,
+            watcher::Config::default().labels(
+                "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
+            ),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -58,7 +58,7 @@ pub fn parse(s: &str) -> Result<Duration, DurationError> {
         total += value * seconds_per_unit;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
 
 /// Formats a whole number of seconds the way specs write durations (`90s` → `1m30s`).
@@ -104,6 +104,11 @@ mod tests {
         for ok in ["30s", "1h30m", "0.5s", "100ms", "2h"] {
             assert!(parse(ok).is_ok());
         }
+    }
+
+    #[test]
+    fn refuses_overflowing_durations() {
+        assert!(parse("99999999999999999999h").is_err());
     }
 
     #[test]

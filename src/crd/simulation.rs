@@ -37,7 +37,7 @@ pub const MAX_NAME_LEN: usize = 58;
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = kube::core::Rule::new("(self.profile == 'custom') == has(self.custom)").message("spec.custom is required with profile custom and only allowed with it").field_path(".custom"),
-    validation = kube::core::Rule::new("!has(self.custom) || self.custom.patterns.all(p, p.count <= self.processes)").message("a custom pattern's count cannot exceed spec.processes").field_path(".custom"),
+    validation = kube::core::Rule::new("!has(self.churnPerMinute) || self.churnPerMinute <= 60 * self.processes").message("spec.churnPerMinute cannot exceed 60 × spec.processes (lifetimes under 1s)").field_path(".churnPerMinute"),
 )]
 pub struct SimulationSpec {
     /// Load shape. `realistic`: a mix of web workers, databases, caches, app runtimes and short
@@ -47,6 +47,7 @@ pub struct SimulationSpec {
     pub profile: SimulationProfile,
 
     /// Processes to keep running per node (besides the critical ones), 1 to 5000. Default: 100.
+    /// Profile `custom` runs the sum of its patterns' counts instead.
     #[serde(default = "default_processes")]
     #[schemars(range(min = 1, max = 5000))]
     pub processes: u32,

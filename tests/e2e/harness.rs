@@ -43,7 +43,14 @@ fn answers_readyz(env: &BTreeMap<String, String>) -> bool {
         return false;
     };
     Command::new(kubectl)
-        .args(["--kubeconfig", kubeconfig, "--request-timeout=5s", "get", "--raw", "/readyz"])
+        .args([
+            "--kubeconfig",
+            kubeconfig,
+            "--request-timeout=5s",
+            "get",
+            "--raw",
+            "/readyz",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -92,7 +99,11 @@ pub fn cluster() -> &'static Cluster {
                 (env, Some(Mutex::new(child)))
             }
         };
-        let get = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("cluster env lacks {k}"));
+        let get = |k: &str| {
+            env.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("cluster env lacks {k}"))
+        };
         let cluster = Cluster {
             kubeconfig: get("KUBECONFIG").into(),
             kubectl: get("KUBECTL").into(),
@@ -112,14 +123,22 @@ fn install_crds(cluster: &Cluster) {
         .arg(repo_root().join("crds"))
         .output()
         .expect("kubectl runs");
-    assert!(out.status.success(), "installing crds/ failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "installing crds/ failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cluster
         .kubectl()
         .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
         .arg(repo_root().join("crds"))
         .output()
         .expect("kubectl runs");
-    assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "CRDs not established: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Cluster {
@@ -141,7 +160,10 @@ impl Cluster {
 
     /// A variable of the cluster's env file (e.g. `COLLECTOR_BIN`).
     pub fn var(&self, key: &str) -> &str {
-        self.env.get(key).map(String::as_str).unwrap_or_else(|| panic!("cluster env lacks {key}"))
+        self.env
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("cluster env lacks {key}"))
     }
 }
 
@@ -160,7 +182,10 @@ impl TestNamespace {
             .unwrap_or_default();
         let name = format!("{prefix}-{:x}", nanos ^ std::process::id());
         let ns = Namespace {
-            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         Api::<Namespace>::all(client.clone())
@@ -203,4 +228,83 @@ where
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A `phoenix-operator` process (the real binary) watching one namespace; killed on drop.
+pub struct Operator {
+    child: Child,
+    pub http_port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Operator {
+    /// Starts the operator on `namespace` with the cluster's Prometheus (or `prometheus_url`).
+    pub fn start(namespace: &str, extra_args: &[&str]) -> Operator {
+        let c = cluster();
+        let http_port = free_port();
+        let log =
+            std::fs::File::create(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
+                .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
+            .env("KUBECONFIG", &c.kubeconfig)
+            .args([
+                "--prometheus-url",
+                &c.prometheus_url,
+                "--watch-namespaces",
+                namespace,
+            ])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "--collector-image",
+                "otelcol-phoenix:e2e",
+                "--simulator-image",
+                "phoenix-simulator:e2e",
+            ])
+            .args(extra_args)
+            .env("PHOENIX_LOG_LEVEL", "info,phoenix=debug")
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("phoenix-operator starts");
+        Operator { child, http_port }
+    }
+
+    /// The operator's /metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.http_port, "/metrics").unwrap_or_default()
+    }
+
+    /// Kills the operator at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP GET on loopback, for the operator's own endpoints.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }

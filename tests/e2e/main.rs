@@ -3,4 +3,6 @@
 
 mod admission;
 mod harness;
+mod pipeline;
+mod simulation;
 mod smoke;

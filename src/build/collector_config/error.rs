@@ -33,7 +33,9 @@ pub enum ConfigError {
     #[error("{field}: invalid component id {id:?} (expected type[/name], e.g. filter/noise)")]
     InvalidComponentId { field: String, id: String },
     /// A component whose type our collector build does not have.
-    #[error("{field}: {kind} {id:?} has type {component_type:?}, which the collector does not include (known: {known})")]
+    #[error(
+        "{field}: {kind} {id:?} has type {component_type:?}, which the collector does not include (known: {known})"
+    )]
     UnknownComponentType {
         field: String,
         kind: &'static str,
@@ -42,7 +44,9 @@ pub enum ConfigError {
         known: String,
     },
     /// A user processor id that Phoenix uses itself.
-    #[error("{field}: processor id {id:?} is reserved by Phoenix (memory_limiter, batch and ids named phoenix* are added by Phoenix)")]
+    #[error(
+        "{field}: processor id {id:?} is reserved by Phoenix (memory_limiter, batch and ids named phoenix* are added by Phoenix)"
+    )]
     ReservedProcessorId { field: String, id: String },
     /// A user processor whose configuration is not a mapping.
     #[error("spec.custom.processors[{id:?}]: configuration must be a mapping, got {got}")]
@@ -79,17 +83,23 @@ pub enum ConfigError {
     #[error("spec.exporters: exporter name {name:?} is used more than once")]
     DuplicateExporter { name: String },
     /// An extra exporter's header Secret whose key names the operator did not provide.
-    #[error("spec.exporters[{exporter:?}]: the key names of Secret {secret:?} are unknown (is the Secret missing?)")]
+    #[error(
+        "spec.exporters[{exporter:?}]: the key names of Secret {secret:?} are unknown (is the Secret missing?)"
+    )]
     MissingSecretKeys { exporter: String, secret: String },
     /// A Secret key that is not a valid HTTP header name.
-    #[error("spec.exporters[{exporter:?}]: Secret {secret:?} key {key:?} is not a valid HTTP header name")]
+    #[error(
+        "spec.exporters[{exporter:?}]: Secret {secret:?} key {key:?} is not a valid HTTP header name"
+    )]
     InvalidHeaderName {
         exporter: String,
         secret: String,
         key: String,
     },
     /// Two header keys that map to the same environment variable.
-    #[error("spec.exporters[{exporter:?}]: header {key:?} maps to env var {env} which another header already uses")]
+    #[error(
+        "spec.exporters[{exporter:?}]: header {key:?} maps to env var {env} which another header already uses"
+    )]
     HeaderKeyCollision {
         exporter: String,
         key: String,

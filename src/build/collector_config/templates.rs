@@ -143,7 +143,9 @@ fn rollup_statements(grouping: Grouping, marker: &str) -> Vec<String> {
                     is_match(&exactly_one_of(&names))
                 ));
             }
-            statements.push(format!("set({name}, {other}) where {rollup_attr} == {other}"));
+            statements.push(format!(
+                "set({name}, {other}) where {rollup_attr} == {other}"
+            ));
         }
     }
     statements.push(format!(
@@ -216,7 +218,8 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             FILTER_CRITICAL,
             drop_resources_where(vec![format!("not {}", is_match(critical))]),
         );
-        plan.pipelines.push((CRITICAL_PIPELINE, vec![keep_critical]));
+        plan.pipelines
+            .push((CRITICAL_PIPELINE, vec![keep_critical]));
         rest_filter.push(is_match(critical));
     }
     match spec.template {
@@ -251,7 +254,9 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             let aggregate = spec.aggregate.clone().unwrap_or_default();
             let (grouping, marker) = match aggregate.group_by {
                 AggregateGroupBy::Executable => (Grouping::Executable, "executable"),
-                AggregateGroupBy::Category => (Grouping::Category(&aggregate.categories), "category"),
+                AggregateGroupBy::Category => {
+                    (Grouping::Category(&aggregate.categories), "category")
+                }
             };
             let statements = rollup_statements(grouping, marker);
             chain.extend(merge_and_sum(

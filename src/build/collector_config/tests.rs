@@ -130,7 +130,10 @@ fn golden_files_match() {
             continue;
         }
         let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; run UPDATE_GOLDEN=1 cargo test --lib build::collector_config", path.display())
+            panic!(
+                "{}: {e}; run UPDATE_GOLDEN=1 cargo test --lib build::collector_config",
+                path.display()
+            )
         });
         assert!(
             golden == rendered.yaml,
@@ -164,7 +167,11 @@ fn every_pipeline_starts_with_memory_limiter_and_ends_with_resource_and_batch() 
         for (id, p) in &r.config.service.pipelines {
             let n = p.processors.len();
             assert_eq!(p.processors[0], "memory_limiter", "{name} {id}");
-            assert_eq!(p.processors[n - 2..], ["resource/phoenix", "batch"], "{name} {id}");
+            assert_eq!(
+                p.processors[n - 2..],
+                ["resource/phoenix", "batch"],
+                "{name} {id}"
+            );
             assert_eq!(p.exporters[0], "prometheusremotewrite", "{name} {id}");
         }
         let self_pipeline = pipeline(&r, SELF_PIPELINE);
@@ -183,7 +190,10 @@ fn baseline_keeps_everything() {
         pipeline(&r, "metrics/process").processors,
         ["memory_limiter", "resource/phoenix", "batch"]
     );
-    assert!(!r.yaml.contains("delete_key"), "baseline ignores dropAttributes");
+    assert!(
+        !r.yaml.contains("delete_key"),
+        "baseline ignores dropAttributes"
+    );
 }
 
 /// Every non-baseline template routes critical processes through `metrics/critical`, whose only
@@ -295,14 +305,20 @@ fn aggregate_rolls_up_per_executable_and_sums() {
     assert_eq!(sum["operations"][0]["aggregation_type"], "sum");
     assert_eq!(
         sum["operations"][0]["label_set"],
-        json!(["context_switch_type", "direction", "paging_fault_type", "state"])
+        json!([
+            "context_switch_type",
+            "direction",
+            "paging_fault_type",
+            "state"
+        ])
     );
 }
 
 #[test]
 fn aggregate_by_category_renames_first_match_then_other() {
     let r = render_example("aggregate-category");
-    let statements = &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
+    let statements =
+        &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
     let cat = "resource.attributes[\"phoenix.category\"]";
     assert_eq!(
         statements[0],
@@ -326,7 +342,8 @@ fn aggregate_by_category_renames_first_match_then_other() {
 #[test]
 fn topk_keeps_the_union_of_static_and_selected_names() {
     let r = render_example("topk");
-    let statements = &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
+    let statements =
+        &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
     assert_eq!(
         statements[0],
         json!(
@@ -343,7 +360,8 @@ fn topk_keeps_the_union_of_static_and_selected_names() {
     let mut spec = example("topk");
     spec.topk.as_mut().expect("topk").processes.clear();
     let r = render(&spec, &RenderContext::new("t", RW)).expect("renders");
-    let statements = &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
+    let statements =
+        &processor(&r, "transform/phoenix_rollup")["metric_statements"][0]["statements"];
     assert_eq!(
         statements[0],
         json!("set(resource.attributes[\"phoenix.rollup\"], \"other\")")
@@ -405,7 +423,10 @@ fn labels_ports_and_paths_come_from_the_context() {
     assert_eq!(value("phoenix_pipeline"), Some(json!("pl-1")));
     assert_eq!(value("phoenix_experiment"), Some(json!("none")));
     assert_eq!(value("phoenix_variant"), Some(json!("none")));
-    assert_eq!(value("phoenix_node"), Some(json!("${env:PHOENIX_NODE_NAME}")));
+    assert_eq!(
+        value("phoenix_node"),
+        Some(json!("${env:PHOENIX_NODE_NAME}"))
+    );
     let c = &r.config;
     assert_eq!(c.extensions["health_check"].0["endpoint"], "0.0.0.0:20001");
     assert_eq!(
@@ -444,7 +465,10 @@ fn extra_exporters_take_headers_from_env_vars_only_when_allowed() {
         .value_from
         .and_then(|v| v.secret_key_ref)
         .expect("a secretKeyRef");
-    assert_eq!((key_ref.name.as_str(), key_ref.key.as_str()), ("nr-license", "api-key"));
+    assert_eq!(
+        (key_ref.name.as_str(), key_ref.key.as_str()),
+        ("nr-license", "api-key")
+    );
 
     let r = render(&example("custom"), &RenderContext::new("c", RW)).expect("renders");
     assert!(!r.config.exporters.contains_key("otlphttp/newrelic"));
@@ -486,14 +510,20 @@ fn user_processor_key_order_does_not_change_the_output() {
     let mut two = serde_json::Map::new();
     two.insert("metrics".into(), json!({"datapoint": ["true"]}));
     two.insert("error_mode".into(), json!("ignore"));
-    a.custom.as_mut().unwrap().processors.insert("filter/small".into(), FreeForm(one));
-    b.custom
+    a.custom
         .as_mut()
         .unwrap()
         .processors
-        .insert("filter/small".into(), FreeForm(serde_json::Value::Object(two)));
+        .insert("filter/small".into(), FreeForm(one));
+    b.custom.as_mut().unwrap().processors.insert(
+        "filter/small".into(),
+        FreeForm(serde_json::Value::Object(two)),
+    );
     let ctx = RenderContext::new("c", RW);
-    assert_eq!(render(&a, &ctx).unwrap().yaml, render(&b, &ctx).unwrap().yaml);
+    assert_eq!(
+        render(&a, &ctx).unwrap().yaml,
+        render(&b, &ctx).unwrap().yaml
+    );
 }
 
 #[test]
@@ -502,9 +532,11 @@ fn user_strings_cannot_expand_env_or_files() {
     spec.critical_processes = vec!["^a$".into()];
     spec.custom.as_mut().unwrap().processors.insert(
         "transform/strip".into(),
-        FreeForm(json!({"metric_statements": [{"context": "resource", "statements": [
-            "set(resource.attributes[\"leak\"], \"${env:PHOENIX_HDR_NEWRELIC_API_KEY}\")"
-        ]}]})),
+        FreeForm(
+            json!({"metric_statements": [{"context": "resource", "statements": [
+                "set(resource.attributes[\"leak\"], \"${env:PHOENIX_HDR_NEWRELIC_API_KEY}\")"
+            ]}]}),
+        ),
     );
     let r = render(&spec, &RenderContext::new("c", RW)).expect("renders");
     assert!(r.yaml.contains("$${env:PHOENIX_HDR_NEWRELIC_API_KEY}"));
@@ -538,13 +570,19 @@ fn parameters_of_other_templates_are_refused() {
     });
     assert_eq!(reason(&spec), "UnknownParameter");
 
-    let err = render(&{
-        let mut s = example("topk");
-        s.aggregate = Some(AggregateSpec::default());
-        s
-    }, &RenderContext::new("x", RW))
+    let err = render(
+        &{
+            let mut s = example("topk");
+            s.aggregate = Some(AggregateSpec::default());
+            s
+        },
+        &RenderContext::new("x", RW),
+    )
     .unwrap_err();
-    assert_eq!(err.to_string(), "spec.aggregate is not a parameter of template topk");
+    assert_eq!(
+        err.to_string(),
+        "spec.aggregate is not a parameter of template topk"
+    );
 }
 
 #[test]
@@ -572,14 +610,26 @@ fn invalid_regexes_are_refused_naming_the_field() {
     spec.critical_processes.push("(unclosed".into());
     let err = render(&spec, &RenderContext::new("x", RW)).unwrap_err();
     assert_eq!(err.reason(), "InvalidRegex");
-    assert!(err.to_string().starts_with("spec.criticalProcesses[2]: invalid regular expression \"(unclosed\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("spec.criticalProcesses[2]: invalid regular expression \"(unclosed\""),
+        "{err}"
+    );
     let mut spec = example("priority-filter");
     spec.keep_patterns = vec!["[a-".into()];
     assert_eq!(reason(&spec), "InvalidRegex");
     let mut spec = example("aggregate-category");
-    spec.aggregate.as_mut().unwrap().categories.insert("bad".into(), "*".into());
+    spec.aggregate
+        .as_mut()
+        .unwrap()
+        .categories
+        .insert("bad".into(), "*".into());
     let err = render(&spec, &RenderContext::new("x", RW)).unwrap_err();
-    assert!(err.to_string().starts_with("spec.aggregate.categories[\"bad\"]"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("spec.aggregate.categories[\"bad\"]"),
+        "{err}"
+    );
 }
 
 fn custom_reason(processors: serde_json::Value, pipeline: &[&str]) -> (String, String) {
@@ -596,8 +646,10 @@ fn invalid_custom_configs_are_refused_with_the_right_reason() {
     assert_eq!(reason, "UndefinedProcessor");
     assert!(message.contains("\"filter/b\""), "{message}");
 
-    let (reason, message) =
-        custom_reason(json!({"filter/a": filter, "filter/b": filter}), &["filter/a"]);
+    let (reason, message) = custom_reason(
+        json!({"filter/a": filter, "filter/b": filter}),
+        &["filter/a"],
+    );
     assert_eq!(reason, "UnusedProcessor");
     assert!(message.contains("\"filter/b\""), "{message}");
 
@@ -624,7 +676,10 @@ fn invalid_custom_configs_are_refused_with_the_right_reason() {
 
     // A null configuration is the collector's "all defaults".
     let mut spec = example("custom");
-    spec.custom = Some(custom(json!({"cumulativetodelta": null}), &["cumulativetodelta"]));
+    spec.custom = Some(custom(
+        json!({"cumulativetodelta": null}),
+        &["cumulativetodelta"],
+    ));
     render(&spec, &RenderContext::new("x", RW)).expect("null config is fine");
 }
 
@@ -640,13 +695,19 @@ fn exporter_problems_are_refused() {
     assert_eq!(err.reason(), "MissingSecretKeys");
     let secrets = BTreeMap::from([("nr-license".into(), vec!["api key".to_string()])]);
     ctx.secret_keys = &secrets;
-    assert_eq!(render(&example("custom"), &ctx).unwrap_err().reason(), "InvalidHeaderName");
+    assert_eq!(
+        render(&example("custom"), &ctx).unwrap_err().reason(),
+        "InvalidHeaderName"
+    );
     let secrets = BTreeMap::from([(
         "nr-license".into(),
         vec!["api-key".to_string(), "api.key".to_string()],
     )]);
     ctx.secret_keys = &secrets;
-    assert_eq!(render(&example("custom"), &ctx).unwrap_err().reason(), "HeaderKeyCollision");
+    assert_eq!(
+        render(&example("custom"), &ctx).unwrap_err().reason(),
+        "HeaderKeyCollision"
+    );
 }
 
 #[test]
@@ -656,7 +717,9 @@ fn structure_validation_catches_broken_configs() {
     let check = |f: &dyn Fn(&mut CollectorConfig)| {
         let mut c = good.clone();
         f(&mut c);
-        validate_structure(&c).expect_err("must be refused").reason()
+        validate_structure(&c)
+            .expect_err("must be refused")
+            .reason()
     };
     assert_eq!(
         check(&|c| {
@@ -666,13 +729,15 @@ fn structure_validation_catches_broken_configs() {
     );
     assert_eq!(
         check(&|c| {
-            c.processors.insert("filter/spare".into(), Component::default());
+            c.processors
+                .insert("filter/spare".into(), Component::default());
         }),
         "UnusedProcessor"
     );
     assert_eq!(
         check(&|c| {
-            c.processors.insert("tail_sampling".into(), Component::default());
+            c.processors
+                .insert("tail_sampling".into(), Component::default());
         }),
         "UnknownComponentType"
     );

@@ -156,7 +156,11 @@ fn validate_custom(custom: &crate::crd::pipeline::CustomSpec) -> Result<(), Conf
             });
         }
     }
-    if let Some(id) = custom.processors.keys().find(|id| !seen.contains(id.as_str())) {
+    if let Some(id) = custom
+        .processors
+        .keys()
+        .find(|id| !seen.contains(id.as_str()))
+    {
         return Err(ConfigError::UnusedProcessor {
             field: "spec.custom.processors (not listed in spec.custom.pipeline)",
             id: id.clone(),
@@ -171,7 +175,13 @@ fn check_regex(field: String, pattern: &str) -> Result<(), ConfigError> {
         .map_err(|e| ConfigError::InvalidRegex {
             field,
             pattern: pattern.to_string(),
-            message: e.to_string().lines().last().unwrap_or_default().trim().to_string(),
+            message: e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         })
 }
 
@@ -249,9 +259,19 @@ fn check_components(
 /// and ending with `batch`, and every extension the service enables is defined.
 pub fn validate_structure(config: &CollectorConfig) -> Result<(), ConfigError> {
     check_components("receivers", "receiver", &config.receivers, RECEIVER_TYPES)?;
-    check_components("processors", "processor", &config.processors, PROCESSOR_TYPES)?;
+    check_components(
+        "processors",
+        "processor",
+        &config.processors,
+        PROCESSOR_TYPES,
+    )?;
     check_components("exporters", "exporter", &config.exporters, EXPORTER_TYPES)?;
-    check_components("extensions", "extension", &config.extensions, EXTENSION_TYPES)?;
+    check_components(
+        "extensions",
+        "extension",
+        &config.extensions,
+        EXTENSION_TYPES,
+    )?;
     if config.service.pipelines.is_empty() {
         return Err(ConfigError::InvalidPipeline {
             pipeline: "service.pipelines".into(),
