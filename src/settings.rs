@@ -68,6 +68,14 @@ pub struct Settings {
     /// Lease duration in seconds: a dead leader is replaced within this time.
     #[arg(long, env = "PHOENIX_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds an Experiment's collectors and load may take to become ready before it fails
+    /// `DeployTimeout`.
+    #[arg(long, env = "PHOENIX_DEPLOY_TIMEOUT_SECONDS", default_value_t = 300)]
+    pub deploy_timeout_seconds: u64,
+    /// Consecutive failed Prometheus attempts (5 s backoff doubling to 60 s) before an Experiment
+    /// fails `PrometheusUnavailable`.
+    #[arg(long, env = "PHOENIX_ANALYSIS_RETRIES", default_value_t = 8)]
+    pub analysis_retries: u32,
     /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

@@ -358,13 +358,29 @@ fn every_template_passes_collector_validate() {
     };
     let dir = TempDir::new("validate");
     let keys = secret_keys();
-    for (name, spec) in specs(&["^prometheus$", r"^otelcol-phoen\w+$"], "phx-sum-probe") {
+    let mut all = specs(&["^prometheus$", r"^otelcol-phoen\w+$"], "phx-sum-probe");
+    // Edge shapes: no top-K names at all, no critical processes, only critical processes.
+    let mut topk_empty = all[4].1.clone();
+    topk_empty.topk.as_mut().expect("topk").processes.clear();
+    let mut no_critical = all[2].1.clone();
+    no_critical.critical_processes.clear();
+    let mut critical_only = all[1].1.clone();
+    critical_only.keep_patterns.clear();
+    all.extend([
+        ("topk-empty", topk_empty),
+        ("aggregate-no-critical", no_critical),
+        ("priority-filter-critical-only", critical_only),
+    ]);
+    for (name, spec) in all {
         let mut ctx = RenderContext::new(name, "http://127.0.0.1:9090/api/v1/write");
         ctx.experiment = Some("validate");
         ctx.variant = Some("candidate");
         ctx.proc_root = "/";
         ctx.extra_exporters_allowed = true;
         ctx.secret_keys = &keys;
+        if name == "topk-empty" {
+            ctx.topk_processes = &[];
+        }
         let rendered = render(&spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
         let file = dir.0.join(format!("{name}.yaml"));
         std::fs::write(&file, &rendered.yaml).expect("write config");

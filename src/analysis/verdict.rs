@@ -14,8 +14,9 @@
 //! - Baseline per-step series with a coefficient of variation above [`MAX_BASELINE_CV`]:
 //!   `Inconclusive` (too noisy for its mean to be a fair reference).
 //! - Otherwise `Pass` only when the candidate's per-step series are significantly lower than the
-//!   baseline's (one-sided Mann-Whitney U, candidate `Less`, α = `analysis.significanceLevel`);
-//!   else `Inconclusive`. Identical variants (A/A) therefore never pass.
+//!   baseline's (one-sided Mann-Whitney U, candidate `Less`, α = `analysis.significanceLevel`)
+//!   and the mean reduction is at least [`MIN_REDUCTION_FOR_PASS_PERCENT`]; else `Inconclusive`.
+//!   Identical variants (A/A) therefore never pass, not even when chance makes the test fire.
 
 use std::collections::BTreeSet;
 
@@ -35,6 +36,10 @@ pub const MONTH_SECONDS: f64 = 2_592_000.0;
 /// A steady process population sits well below 0.1; above 0.5 the level is dominated by noise or a
 /// trend (e.g. a load spike) and the reduction measured against it is not trustworthy.
 pub const MAX_BASELINE_CV: f64 = 0.5;
+/// Smallest series reduction that can pass, percent (practical significance). Under the null
+/// hypothesis a test at α rejects α of the time, so an A/A run whose steps differ by chance could
+/// look "significant"; a reduction this small is not a cheaper pipeline anyway.
+pub const MIN_REDUCTION_FOR_PASS_PERCENT: f64 = 1.0;
 /// Fewest steps with data per variant for a verdict (the statistics' own minimum).
 pub const MIN_SAMPLES: usize = SignificanceCriteria::DEFAULT_MIN_SAMPLES;
 /// Longest PromQL kept in a criterion (status stays bounded).
@@ -214,10 +219,18 @@ pub fn evaluate(
             "baseline too noisy: coefficient of variation {cv:.2} > {MAX_BASELINE_CV}"
         ));
         Verdict::Inconclusive
-    } else if significance.is_some_and(|s| s.is_significant()) {
-        Verdict::Pass
-    } else {
+    } else if !significance.is_some_and(|s| s.is_significant()) {
         Verdict::Inconclusive
+    } else if results
+        .series_reduction_percent
+        .is_none_or(|r| r < MIN_REDUCTION_FOR_PASS_PERCENT)
+    {
+        notes.push(format!(
+            "series reduction below the {MIN_REDUCTION_FOR_PASS_PERCENT}% a pass needs"
+        ));
+        Verdict::Inconclusive
+    } else {
+        Verdict::Pass
     };
 
     results.confidence = Some(Confidence {
@@ -234,7 +247,8 @@ pub fn evaluate(
 }
 
 /// Estimated monthly cost: `series / 1000 × perThousandSeriesMonth + datapoints/s × 2,592,000
-/// (a 30-day month) / 1e6 × perMillionDatapoints`.
+/// (a 30-day month) / 1e6 × perMillionDatapoints`, with `series` the mean active series per step.
+/// Results report it rounded to [`DECIMALS`] places.
 pub fn monthly_cost(series: f64, datapoints_per_second: f64, model: &CostModel) -> f64 {
     series / 1000.0 * model.per_thousand_series_month
         + datapoints_per_second * MONTH_SECONDS / 1e6 * model.per_million_datapoints
@@ -741,6 +755,22 @@ mod tests {
         assert_eq!(
             criterion(&e, "maxCollectorCpuIncreasePercent").observed,
             None
+        );
+    }
+
+    #[test]
+    fn a_negligible_but_significant_reduction_does_not_pass() {
+        // 200 vs 199 at every step: completely separated, p tiny, but only 0.5% less.
+        let b = measured(vec![200.0; 20], 10.0, &["nginx", "postgres"]);
+        let c = measured(vec![199.0; 20], 10.0, &["nginx", "postgres"]);
+        let e = evaluate(&spec(json!({})), &b, &c);
+        assert!(e.results.confidence.as_ref().unwrap().p_value.unwrap() < 1e-6);
+        assert_eq!(verdict(&e), Verdict::Inconclusive);
+        assert_eq!(e.results.series_reduction_percent, Some(0.5));
+        assert!(
+            e.summary().contains("below the 1% a pass needs"),
+            "{}",
+            e.summary()
         );
     }
 

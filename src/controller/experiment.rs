@@ -31,7 +31,9 @@ pub const NAME: &str = "experiment";
 
 fn pipeline_child(p: Option<&Pipeline>) -> Child {
     let Some(p) = p else { return Child::Missing };
-    let Some(status) = &p.status else { return Child::Progressing };
+    let Some(status) = &p.status else {
+        return Child::Progressing;
+    };
     if status.observed_generation != p.metadata.generation {
         return Child::Progressing;
     }
@@ -40,7 +42,8 @@ fn pipeline_child(p: Option<&Pipeline>) -> Child {
         Some(PipelinePhase::Invalid) => {
             let c = conditions::find(&status.conditions, "ConfigValid");
             Child::Broken(
-                c.map(|c| c.reason.clone()).unwrap_or_else(|| "InvalidConfig".into()),
+                c.map(|c| c.reason.clone())
+                    .unwrap_or_else(|| "InvalidConfig".into()),
                 status.message.clone().unwrap_or_default(),
             )
         }
@@ -57,7 +60,10 @@ fn simulation_child(s: Option<&Simulation>) -> Child {
                 .and_then(|st| conditions::find(&st.conditions, "Complete"))
                 .map(|c| c.reason.clone())
                 .unwrap_or_else(|| "Failed".into());
-            Child::Broken(reason, st.and_then(|st| st.message.clone()).unwrap_or_default())
+            Child::Broken(
+                reason,
+                st.and_then(|st| st.message.clone()).unwrap_or_default(),
+            )
         }
         Some(SimulationPhase::Running | SimulationPhase::Succeeded) => Child::Ready,
         _ => Child::Progressing,
@@ -65,29 +71,60 @@ fn simulation_child(s: Option<&Simulation>) -> Child {
 }
 
 /// The Pipeline spec of one side: inline, or the referenced Pipeline's (None when it is missing).
-async fn resolve(pipelines: &Api<Pipeline>, variant: &crate::crd::experiment::Variant) -> Result<Option<PipelineSpec>> {
+async fn resolve(
+    pipelines: &Api<Pipeline>,
+    variant: &crate::crd::experiment::Variant,
+) -> Result<Option<PipelineSpec>> {
     if let Some(inline) = &variant.pipeline {
         return Ok(Some(inline.clone()));
     }
-    let Some(r) = &variant.pipeline_ref else { return Ok(None) };
-    Ok(pipelines.get_opt(&r.name).await.map_err(Error::kube("get referenced Pipeline"))?.map(|p| p.spec))
+    let Some(r) = &variant.pipeline_ref else {
+        return Ok(None);
+    };
+    Ok(pipelines
+        .get_opt(&r.name)
+        .await
+        .map_err(Error::kube("get referenced Pipeline"))?
+        .map(|p| p.spec))
 }
 
 fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
-    exp.spec.prometheus.as_ref().map(|p| p.url.clone()).unwrap_or_else(|| ctx.settings.prometheus_url.clone())
+    exp.spec
+        .prometheus
+        .as_ref()
+        .map(|p| p.url.clone())
+        .unwrap_or_else(|| ctx.settings.prometheus_url.clone())
 }
 
-async fn analyze(ctx: &Context, exp: &Experiment, specs: [Option<PipelineSpec>; 2], start: k8s_openapi::jiff::Timestamp, end: k8s_openapi::jiff::Timestamp) -> AnalysisOutcome {
+async fn analyze(
+    ctx: &Context,
+    exp: &Experiment,
+    specs: [Option<PipelineSpec>; 2],
+    start: k8s_openapi::jiff::Timestamp,
+    end: k8s_openapi::jiff::Timestamp,
+) -> AnalysisOutcome {
     let url = prometheus_url(ctx, exp);
     let prom = match prometheus_http_query::Client::try_from(url.as_str()) {
         Ok(p) => p,
         Err(e) => return AnalysisOutcome::Unreachable(format!("bad Prometheus URL {url}: {e}")),
     };
-    let step = crate::crd::duration::parse(&exp.spec.analysis.interval).map(|d| d.as_secs_f64()).unwrap_or(30.0);
-    let window = Window { start: start.as_second(), end: end.as_second(), step_secs: step };
+    let step = crate::crd::duration::parse(&exp.spec.analysis.interval)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(30.0);
+    let window = Window {
+        start: start.as_second(),
+        end: end.as_second(),
+        step_secs: step,
+    };
     let label = children::experiment_label(&exp.namespace().unwrap_or_default(), &exp.name_any());
-    let sel = |side: Side| VariantSelector { experiment: label.clone(), variant: side.as_str().to_string() };
-    let critical = |spec: Option<&PipelineSpec>| spec.map(|s| s.critical_processes.clone()).unwrap_or_default();
+    let sel = |side: Side| VariantSelector {
+        experiment: label.clone(),
+        variant: side.as_str().to_string(),
+    };
+    let critical = |spec: Option<&PipelineSpec>| {
+        spec.map(|s| s.critical_processes.clone())
+            .unwrap_or_default()
+    };
     let critical_regexes = {
         let mut c = critical(specs[0].as_ref());
         c.extend(critical(specs[1].as_ref()));
@@ -102,7 +139,7 @@ async fn analyze(ctx: &Context, exp: &Experiment, specs: [Option<PipelineSpec>; 
     .await;
     let (baseline, candidate) = match measured {
         Ok(pair) => pair,
-        Err(MeasureError::Unreachable(e)) => return AnalysisOutcome::Unreachable(e),
+        Err(MeasureError::Invalid(e)) => return AnalysisOutcome::Invalid(e),
         Err(e) => return AnalysisOutcome::Unreachable(e.to_string()),
     };
     let evaluation = verdict::evaluate(&exp.spec, &baseline, &candidate);
@@ -111,16 +148,34 @@ async fn analyze(ctx: &Context, exp: &Experiment, specs: [Option<PipelineSpec>; 
         Outcome::Verdict(v) => {
             let [_, candidate_spec] = specs;
             let recommendation = (v == Verdict::Pass).then_some(candidate_spec).flatten();
-            AnalysisOutcome::Judged { results: evaluation.results, verdict: v, recommendation }
+            AnalysisOutcome::Judged {
+                results: evaluation.results,
+                verdict: v,
+                recommendation,
+            }
         }
     }
 }
 
-async fn ensure_children(ctx: &Context, exp: &Experiment, pipelines: &Api<Pipeline>, existing: [Option<&Pipeline>; 2], sim: Option<&Simulation>) -> Result<()> {
+async fn ensure_children(
+    ctx: &Context,
+    exp: &Experiment,
+    pipelines: &Api<Pipeline>,
+    existing: [Option<&Pipeline>; 2],
+    sim: Option<&Simulation>,
+) -> Result<()> {
     let name = exp.name_any();
-    let namespace = exp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
-    let owner = exp.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
-    let remote_write = exp.spec.prometheus.as_ref().map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
+    let namespace = exp
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let owner = exp
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let remote_write = exp
+        .spec
+        .prometheus
+        .as_ref()
+        .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
     for (side, current, variant) in [
         (Side::Baseline, existing[0], &exp.spec.baseline),
         (Side::Candidate, existing[1], &exp.spec.candidate),
@@ -128,8 +183,18 @@ async fn ensure_children(ctx: &Context, exp: &Experiment, pipelines: &Api<Pipeli
         if current.is_some() {
             continue; // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
         }
-        let Some(resolved) = resolve(pipelines, variant).await? else { continue };
-        let child = children::pipeline(&name, &namespace, &owner, &exp.spec, side, &resolved, remote_write.as_deref());
+        let Some(resolved) = resolve(pipelines, variant).await? else {
+            continue;
+        };
+        let child = children::pipeline(
+            &name,
+            &namespace,
+            &owner,
+            &exp.spec,
+            side,
+            &resolved,
+            remote_write.as_deref(),
+        );
         apply(pipelines, &child, "apply child Pipeline").await?;
     }
     if sim.is_none()
@@ -141,15 +206,31 @@ async fn ensure_children(ctx: &Context, exp: &Experiment, pipelines: &Api<Pipeli
     Ok(())
 }
 
-async fn release_children(ctx: &Context, exp: &Experiment, existing: [Option<&Pipeline>; 2], sim: Option<&Simulation>) -> Result<()> {
-    let namespace = exp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+async fn release_children(
+    ctx: &Context,
+    exp: &Experiment,
+    existing: [Option<&Pipeline>; 2],
+    sim: Option<&Simulation>,
+) -> Result<()> {
+    let namespace = exp
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     for p in existing.into_iter().flatten() {
-        ignore_not_found(pipelines.delete(&p.name_any(), &DeleteParams::background()).await.map(|_| ()))?;
+        ignore_not_found(
+            pipelines
+                .delete(&p.name_any(), &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
     }
     if let Some(s) = sim {
         let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-        ignore_not_found(sims.delete(&s.name_any(), &DeleteParams::background()).await.map(|_| ()))?;
+        ignore_not_found(
+            sims.delete(&s.name_any(), &DeleteParams::background())
+                .await
+                .map(|_| ()),
+        )?;
     }
     Ok(())
 }
@@ -158,22 +239,50 @@ fn ignore_not_found(r: std::result::Result<(), kube::Error>) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(Error::Kube { step: "release children", source: e }),
+        Err(e) => Err(Error::Kube {
+            step: "release children",
+            source: e,
+        }),
     }
 }
 
 fn record_metrics(ctx: &Context, exp: &Experiment, d: &Decision) {
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
-    for phase in ["Pending", "Deploying", "Running", "Analyzing", "Completed", "Failed", "Aborted"] {
-        let current = d.status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "Pending".into());
-        let labels = PhaseLabels { namespace: namespace.clone(), experiment: name.clone(), phase: phase.to_string() };
-        ctx.metrics.experiment_phase.get_or_create(&labels).set(i64::from(current == phase));
+    for phase in [
+        "Pending",
+        "Deploying",
+        "Running",
+        "Analyzing",
+        "Completed",
+        "Failed",
+        "Aborted",
+    ] {
+        let current = d
+            .status
+            .phase
+            .map(|p| format!("{p:?}"))
+            .unwrap_or_else(|| "Pending".into());
+        let labels = PhaseLabels {
+            namespace: namespace.clone(),
+            experiment: name.clone(),
+            phase: phase.to_string(),
+        };
+        ctx.metrics
+            .experiment_phase
+            .get_or_create(&labels)
+            .set(i64::from(current == phase));
     }
     if let (Some(results), Some(verdict)) = (&d.status.results, d.status.verdict) {
-        let labels = ResultLabels { namespace, experiment: name };
+        let labels = ResultLabels {
+            namespace,
+            experiment: name,
+        };
         if let Some(r) = results.series_reduction_percent {
-            ctx.metrics.result_series_reduction.get_or_create(&labels).set(r);
+            ctx.metrics
+                .result_series_reduction
+                .get_or_create(&labels)
+                .set(r);
         }
         if let Some(r) = results.critical_retention_percent {
             ctx.metrics.result_retention.get_or_create(&labels).set(r);
@@ -191,21 +300,36 @@ fn record_metrics(ctx: &Context, exp: &Experiment, d: &Decision) {
 async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
     let name = exp.name_any();
-    let namespace = exp.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = exp
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Experiment> = namespaced_api(&ctx.client, exp.as_ref())?;
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
     let stored = exp.status.clone().unwrap_or_default();
 
     // Observe.
-    let baseline = pipelines.get_opt(&children::pipeline_name(&name, Side::Baseline)).await.map_err(Error::kube("get baseline Pipeline"))?;
-    let candidate = pipelines.get_opt(&children::pipeline_name(&name, Side::Candidate)).await.map_err(Error::kube("get candidate Pipeline"))?;
-    let sim = sims.get_opt(&children::simulation_name(&name)).await.map_err(Error::kube("get Simulation"))?;
+    let baseline = pipelines
+        .get_opt(&children::pipeline_name(&name, Side::Baseline))
+        .await
+        .map_err(Error::kube("get baseline Pipeline"))?;
+    let candidate = pipelines
+        .get_opt(&children::pipeline_name(&name, Side::Candidate))
+        .await
+        .map_err(Error::kube("get candidate Pipeline"))?;
+    let sim = sims
+        .get_opt(&children::simulation_name(&name))
+        .await
+        .map_err(Error::kube("get Simulation"))?;
     let mut missing_refs = vec![];
     if stored.phase.is_none_or(|p| p == ExperimentPhase::Pending) {
         for variant in [&exp.spec.baseline, &exp.spec.candidate] {
             if let Some(r) = &variant.pipeline_ref
-                && pipelines.get_opt(&r.name).await.map_err(Error::kube("get referenced Pipeline"))?.is_none()
+                && pipelines
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(Error::kube("get referenced Pipeline"))?
+                    .is_none()
             {
                 missing_refs.push(r.name.clone());
             }
@@ -216,32 +340,79 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         generation: exp.metadata.generation,
         baseline: pipeline_child(baseline.as_ref()),
         candidate: pipeline_child(candidate.as_ref()),
-        simulation: exp.spec.simulation.as_ref().map(|_| simulation_child(sim.as_ref())),
+        simulation: exp
+            .spec
+            .simulation
+            .as_ref()
+            .map(|_| simulation_child(sim.as_ref())),
         missing_refs,
     };
 
     // Decide (pure), then act.
-    let mut decision = experiment_phase::decide(&exp.spec, &stored, &observed);
-    if let Some(Effect::Analyze { start, end }) = decision.effects.iter().find(|e| matches!(e, Effect::Analyze { .. })).cloned() {
+    let limits = experiment_phase::Limits {
+        deploy_timeout: Duration::from_secs(ctx.settings.deploy_timeout_seconds),
+        prometheus_budget: ctx.settings.analysis_retries,
+    };
+    let mut decision = experiment_phase::decide(&exp.spec, &stored, &observed, &limits);
+    if let Some(Effect::Analyze { start, end }) = decision
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::Analyze { .. }))
+        .cloned()
+    {
         let specs = [
-            baseline.as_ref().map(|p| p.spec.clone()).or_else(|| exp.spec.baseline.pipeline.clone()),
-            candidate.as_ref().map(|p| p.spec.clone()).or_else(|| exp.spec.candidate.pipeline.clone()),
+            baseline
+                .as_ref()
+                .map(|p| p.spec.clone())
+                .or_else(|| exp.spec.baseline.pipeline.clone()),
+            candidate
+                .as_ref()
+                .map(|p| p.spec.clone())
+                .or_else(|| exp.spec.candidate.pipeline.clone()),
         ];
         let outcome = analyze(&ctx, &exp, specs, start, end).await;
-        decision = experiment_phase::finish(decision, outcome, &observed);
+        decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
     for effect in &decision.effects {
         match effect {
-            Effect::EnsureChildren => ensure_children(&ctx, &exp, &pipelines, [baseline.as_ref(), candidate.as_ref()], sim.as_ref()).await?,
-            Effect::ReleaseChildren => release_children(&ctx, &exp, [baseline.as_ref(), candidate.as_ref()], sim.as_ref()).await?,
+            Effect::EnsureChildren => {
+                ensure_children(
+                    &ctx,
+                    &exp,
+                    &pipelines,
+                    [baseline.as_ref(), candidate.as_ref()],
+                    sim.as_ref(),
+                )
+                .await?
+            }
+            Effect::ReleaseChildren => {
+                release_children(
+                    &ctx,
+                    &exp,
+                    [baseline.as_ref(), candidate.as_ref()],
+                    sim.as_ref(),
+                )
+                .await?
+            }
             Effect::Analyze { .. } => {}
         }
     }
     // Status before Events: a failed status write is retried and must not duplicate Events.
     write_status(&api, &exp, exp.status.as_ref(), &decision.status).await?;
     for note in &decision.events {
-        let type_ = if note.warning { EventType::Warning } else { EventType::Normal };
-        ctx.event(exp.as_ref(), type_, &note.reason, "Reconcile", note.message.clone()).await;
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(
+            exp.as_ref(),
+            type_,
+            &note.reason,
+            "Reconcile",
+            note.message.clone(),
+        )
+        .await;
         info!(reason = %note.reason, message = %note.message, "experiment transition");
     }
     record_metrics(&ctx, &exp, &decision);
@@ -258,7 +429,11 @@ fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Acti
 }
 
 /// Runs the Experiment controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let (exps, pipelines, sims) = match namespace {
         Some(ns) => (
@@ -266,7 +441,11 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, shutdown: impl std:
             Api::<Pipeline>::namespaced(client.clone(), ns),
             Api::<Simulation>::namespaced(client, ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
     };
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
     Controller::new(exps, watcher::Config::default())

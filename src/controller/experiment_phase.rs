@@ -31,6 +31,19 @@ pub enum Child {
     Broken(String, String),
 }
 
+/// Operator-wide bounds on a run (flags `--deploy-timeout-seconds`, `--analysis-retries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub deploy_timeout: Duration,
+    pub prometheus_budget: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deploy_timeout: DEPLOY_TIMEOUT, prometheus_budget: PROMETHEUS_BUDGET }
+    }
+}
+
 /// Everything the decision needs besides spec and status.
 #[derive(Clone, Debug)]
 pub struct Observed {
@@ -180,7 +193,7 @@ fn capitalize(s: &str) -> String {
 }
 
 /// Decides the next step of an Experiment. Pure: the same inputs give the same decision.
-pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) -> Decision {
+pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed, limits: &Limits) -> Decision {
     let mut status = stored.clone();
     status.observed_generation = obs.generation;
     let mut d = Decision {
@@ -242,13 +255,13 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
             );
             d.events.push(note);
             d.effects.push(Effect::EnsureChildren);
-            d.requeue = Some(DEPLOY_TIMEOUT);
+            d.requeue = Some(limits.deploy_timeout);
         }
         ExperimentPhase::Deploying => {
             d.effects.push(Effect::EnsureChildren);
             let started = ts(&stored.start_time).unwrap_or(obs.now);
             let deadline = started
-                .checked_add(SignedDuration::try_from(DEPLOY_TIMEOUT).unwrap_or_default())
+                .checked_add(SignedDuration::try_from(limits.deploy_timeout).unwrap_or_default())
                 .unwrap_or(started);
             if let Some((reason, message)) = broken(obs) {
                 let note = enter(
@@ -286,7 +299,7 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) 
             } else if obs.now >= deadline {
                 let message = format!(
                     "children not ready within {}s (baseline {:?}, candidate {:?})",
-                    DEPLOY_TIMEOUT.as_secs(),
+                    limits.deploy_timeout.as_secs(),
                     obs.baseline,
                     obs.candidate
                 );
@@ -354,13 +367,20 @@ pub enum AnalysisOutcome {
     },
     /// The baseline had no data: a failure, never a verdict.
     NoData(String),
+    /// The analysis can never succeed as specified (e.g. a critical pattern Prometheus-side
+    /// matching cannot use): a failure with reason `InvalidAnalysis`.
+    Invalid(String),
     /// Prometheus could not be reached or answered badly: retry with backoff within the budget.
     Unreachable(String),
 }
 
 /// Applies an analysis attempt to the decision of an `Analyzing` Experiment.
-pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Decision {
+pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed, limits: &Limits) -> Decision {
     d.effects.retain(|e| !matches!(e, Effect::Analyze { .. }));
+    let outcome_kind = match &outcome {
+        AnalysisOutcome::NoData(_) => "NoData",
+        _ => "other",
+    };
     match outcome {
         AnalysisOutcome::Judged {
             results,
@@ -401,7 +421,8 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Deci
             d.events.push(note);
             d.effects.push(Effect::ReleaseChildren);
         }
-        AnalysisOutcome::NoData(message) => {
+        AnalysisOutcome::NoData(message) | AnalysisOutcome::Invalid(message) => {
+            let reason = if outcome_kind == "NoData" { "NoData" } else { "InvalidAnalysis" };
             set(
                 &mut d.status,
                 "PrometheusReachable",
@@ -414,7 +435,7 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Deci
             let note = enter(
                 &mut d.status,
                 ExperimentPhase::Failed,
-                "NoData",
+                reason,
                 message,
                 obs,
             );
@@ -433,7 +454,7 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Deci
                 obs.generation,
                 obs.now,
             );
-            if failures >= PROMETHEUS_BUDGET {
+            if failures >= limits.prometheus_budget {
                 let note = enter(
                     &mut d.status,
                     ExperimentPhase::Failed,
@@ -445,7 +466,8 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Deci
                 d.effects.push(Effect::ReleaseChildren);
             } else {
                 d.status.message = Some(format!(
-                    "Prometheus unavailable (attempt {failures} of {PROMETHEUS_BUDGET}): {message}"
+                    "Prometheus unavailable (attempt {failures} of {}): {message}",
+                    limits.prometheus_budget
                 ));
                 if failures == 1 {
                     d.events.push(Note {
@@ -470,6 +492,15 @@ pub fn backoff(failures: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The tests use the default limits.
+    fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed) -> Decision {
+        super::decide(spec, stored, obs, &Limits::default())
+    }
+
+    fn finish(d: Decision, outcome: AnalysisOutcome, obs: &Observed) -> Decision {
+        super::finish(d, outcome, obs, &Limits::default())
+    }
     use crate::crd::experiment::{Results, Verdict};
 
     fn spec() -> ExperimentSpec {

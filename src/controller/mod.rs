@@ -1,7 +1,7 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::build`) → server-side apply → status.
 
-// pub mod experiment; // enabled once crate::analysis::{measure,verdict} land
+pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
 pub mod simulation;
@@ -194,7 +194,10 @@ pub async fn run_all(
         tasks.push(tokio::spawn(async move {
             simulation::run(c, n.as_deref(), stopped(s)).await
         }));
-        // EXPERIMENT-CONTROLLER
+        let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
+        tasks.push(tokio::spawn(async move {
+            experiment::run(c, n.as_deref(), stopped(s)).await
+        }));
     }
     for t in tasks {
         let _ = t.await;

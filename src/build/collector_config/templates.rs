@@ -10,11 +10,14 @@
 //!
 //! Rolling processes up (aggregate, topk, and priority-filter once it drops attributes) is done in
 //! four steps, because no single processor sums per-pid series:
-//! 1. `transform/phoenix_rollup` rewrites the resource so that processes to be merged get
-//!    identical resource attributes (`keep_keys` leaves `process.executable.name` — renamed to the
-//!    category or `other` where needed — plus the `phoenix.rollup` marker), and sets every data
-//!    point's timestamp to 0. The process scraper stamps each process with its own `time.Now()`,
-//!    and `metricstransform` only merges points with equal attributes *and* equal timestamps.
+//! 1. A transform rewrites the resource so that processes to be merged get identical resource
+//!    attributes, and sets every data point's timestamp to 0: the process scraper stamps each
+//!    process with its own `time.Now()`, and `metricstransform` only merges points with equal
+//!    attributes *and* equal timestamps (verified against the real collector: without this the
+//!    "sum" is one pid's value). aggregate/topk: `transform/phoenix_rollup`, whose `keep_keys`
+//!    leaves `process.executable.name` (renamed to the category or `other` where needed) plus the
+//!    `phoenix.rollup` marker. priority-filter: `transform/phoenix_drop_attributes`, which deletes
+//!    `dropAttributes` and keeps the rest.
 //! 2. `groupbyattrs/phoenix_merge` merges resources with identical attributes into one resource
 //!    (and same-named metrics into one metric): a resource per executable name whose metrics hold
 //!    one point per former pid. It does not sum anything.
@@ -37,7 +40,8 @@ use crate::crd::pipeline::{AggregateGroupBy, PipelineSpec, PipelineTemplate};
 pub const PROCESS_PIPELINE: &str = "metrics/process";
 /// The bypass pipeline of critical processes.
 pub const CRITICAL_PIPELINE: &str = "metrics/critical";
-/// The pipeline of non-critical processes in priority-filter, aggregate and topk.
+/// The pipeline of non-critical processes in priority-filter (absent when there are no
+/// keepPatterns), aggregate and topk.
 pub const REST_PIPELINE: &str = "metrics/rest";
 /// The pipeline of non-critical processes in custom.
 pub const CUSTOM_PIPELINE: &str = "metrics/custom";
@@ -102,7 +106,7 @@ fn transform(resource: Vec<String>, datapoint: Vec<String>) -> Value {
 
 /// How non-critical processes are renamed before they are merged per name.
 enum Grouping<'a> {
-    /// Keep the executable name (aggregate by executable; priority-filter).
+    /// Keep the executable name.
     Executable,
     /// Rename to the first matching category, else `other`.
     Category(&'a BTreeMap<String, String>),
