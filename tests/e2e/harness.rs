@@ -277,7 +277,14 @@ impl Operator {
 
     /// The operator's /metrics text.
     pub fn metrics(&self) -> String {
-        http_get(self.http_port, "/metrics").unwrap_or_default()
+        // A loaded machine can drop a connection now and then: try a few times.
+        for _ in 0..5 {
+            match http_get(self.http_port, "/metrics") {
+                Some(r) if r.starts_with("HTTP/1.1 200") => return r,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        String::new()
     }
 
     /// Kills the operator at once (SIGKILL), as a crash would.

@@ -4,6 +4,7 @@
 mod admission;
 mod experiment;
 mod harness;
+mod leader;
 mod pipeline;
 mod simulation;
 mod smoke;
