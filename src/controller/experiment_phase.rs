@@ -55,6 +55,8 @@ pub struct Observed {
     pub simulation: Option<Child>,
     /// Names of referenced Pipelines that do not exist.
     pub missing_refs: Vec<String>,
+    /// A `topk` candidate's refresh interval (its top K is re-chosen from the baseline's data).
+    pub topk_refresh: Option<Duration>,
 }
 
 /// Side effects the driver performs.
@@ -64,6 +66,8 @@ pub enum Effect {
     EnsureChildren,
     /// Delete the children: the run is over, results stay in status.
     ReleaseChildren,
+    /// Re-choose a `topk` candidate's top K from the baseline's data since `since`.
+    RefreshTopK { since: Timestamp },
     /// Measure the window in Prometheus and finish (see [`finish`]).
     Analyze { start: Timestamp, end: Timestamp },
 }
@@ -344,6 +348,18 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed, 
                 d.effects = vec![Effect::Analyze { start, end }];
             } else {
                 d.requeue = Some(until(obs.now, end));
+                if let Some(every) = obs.topk_refresh {
+                    let every = SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
+                    let last = stored.topk.as_ref().and_then(|t| ts(&t.refreshed_at)).unwrap_or(since);
+                    let next = last.checked_add(every).unwrap_or(last);
+                    if obs.now >= next {
+                        d.effects.push(Effect::RefreshTopK { since: last });
+                        let after = obs.now.checked_add(every).unwrap_or(obs.now);
+                        d.requeue = d.requeue.map(|r| r.min(until(obs.now, after)));
+                    } else {
+                        d.requeue = d.requeue.map(|r| r.min(until(obs.now, next)));
+                    }
+                }
             }
         }
         ExperimentPhase::Analyzing => {
@@ -522,6 +538,7 @@ mod tests {
             candidate,
             simulation: Some(Child::Progressing),
             missing_refs: vec![],
+            topk_refresh: None,
         }
     }
 
@@ -620,6 +637,25 @@ mod tests {
                 end: at(700)
             }]
         );
+    }
+
+    #[test]
+    fn a_topk_candidate_is_refreshed_on_its_interval() {
+        let mut st = status(ExperimentPhase::Running);
+        st.running_since = Some(Time(at(0)));
+        let mut o = obs(30, Child::Ready, Child::Ready);
+        o.topk_refresh = Some(Duration::from_secs(60));
+        let d = decide(&spec(), &st, &o);
+        assert!(!d.effects.iter().any(|e| matches!(e, Effect::RefreshTopK { .. })));
+        assert_eq!(d.requeue, Some(Duration::from_secs(30)), "wakes up for the first refresh");
+        o.now = at(61);
+        let d = decide(&spec(), &st, &o);
+        assert!(d.effects.contains(&Effect::RefreshTopK { since: at(0) }));
+        st.topk = Some(crate::crd::experiment::TopKSelection { processes: vec!["java".into()], refreshed_at: Some(Time(at(61))) });
+        o.now = at(100);
+        let d = decide(&spec(), &st, &o);
+        assert!(!d.effects.iter().any(|e| matches!(e, Effect::RefreshTopK { .. })));
+        assert_eq!(d.requeue, Some(Duration::from_secs(21)));
     }
 
     #[test]

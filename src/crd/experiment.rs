@@ -263,6 +263,21 @@ pub struct ExperimentStatus {
     /// On `Pass`: the candidate Pipeline spec, ready to commit to Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<PipelineSpec>,
+    /// A `topk` candidate: the executable names last chosen from the baseline's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk: Option<TopKSelection>,
+}
+
+/// The top-K selection of a `topk` candidate.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopKSelection {
+    /// The K heaviest executable names by CPU in the baseline's data, heaviest first.
+    #[serde(default)]
+    pub processes: Vec<String>,
+    /// When they were chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<Time>,
 }
 
 fn is_zero(n: &u32) -> bool {

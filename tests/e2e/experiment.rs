@@ -52,15 +52,16 @@ async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, fro
     let steps: Vec<i64> = (0..=DURATION / STEP).map(|k| (from + k * STEP) * 1000).collect();
     let mut series = vec![];
     let names: Vec<&str> = shape.executables.iter().map(String::as_str).chain(shape.critical.iter().copied()).collect();
-    for name in names {
+    for (rank, name) in names.into_iter().enumerate() {
         for pid in 0..shape.pids_per_executable {
             let pid = pid.to_string();
             for metric in ["process_cpu_time_seconds_total", "process_memory_usage_bytes"] {
                 let mut labels = base.to_vec();
                 labels.extend([("process_executable_name", name), ("process_pid", pid.as_str())]);
                 let mut ts = TimeSeries::new(metric, &labels);
+                // CPU grows faster for later names: the top K of the baseline is predictable.
                 for (i, t) in steps.iter().enumerate() {
-                    ts = ts.sample(*t, i as f64);
+                    ts = ts.sample(*t, (i * (rank + 1)) as f64);
                 }
                 series.push(ts);
             }
@@ -365,5 +366,32 @@ async fn deleting_mid_run_garbage_collects_everything() {
         (p + s + d + c + jobs == 0).then_some(())
     })
     .await;
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_topk_candidate_keeps_the_baselines_heaviest_processes() {
+    let ns = TestNamespace::new("exp-topk").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let api = ns.api::<Experiment>();
+    let mut exp = experiment("exp", "", "");
+    exp.spec.duration = "90s".into();
+    let mut candidate = phoenix::crd::PipelineSpec::from_template(phoenix::crd::pipeline::PipelineTemplate::Topk);
+    candidate.critical_processes = vec!["^postgres$".into()];
+    candidate.topk = Some(serde_yaml::from_str("{k: 3, refreshInterval: 30s}").expect("parses"));
+    exp.spec.candidate.pipeline = Some(candidate);
+    api.create(&PostParams::default(), &exp).await.expect("created");
+    let since = running_since(&api, "exp").await;
+    let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
+    feed(&url, &format!("{}/exp", ns.name), "baseline", &shape(20, 1, &["postgres", "nginx"]), since).await;
+    // The heaviest three by CPU are the last three names fed.
+    let chosen = eventually("top K chosen from the baseline", Duration::from_secs(90), || async {
+        let t = api.get("exp").await.ok()?.status?.topk?;
+        (!t.processes.is_empty()).then_some(t.processes)
+    })
+    .await;
+    assert_eq!(chosen, vec!["nginx", "postgres", "svc-0019"]);
+    let child = ns.api::<Pipeline>().get("exp-candidate").await.expect("candidate Pipeline");
+    assert_eq!(child.spec.topk.map(|t| t.processes), Some(chosen), "the candidate was re-rendered with the top K");
     ns.cleanup().await;
 }

@@ -34,7 +34,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
 use crate::pod::{PodWorker, RunnerContext, Stop};
@@ -177,9 +176,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::try_default().await?;
 
     let node = node::NodeSpec::new(&cli.node_name, &cli.node_labels, &cli.taints)?;
-    node::register(&client, &node).await?;
+    let uid = node::register(&client, &node).await?;
     tracing::info!(node = %cli.node_name, state_dir = %state_dir.display(), "node registered and Ready");
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node.clone()));
+    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node.clone(), uid));
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(shutdown_signal(cli.stop_on_stdin_eof, stop_tx));
@@ -194,6 +193,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", cli.node_name));
     let mut events = watcher::watcher(pods, config).boxed();
     let mut workers: BTreeMap<String, PodWorker> = BTreeMap::new();
+    // Workers still stopping a pod that is gone.
+    let mut stopping: Vec<PodWorker> = vec![];
     // Pods listed since the last (re)list started: those not in it are gone.
     let mut listed: Option<Vec<String>> = None;
     loop {
@@ -219,6 +220,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     for uid in gone {
                         if let Some(w) = workers.remove(&uid) {
                             w.stop(Stop::Vanished);
+                            stopping.push(w);
                         }
                     }
                 }
@@ -226,11 +228,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(Ok(Event::Delete(p))) => {
                     if let Some(w) = p.uid().and_then(|uid| workers.remove(&uid)) {
                         w.stop(Stop::Vanished);
+                        stopping.push(w);
                     }
                 }
             },
         }
-        workers.retain(|_, w| !w.finished_and_gone());
+        stopping.retain(|w| !w.is_finished());
     }
 
     tracing::info!(pods = workers.len(), "stopping: terminating every pod process");
@@ -238,7 +241,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     for w in workers.values() {
         w.stop(Stop::Shutdown { grace });
     }
-    for (_, w) in std::mem::take(&mut workers) {
+    for w in workers.into_values().chain(stopping) {
         w.join().await;
     }
     heartbeat.abort();
@@ -261,9 +264,7 @@ fn on_apply(ctx: &Arc<RunnerContext>, workers: &mut BTreeMap<String, PodWorker>,
     match workers.get(&uid) {
         Some(w) => w.update(pod),
         None => {
-            if let Some(w) = PodWorker::start(ctx.clone(), pod) {
-                workers.insert(uid, w);
-            }
+            workers.insert(uid, PodWorker::start(ctx.clone(), pod));
         }
     }
 }
@@ -297,16 +298,20 @@ async fn shutdown_signal(stdin_eof: bool, stop: watch::Sender<bool>) {
         let _ = stop.send(true);
         return;
     };
+    // A plain thread: tokio's stdin needs a feature this crate does not enable.
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    if stdin_eof {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = eof_tx.send(());
+        });
+    }
     let eof = async {
-        if !stdin_eof {
-            return std::future::pending::<()>().await;
-        }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
+        if eof_rx.await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
     let why = tokio::select! {

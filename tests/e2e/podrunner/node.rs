@@ -141,24 +141,27 @@ fn parse_taint(s: &str) -> Option<Taint> {
     })
 }
 
-/// Creates or takes over the Node (server-side apply) and makes it Ready.
-pub async fn register(client: &Client, spec: &NodeSpec) -> Result<(), kube::Error> {
+/// Creates or takes over the Node (server-side apply), makes it Ready and returns its uid.
+pub async fn register(client: &Client, spec: &NodeSpec) -> Result<String, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pp = PatchParams::apply(MANAGER).force();
     let mut node = serde_json::to_value(spec.node()).unwrap_or_default();
     node["apiVersion"] = json!("v1");
     node["kind"] = json!("Node");
-    nodes.patch(&spec.name, &pp, &Patch::Apply(&node)).await?;
+    let uid = nodes
+        .patch(&spec.name, &pp, &Patch::Apply(&node))
+        .await?
+        .uid()
+        .unwrap_or_default();
     nodes
         .patch_status(&spec.name, &pp, &Patch::Apply(&spec.status()))
         .await?;
-    renew_lease(client, spec).await?;
-    Ok(())
+    renew_lease(client, spec, &uid).await?;
+    Ok(uid)
 }
 
-async fn renew_lease(client: &Client, spec: &NodeSpec) -> Result<(), kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let uid = nodes.get(&spec.name).await?.uid().unwrap_or_default();
+async fn renew_lease(client: &Client, spec: &NodeSpec, uid: &str) -> Result<(), kube::Error> {
+    let uid = uid.to_string();
     let lease = Lease {
         metadata: ObjectMeta {
             name: Some(spec.name.clone()),
@@ -190,7 +193,7 @@ async fn renew_lease(client: &Client, spec: &NodeSpec) -> Result<(), kube::Error
 }
 
 /// Renews the Lease every 10 s and the node status every 30 s, forever (aborted on shutdown).
-pub async fn heartbeat(client: Client, spec: NodeSpec) {
+pub async fn heartbeat(client: Client, spec: NodeSpec, uid: String) {
     let mut lease = tokio::time::interval(LEASE_EVERY);
     let mut status = tokio::time::interval(STATUS_EVERY);
     lease.tick().await;
@@ -199,7 +202,7 @@ pub async fn heartbeat(client: Client, spec: NodeSpec) {
     loop {
         tokio::select! {
             _ = lease.tick() => {
-                if let Err(e) = renew_lease(&client, &spec).await {
+                if let Err(e) = renew_lease(&client, &spec, &uid).await {
                     tracing::warn!(error = %e, "node lease renewal failed");
                 }
             }

@@ -164,7 +164,11 @@ pub fn rewrite(doc: &mut Value, ports: &PortMap, mounts: &Mounts) -> Vec<String>
     }
     if let Some(receivers) = doc.get_mut("receivers").and_then(Value::as_mapping_mut) {
         for (id, receiver) in receivers.iter_mut() {
-            let Some(root) = receiver.get("root_path").and_then(Value::as_str) else {
+            let Some(root) = receiver
+                .get("root_path")
+                .and_then(Value::as_str)
+                .map(String::from)
+            else {
                 continue;
             };
             let proc = format!("{}/proc", root.trim_end_matches('/'));

@@ -140,10 +140,6 @@ impl Mounts {
         self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
     }
 
-    pub fn entries(&self) -> &[(String, PathBuf)] {
-        &self.entries
-    }
-
     /// Where an absolute container path is on this machine, if it is under a mount.
     pub fn translate(&self, path: &str) -> Option<PathBuf> {
         self.entries.iter().find_map(|(mount, local)| {
