@@ -48,7 +48,7 @@ pub fn pipeline_labels(
     owner: &Ownership,
     component: &str,
 ) -> BTreeMap<String, String> {
-    let labels = BTreeMap::from([
+    BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_string(),
             MANAGED_BY.to_string(),
@@ -67,8 +67,7 @@ pub fn pipeline_labels(
             VARIANT.to_string(),
             owner.variant.clone().unwrap_or_default(),
         ),
-    ]);
-    labels
+    ])
 }
 
 /// The pod selector of a Pipeline's collectors (a subset of [`pipeline_labels`], never changes).

@@ -150,9 +150,9 @@ async fn analyze(
             let [_, candidate_spec] = specs;
             let recommendation = (v == Verdict::Pass).then_some(candidate_spec).flatten();
             AnalysisOutcome::Judged {
-                results: evaluation.results,
+                results: Box::new(evaluation.results),
                 verdict: v,
-                recommendation,
+                recommendation: recommendation.map(Box::new),
             }
         }
     }

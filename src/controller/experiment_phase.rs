@@ -377,9 +377,9 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed, 
 pub enum AnalysisOutcome {
     /// Measured and judged: the results and verdict go into status.
     Judged {
-        results: crate::crd::experiment::Results,
+        results: Box<crate::crd::experiment::Results>,
         verdict: crate::crd::experiment::Verdict,
-        recommendation: Option<crate::crd::PipelineSpec>,
+        recommendation: Option<Box<crate::crd::PipelineSpec>>,
     },
     /// The baseline had no data: a failure, never a verdict.
     NoData(String),
@@ -424,9 +424,9 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed, limits:
                     .map(|v| format!("{v:.1}%"))
                     .unwrap_or_else(|| "n/a".into()),
             );
-            d.status.results = Some(results);
+            d.status.results = Some(*results);
             d.status.verdict = Some(verdict);
-            d.status.recommendation = recommendation;
+            d.status.recommendation = recommendation.map(|r| *r);
             let note = enter(
                 &mut d.status,
                 ExperimentPhase::Completed,
@@ -703,7 +703,7 @@ mod tests {
         let d = finish(
             d,
             AnalysisOutcome::Judged {
-                results,
+                results: Box::new(results),
                 verdict: Verdict::Pass,
                 recommendation: None,
             },
@@ -781,7 +781,7 @@ mod tests {
         let d = finish(
             decide(&spec(), &st, &o),
             AnalysisOutcome::Judged {
-                results: Results::default(),
+                results: Box::default(),
                 verdict: Verdict::Inconclusive,
                 recommendation: None,
             },

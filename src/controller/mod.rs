@@ -160,14 +160,10 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 }
 
 /// A future that resolves once `stop` turns true (or its sender is gone).
-pub fn stopped(
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                return;
-            }
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
         }
     }
 }

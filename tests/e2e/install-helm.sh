@@ -33,11 +33,23 @@ else
     log "helm $HELM_VERSION: built meanwhile by another caller ($HELM_BIN)"
   else
     logf=$CACHE/logs/helm.log
+    : >"$logf"
     log "helm $HELM_VERSION: building (log: $logf)"
     start=$SECONDS
     rm -rf "$HELM_DIR.partial"; mkdir -p "$HELM_DIR.partial"
-    if ! GOBIN=$HELM_DIR.partial CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$logf" 2>&1; then
+    # As helm's Makefile does: stamp the version, and the Kubernetes version `helm template` and
+    # `helm lint` assume (from the client-go it builds with; the default would be v1.20).
+    gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" 2>>"$logf" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p') \
+      || die "cannot download helm.sh/helm/v3@$HELM_VERSION; log: $logf"
+    client_go=$(awk '$1 == "k8s.io/client-go" { print $2; exit }' "$gomod")
+    k8s_minor=${client_go#v0.}; k8s_minor=${k8s_minor%%.*}
+    [[ $k8s_minor =~ ^[0-9]+$ ]] || die "cannot read the k8s.io/client-go version from $gomod"
+    ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+    for pkg in pkg/lint/rules pkg/chartutil; do
+      ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$k8s_minor"
+    done
+    if ! GOBIN=$HELM_DIR.partial CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" \
+        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >>"$logf" 2>&1; then
       echo "install-helm.sh: error: building helm failed; full log: $logf" >&2
       tail -n 30 "$logf" | sed 's/^/    /' >&2
       exit 1

@@ -1176,7 +1176,7 @@ mod tests {
         let listed = [k8s_openapi::api::core::v1::KeyToPath {
             key: "config.yaml".into(),
             path: "sub/c.yaml".into(),
-            mode: None,
+            ..Default::default()
         }];
         assert_eq!(
             items(&data, Some(&listed)),
