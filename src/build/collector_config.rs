@@ -342,9 +342,10 @@ fn build(
             "endpoint": ctx.remote_write_url,
             "resource_to_telemetry_conversion": {"enabled": true},
             "target_info": {"enabled": false},
-            // One sender keeps each series' samples in order (Prometheus rejects a whole
-            // remote-write request with an out-of-order sample).
-            "remote_write_queue": {"enabled": true, "queue_size": 10000, "num_consumers": 1},
+            // One request at a time keeps each series' samples in order (Prometheus rejects a
+            // whole remote-write request with an out-of-order sample). The queue has one worker
+            // unless a feature gate says otherwise.
+            "max_batch_request_parallelism": 1,
         })),
     );
     let (extra_exporters, header_env) = if ctx.extra_exporters_allowed {

@@ -234,7 +234,7 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
                 return plan;
             }
             rest_filter.push(format!("not {}", is_match(&any_of(&spec.keep_patterns))));
-            let mut chain = vec![plan.add(FILTER_REST, drop_resources_where(rest_filter))];
+            let mut chain = filter_rest(&mut plan, rest_filter);
             if !spec.drop_attributes.is_empty() {
                 // Dropping identifying attributes (pid, command line) leaves same-named processes
                 // with identical labels, which Prometheus would reject as duplicate samples: those
