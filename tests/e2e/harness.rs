@@ -315,3 +315,41 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
+
+impl Operator {
+    /// Starts the operator like [`Operator::start`], but with the credentials in `kubeconfig`
+    /// (e.g. a ServiceAccount token, to run under the chart's RBAC) instead of the admin's.
+    pub fn start_with_kubeconfig(
+        namespace: &str,
+        kubeconfig: &Path,
+        extra_args: &[&str],
+    ) -> Operator {
+        let c = cluster();
+        let http_port = free_port();
+        let log =
+            std::fs::File::create(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
+                .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
+            .env("KUBECONFIG", kubeconfig)
+            .args([
+                "--prometheus-url",
+                &c.prometheus_url,
+                "--watch-namespaces",
+                namespace,
+            ])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args([
+                "--collector-image",
+                "otelcol-phoenix:e2e",
+                "--simulator-image",
+                "phoenix-simulator:e2e",
+            ])
+            .args(extra_args)
+            .env("PHOENIX_LOG_LEVEL", "info,phoenix=debug")
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("phoenix-operator starts");
+        Operator { child, http_port }
+    }
+}

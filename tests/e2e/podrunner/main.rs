@@ -138,6 +138,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // One thread: PR_SET_PDEATHSIG fires when the *thread* that spawned a child exits, so every
     // spawn must come from the thread that lives as long as the process.

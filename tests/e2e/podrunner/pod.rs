@@ -844,11 +844,12 @@ impl Worker {
             }
         }
         let deadline = Instant::now() + grace;
+        let key = format!("{}/{}", self.ns, self.name);
         for c in running {
             if let Some(mut child) = c.child.take() {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let status = process::stop(&mut child, left).await;
-                tracing::info!(container = %c.spec.name, pid = ?c.pid, ?status, "process ended");
+                tracing::info!(pod = %key, container = %c.spec.name, pid = ?c.pid, ?status, "process ended");
             }
         }
     }
