@@ -23,7 +23,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
     tracing::info!(addr = %settings.http_addr, "serving /metrics, /healthz, /readyz");
-    tokio::spawn(telemetry::serve(listener, metrics.clone(), readiness.clone()));
+    tokio::spawn(telemetry::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+    ));
 
     // `shutdown` turns true on SIGTERM/SIGINT.
     let (shutdown_tx, shutdown) = watch::channel(false);

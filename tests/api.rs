@@ -16,7 +16,10 @@ fn round_trip<T: Serialize + DeserializeOwned>(yaml: &str) -> T {
     let parsed: T = serde_yaml::from_str(yaml).expect("example parses into its type");
     let value = serde_json::to_value(&parsed).expect("serializes");
     let again: T = serde_json::from_value(value.clone()).expect("serialized form parses back");
-    assert_eq!(value, serde_json::to_value(&again).expect("serializes again"));
+    assert_eq!(
+        value,
+        serde_json::to_value(&again).expect("serializes again")
+    );
     parsed
 }
 

@@ -20,12 +20,12 @@ use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
 use crate::build::children::{self, Side};
 use crate::crd::experiment::{Experiment, ExperimentPhase, TopKSelection, Verdict};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::crd::pipeline::PipelinePhase;
 use crate::crd::simulation::SimulationPhase;
 use crate::crd::{Pipeline, PipelineSpec, Simulation, conditions};
 use crate::telemetry::{PhaseLabels, ResultLabels};
 use crate::{Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "experiment";
@@ -246,41 +246,91 @@ async fn refresh_topk(
     since: k8s_openapi::jiff::Timestamp,
     now: k8s_openapi::jiff::Timestamp,
 ) -> Result<TopKSelection> {
-    let previous = exp.status.as_ref().and_then(|s| s.topk.clone()).unwrap_or_default();
+    let previous = exp
+        .status
+        .as_ref()
+        .and_then(|s| s.topk.clone())
+        .unwrap_or_default();
     let k = candidate.spec.topk.as_ref().map_or(10, |t| t.k);
     let label = children::experiment_label(&exp.namespace().unwrap_or_default(), &exp.name_any());
-    let sel = VariantSelector { experiment: label, variant: Side::Baseline.as_str().to_string() };
-    let step = crate::crd::duration::parse(&exp.spec.analysis.interval).map(|d| d.as_secs_f64()).unwrap_or(30.0);
-    let window = Window { start: since.as_second(), end: now.as_second(), step_secs: step };
+    let sel = VariantSelector {
+        experiment: label,
+        variant: Side::Baseline.as_str().to_string(),
+    };
+    let step = crate::crd::duration::parse(&exp.spec.analysis.interval)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(30.0);
+    let window = Window {
+        start: since.as_second(),
+        end: now.as_second(),
+        step_secs: step,
+    };
     let url = prometheus_url(ctx, exp);
     let names = match prometheus_http_query::Client::try_from(url.as_str()) {
-        Ok(prom) => measure::topk_names(&prom, &sel, k, &window).await.map_err(|e| e.to_string()),
+        Ok(prom) => measure::topk_names(&prom, &sel, k, &window)
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let names = match names {
         Ok(names) if !names.is_empty() => names,
         Ok(_) => {
             warn!("no baseline data for the top-K yet; keeping the current selection");
-            return Ok(TopKSelection { refreshed_at: Some(Time(now)), ..previous });
+            return Ok(TopKSelection {
+                refreshed_at: Some(Time(now)),
+                ..previous
+            });
         }
         Err(e) => {
             warn!(error = %e, "top-K refresh failed; keeping the current selection");
-            return Ok(TopKSelection { refreshed_at: Some(Time(now)), ..previous });
+            return Ok(TopKSelection {
+                refreshed_at: Some(Time(now)),
+                ..previous
+            });
         }
     };
-    let current = candidate.spec.topk.as_ref().map(|t| t.processes.clone()).unwrap_or_default();
+    let current = candidate
+        .spec
+        .topk
+        .as_ref()
+        .map(|t| t.processes.clone())
+        .unwrap_or_default();
     if current != names {
         let mut spec = candidate.spec.clone();
         if let Some(t) = spec.topk.as_mut() {
             t.processes = names.clone();
         }
-        let owner = exp.controller_owner_ref(&()).ok_or(Error::MissingField("metadata.uid"))?;
-        let remote_write = exp.spec.prometheus.as_ref().map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
-        let child = children::pipeline(&exp.name_any(), &exp.namespace().unwrap_or_default(), &owner, &exp.spec, Side::Candidate, &spec, remote_write.as_deref());
+        let owner = exp
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingField("metadata.uid"))?;
+        let remote_write = exp
+            .spec
+            .prometheus
+            .as_ref()
+            .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
+        let child = children::pipeline(
+            &exp.name_any(),
+            &exp.namespace().unwrap_or_default(),
+            &owner,
+            &exp.spec,
+            Side::Candidate,
+            &spec,
+            remote_write.as_deref(),
+        );
         apply(pipelines, &child, "apply topk candidate").await?;
-        ctx.event(exp, EventType::Normal, "TopKRefreshed", "Refresh", format!("candidate keeps {}", names.join(", "))).await;
+        ctx.event(
+            exp,
+            EventType::Normal,
+            "TopKRefreshed",
+            "Refresh",
+            format!("candidate keeps {}", names.join(", ")),
+        )
+        .await;
     }
-    Ok(TopKSelection { processes: names, refreshed_at: Some(Time(now)) })
+    Ok(TopKSelection {
+        processes: names,
+        refreshed_at: Some(Time(now)),
+    })
 }
 
 fn ignore_not_found(r: std::result::Result<(), kube::Error>) -> Result<()> {
@@ -426,10 +476,15 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         let outcome = analyze(&ctx, &exp, specs, start, end).await;
         decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
-    if let Some(Effect::RefreshTopK { since }) = decision.effects.iter().find(|e| matches!(e, Effect::RefreshTopK { .. })).cloned()
+    if let Some(Effect::RefreshTopK { since }) = decision
+        .effects
+        .iter()
+        .find(|e| matches!(e, Effect::RefreshTopK { .. }))
+        .cloned()
         && let Some(child) = &candidate
     {
-        decision.status.topk = Some(refresh_topk(&ctx, &exp, &pipelines, child, since, observed.now).await?);
+        decision.status.topk =
+            Some(refresh_topk(&ctx, &exp, &pipelines, child, since, observed.now).await?);
     }
     for effect in &decision.effects {
         match effect {

@@ -40,7 +40,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deploy_timeout: DEPLOY_TIMEOUT, prometheus_budget: PROMETHEUS_BUDGET }
+        Limits {
+            deploy_timeout: DEPLOY_TIMEOUT,
+            prometheus_budget: PROMETHEUS_BUDGET,
+        }
     }
 }
 
@@ -197,7 +200,12 @@ fn capitalize(s: &str) -> String {
 }
 
 /// Decides the next step of an Experiment. Pure: the same inputs give the same decision.
-pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed, limits: &Limits) -> Decision {
+pub fn decide(
+    spec: &ExperimentSpec,
+    stored: &ExperimentStatus,
+    obs: &Observed,
+    limits: &Limits,
+) -> Decision {
     let mut status = stored.clone();
     status.observed_generation = obs.generation;
     let mut d = Decision {
@@ -349,8 +357,13 @@ pub fn decide(spec: &ExperimentSpec, stored: &ExperimentStatus, obs: &Observed, 
             } else {
                 d.requeue = Some(until(obs.now, end));
                 if let Some(every) = obs.topk_refresh {
-                    let every = SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
-                    let last = stored.topk.as_ref().and_then(|t| ts(&t.refreshed_at)).unwrap_or(since);
+                    let every =
+                        SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
+                    let last = stored
+                        .topk
+                        .as_ref()
+                        .and_then(|t| ts(&t.refreshed_at))
+                        .unwrap_or(since);
                     let next = last.checked_add(every).unwrap_or(last);
                     if obs.now >= next {
                         d.effects.push(Effect::RefreshTopK { since: last });
@@ -391,7 +404,12 @@ pub enum AnalysisOutcome {
 }
 
 /// Applies an analysis attempt to the decision of an `Analyzing` Experiment.
-pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed, limits: &Limits) -> Decision {
+pub fn finish(
+    mut d: Decision,
+    outcome: AnalysisOutcome,
+    obs: &Observed,
+    limits: &Limits,
+) -> Decision {
     d.effects.retain(|e| !matches!(e, Effect::Analyze { .. }));
     let outcome_kind = match &outcome {
         AnalysisOutcome::NoData(_) => "NoData",
@@ -438,7 +456,11 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed, limits:
             d.effects.push(Effect::ReleaseChildren);
         }
         AnalysisOutcome::NoData(message) | AnalysisOutcome::Invalid(message) => {
-            let reason = if outcome_kind == "NoData" { "NoData" } else { "InvalidAnalysis" };
+            let reason = if outcome_kind == "NoData" {
+                "NoData"
+            } else {
+                "InvalidAnalysis"
+            };
             set(
                 &mut d.status,
                 "PrometheusReachable",
@@ -448,13 +470,7 @@ pub fn finish(mut d: Decision, outcome: AnalysisOutcome, obs: &Observed, limits:
                 obs.generation,
                 obs.now,
             );
-            let note = enter(
-                &mut d.status,
-                ExperimentPhase::Failed,
-                reason,
-                message,
-                obs,
-            );
+            let note = enter(&mut d.status, ExperimentPhase::Failed, reason, message, obs);
             d.events.push(note);
             d.effects.push(Effect::ReleaseChildren);
         }
@@ -646,15 +662,30 @@ mod tests {
         let mut o = obs(30, Child::Ready, Child::Ready);
         o.topk_refresh = Some(Duration::from_secs(60));
         let d = decide(&spec(), &st, &o);
-        assert!(!d.effects.iter().any(|e| matches!(e, Effect::RefreshTopK { .. })));
-        assert_eq!(d.requeue, Some(Duration::from_secs(30)), "wakes up for the first refresh");
+        assert!(
+            !d.effects
+                .iter()
+                .any(|e| matches!(e, Effect::RefreshTopK { .. }))
+        );
+        assert_eq!(
+            d.requeue,
+            Some(Duration::from_secs(30)),
+            "wakes up for the first refresh"
+        );
         o.now = at(61);
         let d = decide(&spec(), &st, &o);
         assert!(d.effects.contains(&Effect::RefreshTopK { since: at(0) }));
-        st.topk = Some(crate::crd::experiment::TopKSelection { processes: vec!["java".into()], refreshed_at: Some(Time(at(61))) });
+        st.topk = Some(crate::crd::experiment::TopKSelection {
+            processes: vec!["java".into()],
+            refreshed_at: Some(Time(at(61))),
+        });
         o.now = at(100);
         let d = decide(&spec(), &st, &o);
-        assert!(!d.effects.iter().any(|e| matches!(e, Effect::RefreshTopK { .. })));
+        assert!(
+            !d.effects
+                .iter()
+                .any(|e| matches!(e, Effect::RefreshTopK { .. }))
+        );
         assert_eq!(d.requeue, Some(Duration::from_secs(21)));
     }
 

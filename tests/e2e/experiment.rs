@@ -14,7 +14,7 @@ use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus, Ve
 use phoenix::crd::{Pipeline, Simulation, conditions};
 use prometheus_http_query::reqwest;
 
-use crate::harness::{cluster, eventually, repo_root, Operator, TestNamespace};
+use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
 
 /// The analysis step of every test Experiment, and the spacing of fed samples.
 const STEP: i64 = 5;
@@ -48,16 +48,34 @@ fn shape(executables: usize, pids: usize, critical: &'static [&'static str]) -> 
 /// Remote-writes `shape` for one variant over `[from, from + DURATION]` (future samples are fine:
 /// nothing else writes these series), so the analysis window is fully covered.
 async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, from: i64) {
-    let base = [("phoenix_experiment", experiment), ("phoenix_variant", variant), ("phoenix_pipeline", variant), ("phoenix_node", "kwok-node-0")];
-    let steps: Vec<i64> = (0..=DURATION / STEP).map(|k| (from + k * STEP) * 1000).collect();
+    let base = [
+        ("phoenix_experiment", experiment),
+        ("phoenix_variant", variant),
+        ("phoenix_pipeline", variant),
+        ("phoenix_node", "kwok-node-0"),
+    ];
+    let steps: Vec<i64> = (0..=DURATION / STEP)
+        .map(|k| (from + k * STEP) * 1000)
+        .collect();
     let mut series = vec![];
-    let names: Vec<&str> = shape.executables.iter().map(String::as_str).chain(shape.critical.iter().copied()).collect();
+    let names: Vec<&str> = shape
+        .executables
+        .iter()
+        .map(String::as_str)
+        .chain(shape.critical.iter().copied())
+        .collect();
     for (rank, name) in names.into_iter().enumerate() {
         for pid in 0..shape.pids_per_executable {
             let pid = pid.to_string();
-            for metric in ["process_cpu_time_seconds_total", "process_memory_usage_bytes"] {
+            for metric in [
+                "process_cpu_time_seconds_total",
+                "process_memory_usage_bytes",
+            ] {
                 let mut labels = base.to_vec();
-                labels.extend([("process_executable_name", name), ("process_pid", pid.as_str())]);
+                labels.extend([
+                    ("process_executable_name", name),
+                    ("process_pid", pid.as_str()),
+                ]);
                 let mut ts = TimeSeries::new(metric, &labels);
                 // CPU grows faster for later names: the top K of the baseline is predictable.
                 for (i, t) in steps.iter().enumerate() {
@@ -76,16 +94,27 @@ async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, fro
     series.extend([cpu, rss]);
     let client = reqwest::Client::new();
     for chunk in series.chunks(500) {
-        remote_write::push(&client, url, chunk).await.expect("Prometheus accepts the remote write");
+        remote_write::push(&client, url, chunk)
+            .await
+            .expect("Prometheus accepts the remote write");
     }
 }
 
 async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
     let status = phase(api, name, &[ExperimentPhase::Running], 90).await;
-    status.running_since.expect("runningSince set when Running").0.as_second()
+    status
+        .running_since
+        .expect("runningSince set when Running")
+        .0
+        .as_second()
 }
 
-async fn phase(api: &Api<Experiment>, name: &str, phases: &[ExperimentPhase], secs: u64) -> ExperimentStatus {
+async fn phase(
+    api: &Api<Experiment>,
+    name: &str,
+    phases: &[ExperimentPhase],
+    secs: u64,
+) -> ExperimentStatus {
     let what = format!("Experiment {name} in {phases:?}");
     eventually(&what, Duration::from_secs(secs), || async {
         let s = api.get(name).await.ok()?.status?;
@@ -94,48 +123,93 @@ async fn phase(api: &Api<Experiment>, name: &str, phases: &[ExperimentPhase], se
     .await
 }
 
-const FINAL: &[ExperimentPhase] = &[ExperimentPhase::Completed, ExperimentPhase::Failed, ExperimentPhase::Aborted];
+const FINAL: &[ExperimentPhase] = &[
+    ExperimentPhase::Completed,
+    ExperimentPhase::Failed,
+    ExperimentPhase::Aborted,
+];
 
 /// Runs one Experiment against the cluster's Prometheus with the given variant shapes.
-async fn run(prefix: &str, criteria: &str, baseline: Shape<'_>, candidate: Shape<'_>) -> (TestNamespace, ExperimentStatus) {
+async fn run(
+    prefix: &str,
+    criteria: &str,
+    baseline: Shape<'_>,
+    candidate: Shape<'_>,
+) -> (TestNamespace, ExperimentStatus) {
     let ns = TestNamespace::new(prefix).await;
     let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
-    api.create(&PostParams::default(), &experiment("exp", criteria, "")).await.expect("Experiment created");
+    api.create(&PostParams::default(), &experiment("exp", criteria, ""))
+        .await
+        .expect("Experiment created");
     let since = running_since(&api, "exp").await;
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
     feed(&url, &label, "baseline", &baseline, since).await;
     feed(&url, &label, "candidate", &candidate, since).await;
     let status = phase(&api, "exp", FINAL, 180).await;
-    eventually("the operator's /metrics counts experiment reconciles", Duration::from_secs(30), || async {
-        operator.metrics().contains("phoenix_reconciles_total{controller=\"experiment\"}").then_some(())
-    })
+    eventually(
+        "the operator's /metrics counts experiment reconciles",
+        Duration::from_secs(30),
+        || async {
+            operator
+                .metrics()
+                .contains("phoenix_reconciles_total{controller=\"experiment\"}")
+                .then_some(())
+        },
+    )
     .await;
     (ns, status)
 }
 
 #[tokio::test]
 async fn a_reducing_candidate_passes_and_releases_its_children() {
-    let (ns, status) = run("exp-pass", "minSeriesReductionPercent: 80", shape(50, 2, &["postgres", "nginx"]), shape(3, 1, &["postgres", "nginx"])).await;
+    let (ns, status) = run(
+        "exp-pass",
+        "minSeriesReductionPercent: 80",
+        shape(50, 2, &["postgres", "nginx"]),
+        shape(3, 1, &["postgres", "nginx"]),
+    )
+    .await;
     assert_eq!(status.phase, Some(ExperimentPhase::Completed), "{status:?}");
     assert_eq!(status.verdict, Some(Verdict::Pass), "{:?}", status.results);
     let r = status.results.clone().expect("results");
     // baseline 52 executables × 2 pids × 2 metrics = 208; candidate 5 × 1 × 2 = 10.
     assert_eq!(r.baseline.series, Some(208.0));
     assert_eq!(r.candidate.series, Some(10.0));
-    assert!((r.series_reduction_percent.expect("reduction") - (1.0 - 10.0 / 208.0) * 100.0).abs() < 1e-6);
+    assert!(
+        (r.series_reduction_percent.expect("reduction") - (1.0 - 10.0 / 208.0) * 100.0).abs()
+            < 1e-6
+    );
     assert_eq!(r.critical_retention_percent, Some(100.0));
-    assert!(r.confidence.as_ref().and_then(|c| c.p_value).is_some_and(|p| p < 0.05));
-    assert!(r.criteria.iter().all(|c| c.passed && c.query.is_some()), "{:?}", r.criteria);
+    assert!(
+        r.confidence
+            .as_ref()
+            .and_then(|c| c.p_value)
+            .is_some_and(|p| p < 0.05)
+    );
+    assert!(
+        r.criteria.iter().all(|c| c.passed && c.query.is_some()),
+        "{:?}",
+        r.criteria
+    );
     let cost = r.estimated_monthly_cost.expect("cost");
     assert!(cost.candidate < cost.baseline);
-    assert!(status.recommendation.is_some(), "a Pass recommends the candidate spec");
+    assert!(
+        status.recommendation.is_some(),
+        "a Pass recommends the candidate spec"
+    );
     assert!(conditions::is_true(&status.conditions, "Ready"));
     // Finished experiments release their collectors while the results stay in status.
     let pipelines = ns.api::<Pipeline>();
     eventually("children released", Duration::from_secs(60), || async {
-        pipelines.list(&ListParams::default()).await.ok()?.items.is_empty().then_some(())
+        pipelines
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
     })
     .await;
     ns.cleanup().await;
@@ -143,11 +217,21 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
 
 #[tokio::test]
 async fn a_reduction_below_the_threshold_fails() {
-    let (ns, status) = run("exp-fail", "minSeriesReductionPercent: 90", shape(50, 2, &["postgres", "nginx"]), shape(40, 2, &["postgres", "nginx"])).await;
+    let (ns, status) = run(
+        "exp-fail",
+        "minSeriesReductionPercent: 90",
+        shape(50, 2, &["postgres", "nginx"]),
+        shape(40, 2, &["postgres", "nginx"]),
+    )
+    .await;
     assert_eq!(status.phase, Some(ExperimentPhase::Completed));
     assert_eq!(status.verdict, Some(Verdict::Fail));
     let r = status.results.expect("results");
-    let c = r.criteria.iter().find(|c| c.name == "minSeriesReductionPercent").expect("criterion");
+    let c = r
+        .criteria
+        .iter()
+        .find(|c| c.name == "minSeriesReductionPercent")
+        .expect("criterion");
     assert!(!c.passed && c.threshold == 90.0);
     assert!(status.recommendation.is_none());
     ns.cleanup().await;
@@ -155,15 +239,30 @@ async fn a_reduction_below_the_threshold_fails() {
 
 #[tokio::test]
 async fn a_missing_critical_process_fails() {
-    let (ns, status) = run("exp-critical", "minSeriesReductionPercent: 50", shape(50, 2, &["postgres", "nginx"]), shape(3, 1, &["postgres"])).await;
+    let (ns, status) = run(
+        "exp-critical",
+        "minSeriesReductionPercent: 50",
+        shape(50, 2, &["postgres", "nginx"]),
+        shape(3, 1, &["postgres"]),
+    )
+    .await;
     assert_eq!(status.verdict, Some(Verdict::Fail));
-    assert_eq!(status.results.expect("results").critical_retention_percent, Some(50.0));
+    assert_eq!(
+        status.results.expect("results").critical_retention_percent,
+        Some(50.0)
+    );
     ns.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_a_a_experiment_does_not_pass() {
-    let (ns, status) = run("exp-aa", "", shape(50, 2, &["postgres", "nginx"]), shape(50, 2, &["postgres", "nginx"])).await;
+    let (ns, status) = run(
+        "exp-aa",
+        "",
+        shape(50, 2, &["postgres", "nginx"]),
+        shape(50, 2, &["postgres", "nginx"]),
+    )
+    .await;
     assert_eq!(status.phase, Some(ExperimentPhase::Completed));
     assert_ne!(status.verdict, Some(Verdict::Pass), "{:?}", status.results);
     ns.cleanup().await;
@@ -183,21 +282,38 @@ impl OwnPrometheus {
         std::fs::write(&config, "global: {scrape_interval: 1m}\n").expect("config written");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .stderr(
+                std::fs::File::create(dir.join("prometheus.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
             .spawn()
             .expect("prometheus starts");
-        OwnPrometheus { child: Some(child), dir, port }
+        OwnPrometheus {
+            child: Some(child),
+            dir,
+            port,
+        }
     }
 
     async fn ready(&self) {
         let port = self.port;
-        eventually("own Prometheus ready", Duration::from_secs(30), || async move {
-            crate::harness::http_get(port, "/-/ready").filter(|r| r.starts_with("HTTP/1.1 200")).map(|_| ())
-        })
+        eventually(
+            "own Prometheus ready",
+            Duration::from_secs(30),
+            || async move {
+                crate::harness::http_get(port, "/-/ready")
+                    .filter(|r| r.starts_with("HTTP/1.1 200"))
+                    .map(|_| ())
+            },
+        )
         .await;
     }
 
@@ -221,32 +337,61 @@ impl Drop for OwnPrometheus {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 #[tokio::test]
 async fn prometheus_down_mid_run_then_back_recovers() {
     let ns = TestNamespace::new("exp-promdown").await;
     let port = free_port();
-    let mut prom = OwnPrometheus::start(repo_root().join(format!("target/e2e/prom-{}", ns.name)), port);
+    let mut prom = OwnPrometheus::start(
+        repo_root().join(format!("target/e2e/prom-{}", ns.name)),
+        port,
+    );
     prom.ready().await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     let extra = format!("  prometheus: {{url: 'http://127.0.0.1:{port}'}}\n");
-    api.create(&PostParams::default(), &experiment("exp", "minSeriesReductionPercent: 80", &extra)).await.expect("created");
+    api.create(
+        &PostParams::default(),
+        &experiment("exp", "minSeriesReductionPercent: 80", &extra),
+    )
+    .await
+    .expect("created");
     let since = running_since(&api, "exp").await;
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let label = format!("{}/exp", ns.name);
-    feed(&url, &label, "baseline", &shape(50, 2, &["postgres", "nginx"]), since).await;
-    feed(&url, &label, "candidate", &shape(3, 1, &["postgres", "nginx"]), since).await;
+    feed(
+        &url,
+        &label,
+        "baseline",
+        &shape(50, 2, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
+    feed(
+        &url,
+        &label,
+        "candidate",
+        &shape(3, 1, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
     prom.stop();
 
     // The run ends while Prometheus is down: the analysis retries with PrometheusReachable=False.
-    let unreachable = eventually("PrometheusReachable=False", Duration::from_secs(120), || async {
-        let s = api.get("exp").await.ok()?.status?;
-        let c = conditions::find(&s.conditions, "PrometheusReachable")?;
-        (c.status == phoenix::crd::ConditionStatus::False).then_some(s)
-    })
+    let unreachable = eventually(
+        "PrometheusReachable=False",
+        Duration::from_secs(120),
+        || async {
+            let s = api.get("exp").await.ok()?.status?;
+            let c = conditions::find(&s.conditions, "PrometheusReachable")?;
+            (c.status == phoenix::crd::ConditionStatus::False).then_some(s)
+        },
+    )
     .await;
     assert_eq!(unreachable.phase, Some(ExperimentPhase::Analyzing));
     assert!(unreachable.prometheus_failures >= 1);
@@ -254,9 +399,17 @@ async fn prometheus_down_mid_run_then_back_recovers() {
     let mut prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
     let status = phase(&api, "exp", FINAL, 180).await;
-    assert_eq!(status.phase, Some(ExperimentPhase::Completed), "{:?}", status.message);
+    assert_eq!(
+        status.phase,
+        Some(ExperimentPhase::Completed),
+        "{:?}",
+        status.message
+    );
     assert_eq!(status.verdict, Some(Verdict::Pass));
-    assert!(conditions::is_true(&status.conditions, "PrometheusReachable"));
+    assert!(conditions::is_true(
+        &status.conditions,
+        "PrometheusReachable"
+    ));
     assert_eq!(status.prometheus_failures, 0);
     ns.cleanup().await;
 }
@@ -266,8 +419,13 @@ async fn prometheus_down_past_the_budget_fails_unavailable() {
     let ns = TestNamespace::new("exp-promgone").await;
     let _operator = Operator::start(&ns.name, &["--analysis-retries", "2"]);
     let api = ns.api::<Experiment>();
-    let extra = format!("  prometheus: {{url: 'http://127.0.0.1:{}'}}\n", free_port());
-    api.create(&PostParams::default(), &experiment("exp", "", &extra)).await.expect("created");
+    let extra = format!(
+        "  prometheus: {{url: 'http://127.0.0.1:{}'}}\n",
+        free_port()
+    );
+    api.create(&PostParams::default(), &experiment("exp", "", &extra))
+        .await
+        .expect("created");
     let status = phase(&api, "exp", FINAL, 180).await;
     assert_eq!(status.phase, Some(ExperimentPhase::Failed));
     assert_eq!(status.verdict, None, "a failure is not a verdict");
@@ -281,19 +439,48 @@ async fn no_baseline_data_fails_no_data() {
     let ns = TestNamespace::new("exp-nodata").await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
-    api.create(&PostParams::default(), &experiment("exp", "", "")).await.expect("created");
+    api.create(&PostParams::default(), &experiment("exp", "", ""))
+        .await
+        .expect("created");
     let status = phase(&api, "exp", FINAL, 180).await;
     assert_eq!(status.phase, Some(ExperimentPhase::Failed));
-    assert_eq!(conditions::find(&status.conditions, "Ready").map(|c| c.reason.as_str()), Some("NoData"));
+    assert_eq!(
+        conditions::find(&status.conditions, "Ready").map(|c| c.reason.as_str()),
+        Some("NoData")
+    );
     assert_eq!(status.verdict, None);
     ns.cleanup().await;
 }
 
 async fn children_count(ns: &TestNamespace) -> (usize, usize, usize, usize) {
-    let p = ns.api::<Pipeline>().list(&ListParams::default()).await.expect("list").items.len();
-    let s = ns.api::<Simulation>().list(&ListParams::default()).await.expect("list").items.len();
-    let d = ns.api::<DaemonSet>().list(&ListParams::default()).await.expect("list").items.len();
-    let c = ns.api::<ConfigMap>().list(&ListParams::default().labels("app.kubernetes.io/managed-by=phoenix")).await.expect("list").items.len();
+    let p = ns
+        .api::<Pipeline>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    let s = ns
+        .api::<Simulation>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    let d = ns
+        .api::<DaemonSet>()
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len();
+    let c = ns
+        .api::<ConfigMap>()
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=phoenix"))
+        .await
+        .expect("list")
+        .items
+        .len();
     (p, s, d, c)
 }
 
@@ -302,26 +489,67 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     let ns = TestNamespace::new("exp-restart").await;
     let api = ns.api::<Experiment>();
     let operator = Operator::start(&ns.name, &[]);
-    api.create(&PostParams::default(), &experiment("exp", "minSeriesReductionPercent: 80", "  simulation: {profile: high-cardinality, processes: 20, duration: 2m}\n")).await.expect("created");
+    api.create(
+        &PostParams::default(),
+        &experiment(
+            "exp",
+            "minSeriesReductionPercent: 80",
+            "  simulation: {profile: high-cardinality, processes: 20, duration: 2m}\n",
+        ),
+    )
+    .await
+    .expect("created");
     // Killed while Deploying or just after.
-    phase(&api, "exp", &[ExperimentPhase::Deploying, ExperimentPhase::Running], 60).await;
+    phase(
+        &api,
+        "exp",
+        &[ExperimentPhase::Deploying, ExperimentPhase::Running],
+        60,
+    )
+    .await;
     operator.kill();
     let operator = Operator::start(&ns.name, &[]);
     let since = running_since(&api, "exp").await;
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
-    feed(&url, &label, "baseline", &shape(50, 2, &["postgres", "nginx"]), since).await;
-    feed(&url, &label, "candidate", &shape(3, 1, &["postgres", "nginx"]), since).await;
+    feed(
+        &url,
+        &label,
+        "baseline",
+        &shape(50, 2, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
+    feed(
+        &url,
+        &label,
+        "candidate",
+        &shape(3, 1, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
     // Killed while Running: the restarted one keeps the same clock and children.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(children_count(&ns).await, (2, 1, 2, 2), "2 Pipelines, 1 Simulation, 2 DaemonSets, 2 ConfigMaps");
+    assert_eq!(
+        children_count(&ns).await,
+        (2, 1, 2, 2),
+        "2 Pipelines, 1 Simulation, 2 DaemonSets, 2 ConfigMaps"
+    );
     operator.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let operator = Operator::start(&ns.name, &[]);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(children_count(&ns).await, (2, 1, 2, 2), "no duplicate children after restart");
+    assert_eq!(
+        children_count(&ns).await,
+        (2, 1, 2, 2),
+        "no duplicate children after restart"
+    );
     let running = api.get("exp").await.expect("get").status.expect("status");
-    assert_eq!(running.running_since.map(|t| t.0.as_second()), Some(since), "the clock survives restarts");
+    assert_eq!(
+        running.running_since.map(|t| t.0.as_second()),
+        Some(since),
+        "the clock survives restarts"
+    );
     let status = phase(&api, "exp", FINAL, 180).await;
     assert_eq!(status.verdict, Some(Verdict::Pass), "{:?}", status.message);
     drop(operator);
@@ -333,10 +561,14 @@ async fn abort_ends_the_run_and_releases_children() {
     let ns = TestNamespace::new("exp-abort").await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
-    api.create(&PostParams::default(), &experiment("exp", "", "")).await.expect("created");
+    api.create(&PostParams::default(), &experiment("exp", "", ""))
+        .await
+        .expect("created");
     running_since(&api, "exp").await;
     let patch = serde_json::json!({"spec": {"abort": true}});
-    api.patch("exp", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("abort patched");
+    api.patch("exp", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("abort patched");
     let status = phase(&api, "exp", FINAL, 60).await;
     assert_eq!(status.phase, Some(ExperimentPhase::Aborted));
     assert!(status.completion_time.is_some());
@@ -347,7 +579,14 @@ async fn abort_ends_the_run_and_releases_children() {
     .await;
     // Terminal phases never change.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(api.get("exp").await.expect("get").status.and_then(|s| s.phase), Some(ExperimentPhase::Aborted));
+    assert_eq!(
+        api.get("exp")
+            .await
+            .expect("get")
+            .status
+            .and_then(|s| s.phase),
+        Some(ExperimentPhase::Aborted)
+    );
     ns.cleanup().await;
 }
 
@@ -356,15 +595,36 @@ async fn deleting_mid_run_garbage_collects_everything() {
     let ns = TestNamespace::new("exp-delete").await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
-    api.create(&PostParams::default(), &experiment("exp", "", "  simulation: {profile: spike, processes: 10, duration: 2m}\n")).await.expect("created");
+    api.create(
+        &PostParams::default(),
+        &experiment(
+            "exp",
+            "",
+            "  simulation: {profile: spike, processes: 10, duration: 2m}\n",
+        ),
+    )
+    .await
+    .expect("created");
     running_since(&api, "exp").await;
     assert_eq!(children_count(&ns).await.0, 2);
-    api.delete("exp", &Default::default()).await.expect("deleted");
-    eventually("everything garbage-collected", Duration::from_secs(90), || async {
-        let (p, s, d, c) = children_count(&ns).await;
-        let jobs = ns.api::<k8s_openapi::api::batch::v1::Job>().list(&ListParams::default()).await.ok()?.items.len();
-        (p + s + d + c + jobs == 0).then_some(())
-    })
+    api.delete("exp", &Default::default())
+        .await
+        .expect("deleted");
+    eventually(
+        "everything garbage-collected",
+        Duration::from_secs(90),
+        || async {
+            let (p, s, d, c) = children_count(&ns).await;
+            let jobs = ns
+                .api::<k8s_openapi::api::batch::v1::Job>()
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len();
+            (p + s + d + c + jobs == 0).then_some(())
+        },
+    )
     .await;
     ns.cleanup().await;
 }
@@ -376,22 +636,44 @@ async fn a_topk_candidate_keeps_the_baselines_heaviest_processes() {
     let api = ns.api::<Experiment>();
     let mut exp = experiment("exp", "", "");
     exp.spec.duration = "90s".into();
-    let mut candidate = phoenix::crd::PipelineSpec::from_template(phoenix::crd::pipeline::PipelineTemplate::Topk);
+    let mut candidate =
+        phoenix::crd::PipelineSpec::from_template(phoenix::crd::pipeline::PipelineTemplate::Topk);
     candidate.critical_processes = vec!["^postgres$".into()];
     candidate.topk = Some(serde_yaml::from_str("{k: 3, refreshInterval: 30s}").expect("parses"));
     exp.spec.candidate.pipeline = Some(candidate);
-    api.create(&PostParams::default(), &exp).await.expect("created");
+    api.create(&PostParams::default(), &exp)
+        .await
+        .expect("created");
     let since = running_since(&api, "exp").await;
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
-    feed(&url, &format!("{}/exp", ns.name), "baseline", &shape(20, 1, &["postgres", "nginx"]), since).await;
+    feed(
+        &url,
+        &format!("{}/exp", ns.name),
+        "baseline",
+        &shape(20, 1, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
     // The heaviest three by CPU are the last three names fed.
-    let chosen = eventually("top K chosen from the baseline", Duration::from_secs(90), || async {
-        let t = api.get("exp").await.ok()?.status?.topk?;
-        (!t.processes.is_empty()).then_some(t.processes)
-    })
+    let chosen = eventually(
+        "top K chosen from the baseline",
+        Duration::from_secs(90),
+        || async {
+            let t = api.get("exp").await.ok()?.status?.topk?;
+            (!t.processes.is_empty()).then_some(t.processes)
+        },
+    )
     .await;
     assert_eq!(chosen, vec!["nginx", "postgres", "svc-0019"]);
-    let child = ns.api::<Pipeline>().get("exp-candidate").await.expect("candidate Pipeline");
-    assert_eq!(child.spec.topk.map(|t| t.processes), Some(chosen), "the candidate was re-rendered with the top K");
+    let child = ns
+        .api::<Pipeline>()
+        .get("exp-candidate")
+        .await
+        .expect("candidate Pipeline");
+    assert_eq!(
+        child.spec.topk.map(|t| t.processes),
+        Some(chosen),
+        "the candidate was re-rendered with the top K"
+    );
     ns.cleanup().await;
 }

@@ -6,5 +6,6 @@ mod experiment;
 mod harness;
 mod leader;
 mod pipeline;
+mod rbac;
 mod simulation;
 mod smoke;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use phoenix::analysis::queries::{COLLECTOR_CPU_METRIC, COLLECTOR_MEMORY_METRIC};
 use phoenix::analysis::remote_write::{self, TimeSeries};
@@ -30,7 +31,10 @@ use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
 const NAMESPACED_RULES: &[(&str, &str)] = &[
     ("phoenix.io/experiments", "list watch"),
     ("phoenix.io/pipelines", "get list watch create patch delete"),
-    ("phoenix.io/simulations", "get list watch create patch delete"),
+    (
+        "phoenix.io/simulations",
+        "get list watch create patch delete",
+    ),
     ("phoenix.io/experiments/status", "patch"),
     ("phoenix.io/pipelines/status", "patch"),
     ("phoenix.io/simulations/status", "patch"),
@@ -208,7 +212,11 @@ fn delete_cluster_scoped(docs: &[Value]) {
     let mut cmd = cluster().kubectl();
     cmd.args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
     let out = run_with_stdin(cmd, &yaml_stream(&cluster_scoped));
-    assert!(out.status.success(), "kubectl delete failed: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "kubectl delete failed: {}",
+        text(&out)
+    );
 }
 
 /// Applies the chart's ServiceAccount and RBAC, mints a token for the ServiceAccount with the
@@ -349,7 +357,10 @@ fn the_chart_lints_and_renders_least_privilege() {
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "phoenix");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let container = &pod["containers"][0];
     let sc = &container["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc:?}");
@@ -374,7 +385,10 @@ fn the_chart_lints_and_renders_least_privilege() {
         env(deployment, "PHOENIX_LEASE_NAMESPACE")["value"],
         "phoenix-system"
     );
-    assert_eq!(env(deployment, "PHOENIX_HTTP_ADDR")["value"], "0.0.0.0:8080");
+    assert_eq!(
+        env(deployment, "PHOENIX_HTTP_ADDR")["value"],
+        "0.0.0.0:8080"
+    );
     assert_eq!(
         env(deployment, "PHOENIX_SIMULATOR_IMAGE")["value"],
         "ghcr.io/phoenix-operator/phoenix:0.1.0",
@@ -415,7 +429,10 @@ fn the_chart_lints_and_renders_least_privilege() {
         ("PHOENIX_DEPLOY_TIMEOUT_SECONDS", "60"),
         ("PHOENIX_ANALYSIS_RETRIES", "3"),
         ("PHOENIX_WATCH_NAMESPACES", "a,b"),
-        ("PHOENIX_SIMULATOR_IMAGE", "ghcr.io/phoenix-operator/phoenix:v9"),
+        (
+            "PHOENIX_SIMULATOR_IMAGE",
+            "ghcr.io/phoenix-operator/phoenix:v9",
+        ),
     ] {
         assert_eq!(env(d, key)["value"], value, "{key}");
     }
@@ -441,8 +458,12 @@ fn the_chart_lints_and_renders_least_privilege() {
     assert_eq!(cluster_bindings, ["phoenix-nodes"]);
 
     // Several replicas: leader election is required, readiness must not wait for the Lease.
-    let err = template("phoenix", "phoenix-system", &["replicas=2", "leaderElection.enabled=false"])
-        .expect_err("two replicas without leader election are refused");
+    let err = template(
+        "phoenix",
+        "phoenix-system",
+        &["replicas=2", "leaderElection.enabled=false"],
+    )
+    .expect_err("two replicas without leader election are refused");
     assert!(err.contains("requires leaderElection.enabled"), "{err}");
     let docs = render("phoenix", "phoenix-system", &["replicas=2"]);
     let d = find(&docs, "Deployment", "phoenix");
@@ -452,16 +473,27 @@ fn the_chart_lints_and_renders_least_privilege() {
         "/healthz"
     );
     // No leader election: no Lease Role.
-    let docs = render("phoenix", "phoenix-system", &["leaderElection.enabled=false"]);
+    let docs = render(
+        "phoenix",
+        "phoenix-system",
+        &["leaderElection.enabled=false"],
+    );
     assert!(!docs.iter().any(|d| kind(d) == "Role"));
 
     // The ServiceMonitor only on request.
-    let docs = render("phoenix", "phoenix-system", &["serviceMonitor.enabled=true"]);
+    let docs = render(
+        "phoenix",
+        "phoenix-system",
+        &["serviceMonitor.enabled=true"],
+    );
     let sm = find(&docs, "ServiceMonitor", "phoenix");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "http");
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
     let service = find(&docs, "Service", "phoenix-metrics");
-    assert_eq!(sm["spec"]["selector"]["matchLabels"], service["spec"]["selector"]);
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"]
+    );
 }
 
 /// Labels `ns` so that Pod Security admission enforces the restricted profile there.
@@ -555,11 +587,25 @@ async fn requests_outside_the_charts_rules_are_denied() {
         &["create", "rolebindings.rbac.authorization.k8s.io", "-n", n],
         &["get", "pods", "-n", n],
         &["create", "pods", "-n", n],
-        &["create", "serviceaccounts", "--subresource", "token", "-n", n],
+        &[
+            "create",
+            "serviceaccounts",
+            "--subresource",
+            "token",
+            "-n",
+            n,
+        ],
         &["delete", "experiments.phoenix.io", "-n", n],
         &["create", "experiments.phoenix.io", "-n", n],
         &["update", "pipelines.phoenix.io", "-n", n],
-        &["update", "experiments.phoenix.io", "--subresource", "status", "-n", n],
+        &[
+            "update",
+            "experiments.phoenix.io",
+            "--subresource",
+            "status",
+            "-n",
+            n,
+        ],
         &["get", "daemonsets.apps", "-n", n],
         &["delete", "jobs.batch", "-n", n],
         &["list", "events", "-n", n],
@@ -610,7 +656,10 @@ async fn feed(experiment: &str, variant: &str, executables: usize, pids: usize, 
     for name in &names {
         for pid in 0..pids {
             let pid = pid.to_string();
-            for metric in ["process_cpu_time_seconds_total", "process_memory_usage_bytes"] {
+            for metric in [
+                "process_cpu_time_seconds_total",
+                "process_memory_usage_bytes",
+            ] {
                 let mut labels = base.to_vec();
                 labels.extend([
                     ("process_executable_name", name.as_str()),
@@ -650,10 +699,17 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
     let release = ns.name.clone();
     let fullname = format!("{release}-phoenix");
     // Namespaced mode, the narrowest grant: RoleBinding in the watched namespace, Nodes cluster-wide.
-    let docs = render(&release, &ns.name, &[&format!("watchNamespaces={{{}}}", ns.name)]);
+    let docs = render(
+        &release,
+        &ns.name,
+        &[&format!("watchNamespaces={{{}}}", ns.name)],
+    );
     let kubeconfig = install_rbac_and_login(&docs, &ns.name, &fullname);
     assert!(
-        !can_i(&kubeconfig, &["list", "pipelines.phoenix.io", "-n", "default"]),
+        !can_i(
+            &kubeconfig,
+            &["list", "pipelines.phoenix.io", "-n", "default"]
+        ),
         "namespaced mode grants nothing outside the watched namespace"
     );
     let log = repo_root().join(format!("target/e2e/operator-{}.log", ns.name));
@@ -700,49 +756,71 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
         .create(&PostParams::default(), &experiment)
         .await
         .expect("Experiment created");
-    let since = eventually("the Experiment Running", Duration::from_secs(90), || async {
-        let s = experiments.get("exp").await.ok()?.status?;
-        (s.phase == Some(ExperimentPhase::Running)).then_some(s.running_since?.0.as_second())
-    })
+    let since = eventually(
+        "the Experiment Running",
+        Duration::from_secs(90),
+        || async {
+            let s = experiments.get("exp").await.ok()?.status?;
+            (s.phase == Some(ExperimentPhase::Running)).then_some(s.running_since?.0.as_second())
+        },
+    )
     .await;
     let label = format!("{}/exp", ns.name);
     feed(&label, "baseline", 50, 2, since).await;
     feed(&label, "candidate", 3, 1, since).await;
-    let status = eventually("the Experiment finished", Duration::from_secs(180), || async {
-        let s = experiments.get("exp").await.ok()?.status?;
-        matches!(
-            s.phase,
-            Some(ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted)
-        )
-        .then_some(s)
-    })
+    let status = eventually(
+        "the Experiment finished",
+        Duration::from_secs(180),
+        || async {
+            let s = experiments.get("exp").await.ok()?.status?;
+            matches!(
+                s.phase,
+                Some(
+                    ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted
+                )
+            )
+            .then_some(s)
+        },
+    )
     .await;
     assert_eq!(status.phase, Some(ExperimentPhase::Completed), "{status:?}");
     assert_eq!(status.verdict, Some(Verdict::Pass), "{:?}", status.results);
-    eventually("the Experiment's children released", Duration::from_secs(60), || async {
-        let left = pipelines.list(&ListParams::default()).await.ok()?.items;
-        left.iter().all(|p| p.name_any() == "exporting").then_some(())
-    })
+    eventually(
+        "the Experiment's children released",
+        Duration::from_secs(60),
+        || async {
+            let left = pipelines.list(&ListParams::default()).await.ok()?.items;
+            left.iter()
+                .all(|p| p.name_any() == "exporting")
+                .then_some(())
+        },
+    )
     .await;
     let exporting = pipelines.get("exporting").await.expect("Pipeline exists");
     let phase = exporting.status.as_ref().and_then(|s| s.phase);
     assert_eq!(phase, Some(PipelinePhase::Ready), "{:?}", exporting.status);
 
     // The Lease and the Events were written with the token too.
-    let lease = ns.api::<Lease>().get(&fullname).await.expect("Lease exists");
+    let lease = ns
+        .api::<Lease>()
+        .get(&fullname)
+        .await
+        .expect("Lease exists");
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("rbac-e2e")
     );
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(ns.client.clone(), &ns.name)
-        .list(&ListParams::default())
-        .await
-        .expect("Events listed");
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(ns.client.clone(), &ns.name)
+            .list(&ListParams::default())
+            .await
+            .expect("Events listed");
     assert!(
         events
             .items
             .iter()
-            .any(|e| e.reporting_controller.as_deref() == Some("phoenix-operator")),
+            .any(|e| e.reporting_controller.as_deref()
+                == Some(phoenix::build::labels::FIELD_MANAGER)),
         "the operator published Events"
     );
     drop(operator);
