@@ -114,6 +114,34 @@ async fn pipeline_deploys_rolls_rejects_and_garbage_collects() {
     let ds = daemonsets.get("agg-collector").await.expect("DaemonSet");
     assert_eq!(template_hash(&ds).as_deref(), Some(new_hash.as_str()));
 
+    // Old hash-named ConfigMaps beyond the current one and two others are pruned.
+    let mut last = new_hash.clone();
+    for interval in ["21s", "22s", "23s"] {
+        let patch = serde_json::json!({"spec": {"collectionInterval": interval}});
+        pipelines
+            .patch("agg", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patched");
+        let p = ready(&pipelines, "agg", Some(&last)).await;
+        last = p.status.and_then(|s| s.config_hash).expect("hash");
+    }
+    let new_hash = last;
+    let cms = config_maps
+        .list(&ListParams::default().labels("phoenix.io/pipeline=agg"))
+        .await
+        .expect("listed");
+    assert_eq!(
+        cms.items.len(),
+        3,
+        "current + 2 previous ConfigMaps kept, older ones pruned"
+    );
+    assert!(
+        cms.items
+            .iter()
+            .any(|cm| cm.metadata.name.as_deref() == Some(format!("agg-{new_hash}").as_str()))
+    );
+    let ds = daemonsets.get("agg-collector").await.expect("DaemonSet");
+
     // An invalid custom config: ConfigValid=False with the reason; the collectors keep running.
     let ds_version = ds.resource_version();
     let patch = serde_json::json!({"spec": {"custom": {"pipeline": ["filter/missing"]}}});
