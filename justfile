@@ -8,11 +8,11 @@ default:
 
 # All tests, unit and end-to-end (builds and caches the local control plane first).
 test: build-e2e
-    PHOENIX_REQUIRE_E2E=1 cargo test --all-targets
+    PHOENIX_REQUIRE_E2E=1 cargo test --lib --bins --tests -- --test-threads=8
 
 # Unit tests only (no control plane).
 test-unit:
-    cargo test --lib --bins --test api --test crds
+    cargo test --lib --bins --test api --test crds --test chart
 
 # Build (or reuse from ~/.cache/phoenix-e2e) etcd, kube-*, kubectl, kwok, the collector; install Prometheus.
 build-e2e:
@@ -37,6 +37,7 @@ run:
 # Regenerate crds/ from the Rust types.
 crds:
     cargo run --quiet --bin crdgen -- crds
+    cp crds/*.yaml charts/phoenix/crds/
 
 # A real Experiment end to end on this machine: control plane, operator, collectors, load, verdict.
 demo: build-e2e

@@ -167,6 +167,7 @@ flock 9 || die "cannot lock $CACHE/.build.lock"
 
 (( $# )) || set -- openssl prometheus k8s kwok otelcol
 for c in "$@"; do component "$c"; done
+"$E2E/install-helm.sh" # helm for the chart tests (tests/e2e/rbac.rs); prints HELM_BIN=
 echo "K8S_BIN_DIR=$K8S_DIR/bin"
 echo "KWOK_BIN=$KWOK_DIR/bin/kwok"
 echo "KWOK_STAGES_DIR=$KWOK_DIR/stages"

@@ -396,7 +396,7 @@ async fn prometheus_down_mid_run_then_back_recovers() {
     assert_eq!(unreachable.phase, Some(ExperimentPhase::Analyzing));
     assert!(unreachable.prometheus_failures >= 1);
 
-    let mut prom = OwnPrometheus::start(prom.dir.clone(), port);
+    let prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
     let status = phase(&api, "exp", FINAL, 180).await;
     assert_eq!(

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
@@ -203,20 +204,32 @@ fn kubectl_apply(docs: &[&Value]) {
     assert!(out.status.success(), "kubectl apply failed: {}", text(&out));
 }
 
-/// Deletes what namespace deletion does not: the cluster-scoped ClusterRoles and bindings.
-fn delete_cluster_scoped(docs: &[Value]) {
-    let cluster_scoped: Vec<&Value> = docs
-        .iter()
-        .filter(|d| matches!(kind(d), "ClusterRole" | "ClusterRoleBinding"))
-        .collect();
-    let mut cmd = cluster().kubectl();
-    cmd.args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
-    let out = run_with_stdin(cmd, &yaml_stream(&cluster_scoped));
-    assert!(
-        out.status.success(),
-        "kubectl delete failed: {}",
-        text(&out)
-    );
+/// Deletes, when dropped (also when a test fails), what namespace deletion does not: the chart's
+/// cluster-scoped ClusterRoles and ClusterRoleBindings.
+struct ClusterScoped(String);
+
+impl ClusterScoped {
+    fn of(docs: &[Value]) -> ClusterScoped {
+        let docs: Vec<&Value> = docs
+            .iter()
+            .filter(|d| matches!(kind(d), "ClusterRole" | "ClusterRoleBinding"))
+            .collect();
+        ClusterScoped(yaml_stream(&docs))
+    }
+}
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        let mut cmd = cluster().kubectl();
+        cmd.args(["delete", "--ignore-not-found", "--wait=false", "-f", "-"]);
+        let out = run_with_stdin(cmd, &self.0);
+        if !out.status.success() {
+            eprintln!(
+                "deleting the chart's cluster-scoped RBAC failed: {}",
+                text(&out)
+            );
+        }
+    }
 }
 
 /// Applies the chart's ServiceAccount and RBAC, mints a token for the ServiceAccount with the
@@ -309,6 +322,17 @@ fn the_chart_lints_and_renders_least_privilege() {
         let out = cmd.output().expect("helm runs");
         assert!(out.status.success(), "helm lint {sets:?}: {}", text(&out));
     }
+
+    // The CRDs ship in crds/ (tests/chart.rs keeps them equal to the repository's crds/).
+    let out = Command::new(helm())
+        .args(["template", "phoenix", "--include-crds"])
+        .arg(chart_dir())
+        .output()
+        .expect("helm runs");
+    let crds = String::from_utf8_lossy(&out.stdout)
+        .matches("kind: CustomResourceDefinition")
+        .count();
+    assert_eq!(crds, 3, "helm template --include-crds: {}", text(&out));
 
     let docs = render("phoenix", "phoenix-system", &[]);
     let kinds: BTreeSet<&str> = docs.iter().map(kind).collect();
@@ -515,6 +539,7 @@ async fn the_chart_installs_under_restricted_pod_security() {
     enforce_restricted(&ns).await;
     // On the kwok nodes (kwok fakes the pod; no image is pulled): admission is what is tested.
     let docs = render(&ns.name, &ns.name, &["nodeSelector.type=kwok"]);
+    let _cleanup = ClusterScoped::of(&docs);
     let all: Vec<&Value> = docs.iter().collect();
     let mut cmd = cluster().kubectl();
     cmd.args(["apply", "-f", "-"]);
@@ -536,7 +561,6 @@ async fn the_chart_installs_under_restricted_pod_security() {
         },
     )
     .await;
-    delete_cluster_scoped(&docs);
     ns.cleanup().await;
 }
 
@@ -547,6 +571,7 @@ async fn requests_outside_the_charts_rules_are_denied() {
     let fullname = format!("{release}-phoenix");
     // Cluster-wide mode (watchNamespaces empty): the widest grant the chart makes.
     let docs = render(&release, &ns.name, &[]);
+    let _cleanup = ClusterScoped::of(&docs);
     let kubeconfig = install_rbac_and_login(&docs, &ns.name, &fullname);
     let n = ns.name.as_str();
 
@@ -626,7 +651,6 @@ async fn requests_outside_the_charts_rules_are_denied() {
     assert!(!out.status.success(), "listing pods must fail");
     assert!(text(&out).contains("Forbidden"), "{}", text(&out));
 
-    delete_cluster_scoped(&docs);
     ns.cleanup().await;
 }
 
@@ -704,6 +728,7 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
         &ns.name,
         &[&format!("watchNamespaces={{{}}}", ns.name)],
     );
+    let _cleanup = ClusterScoped::of(&docs);
     let kubeconfig = install_rbac_and_login(&docs, &ns.name, &fullname);
     assert!(
         !can_i(
@@ -765,6 +790,12 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
         },
     )
     .await;
+    let jobs = ns.api::<Job>().list(&ListParams::default()).await;
+    assert_eq!(
+        jobs.expect("Jobs listed").items.len(),
+        1,
+        "the simulator Job runs"
+    );
     let label = format!("{}/exp", ns.name);
     feed(&label, "baseline", 50, 2, since).await;
     feed(&label, "candidate", 3, 1, since).await;
@@ -815,14 +846,26 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
             .list(&ListParams::default())
             .await
             .expect("Events listed");
-    assert!(
-        events
-            .items
-            .iter()
-            .any(|e| e.reporting_controller.as_deref()
-                == Some(phoenix::build::labels::FIELD_MANAGER)),
-        "the operator published Events"
-    );
+    let reasons: BTreeSet<&str> = events
+        .items
+        .iter()
+        .filter(|e| {
+            e.reporting_controller.as_deref() == Some(phoenix::build::labels::FIELD_MANAGER)
+        })
+        .filter_map(|e| e.reason.as_deref())
+        .collect();
+    for reason in [
+        "ConfigChanged",
+        "RolledOut",
+        "LoadStarted",
+        "Running",
+        "Completed",
+    ] {
+        assert!(
+            reasons.contains(reason),
+            "no {reason} Event among {reasons:?}"
+        );
+    }
     drop(operator);
     let log = std::fs::read_to_string(&log).expect("operator log readable");
     assert!(
@@ -833,6 +876,5 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    delete_cluster_scoped(&docs);
     ns.cleanup().await;
 }

@@ -60,7 +60,11 @@ struct Cli {
     /// Image rule `SUBSTRING=PATH` (repeatable or comma-separated): a container whose image
     /// (without tag or digest) contains SUBSTRING runs PATH. Checked in order, before the rules of
     /// --collector-bin and --simulator-bin.
-    #[arg(long = "image-map", value_name = "SUBSTRING=PATH", value_delimiter = ',')]
+    #[arg(
+        long = "image-map",
+        value_name = "SUBSTRING=PATH",
+        value_delimiter = ','
+    )]
     image_map: Vec<String>,
     /// The collector binary: images containing `otelcol` or `opentelemetry-collector`.
     #[arg(long, env = "COLLECTOR_BIN")]
@@ -106,7 +110,9 @@ impl Cli {
             map.push("opentelemetry-collector", bin);
         }
         let simulator = self.simulator_bin.clone().or_else(|| {
-            let sibling = std::env::current_exe().ok()?.with_file_name("phoenix-simulator");
+            let sibling = std::env::current_exe()
+                .ok()?
+                .with_file_name("phoenix-simulator");
             sibling.is_file().then_some(sibling)
         });
         if let Some(bin) = simulator {
@@ -120,7 +126,9 @@ impl Cli {
             }
         }
         if map.rules().is_empty() {
-            return Err("no image rules: give --collector-bin, --simulator-bin or --image-map".into());
+            return Err(
+                "no image rules: give --collector-bin, --simulator-bin or --image-map".into(),
+            );
         }
         Ok(map)
     }
@@ -172,7 +180,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             .join("target/e2e/podrunner")
             .join(&cli.node_name),
     };
-    std::fs::create_dir_all(state_dir.join("pods"))?;
+    // Pod directories of an earlier run are stale: no process outlives its runner.
+    let pods_dir = state_dir.join("pods");
+    if pods_dir.exists() {
+        std::fs::remove_dir_all(&pods_dir)?;
+    }
+    std::fs::create_dir_all(&pods_dir)?;
     std::fs::create_dir_all(state_dir.join("logs"))?;
     let client = Client::try_default().await?;
 
@@ -237,7 +250,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         stopping.retain(|w| !w.is_finished());
     }
 
-    tracing::info!(pods = workers.len(), "stopping: terminating every pod process");
+    tracing::info!(
+        pods = workers.len(),
+        "stopping: terminating every pod process"
+    );
     let grace = Duration::from_secs(cli.shutdown_grace_seconds);
     for w in workers.values() {
         w.stop(Stop::Shutdown { grace });
@@ -283,7 +299,9 @@ async fn deregister(client: &Client, node_name: &str) {
             continue;
         };
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+        let _ = api
+            .delete(&name, &DeleteParams::default().grace_period(0))
+            .await;
         tracing::info!(pod = %format!("{ns}/{name}"), "deleted (its node is going away)");
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec as CoreNodeSpec, Taint};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec as CoreNodeSpec, Taint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -55,7 +57,9 @@ impl NodeSpec {
         }
         let taints = taints
             .iter()
-            .map(|t| parse_taint(t).ok_or_else(|| format!("--taint {t:?} is not KEY[=VALUE]:EFFECT")))
+            .map(|t| {
+                parse_taint(t).ok_or_else(|| format!("--taint {t:?} is not KEY[=VALUE]:EFFECT"))
+            })
             .collect::<Result<_, _>>()?;
         Ok(NodeSpec {
             name: name.to_string(),
@@ -87,7 +91,8 @@ impl NodeSpec {
     fn status(&self) -> serde_json::Value {
         let now = Time(Timestamp::now());
         let since = Time(self.ready_since);
-        let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"});
+        let capacity =
+            json!({"cpu": "64", "memory": "256Gi", "pods": "110", "ephemeral-storage": "1Ti"});
         let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
             type_: type_.to_string(),
             status: status.to_string(),
@@ -187,7 +192,11 @@ async fn renew_lease(client: &Client, spec: &NodeSpec, uid: &str) -> Result<(), 
     body["kind"] = json!("Lease");
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     leases
-        .patch(&spec.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .patch(
+            &spec.name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
         .await?;
     Ok(())
 }

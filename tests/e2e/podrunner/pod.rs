@@ -91,8 +91,7 @@ impl RunnerContext {
             } else {
                 port + 1
             };
-            if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            {
+            if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
                 taken.insert(port);
                 return Some(port);
             }
@@ -446,9 +445,10 @@ impl Worker {
         }
         for port in wanted {
             if !self.ports.contains_key(&port) {
-                let host = self.ctx.allocate_port().ok_or_else(|| {
-                    config_error("no free host port left in 10000-19999".into())
-                })?;
+                let host = self
+                    .ctx
+                    .allocate_port()
+                    .ok_or_else(|| config_error("no free host port left in 10000-19999".into()))?;
                 self.ports.insert(port, host);
             }
         }
@@ -515,10 +515,11 @@ impl Worker {
                 argv,
                 env,
                 cwd,
-                log: self.ctx.state_dir.join("logs").join(format!(
-                    "{}_{}_{}.log",
-                    self.ns, self.name, c.name
-                )),
+                log: self
+                    .ctx
+                    .state_dir
+                    .join("logs")
+                    .join(format!("{}_{}_{}.log", self.ns, self.name, c.name)),
                 child: None,
                 pid: None,
                 state: waiting("ContainerCreating", ""),
@@ -547,7 +548,12 @@ impl Worker {
                     .into_iter()
                     .map(|(k, v)| (k, v.into_bytes()))
                     .collect();
-                data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                data.extend(
+                    cm.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                );
                 Ok(data)
             }
             Ok(None) if optional => Ok(BTreeMap::new()),
@@ -555,7 +561,10 @@ impl Worker {
                 "CreateContainerConfigError".into(),
                 format!("configmap {name:?} not found"),
             )),
-            Err(e) => Err(("CreateContainerConfigError".into(), format!("configmap {name:?}: {e}"))),
+            Err(e) => Err((
+                "CreateContainerConfigError".into(),
+                format!("configmap {name:?}: {e}"),
+            )),
         }
     }
 
@@ -586,7 +595,10 @@ impl Worker {
                 "CreateContainerConfigError".into(),
                 format!("secret {name:?} not found"),
             )),
-            Err(e) => Err(("CreateContainerConfigError".into(), format!("secret {name:?}: {e}"))),
+            Err(e) => Err((
+                "CreateContainerConfigError".into(),
+                format!("secret {name:?}: {e}"),
+            )),
         }
     }
 
@@ -619,7 +631,12 @@ impl Worker {
                 (_, Some(from)) => {
                     if let Some(f) = &from.field_ref {
                         spec::field_value(&self.pod, &self.ctx.node, &f.field_path).ok_or_else(
-                            || err(format!("env {}: unsupported fieldRef {}", var.name, f.field_path)),
+                            || {
+                                err(format!(
+                                    "env {}: unsupported fieldRef {}",
+                                    var.name, f.field_path
+                                ))
+                            },
                         )?
                     } else if let Some(r) = &from.secret_key_ref {
                         let data = self.secret(&r.name, r.optional == Some(true)).await?;
@@ -757,7 +774,8 @@ impl Worker {
         if restart {
             let key = self.key();
             let c = &mut self.containers[i];
-            let backoff = Duration::from_secs(1u64 << c.restarts.clamp(0, 5)).min(Duration::from_secs(30));
+            let backoff =
+                Duration::from_secs(1u64 << c.restarts.clamp(0, 5)).min(Duration::from_secs(30));
             c.restart_at = Some(Instant::now() + backoff);
             tracing::info!(pod = %key, container = %c.spec.name, ?backoff, "restarting after backoff");
         }
@@ -768,11 +786,7 @@ impl Worker {
         self.containers
             .iter()
             .flat_map(|c| {
-                let probe = c
-                    .child
-                    .as_ref()
-                    .and(c.probe.as_ref())
-                    .map(|p| p.next);
+                let probe = c.child.as_ref().and(c.probe.as_ref()).map(|p| p.next);
                 [probe, c.restart_at]
             })
             .chain([self.status_retry])
@@ -868,7 +882,9 @@ impl Worker {
         match api.delete(&self.name, &dp).await {
             Ok(_) => tracing::info!(pod = %self.key(), "deletion confirmed"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %self.key(), error = %e, "could not confirm the deletion"),
+            Err(e) => {
+                tracing::warn!(pod = %self.key(), error = %e, "could not confirm the deletion")
+            }
         }
     }
 
@@ -911,9 +927,8 @@ impl Worker {
     fn status(&mut self) -> PodStatus {
         let phase = self.phase();
         let terminal = matches!(phase, "Succeeded" | "Failed");
-        let ready = !terminal
-            && !self.containers.is_empty()
-            && self.containers.iter().all(|c| c.ready);
+        let ready =
+            !terminal && !self.containers.is_empty() && self.containers.iter().all(|c| c.ready);
         let started = self.waiting.is_none();
         let mut statuses: Vec<ContainerStatus> = match &self.waiting {
             Some((reason, message)) => self
@@ -991,7 +1006,10 @@ impl Worker {
             field_manager: Some(MANAGER.to_string()),
             ..Default::default()
         };
-        match api.patch_status(&self.name, &pp, &Patch::Strategic(body)).await {
+        match api
+            .patch_status(&self.name, &pp, &Patch::Strategic(body))
+            .await
+        {
             Ok(_) => {
                 tracing::debug!(pod = %self.key(), phase = ?body["status"]["phase"], "status written");
                 self.last_status = Some(body.clone());

@@ -46,7 +46,14 @@ pub fn spawn(
     // getppid, raise) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The runner may have died before prctl: then nobody would ever send the signal.
@@ -112,10 +119,12 @@ mod tests {
 
     #[test]
     fn shell_words_quote_what_needs_it() {
-        let argv = ["/bin/x".to_string(), "--a=b".into(), "{\"k\": 1}".into(), "it's".into()];
-        assert_eq!(
-            shell_words(&argv),
-            r#"/bin/x --a=b '{"k": 1}' 'it'\''s'"#
-        );
+        let argv = [
+            "/bin/x".to_string(),
+            "--a=b".into(),
+            "{\"k\": 1}".into(),
+            "it's".into(),
+        ];
+        assert_eq!(shell_words(&argv), r#"/bin/x --a=b '{"k": 1}' 'it'\''s'"#);
     }
 }

@@ -109,7 +109,9 @@ pub fn listen_ports(doc: &Value) -> Vec<u16> {
             endpoint_strings(v, &mut endpoints);
         }
     }
-    if let Some(s) = get(doc, &["service", "telemetry", "metrics", "address"]).and_then(Value::as_str) {
+    if let Some(s) =
+        get(doc, &["service", "telemetry", "metrics", "address"]).and_then(Value::as_str)
+    {
         endpoints.push(s);
     }
     let mut ports: Vec<u16> = endpoints
@@ -334,7 +336,11 @@ service:
         )
         .expect("collector config");
         assert_eq!(listen_ports(&doc), vec![8888]);
-        let changes = rewrite(&mut doc, &PortMap::from([(8888, 40000)]), &Mounts::default());
+        let changes = rewrite(
+            &mut doc,
+            &PortMap::from([(8888, 40000)]),
+            &Mounts::default(),
+        );
         assert_eq!(changes, ["telemetry pull reader port 8888 -> 40000"]);
         assert_eq!(
             get(&doc, &["receivers", "hostmetrics", "root_path"]).and_then(Value::as_str),

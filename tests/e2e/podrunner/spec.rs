@@ -137,7 +137,7 @@ impl Mounts {
             mount_path
         };
         self.entries.push((mount_path.to_string(), local));
-        self.entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.0.len()));
     }
 
     /// Where an absolute container path is on this machine, if it is under a mount.
@@ -218,7 +218,10 @@ mod tests {
     fn images_map_by_repository_substring_in_rule_order() {
         let m = map();
         let bin = |i: &str| m.binary_for(i).map(|p| p.display().to_string());
-        assert_eq!(bin("otelcol-phoenix:local").as_deref(), Some("/bin/otelcol"));
+        assert_eq!(
+            bin("otelcol-phoenix:local").as_deref(),
+            Some("/bin/otelcol")
+        );
         assert_eq!(
             bin("otel/opentelemetry-collector-contrib:0.149.0").as_deref(),
             Some("/bin/otelcol")
@@ -272,7 +275,10 @@ mod tests {
         m.add("/hostfs/proc", "/proc".into());
         m.add("/tmp/", "/pods/p/volumes/tmp".into());
         assert_eq!(m.translate("/hostfs/proc"), Some("/proc".into()));
-        assert_eq!(m.translate("/hostfs/proc/1/stat"), Some("/proc/1/stat".into()));
+        assert_eq!(
+            m.translate("/hostfs/proc/1/stat"),
+            Some("/proc/1/stat".into())
+        );
         assert_eq!(m.translate("/hostfs"), None);
         assert_eq!(m.translate("/etc/otelcolx"), None);
         assert_eq!(

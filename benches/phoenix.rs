@@ -1,0 +1,197 @@
+//! `just bench` (scripts/bench.sh → `cargo bench --bench phoenix`): Phoenix measured on this
+//! machine and printed as a table of figures next to their targets. Timings are printed, never
+//! asserted.
+//!
+//! 1. apply → objects: Experiment created → both collector DaemonSets and the simulator Job exist.
+//! 2. scale: many concurrent Experiments on the kwok nodes — operator peak RSS and CPU, apiserver
+//!    requests per Experiment, time until all are Running; then steady-state writes.
+//! 3. restart: kill -9 with everything present — resync time and the writes it made.
+//! 4. reduction per template and simulation profile, real collector on real processes.
+//! 5. peer comparison (OpenTelemetry Operator), when it can be built here.
+//!
+//! Needs the local control plane: `PHOENIX_E2E_ENV` names the env file of a cluster that
+//! scripts/bench.sh started for this run (and tears down). Sizes come from `PHOENIX_BENCH_*`
+//! (see scripts/bench.sh). Writes `$PHOENIX_BENCH_OUT/report.md` (default target/bench).
+
+#[path = "phoenix/cluster.rs"]
+mod cluster;
+#[path = "phoenix/control_plane.rs"]
+mod control_plane;
+#[path = "phoenix/peer.rs"]
+mod peer;
+#[path = "phoenix/reduction.rs"]
+mod reduction;
+#[path = "phoenix/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::{Met, Report, Result, env_or};
+
+fn main() -> std::process::ExitCode {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench targets without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("phoenix bench: not run under `cargo test`; run `just bench`");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bench: tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("bench: error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn parts() -> Vec<String> {
+    std::env::var("PHOENIX_BENCH_PARTS")
+        .unwrap_or_else(|_| "reduction,control-plane,peer".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Runs the parts; `Ok(false)` when one failed (the table still prints what was measured).
+async fn run() -> Result<bool> {
+    let started = Instant::now();
+    let out = std::env::var("PHOENIX_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/bench"));
+    std::fs::create_dir_all(&out)?;
+    let env_file = std::env::var("PHOENIX_E2E_ENV")
+        .map_err(|_| "PHOENIX_E2E_ENV is not set: run the bench with `just bench`")?;
+    let cluster = cluster::Cluster::from_env_file(Path::new(&env_file))?;
+    let release = repo().join("target/release");
+    let parts = parts();
+    let mut report = Report::default();
+    let mut ok = true;
+
+    if parts.iter().any(|p| p == "reduction") {
+        let plan = reduction::Plan {
+            simulator_bin: release.join("phoenix-simulator"),
+            collector_bin: cluster
+                .var("COLLECTOR_BIN")
+                .map(PathBuf::from)
+                .ok_or("cluster env lacks COLLECTOR_BIN")?,
+            out: out.clone(),
+            profiles: std::env::var("PHOENIX_BENCH_PROFILES")
+                .unwrap_or_else(|_| "high-cardinality,realistic,high-churn,spike".into())
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            processes: env_or("PHOENIX_BENCH_PROCESSES", 300),
+            simulator_cpu_millicores: env_or("PHOENIX_BENCH_SIMULATOR_MILLICORES", 400),
+            warmup: Duration::from_secs(env_or("PHOENIX_BENCH_WARMUP_SECS", 20)),
+            run: Duration::from_secs(env_or("PHOENIX_BENCH_REDUCTION_SECS", 60)),
+            k: env_or("PHOENIX_BENCH_TOPK", 10),
+        };
+        if let Err(e) = reduction::run(&plan, &cluster, &mut report).await {
+            report.row("reduction part", format!("failed: {e}"), "-", Met::No);
+            ok = false;
+        }
+    }
+
+    if parts.iter().any(|p| p == "control-plane") {
+        let plan = control_plane::Plan {
+            operator_bin: release.join("phoenix-operator"),
+            crds: repo().join("crds"),
+            out: out.clone(),
+            apply: env_or("PHOENIX_BENCH_APPLY", 200),
+            experiments: env_or("PHOENIX_BENCH_EXPERIMENTS", 1000),
+            simulation: env_or("PHOENIX_BENCH_SCALE_SIMULATION", 1u8) != 0,
+            concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
+            running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 900)),
+            steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
+        };
+        if let Err(e) = control_plane::run(&plan, &cluster, &mut report).await {
+            report.row("control-plane parts", format!("failed: {e}"), "-", Met::No);
+            ok = false;
+        }
+    }
+
+    if parts.iter().any(|p| p == "peer") {
+        report.section("5. peer: OpenTelemetry Operator");
+        peer::run(&mut report);
+    }
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let header = environment(&cluster, elapsed);
+    let table = report.text_table();
+    println!("\n{header}\n{table}");
+    if !report.notes.is_empty() {
+        println!("notes:");
+        for n in &report.notes {
+            println!("- {n}");
+        }
+    }
+    let md = format!(
+        "# Phoenix benchmark run\n\n```\n{header}```\n{}",
+        report.markdown()
+    );
+    std::fs::write(out.join("report.md"), md)?;
+    eprintln!("bench: report written to {}", out.join("report.md").display());
+    Ok(ok)
+}
+
+/// Machine, versions, date and run time, one per line.
+fn environment(cluster: &cluster::Cluster, elapsed: f64) -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let v = cluster::version_of;
+    let collector = cluster.var("COLLECTOR_BIN").unwrap_or("otelcol");
+    let kwok_version = std::env::var("KWOK_BIN")
+        .map(|k| v(Path::new(&k), &["--version"]))
+        .unwrap_or_else(|_| "unknown".into());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "date:           {date}\n\
+         machine:        {nproc} CPUs ({model}), {:.1} GiB memory, load average at the end {}\n\
+         kube-apiserver: {}\n\
+         kwok:           {kwok_version}\n\
+         collector:      {}\n\
+         prometheus:     {}\n\
+         rustc:          {}\n\
+         bench run time: {:.1} min\n",
+        mem_kib / 1024.0 / 1024.0,
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        v(&cluster.k8s_bin("kube-apiserver"), &["--version"]),
+        v(Path::new(collector), &["--version"]),
+        v(Path::new("prometheus"), &["--version"]),
+        v(Path::new("rustc"), &["--version"]),
+        elapsed / 60.0,
+    )
+}

@@ -1,0 +1,788 @@
+//! The operator on the local control plane: apply → objects latency, scale (peak RSS, CPU,
+//! apiserver requests per Experiment, time until all are Running), steady-state writes, and a
+//! restart with every resource present (resync time, writes made while resyncing).
+//!
+//! Creation times come from watches (DaemonSets, Jobs, Experiments) timestamped as each event
+//! arrives, never from polling the apiserver; request counts come from the apiserver's own
+//! `apiserver_request_total`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use phoenix::build::children::{self, Side};
+use phoenix::build::labels;
+use phoenix::crd::experiment::{Experiment, ExperimentPhase};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::{self, Cluster, RequestCounts};
+use crate::support::{
+    Met, Proc, Report, Result, cpu_seconds, http_get, mib, ms, quantile, status_bytes,
+};
+
+/// What the control-plane parts are asked to do (from `PHOENIX_BENCH_*`).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub operator_bin: std::path::PathBuf,
+    pub crds: std::path::PathBuf,
+    pub out: std::path::PathBuf,
+    /// Sequential Experiments for apply → objects.
+    pub apply: usize,
+    /// Concurrent Experiments for the scale test.
+    pub experiments: usize,
+    /// Whether scale-test Experiments carry a Simulation (a Job of 3 pods each).
+    pub simulation: bool,
+    /// Creates in flight during the scale burst.
+    pub concurrency: usize,
+    /// Longest wait for every scale Experiment to be Running.
+    pub running_timeout: Duration,
+    /// Steady-state window.
+    pub steady: Duration,
+}
+
+const APPLY_NS: &str = "bench-apply";
+const SCALE_NS: &str = "bench-scale";
+/// A node selector no node matches: the apply test's Experiments get all their objects (2
+/// DaemonSets scheduling nowhere, a Job whose one pod stays Pending) without thousands of pods.
+const NO_NODES: &str = "{phoenix.io/bench: no-such-node}";
+const KWOK_NODES: &str = "{type: kwok}";
+
+// -------------------------------------------------------------------------------------------------
+// The operator process
+
+/// The real `phoenix-operator` binary, watching all namespaces.
+pub struct Operator {
+    proc: Proc,
+    pub port: u16,
+}
+
+impl Operator {
+    pub fn start(plan: &Plan, cluster: &Cluster, log: &Path) -> Result<Operator> {
+        let port = crate::support::free_port();
+        let mut cmd = Command::new(&plan.operator_bin);
+        cmd.env("KUBECONFIG", &cluster.kubeconfig)
+            .env("PHOENIX_LOG_LEVEL", "info")
+            .args(["--prometheus-url", &cluster.prometheus_url])
+            .args(["--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--collector-image", "otelcol-phoenix:bench"])
+            .args(["--simulator-image", "phoenix-simulator:bench"])
+            // kwok's pods come up at the pace of kube-controller-manager's client rate limit
+            // (20 requests/s per controller): thousands of collector pods take minutes, longer than
+            // the default 300 s deploy timeout would allow.
+            .args(["--deploy-timeout-seconds", "7200"]);
+        let mut proc = Proc::spawn("phoenix-operator", cmd, log)?;
+        crate::support::wait_http_ok(&mut proc, port, "/readyz", Duration::from_secs(60))?;
+        Ok(Operator { proc, port })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
+    }
+
+    /// Peak resident set size (VmHWM), bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        status_bytes(self.pid(), "VmHWM")
+    }
+
+    pub fn rss(&self) -> Option<u64> {
+        status_bytes(self.pid(), "VmRSS")
+    }
+
+    /// (reconciles started, reconciles finished), summed over the controllers.
+    pub fn reconciles(&self) -> Option<(f64, f64)> {
+        let (status, body) = http_get(self.port, "/metrics").ok()?;
+        (status == 200).then(|| {
+            let sum = |prefix: &str| -> f64 {
+                body.lines()
+                    .filter(|l| l.starts_with(prefix))
+                    .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+                    .sum()
+            };
+            (
+                sum("phoenix_reconciles_total{"),
+                sum("phoenix_reconcile_duration_seconds_count{"),
+            )
+        })
+    }
+
+    pub fn check_running(&mut self) -> Result<()> {
+        self.proc.check_running()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(mut self) {
+        self.proc.kill();
+    }
+
+    pub fn stop(mut self) {
+        self.proc.stop(Duration::from_secs(10));
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Watches
+
+#[derive(Default)]
+struct Seen {
+    /// `ns/name` → when the DaemonSet was first seen.
+    daemonsets: HashMap<String, Instant>,
+    jobs: HashMap<String, Instant>,
+    /// `ns/name` → current phase of each Experiment.
+    phases: HashMap<String, Option<ExperimentPhase>>,
+    /// `ns/name` → when the Experiment was first seen Running.
+    running: HashMap<String, Instant>,
+}
+
+/// Watches on DaemonSets, Jobs (Phoenix-managed) and Experiments, timestamping each first sight.
+struct Tracker {
+    seen: Arc<Mutex<Seen>>,
+    tick: watch::Receiver<u64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Tracker {
+    async fn start(client: &Client) -> Result<Tracker> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (tx, tick) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
+        let mut tasks = Vec::new();
+
+        let (s, t) = (seen.clone(), tx.clone());
+        let ds = watcher::watcher(
+            Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()),
+            managed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            record_first_seen(ds, s, t, |seen| &mut seen.daemonsets).await
+        }));
+        let (s, t) = (seen.clone(), tx.clone());
+        let jobs = watcher::watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), managed);
+        tasks.push(tokio::spawn(async move {
+            record_first_seen(jobs, s, t, |seen| &mut seen.jobs).await
+        }));
+        let (s, t) = (seen.clone(), tx.clone());
+        let exps = watcher::watcher(
+            Api::<Experiment>::all(client.clone()),
+            watcher::Config::default(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut events = std::pin::pin!(exps.default_backoff());
+            while let Some(event) = events.next().await {
+                let now = Instant::now();
+                let exp = match event {
+                    Ok(Event::Apply(e) | Event::InitApply(e)) => e,
+                    _ => continue,
+                };
+                let key = key_of(&exp);
+                let phase = exp.status.as_ref().and_then(|s| s.phase);
+                if let Ok(mut seen) = s.lock() {
+                    if phase == Some(ExperimentPhase::Running) {
+                        seen.running.entry(key.clone()).or_insert(now);
+                    }
+                    seen.phases.insert(key, phase);
+                }
+                t.send_modify(|n| *n += 1);
+            }
+        }));
+        let tracker = Tracker { seen, tick, tasks };
+        // Let the watches list before anything is timed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(tracker)
+    }
+
+    /// Waits until `done` holds on the seen state, or `timeout`; returns whether it held.
+    async fn wait(&mut self, timeout: Duration, done: impl Fn(&Seen) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.seen.lock().map(|s| done(&s)).unwrap_or(false) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, self.tick.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.seen.lock().map(|s| done(&s)).unwrap_or(false),
+            }
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Seen) -> T) -> Option<T> {
+        self.seen.lock().ok().map(|s| f(&s))
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn record_first_seen<K, S>(
+    stream: S,
+    seen: Arc<Mutex<Seen>>,
+    tick: Arc<watch::Sender<u64>>,
+    map: fn(&mut Seen) -> &mut HashMap<String, Instant>,
+) where
+    K: Resource + Clone,
+    S: futures::Stream<Item = std::result::Result<Event<PartialObjectMeta<K>>, watcher::Error>>
+        + Send,
+{
+    let mut events = std::pin::pin!(stream.default_backoff());
+    while let Some(event) = events.next().await {
+        let now = Instant::now();
+        let meta = match event {
+            Ok(Event::Apply(m) | Event::InitApply(m)) => m,
+            _ => continue,
+        };
+        let key = format!(
+            "{}/{}",
+            meta.namespace().unwrap_or_default(),
+            meta.name_any()
+        );
+        if let Ok(mut s) = seen.lock() {
+            map(&mut s).entry(key).or_insert(now);
+        }
+        tick.send_modify(|n| *n += 1);
+    }
+}
+
+fn key_of<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The keys of what one Experiment must produce: two collector DaemonSets and the simulator Job.
+fn child_keys(ns: &str, exp: &str) -> ([String; 2], String) {
+    let ds = |side| format!("{ns}/{}", labels::collector_name(&children::pipeline_name(exp, side)));
+    (
+        [ds(Side::Baseline), ds(Side::Candidate)],
+        format!(
+            "{ns}/{}",
+            labels::job_name(&children::simulation_name(exp))
+        ),
+    )
+}
+
+/// When all of one Experiment's objects had been seen (the latest of the three), if they had.
+fn children_seen(seen: &Seen, ns: &str, exp: &str, with_job: bool) -> Option<Instant> {
+    let ([b, c], job) = child_keys(ns, exp);
+    let mut t = seen.daemonsets.get(&b)?.max(seen.daemonsets.get(&c)?).to_owned();
+    if with_job {
+        t = t.max(*seen.jobs.get(&job)?);
+    }
+    Some(t)
+}
+
+// -------------------------------------------------------------------------------------------------
+// The Experiments
+
+fn experiment(name: &str, node_selector: &str, simulation: bool) -> Result<Experiment> {
+    let critical = "['^postgres$', '^nginx$', '^redis-server$']";
+    let sim = if simulation {
+        "  simulation: {profile: high-cardinality, processes: 50, duration: 1h, seed: 7, criticalProcesses: [postgres, nginx, redis-server]}\n"
+    } else {
+        ""
+    };
+    Ok(serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1
+kind: Experiment
+metadata: {{name: {name}}}
+spec:
+  targets: {{nodeSelector: {node_selector}}}
+  baseline: {{pipeline: {{template: baseline, collectionInterval: 10s, criticalProcesses: {critical}}}}}
+  candidate: {{pipeline: {{template: aggregate, collectionInterval: 10s, criticalProcesses: {critical}}}}}
+  duration: 1h
+  warmup: 1m
+  analysis: {{interval: 30s}}
+  successCriteria: {{minSeriesReductionPercent: 90}}
+{sim}"
+    ))?)
+}
+
+// -------------------------------------------------------------------------------------------------
+// The parts
+
+/// Everything the control-plane parts measured, for the report.
+pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<()> {
+    let client = cluster.client().await?;
+    cluster.install_crds(&plan.crds)?;
+    let nodes = cluster::raise_node_capacity(&client).await?;
+    eprintln!(
+        "bench: kwok nodes {nodes:?}: capacity raised to 1k CPUs / 1 TiB / 1M pods (this cluster only)"
+    );
+    for ns in [APPLY_NS, SCALE_NS] {
+        cluster::ensure_namespace(&client, ns).await?;
+    }
+    let mut tracker = Tracker::start(&client).await?;
+    let operator = Operator::start(plan, cluster, &plan.out.join("operator.log"))?;
+    eprintln!("bench: phoenix-operator pid {} on :{}", operator.pid(), operator.port);
+    let cpu_at_start = operator.cpu_seconds().unwrap_or(0.0);
+
+    report.section("1. apply → objects (real operator, local control plane)");
+    apply_latency(plan, &client, &mut tracker, report).await?;
+
+    report.section(format!(
+        "2. scale: {} concurrent Experiments on 3 kwok nodes",
+        plan.experiments
+    ));
+    let mut operator = operator;
+    let all_running = scale(plan, cluster, &client, &mut tracker, &mut operator, report).await?;
+    let total_cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_at_start;
+    report.info("operator CPU seconds, whole run so far (parts 1–2)", format!("{total_cpu:.1} s"));
+
+    if all_running {
+        steady_state(plan, cluster, &mut operator, report).await?;
+    } else {
+        report.note("steady state not measured: not every scale Experiment reached Running");
+    }
+
+    report.section("3. restart with every resource present");
+    restart(plan, cluster, &client, operator, &tracker, report).await?;
+    Ok(())
+}
+
+async fn apply_latency(
+    plan: &Plan,
+    client: &Client,
+    tracker: &mut Tracker,
+    report: &mut Report,
+) -> Result<()> {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), APPLY_NS);
+    let mut total = Vec::with_capacity(plan.apply);
+    let mut create = Vec::with_capacity(plan.apply);
+    let mut timeouts = 0;
+    eprintln!("bench: apply → objects: {} Experiments, one after another", plan.apply);
+    for i in 0..plan.apply {
+        let name = format!("apply-{i:04}");
+        let exp = experiment(&name, NO_NODES, true)?;
+        let t0 = Instant::now();
+        api.create(&PostParams::default(), &exp).await?;
+        create.push(t0.elapsed().as_secs_f64());
+        let done = tracker
+            .wait(Duration::from_secs(30), |s| {
+                children_seen(s, APPLY_NS, &name, true).is_some()
+            })
+            .await;
+        match tracker.with(|s| children_seen(s, APPLY_NS, &name, true)).flatten() {
+            Some(t) if done => total.push(t.duration_since(t0).as_secs_f64()),
+            _ => timeouts += 1,
+        }
+        if (i + 1) % 50 == 0 {
+            eprintln!(
+                "bench:   {}/{} applied, p50 so far {}",
+                i + 1,
+                plan.apply,
+                quantile(&total, 0.5).map(ms).unwrap_or_default()
+            );
+        }
+    }
+    let p50 = quantile(&total, 0.5);
+    let p99 = quantile(&total, 0.99);
+    let n = total.len();
+    report.row(
+        format!("apply → 2 DaemonSets + Job, p50 (n={n})"),
+        p50.map(ms).unwrap_or("n/a".into()),
+        "≤ 50 ms",
+        p50.map_or(Met::No, |v| Met::from(v <= 0.050)),
+    );
+    report.row(
+        format!("apply → 2 DaemonSets + Job, p99 (n={n})"),
+        p99.map(ms).unwrap_or("n/a".into()),
+        "≤ 250 ms",
+        p99.map_or(Met::No, |v| Met::from(v <= 0.250)),
+    );
+    report.info(
+        "  of which the create call itself, p50 / p99",
+        format!(
+            "{} / {}",
+            quantile(&create, 0.5).map(ms).unwrap_or_default(),
+            quantile(&create, 0.99).map(ms).unwrap_or_default()
+        ),
+    );
+    report.info(
+        "  apply → objects, min / max",
+        format!(
+            "{} / {}",
+            quantile(&total, 0.0).map(ms).unwrap_or_default(),
+            quantile(&total, 1.0).map(ms).unwrap_or_default()
+        ),
+    );
+    if timeouts > 0 {
+        report.row(
+            "Experiments whose objects did not appear within 30 s",
+            timeouts.to_string(),
+            "0",
+            Met::No,
+        );
+    }
+    report.note(format!(
+        "apply → objects: {} Experiments created one after another with kube-rs in namespace \
+         {APPLY_NS}; each timed from just before the create call to the arrival of the watch \
+         event of the last of its three objects (DaemonSets `<exp>-baseline-collector`, \
+         `<exp>-candidate-collector`, Job `<exp>-load-load`). Their targets match no node, so they \
+         create every object but no pods (they stay Deploying, idle, for the rest of the run).",
+        plan.apply
+    ));
+    Ok(())
+}
+
+/// Creates the scale Experiments, waits until all are Running; returns whether they all were.
+async fn scale(
+    plan: &Plan,
+    cluster: &Cluster,
+    client: &Client,
+    tracker: &mut Tracker,
+    operator: &mut Operator,
+    report: &mut Report,
+) -> Result<bool> {
+    let n = plan.experiments;
+    let api: Api<Experiment> = Api::namespaced(client.clone(), SCALE_NS);
+    let before = cluster.request_counts()?;
+    let cpu_before = operator.cpu_seconds().unwrap_or(0.0);
+    let t0 = Instant::now();
+    eprintln!(
+        "bench: scale: creating {n} Experiments ({} in flight){}",
+        plan.concurrency,
+        if plan.simulation { "" } else { " without simulation" }
+    );
+    let names: Vec<String> = (0..n).map(|i| format!("scale-{i:04}")).collect();
+    let starts: Vec<(String, Instant)> = futures::stream::iter(names.clone())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let exp = experiment(&name, KWOK_NODES, plan.simulation)?;
+                let t = Instant::now();
+                api.create(&PostParams::default(), &exp).await?;
+                Ok::<_, crate::support::BoxError>((name, t))
+            }
+        })
+        .buffer_unordered(plan.concurrency.max(1))
+        .try_collect()
+        .await?;
+    let created = t0.elapsed().as_secs_f64();
+    eprintln!("bench:   {n} created in {created:.1} s");
+
+    // Objects first (the operator's own work), then Running (the pods' pace).
+    let ns = SCALE_NS;
+    let with_job = plan.simulation;
+    let names_ref = &names;
+    let objects_done = tracker
+        .wait(plan.running_timeout, |s| {
+            names_ref
+                .iter()
+                .all(|e| children_seen(s, ns, e, with_job).is_some())
+        })
+        .await;
+    let objects_at = t0.elapsed().as_secs_f64();
+    let mut last_report = Instant::now();
+    let running_deadline = t0 + plan.running_timeout;
+    let all_running = loop {
+        let running = tracker
+            .with(|s| names.iter().filter(|e| s.running.contains_key(&format!("{ns}/{e}"))).count())
+            .unwrap_or(0);
+        if running == n {
+            break true;
+        }
+        if Instant::now() > running_deadline {
+            break false;
+        }
+        operator.check_running()?;
+        if last_report.elapsed() > Duration::from_secs(20) {
+            let phases = tracker
+                .with(|s| {
+                    let mut by: HashMap<String, usize> = HashMap::new();
+                    for e in &names {
+                        let p = s.phases.get(&format!("{ns}/{e}")).copied().flatten();
+                        *by.entry(format!("{p:?}")).or_default() += 1;
+                    }
+                    by
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "bench:   {:.0} s: {running}/{n} Running; phases {phases:?}; operator RSS {:.1} MiB",
+                t0.elapsed().as_secs_f64(),
+                operator.rss().map(mib).unwrap_or(0.0)
+            );
+            last_report = Instant::now();
+        }
+        tracker.wait(Duration::from_secs(2), |_| false).await;
+    };
+    let running_at = tracker
+        .with(|s| {
+            names
+                .iter()
+                .filter_map(|e| s.running.get(&format!("{ns}/{e}")))
+                .max()
+                .map(|t| t.duration_since(t0).as_secs_f64())
+        })
+        .flatten();
+    let after = cluster.request_counts()?;
+    let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let delta = after.since(&before);
+
+    // Per-Experiment apply → objects under the burst.
+    let burst: Vec<f64> = tracker
+        .with(|s| {
+            starts
+                .iter()
+                .filter_map(|(e, t)| children_seen(s, ns, e, with_job).map(|c| c.duration_since(*t).as_secs_f64()))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let peak = operator.peak_rss();
+    report.row(
+        "operator peak RSS (VmHWM)",
+        peak.map(|b| format!("{:.1} MiB", mib(b))).unwrap_or("n/a".into()),
+        "≤ 64 MiB",
+        peak.map_or(Met::No, |b| Met::from(mib(b) <= 64.0)),
+    );
+    report.info(
+        "operator CPU seconds, burst until all Running",
+        format!("{cpu:.1} s ({:.2} ms per Experiment)", cpu * 1000.0 / n as f64),
+    );
+    report.info(format!("{n} creates sent (client side)"), format!("{created:.1} s"));
+    report.info(
+        "time until every Experiment's 2 DaemonSets + Job exist",
+        if objects_done {
+            format!("{objects_at:.1} s")
+        } else {
+            format!("not all within {:.0} s", plan.running_timeout.as_secs_f64())
+        },
+    );
+    report.row(
+        format!("time until all {n} Running"),
+        match (all_running, running_at) {
+            (true, Some(t)) => format!("{t:.1} s"),
+            _ => format!("not all within {:.0} s", plan.running_timeout.as_secs_f64()),
+        },
+        "- (pods' pace)",
+        if all_running { Met::Info } else { Met::No },
+    );
+    report.info(
+        "apply → objects during the burst, p50 / p99",
+        format!(
+            "{} / {}",
+            quantile(&burst, 0.5).map(ms).unwrap_or_default(),
+            quantile(&burst, 0.99).map(ms).unwrap_or_default()
+        ),
+    );
+    let ours = |l: &cluster::Labels| {
+        cluster::is_operator_resource(l)
+            && !(cluster::label(l, "resource") == "experiments" && cluster::label(l, "verb") == "POST")
+    };
+    let op_requests = delta.sum(ours);
+    let op_writes = delta.sum(|l| ours(l) && cluster::is_mutating(l));
+    report.info(
+        "apiserver requests per Experiment, Phoenix's resources (reads + writes)",
+        format!("{:.1}", op_requests / n as f64),
+    );
+    report.info(
+        "apiserver writes per Experiment, Phoenix's resources",
+        format!("{:.1}", op_writes / n as f64),
+    );
+    report.info(
+        "apiserver requests per Experiment, whole cluster (pods, scheduler, kwok…)",
+        format!("{:.1}", delta.sum(|_| true) / n as f64),
+    );
+    report.note(format!(
+        "scale: writes on Phoenix's resources during the burst: {}",
+        delta.breakdown(|l| ours(l) && cluster::is_mutating(l), 12)
+    ));
+    report.note(format!(
+        "scale: reads on Phoenix's resources during the burst: {}",
+        delta.breakdown(|l| ours(l) && !cluster::is_mutating(l), 12)
+    ));
+    let pods_per = if plan.simulation { 9 } else { 6 };
+    report.note(format!(
+        "scale: {n} Experiments = {} Pipelines, {} Simulations, {} DaemonSets, {} ConfigMaps, {} \
+         Jobs and {} pods on 3 kwok nodes ({pods_per} per Experiment; Job pods complete at once \
+         under kwok). 'Phoenix's resources' counts requests on phoenix.io kinds, the main resource \
+         of DaemonSets/Deployments/Jobs (not /status, which the kube controllers write), \
+         ConfigMaps, Secrets and Node reads, minus the bench's own {n} Experiment creates; the \
+         whole-cluster figure adds pods, bindings, leases, events and every controller's status \
+         writes.",
+        2 * n,
+        if plan.simulation { n } else { 0 },
+        2 * n,
+        2 * n,
+        if plan.simulation { n } else { 0 },
+        pods_per * n,
+    ));
+    Ok(all_running)
+}
+
+/// Mutating requests on Phoenix's resources now (for settling and the steady-state window).
+fn our_writes(counts: &RequestCounts) -> f64 {
+    counts.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l))
+}
+
+async fn steady_state(
+    plan: &Plan,
+    cluster: &Cluster,
+    operator: &mut Operator,
+    report: &mut Report,
+) -> Result<()> {
+    // Let the last transitions (Job pods completing → Simulations Succeeded) finish: wait until
+    // 10 s pass without a write on Phoenix's resources (at most 3 minutes).
+    let settle_start = Instant::now();
+    let mut last = our_writes(&cluster.request_counts()?);
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = our_writes(&cluster.request_counts()?);
+        if now == last || settle_start.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        last = now;
+    }
+    eprintln!(
+        "bench: steady state: settled after {:.0} s; measuring {} s",
+        settle_start.elapsed().as_secs_f64(),
+        plan.steady.as_secs()
+    );
+    let before = cluster.request_counts()?;
+    let cpu_before = operator.cpu_seconds().unwrap_or(0.0);
+    tokio::time::sleep(plan.steady).await;
+    operator.check_running()?;
+    let delta = cluster.request_counts()?.since(&before);
+    let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_before;
+    let minutes = plan.steady.as_secs_f64() / 60.0;
+    // Experiments, their Pipelines and Simulations: the resources the operator reconciles.
+    let per_exp = if plan.simulation { 4 } else { 3 };
+    let resources = (plan.apply * 4 + plan.experiments * per_exp) as f64;
+    let writes = delta.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l));
+    let per = writes / resources / minutes;
+    report.row(
+        format!("steady state: writes per idle resource per minute ({resources:.0} resources)"),
+        format!("{per:.4} ({writes:.0} writes in {:.0} s)", plan.steady.as_secs_f64()),
+        "0",
+        Met::from(writes == 0.0),
+    );
+    report.info(
+        "steady state: operator CPU",
+        format!("{:.2} % of a core", cpu / plan.steady.as_secs_f64() * 100.0),
+    );
+    report.info(
+        "steady state: event writes (all writers, incl. scheduler)",
+        format!("{:.0}", delta.sum(|l| cluster::is_event(l) && cluster::is_mutating(l))),
+    );
+    report.info(
+        "steady state: all mutating requests, whole cluster (kwok heartbeats, leases…)",
+        format!("{:.0}", delta.sum(cluster::is_mutating)),
+    );
+    if writes > 0.0 {
+        report.note(format!(
+            "steady state writes on Phoenix's resources: {}",
+            delta.breakdown(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l), 12)
+        ));
+    }
+    Ok(())
+}
+
+async fn restart(
+    plan: &Plan,
+    cluster: &Cluster,
+    _client: &Client,
+    operator: Operator,
+    tracker: &Tracker,
+    report: &mut Report,
+) -> Result<()> {
+    let per_exp = if plan.simulation { 4 } else { 3 };
+    let resources = (plan.apply * 4 + plan.experiments * per_exp) as f64;
+    let running_before = tracker.with(|s| s.phases.values().filter(|p| **p == Some(ExperimentPhase::Running)).count());
+    operator.kill();
+    let before = cluster.request_counts()?;
+    let t0 = Instant::now();
+    let mut operator = Operator::start(plan, cluster, &plan.out.join("operator-restarted.log"))?;
+    let ready_at = t0.elapsed().as_secs_f64();
+    // Resynced: at least one reconcile per resource started, every started one finished, and
+    // nothing new for 10 s.
+    let mut last_change = Instant::now();
+    let mut last = (0.0, 0.0);
+    let quiet = Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let synced = loop {
+        operator.check_running()?;
+        if let Some(now) = operator.reconciles() {
+            if now != last {
+                last = now;
+                last_change = Instant::now();
+            }
+            if now.0 >= resources && now.0 == now.1 && last_change.elapsed() >= quiet {
+                break true;
+            }
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let resync = last_change.duration_since(t0).as_secs_f64();
+    let delta = cluster.request_counts()?.since(&before);
+    let writes = delta.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l));
+    let effective = delta.sum(|l| {
+        cluster::is_operator_resource(l)
+            && cluster::is_mutating(l)
+            && cluster::label(l, "code").starts_with('2')
+    });
+    report.row(
+        format!("resync after kill -9 ({resources:.0} resources present)"),
+        if synced {
+            format!("{resync:.1} s ({:.0} reconciles)", last.1)
+        } else {
+            format!("not quiet within 600 s ({:.0} reconciles)", last.1)
+        },
+        "-",
+        if synced { Met::Info } else { Met::No },
+    );
+    report.info("  of which start → /readyz", format!("{ready_at:.2} s"));
+    report.row(
+        "writes during resync, Phoenix's resources",
+        format!("{writes:.0} ({:.2} per resource; {effective:.0} answered 2xx)", writes / resources),
+        "0 redundant",
+        Met::from(writes == 0.0),
+    );
+    if writes > 0.0 {
+        report.note(format!(
+            "resync writes: {}",
+            delta.breakdown(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l), 12)
+        ));
+    }
+    report.info(
+        "restarted operator peak RSS (VmHWM)",
+        operator
+            .peak_rss()
+            .map(|b| format!("{:.1} MiB", mib(b)))
+            .unwrap_or("n/a".into()),
+    );
+    report.info(
+        "restarted operator CPU seconds for the resync",
+        format!("{:.1} s", operator.cpu_seconds().unwrap_or(0.0)),
+    );
+    let running_after = tracker.with(|s| s.phases.values().filter(|p| **p == Some(ExperimentPhase::Running)).count());
+    report.info(
+        "Experiments Running before kill / after resync",
+        format!(
+            "{} / {}",
+            running_before.unwrap_or(0),
+            running_after.unwrap_or(0)
+        ),
+    );
+    operator.stop();
+    Ok(())
+}

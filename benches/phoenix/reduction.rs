@@ -1,0 +1,377 @@
+//! Reduction per template on each simulation profile, with no control plane in the way: the real
+//! simulator spawns real processes on this machine, one real collector per template (its config
+//! rendered by `collector_config::render`, exactly what a Pipeline would get, but reading this
+//! machine's /proc) pushes to the cluster's Prometheus, and `analysis::measure` plus
+//! `analysis::verdict` — the operator's own analysis — judge each candidate against the baseline.
+//!
+//! Per profile: the simulator and the baseline collector start; after a warmup the top K are
+//! chosen from the baseline's data (as the operator does for `topk`); then the candidates start
+//! and all four collectors run side by side over the same processes for the measured window.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use phoenix::analysis::measure::{self, Measurements, Window};
+use phoenix::analysis::queries::VariantSelector;
+use phoenix::analysis::verdict;
+use phoenix::build::collector_config::{RenderContext, render};
+use phoenix::crd::experiment::ExperimentSpec;
+use phoenix::crd::pipeline::{AggregateSpec, PipelineSpec, PipelineTemplate, TopKSpec};
+
+use crate::cluster::Cluster;
+use crate::support::{Met, Proc, Report, Result, cpu_seconds, free_port, mib, status_bytes};
+
+/// What the reduction part is asked to do (from `PHOENIX_BENCH_*`).
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub simulator_bin: PathBuf,
+    pub collector_bin: PathBuf,
+    pub out: PathBuf,
+    pub profiles: Vec<String>,
+    /// Simulated processes besides the critical ones.
+    pub processes: u32,
+    /// Cap on the simulator's total CPU, millicores (the machine has 2 cores).
+    pub simulator_cpu_millicores: u32,
+    /// Baseline-only time before the top K are chosen.
+    pub warmup: Duration,
+    /// Measured window, all collectors running.
+    pub run: Duration,
+    /// Top-K size for the `topk` template.
+    pub k: u32,
+}
+
+/// Collection interval and analysis step.
+const INTERVAL_SECS: u64 = 5;
+const CRITICAL_NAMES: [&str; 3] = ["postgres", "nginx", "redis-server"];
+const TEMPLATES: [PipelineTemplate; 4] = [
+    PipelineTemplate::Baseline,
+    PipelineTemplate::PriorityFilter,
+    PipelineTemplate::Aggregate,
+    PipelineTemplate::Topk,
+];
+/// The target applies to this profile.
+const TARGET_PROFILE: &str = "high-cardinality";
+const TARGET_REDUCTION: f64 = 90.0;
+
+fn critical_patterns() -> Vec<String> {
+    CRITICAL_NAMES.iter().map(|n| format!("^{n}$")).collect()
+}
+
+fn spec(template: PipelineTemplate, k: u32) -> PipelineSpec {
+    let mut spec = PipelineSpec::from_template(template);
+    spec.critical_processes = critical_patterns();
+    spec.collection_interval = format!("{INTERVAL_SECS}s");
+    match template {
+        PipelineTemplate::Aggregate => spec.aggregate = Some(AggregateSpec::default()),
+        PipelineTemplate::Topk => {
+            spec.topk = Some(TopKSpec {
+                k,
+                refresh_interval: "1m".into(),
+                processes: vec![],
+            })
+        }
+        _ => {}
+    }
+    spec
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// One running collector.
+struct Collector {
+    template: PipelineTemplate,
+    proc: Proc,
+}
+
+fn start_collector(
+    plan: &Plan,
+    cluster: &Cluster,
+    dir: &Path,
+    experiment: &str,
+    template: PipelineTemplate,
+    topk: &[String],
+) -> Result<Collector> {
+    let name = template.as_str();
+    let spec = spec(template, plan.k);
+    for attempt in 1..=3 {
+        let health = free_port();
+        let mut ctx = RenderContext::new(name, &cluster.remote_write_url);
+        ctx.experiment = Some(experiment);
+        ctx.variant = Some(name);
+        ctx.proc_root = "/";
+        ctx.health_port = health;
+        ctx.self_telemetry_port = free_port();
+        ctx.topk_processes = topk;
+        let rendered = render(&spec, &ctx).map_err(|e| format!("render {name}: {e}"))?;
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.yaml)?;
+        let mut cmd = Command::new(&plan.collector_bin);
+        cmd.arg("--config")
+            .arg(&file)
+            .env("PHOENIX_NODE_NAME", "bench-node");
+        let log = dir.join(format!("{name}-{attempt}.log"));
+        let mut proc = Proc::spawn(&format!("collector {name}"), cmd, &log)?;
+        match crate::support::wait_http_ok(&mut proc, health, "/", Duration::from_secs(30)) {
+            Ok(()) => return Ok(Collector { template, proc }),
+            Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
+                eprintln!("bench: collector {name}: port taken, retrying");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(format!("collector {name} did not start").into())
+}
+
+/// One template's figures.
+struct Figures {
+    template: PipelineTemplate,
+    measured: Measurements,
+    cpu_cores: f64,
+    peak_rss: u64,
+    errors: usize,
+}
+
+pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<()> {
+    report.section(format!(
+        "4. reduction per template: real collector {}, real processes, {} s window",
+        cluster
+            .var("COLLECTOR_BIN")
+            .and_then(|p| Path::new(p).file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        plan.run.as_secs()
+    ));
+    let prom = prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str())?;
+    for profile in &plan.profiles {
+        if let Err(e) = run_profile(plan, cluster, &prom, profile, report).await {
+            report.row(
+                format!("{profile}: run failed"),
+                e.to_string().lines().next().unwrap_or_default().to_string(),
+                "-",
+                Met::No,
+            );
+        }
+    }
+    report.note(format!(
+        "reduction: per profile, phoenix-simulator --profile P --processes {} (CPU capped at {} \
+         millicores in total) plus the critical {:?}; the baseline collector first, the top {} \
+         chosen from its data after {} s (measure::topk_names, as the operator does), then \
+         priority-filter, aggregate and topk beside it, all with collectionInterval {INTERVAL_SECS}s \
+         and hostmetrics on this machine's /proc (so every process of the machine counts, not \
+         only the simulator's). Series = mean active process series per {INTERVAL_SECS} s step \
+         (analysis::measure), reduction and critical retention from analysis::verdict::evaluate, \
+         collector CPU (utime+stime over the window) and peak RSS (VmHWM) from /proc.",
+        plan.processes,
+        plan.simulator_cpu_millicores,
+        CRITICAL_NAMES,
+        plan.k,
+        plan.warmup.as_secs()
+    ));
+    Ok(())
+}
+
+async fn run_profile(
+    plan: &Plan,
+    cluster: &Cluster,
+    prom: &prometheus_http_query::Client,
+    profile: &str,
+    report: &mut Report,
+) -> Result<()> {
+    let dir = plan.out.join(format!("reduction-{profile}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let experiment = format!("bench/{profile}-{}", unix_now());
+    eprintln!("bench: reduction on profile {profile} (label phoenix_experiment={experiment})");
+
+    let total = plan.warmup + plan.run + Duration::from_secs(90);
+    let limits = serde_json::json!({"limits": {"maxTotalCpuMillicores": plan.simulator_cpu_millicores}});
+    let mut cmd = Command::new(&plan.simulator_bin);
+    cmd.arg("--config-json")
+        .arg(limits.to_string())
+        .args(["--profile", profile])
+        .args(["--processes", &plan.processes.to_string()])
+        .args(["--duration", &format!("{}s", total.as_secs())])
+        .args(["--seed", "42"])
+        .args(["--critical", &CRITICAL_NAMES.join(",")]);
+    let mut simulator = Proc::spawn("phoenix-simulator", cmd, &dir.join("simulator.log"))?;
+
+    let start = unix_now();
+    let mut collectors = vec![start_collector(
+        plan,
+        cluster,
+        &dir,
+        &experiment,
+        PipelineTemplate::Baseline,
+        &[],
+    )?];
+    tokio::time::sleep(plan.warmup).await;
+    simulator.check_running()?;
+    let sel = |t: PipelineTemplate| VariantSelector {
+        experiment: experiment.clone(),
+        variant: t.as_str().to_string(),
+    };
+    let warm = Window {
+        start,
+        end: unix_now(),
+        step_secs: INTERVAL_SECS as f64,
+    };
+    let topk = measure::topk_names(prom, &sel(PipelineTemplate::Baseline), plan.k, &warm)
+        .await
+        .unwrap_or_default();
+    eprintln!("bench:   top {} from the baseline: {topk:?}", plan.k);
+    for t in &TEMPLATES[1..] {
+        collectors.push(start_collector(plan, cluster, &dir, &experiment, *t, &topk)?);
+    }
+    let window_start = unix_now() + INTERVAL_SECS as i64 * 2;
+    let t0 = Instant::now();
+    let cpu0: Vec<f64> = collectors
+        .iter()
+        .map(|c| cpu_seconds(c.proc.pid()).unwrap_or(0.0))
+        .collect();
+    let deadline = Instant::now() + plan.run;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        simulator.check_running()?;
+        for c in &mut collectors {
+            c.proc.check_running()?;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let end = unix_now();
+    let mut figures = Vec::new();
+    for (c, cpu0) in collectors.iter().zip(cpu0) {
+        let cpu = cpu_seconds(c.proc.pid()).unwrap_or(cpu0) - cpu0;
+        let peak = status_bytes(c.proc.pid(), "VmHWM").unwrap_or(0);
+        figures.push((c.template, cpu / elapsed, peak));
+    }
+    // Let the last batches reach Prometheus before the window is read.
+    tokio::time::sleep(Duration::from_secs(INTERVAL_SECS + 2)).await;
+    for c in &mut collectors {
+        c.proc.stop(Duration::from_secs(5));
+    }
+    simulator.stop(Duration::from_secs(10));
+
+    let window = Window {
+        start: window_start,
+        end,
+        step_secs: INTERVAL_SECS as f64,
+    };
+    let critical = critical_patterns();
+    let mut results = Vec::new();
+    for (template, cpu_cores, peak_rss) in figures {
+        let measured = measure::measure(prom, &sel(template), &window, &critical).await?;
+        let errors = export_errors(&dir, template);
+        results.push(Figures {
+            template,
+            measured,
+            cpu_cores,
+            peak_rss,
+            errors,
+        });
+    }
+    add_rows(profile, &results, &topk, report)?;
+    Ok(())
+}
+
+/// Export failures a collector logged (a failed remote write would hide series).
+fn export_errors(dir: &Path, template: PipelineTemplate) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&format!("{}-", template.as_str())) && n.ends_with(".log")
+        })
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("Exporting failed") || l.contains("Permanent error"))
+                .count()
+        })
+        .sum()
+}
+
+fn add_rows(
+    profile: &str,
+    results: &[Figures],
+    topk: &[String],
+    report: &mut Report,
+) -> Result<()> {
+    let Some(base) = results
+        .iter()
+        .find(|f| f.template == PipelineTemplate::Baseline)
+    else {
+        return Err("no baseline figures".into());
+    };
+    let mut exp_spec: ExperimentSpec = serde_yaml::from_str(
+        "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: aggregate}}\nanalysis: {interval: 5s}\nsuccessCriteria: {minSeriesReductionPercent: 90, minCriticalRetentionPercent: 100}",
+    )?;
+    exp_spec.analysis.interval = format!("{INTERVAL_SECS}s");
+    let base_series = crate::support::mean(&base.measured.per_step_series).unwrap_or(0.0);
+    let base_critical: BTreeSet<&String> = base.measured.critical_names.iter().collect();
+    for f in results {
+        let series = crate::support::mean(&f.measured.per_step_series).unwrap_or(0.0);
+        let common = format!(
+            "{series:.0} series, {:.1} samples/s, CPU {:.1}% core, RSS {:.0} MiB",
+            f.measured.datapoints_per_second,
+            f.cpu_cores * 100.0,
+            mib(f.peak_rss)
+        );
+        let errors = if f.errors > 0 {
+            format!(", {} export errors", f.errors)
+        } else {
+            String::new()
+        };
+        if f.template == PipelineTemplate::Baseline {
+            report.info(
+                format!("{profile}: baseline"),
+                format!(
+                    "{common}, critical seen {}/{}{errors}",
+                    base_critical.len(),
+                    CRITICAL_NAMES.len()
+                ),
+            );
+            continue;
+        }
+        let eval = verdict::evaluate(&exp_spec, &base.measured, &f.measured);
+        let r = &eval.results;
+        let reduction = r.series_reduction_percent;
+        let retention = r.critical_retention_percent;
+        let verdict = match eval.outcome {
+            verdict::Outcome::Verdict(v) => format!("{v:?}"),
+            verdict::Outcome::NoData(m) => format!("no data ({m})"),
+        };
+        let measured = format!(
+            "−{:.1}% series, −{:.1}% samples, critical {:.0}%; {common}; verdict {verdict}{errors}",
+            reduction.unwrap_or(f64::NAN),
+            r.datapoint_reduction_percent.unwrap_or(f64::NAN),
+            retention.unwrap_or(f64::NAN),
+        );
+        let (target, met) = if profile == TARGET_PROFILE {
+            let ok = reduction.is_some_and(|v| v >= TARGET_REDUCTION)
+                && retention.is_some_and(|v| v >= 100.0);
+            ("≥ 90% series, 100% critical", Met::from(ok))
+        } else {
+            ("-", Met::Info)
+        };
+        report.row(
+            format!("{profile}: {}", f.template.as_str()),
+            measured,
+            target,
+            met,
+        );
+        let _ = base_series;
+    }
+    if !topk.is_empty() {
+        report.info(format!("{profile}: top K chosen"), topk.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# bench.sh — `just bench`: Phoenix's benchmarks on this machine, printed as a table of measured
+# figures next to their targets (benches/phoenix.rs; docs/benchmarks.md explains them).
+#
+# Builds the release binaries (phoenix-operator, phoenix-simulator), starts a local control plane
+# of its own (tests/e2e/cluster.sh) in a private directory, runs `cargo bench --bench phoenix`
+# against it, and tears the cluster down at the end, also on failure or Ctrl-C. The report is
+# printed and written to $PHOENIX_BENCH_OUT/report.md (default target/bench/report.md), with the
+# operator and collector logs beside it.
+#
+# Sizes (environment; defaults fit a 2-core machine in about 20 minutes):
+#   PHOENIX_BENCH_PARTS=reduction,control-plane,peer   parts to run
+#   PHOENIX_BENCH_APPLY=200                 Experiments applied one after another (apply → objects)
+#   PHOENIX_BENCH_EXPERIMENTS=1000          concurrent Experiments (scale, steady state, restart)
+#   PHOENIX_BENCH_SCALE_SIMULATION=1        0: scale Experiments without a Simulation (no Jobs)
+#   PHOENIX_BENCH_CONCURRENCY=8             creates in flight during the scale burst
+#   PHOENIX_BENCH_RUNNING_TIMEOUT_SECS=900  longest wait for every scale Experiment to be Running
+#   PHOENIX_BENCH_STEADY_SECS=60            steady-state window
+#   PHOENIX_BENCH_PROFILES=high-cardinality,realistic,high-churn,spike
+#   PHOENIX_BENCH_PROCESSES=300             simulated processes per profile
+#   PHOENIX_BENCH_SIMULATOR_MILLICORES=400  the simulator's total CPU cap
+#   PHOENIX_BENCH_WARMUP_SECS=20            baseline-only time before the top K are chosen
+#   PHOENIX_BENCH_REDUCTION_SECS=60         measured window per profile
+#   PHOENIX_BENCH_TOPK=10                   K of the topk template
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+OUT=${PHOENIX_BENCH_OUT:-$REPO/target/bench}
+DIR=$OUT/cluster-$$
+
+log() { echo "bench.sh: $*" >&2; }
+
+mkdir -p "$OUT"
+paths=$(tests/e2e/build.sh)
+KWOK_BIN=$(sed -n 's/^KWOK_BIN=//p' <<<"$paths")
+export KWOK_BIN
+
+log "building release binaries"
+cargo build --release --bin phoenix-operator --bin phoenix-simulator
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  log "tearing down the bench cluster ($DIR)"
+  tests/e2e/cluster.sh down --dir "$DIR" || log "warning: cluster teardown failed; see $DIR"
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log "starting a private control plane in $DIR"
+tests/e2e/cluster.sh up --dir "$DIR" >/dev/null
+
+export PHOENIX_E2E_ENV=$DIR/env PHOENIX_BENCH_OUT=$OUT
+cargo bench --bench phoenix

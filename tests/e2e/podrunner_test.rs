@@ -1,0 +1,317 @@
+//! The local pod runner (tests/e2e/podrunner) on the real control plane: a baseline Pipeline
+//! pinned to the runner's node runs a real collector process on this machine, its process metrics
+//! and its own telemetry reach Prometheus, and deleting the Pipeline stops the process; simulator
+//! pods run to completion (their Job completes) and a deleted one takes its workers with it.
+//!
+//! The runner's node is tainted and uniquely named, so the other tests' workloads (DaemonSets
+//! without a nodeSelector) stay off it even on a shared cluster; the Pipeline tolerates the taint.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use phoenix::crd::Pipeline;
+
+use crate::harness::{Operator, TestNamespace, cluster, eventually, http_get, repo_root};
+
+const TAINT_KEY: &str = "phoenix.io/local";
+
+/// A `phoenix-e2e-podrunner` process; stopped (stdin closed) on drop.
+struct Runner {
+    child: Option<Child>,
+}
+
+impl Runner {
+    fn start(node: &str) -> Runner {
+        let c = cluster();
+        let dir = repo_root().join(format!("target/e2e/podrunner-{node}"));
+        std::fs::create_dir_all(&dir).expect("runner state dir");
+        let log = std::fs::File::create(dir.join("runner.log")).expect("runner log");
+        let child = Command::new(env!("CARGO_BIN_EXE_phoenix-e2e-podrunner"))
+            .env("KUBECONFIG", &c.kubeconfig)
+            .args(["--node-name", node, "--stop-on-stdin-eof", "--taint"])
+            .arg(format!("{TAINT_KEY}=true:NoSchedule"))
+            .args(["--collector-bin", c.var("COLLECTOR_BIN")])
+            .args(["--simulator-bin", env!("CARGO_BIN_EXE_phoenix-simulator")])
+            .arg("--state-dir")
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("phoenix-e2e-podrunner starts");
+        Runner { child: Some(child) }
+    }
+
+    /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
+    fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        drop(child.stdin.take());
+        for _ in 0..300 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PromQL instant query's first value, if any.
+fn prometheus_value(query: &str) -> Option<f64> {
+    let url = &cluster().prometheus_url;
+    let port: u16 = url.rsplit(':').next()?.trim_end_matches('/').parse().ok()?;
+    let encoded: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let response = http_get(port, &format!("/api/v1/query?query={encoded}"))?;
+    let body = response.split_once("\r\n\r\n")?.1;
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// Whether `pid` is still a collector process (and not a reused pid).
+fn collector_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains("otelcol"))
+        .unwrap_or(false)
+}
+
+async fn node_ready(nodes: &Api<Node>, node: &str) {
+    eventually(
+        "the runner's node Ready",
+        Duration::from_secs(30),
+        || async {
+            let n = nodes.get_opt(node).await.ok()??;
+            let ready = n
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then_some(())
+        },
+    )
+    .await;
+}
+
+/// The pid behind a pod's first container (`podrunner://<pid>`), while it runs.
+fn container_pid(pod: &Pod) -> Option<u32> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    status.state.as_ref()?.running.as_ref()?;
+    status
+        .container_id
+        .as_deref()?
+        .strip_prefix("podrunner://")?
+        .parse()
+        .ok()
+}
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                // pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(pid)
+            })
+        })
+        .collect()
+}
+
+/// A simulator pod spec pinned to `node` (tolerating its taint), shaped like the Job builder's.
+fn simulator_pod_spec(node: &str, args: &[&str]) -> serde_json::Value {
+    serde_json::json!({
+        "nodeSelector": {"kubernetes.io/hostname": node},
+        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 10,
+        "automountServiceAccountToken": false,
+        "containers": [{
+            "name": "simulator",
+            "image": "phoenix-simulator:e2e",
+            "command": ["phoenix-simulator"],
+            "args": args,
+            "env": [{"name": "PHOENIX_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    })
+}
+
+#[tokio::test]
+async fn podrunner_runs_a_real_collector_whose_series_reach_prometheus() {
+    let ns = TestNamespace::new("podrunner").await;
+    let node = format!("local-{}", ns.name);
+    let mut runner = Runner::start(&node);
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    node_ready(&nodes, &node).await;
+    let _operator = Operator::start(&ns.name, &[]);
+
+    let pipeline: Pipeline = serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: local-baseline}}\nspec:\n  template: baseline\n  collectionInterval: 5s\n  deployment:\n    nodeSelector: {{kubernetes.io/hostname: {node}}}\n    tolerations: [{{key: {TAINT_KEY}, operator: Exists, effect: NoSchedule}}]"
+    ))
+    .expect("test Pipeline parses");
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &pipeline)
+        .await
+        .expect("Pipeline created");
+
+    // The collector pod becomes Ready on the runner's node, backed by a real local process.
+    let pods = ns.api::<Pod>();
+    let selector = ListParams::default().labels("phoenix.io/pipeline=local-baseline");
+    let pid = eventually(
+        "a Ready collector pod on the local node",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&selector).await.ok()?;
+            let pod = list.items.into_iter().next()?;
+            let on_node = pod.spec.as_ref()?.node_name.as_deref() == Some(node.as_str());
+            let status = pod.status?;
+            let ready = status
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let id = status.container_statuses?.first()?.container_id.clone()?;
+            let pid: u32 = id.strip_prefix("podrunner://")?.parse().ok()?;
+            (on_node && ready).then_some(pid)
+        },
+    )
+    .await;
+    assert!(collector_alive(pid), "pod {pid} is a running collector");
+
+    // This machine's processes, labelled by the pipeline and the node, reach Prometheus; so does
+    // the collector's own telemetry (its otlp/self port was remapped to a free one).
+    for metric in [
+        "process_cpu_time_seconds_total",
+        "otelcol_process_memory_rss_bytes",
+    ] {
+        let query = format!(
+            "count({metric}{{phoenix_pipeline=\"local-baseline\",phoenix_node=\"{node}\"}})"
+        );
+        let count = eventually(&query, Duration::from_secs(90), || async {
+            prometheus_value(&query).filter(|v| *v > 0.0)
+        })
+        .await;
+        println!("{query} = {count}");
+    }
+
+    // Deleting the Pipeline deletes the pod; the runner stops the process and confirms.
+    ns.api::<Pipeline>()
+        .delete("local-baseline", &DeleteParams::foreground())
+        .await
+        .expect("Pipeline deleted");
+    eventually(
+        "the collector pod gone and its process ended",
+        Duration::from_secs(60),
+        || async {
+            let list = pods.list(&selector).await.ok()?;
+            (list.items.is_empty() && !collector_alive(pid)).then_some(())
+        },
+    )
+    .await;
+
+    // The runner stops cleanly and takes its node with it.
+    assert!(
+        runner.stop(),
+        "the runner exits cleanly when its stdin closes"
+    );
+    assert!(
+        nodes.get_opt(&node).await.expect("node lookup").is_none(),
+        "the runner deleted its node"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
+    let ns = TestNamespace::new("podrunner-sim").await;
+    let node = format!("local-{}", ns.name);
+    let mut runner = Runner::start(&node);
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    node_ready(&nodes, &node).await;
+
+    // A Job whose simulator runs 3 s: the pod Succeeds (exit code 0) and the Job completes.
+    let job: Job = serde_json::from_value(serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "short"},
+        "spec": {"backoffLimit": 0, "template": {"spec":
+            simulator_pod_spec(&node, &["--duration", "3s", "--processes", "3"])}},
+    }))
+    .expect("test Job parses");
+    let jobs = ns.api::<Job>();
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("Job created");
+    eventually("Job short complete", Duration::from_secs(60), || async {
+        let status = jobs.get("short").await.ok()?.status?;
+        (status.succeeded == Some(1)).then_some(())
+    })
+    .await;
+
+    // A long simulator: its workers are real processes; deleting the pod ends all of them.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "long"},
+        "spec": simulator_pod_spec(&node, &["--duration", "5m", "--processes", "5"]),
+    }))
+    .expect("test Pod parses");
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("Pod created");
+    let (pid, workers) = eventually(
+        "the simulator and its workers",
+        Duration::from_secs(60),
+        || async {
+            let pid = container_pid(&pods.get("long").await.ok()?)?;
+            let workers = children(pid);
+            (workers.len() >= 5).then_some((pid, workers))
+        },
+    )
+    .await;
+    pods.delete("long", &DeleteParams::default())
+        .await
+        .expect("Pod deleted");
+    eventually(
+        "the pod gone and every process ended",
+        Duration::from_secs(30),
+        || async {
+            let gone = pods.get_opt("long").await.ok()?.is_none();
+            let alive = std::iter::once(pid)
+                .chain(workers.iter().copied())
+                .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            (gone && !alive).then_some(())
+        },
+    )
+    .await;
+
+    assert!(
+        runner.stop(),
+        "the runner exits cleanly when its stdin closes"
+    );
+    ns.cleanup().await;
+}
