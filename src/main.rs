@@ -39,8 +39,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let namespaces = settings.namespaces();
     let ctx = Arc::new(Context::new(client.clone(), settings.clone(), metrics));
+    let mut early_stop = shutdown.clone();
+    tokio::select! {
+        _ = controller::wait_for_api(&client, &namespaces) => {}
+        _ = early_stop.changed() => return Ok(()),
+    }
+    readiness.synced.store(true, Ordering::Relaxed);
     if !settings.leader_election {
-        readiness.synced.store(true, Ordering::Relaxed);
         controller::run_all(ctx, &namespaces, shutdown).await;
         tracing::info!("stopped");
         return Ok(());
@@ -76,7 +81,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing::info!(%identity, "acquired leadership: starting controllers");
     readiness.leading.store(true, Ordering::Relaxed);
-    readiness.synced.store(true, Ordering::Relaxed);
 
     // Stop the controllers on shutdown or when the Lease is lost.
     let (stop_tx, stop) = watch::channel(false);

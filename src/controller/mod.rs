@@ -199,3 +199,48 @@ pub async fn run_all(
         let _ = t.await;
     }
 }
+
+/// Waits until every watched kind can be listed in every watched scope (CRDs installed, RBAC
+/// granted): the point from which the controllers' watches can sync. Retries every 5 s, logging
+/// what is missing.
+pub async fn wait_for_api(client: &Client, namespaces: &[String]) {
+    use crate::crd::{Experiment, Pipeline, Simulation};
+    use kube::api::ListParams;
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let probe = ListParams::default().limit(1);
+    loop {
+        let mut missing = Vec::new();
+        for ns in &scopes {
+            let (e, p, s): (Api<Experiment>, Api<Pipeline>, Api<Simulation>) = match ns {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                    Api::all(client.clone()),
+                ),
+            };
+            if let Err(err) = e.list(&probe).await {
+                missing.push(format!("experiments: {err}"));
+            }
+            if let Err(err) = p.list(&probe).await {
+                missing.push(format!("pipelines: {err}"));
+            }
+            if let Err(err) = s.list(&probe).await {
+                missing.push(format!("simulations: {err}"));
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        tracing::warn!(missing = %missing.join("; "), "cannot list Phoenix resources yet (CRDs installed? RBAC?); retrying in 5s");
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
