@@ -72,6 +72,7 @@ fn parts() -> Vec<String> {
 /// Runs the parts; `Ok(false)` when one failed (the table still prints what was measured).
 async fn run() -> Result<bool> {
     let started = Instant::now();
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let out = std::env::var("PHOENIX_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("target/bench"));
@@ -117,7 +118,9 @@ async fn run() -> Result<bool> {
             out: out.clone(),
             apply: env_or("PHOENIX_BENCH_APPLY", 200),
             experiments: env_or("PHOENIX_BENCH_EXPERIMENTS", 1000),
+            apply_warmup: env_or("PHOENIX_BENCH_APPLY_WARMUP", 5),
             simulation: env_or("PHOENIX_BENCH_SCALE_SIMULATION", 1u8) != 0,
+            scale_nodes: env_or("PHOENIX_BENCH_SCALE_NODES", 1),
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
             running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 900)),
             steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
@@ -134,7 +137,7 @@ async fn run() -> Result<bool> {
     }
 
     let elapsed = started.elapsed().as_secs_f64();
-    let header = environment(&cluster, elapsed);
+    let header = environment(&cluster, elapsed, &load_at_start);
     let table = report.text_table();
     println!("\n{header}\n{table}");
     if !report.notes.is_empty() {
@@ -153,7 +156,7 @@ async fn run() -> Result<bool> {
 }
 
 /// Machine, versions, date and run time, one per line.
-fn environment(cluster: &cluster::Cluster, elapsed: f64) -> String {
+fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -179,7 +182,8 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64) -> String {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
         "date:           {date}\n\
-         machine:        {nproc} CPUs ({model}), {:.1} GiB memory, load average at the end {}\n\
+         machine:        {nproc} CPUs ({model}), {:.1} GiB memory\n\
+         load average:   {} at the start, {} at the end (1/5/15 min; other work on the machine counts)\n\
          kube-apiserver: {}\n\
          kwok:           {kwok_version}\n\
          collector:      {}\n\
@@ -187,6 +191,7 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64) -> String {
          rustc:          {}\n\
          bench run time: {:.1} min\n",
         mem_kib / 1024.0 / 1024.0,
+        load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         v(&cluster.k8s_bin("kube-apiserver"), &["--version"]),
         v(Path::new(collector), &["--version"]),

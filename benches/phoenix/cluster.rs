@@ -192,7 +192,8 @@ impl RequestCounts {
     }
 
     pub fn sum(&self, keep: impl Fn(&Labels) -> bool) -> f64 {
-        self.0.iter().filter(|(l, _)| keep(l)).map(|(_, v)| v).sum()
+        // `+ 0.0`: an empty float sum is -0.0.
+        self.0.iter().filter(|(l, _)| keep(l)).map(|(_, v)| v).sum::<f64>() + 0.0
     }
 
     /// Totals per `verb group/resource[/subresource] code`, largest first: what a delta was made of.

@@ -23,6 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use phoenix::build::children::{self, Side};
 use phoenix::build::labels;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase};
+use phoenix::crd::{Pipeline, Simulation};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -43,6 +44,10 @@ pub struct Plan {
     pub experiments: usize,
     /// Whether scale-test Experiments carry a Simulation (a Job of 3 pods each).
     pub simulation: bool,
+    /// Experiments applied before the timed ones (first-use costs: not counted).
+    pub apply_warmup: usize,
+    /// kwok nodes the scale Experiments target: 1 (kwok-node-0) or 3 (all).
+    pub scale_nodes: usize,
     /// Creates in flight during the scale burst.
     pub concurrency: usize,
     /// Longest wait for every scale Experiment to be Running.
@@ -56,7 +61,8 @@ const SCALE_NS: &str = "bench-scale";
 /// A node selector no node matches: the apply test's Experiments get all their objects (2
 /// DaemonSets scheduling nowhere, a Job whose one pod stays Pending) without thousands of pods.
 const NO_NODES: &str = "{phoenix.io/bench: no-such-node}";
-const KWOK_NODES: &str = "{type: kwok}";
+const ALL_KWOK_NODES: &str = "{type: kwok}";
+const ONE_KWOK_NODE: &str = "{kubernetes.io/hostname: kwok-node-0}";
 
 // -------------------------------------------------------------------------------------------------
 // The operator process
@@ -142,6 +148,8 @@ struct Seen {
     /// `ns/name` → when the DaemonSet was first seen.
     daemonsets: HashMap<String, Instant>,
     jobs: HashMap<String, Instant>,
+    pipelines: HashMap<String, Instant>,
+    simulations: HashMap<String, Instant>,
     /// `ns/name` → current phase of each Experiment.
     phases: HashMap<String, Option<ExperimentPhase>>,
     /// `ns/name` → when the Experiment was first seen Running.
@@ -172,9 +180,28 @@ impl Tracker {
             record_first_seen(ds, s, t, |seen| &mut seen.daemonsets).await
         }));
         let (s, t) = (seen.clone(), tx.clone());
-        let jobs = watcher::watcher(Api::<PartialObjectMeta<Job>>::all(client.clone()), managed);
+        let jobs = watcher::watcher(
+            Api::<PartialObjectMeta<Job>>::all(client.clone()),
+            managed.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             record_first_seen(jobs, s, t, |seen| &mut seen.jobs).await
+        }));
+        let (s, t) = (seen.clone(), tx.clone());
+        let pipelines = watcher::watcher(
+            Api::<PartialObjectMeta<Pipeline>>::all(client.clone()),
+            managed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            record_first_seen(pipelines, s, t, |seen| &mut seen.pipelines).await
+        }));
+        let (s, t) = (seen.clone(), tx.clone());
+        let sims = watcher::watcher(
+            Api::<PartialObjectMeta<Simulation>>::all(client.clone()),
+            managed,
+        );
+        tasks.push(tokio::spawn(async move {
+            record_first_seen(sims, s, t, |seen| &mut seen.simulations).await
         }));
         let (s, t) = (seen.clone(), tx.clone());
         let exps = watcher::watcher(
@@ -288,6 +315,25 @@ fn children_seen(seen: &Seen, ns: &str, exp: &str, with_job: bool) -> Option<Ins
     Some(t)
 }
 
+/// Seconds from `t0` to each stage of one Experiment: (both Pipelines and the Simulation exist,
+/// both DaemonSets exist after the later Pipeline, the Job exists after the Simulation).
+fn stages(seen: &Seen, ns: &str, exp: &str, t0: Instant) -> Option<(f64, f64, f64)> {
+    let p = |side| seen.pipelines.get(&format!("{ns}/{}", children::pipeline_name(exp, side)));
+    let pipelines = *p(Side::Baseline)?.max(p(Side::Candidate)?);
+    let sim = *seen
+        .simulations
+        .get(&format!("{ns}/{}", children::simulation_name(exp)))?;
+    let ([b, c], job) = child_keys(ns, exp);
+    let ds = *seen.daemonsets.get(&b)?.max(seen.daemonsets.get(&c)?);
+    let job = *seen.jobs.get(&job)?;
+    let secs = |later: Instant, earlier: Instant| later.saturating_duration_since(earlier).as_secs_f64();
+    Some((
+        secs(pipelines.max(sim), t0),
+        secs(ds, pipelines),
+        secs(job, sim),
+    ))
+}
+
 // -------------------------------------------------------------------------------------------------
 // The Experiments
 
@@ -337,8 +383,10 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
     apply_latency(plan, &client, &mut tracker, report).await?;
 
     report.section(format!(
-        "2. scale: {} concurrent Experiments on 3 kwok nodes",
-        plan.experiments
+        "2. scale: {} concurrent Experiments on {} kwok node(s){}",
+        plan.experiments,
+        if plan.scale_nodes >= 3 { 3 } else { 1 },
+        if plan.simulation { "" } else { ", no simulation" }
     ));
     let mut operator = operator;
     let all_running = scale(plan, cluster, &client, &mut tracker, &mut operator, report).await?;
@@ -365,27 +413,44 @@ async fn apply_latency(
     let api: Api<Experiment> = Api::namespaced(client.clone(), APPLY_NS);
     let mut total = Vec::with_capacity(plan.apply);
     let mut create = Vec::with_capacity(plan.apply);
+    let mut stage_times = (Vec::new(), Vec::new(), Vec::new());
     let mut timeouts = 0;
-    eprintln!("bench: apply → objects: {} Experiments, one after another", plan.apply);
-    for i in 0..plan.apply {
+    eprintln!(
+        "bench: apply → objects: {} Experiments one after another ({} more first, not counted)",
+        plan.apply, plan.apply_warmup
+    );
+    for i in 0..plan.apply + plan.apply_warmup {
         let name = format!("apply-{i:04}");
+        let counted = i >= plan.apply_warmup;
         let exp = experiment(&name, NO_NODES, true)?;
         let t0 = Instant::now();
         api.create(&PostParams::default(), &exp).await?;
-        create.push(t0.elapsed().as_secs_f64());
+        let create_secs = t0.elapsed().as_secs_f64();
         let done = tracker
             .wait(Duration::from_secs(30), |s| {
-                children_seen(s, APPLY_NS, &name, true).is_some()
+                stages(s, APPLY_NS, &name, t0).is_some()
             })
             .await;
-        match tracker.with(|s| children_seen(s, APPLY_NS, &name, true)).flatten() {
-            Some(t) if done => total.push(t.duration_since(t0).as_secs_f64()),
+        if !counted {
+            continue;
+        }
+        create.push(create_secs);
+        let seen = tracker.with(|s| {
+            children_seen(s, APPLY_NS, &name, true).zip(stages(s, APPLY_NS, &name, t0))
+        });
+        match seen.flatten() {
+            Some((t, (a, b, c))) if done => {
+                total.push(t.duration_since(t0).as_secs_f64());
+                stage_times.0.push(a);
+                stage_times.1.push(b);
+                stage_times.2.push(c);
+            }
             _ => timeouts += 1,
         }
-        if (i + 1) % 50 == 0 {
+        if (i + 1 - plan.apply_warmup).is_multiple_of(50) {
             eprintln!(
                 "bench:   {}/{} applied, p50 so far {}",
-                i + 1,
+                i + 1 - plan.apply_warmup,
                 plan.apply,
                 quantile(&total, 0.5).map(ms).unwrap_or_default()
             );
@@ -414,6 +479,22 @@ async fn apply_latency(
             quantile(&create, 0.99).map(ms).unwrap_or_default()
         ),
     );
+    let p50s = |v: &[f64]| {
+        format!(
+            "{} / {}",
+            quantile(v, 0.5).map(ms).unwrap_or_default(),
+            quantile(v, 0.99).map(ms).unwrap_or_default()
+        )
+    };
+    report.info(
+        "  create → both Pipelines + Simulation exist, p50 / p99",
+        p50s(&stage_times.0),
+    );
+    report.info(
+        "  later Pipeline → both DaemonSets exist, p50 / p99",
+        p50s(&stage_times.1),
+    );
+    report.info("  Simulation → Job exists, p50 / p99", p50s(&stage_times.2));
     report.info(
         "  apply → objects, min / max",
         format!(
@@ -435,8 +516,12 @@ async fn apply_latency(
          {APPLY_NS}; each timed from just before the create call to the arrival of the watch \
          event of the last of its three objects (DaemonSets `<exp>-baseline-collector`, \
          `<exp>-candidate-collector`, Job `<exp>-load-load`). Their targets match no node, so they \
-         create every object but no pods (they stay Deploying, idle, for the rest of the run).",
-        plan.apply
+         create every object but no pods (they stay Deploying, idle, for the rest of the run). \
+         The first {} are not counted (first-use costs of a fresh apiserver and operator). The \
+         stages come from watches on Pipelines and Simulations too: Experiment controller \
+         (Experiment → Pipelines, Simulation), Pipeline controller (Pipeline → ConfigMap, \
+         DaemonSet), Simulation controller (Simulation → Job).",
+        plan.apply, plan.apply_warmup
     ));
     Ok(())
 }
@@ -465,7 +550,8 @@ async fn scale(
         .map(|name| {
             let api = api.clone();
             async move {
-                let exp = experiment(&name, KWOK_NODES, plan.simulation)?;
+                let nodes = if plan.scale_nodes >= 3 { ALL_KWOK_NODES } else { ONE_KWOK_NODE };
+                let exp = experiment(&name, nodes, plan.simulation)?;
                 let t = Instant::now();
                 api.create(&PostParams::default(), &exp).await?;
                 Ok::<_, crate::support::BoxError>((name, t))
@@ -608,11 +694,12 @@ async fn scale(
         "scale: reads on Phoenix's resources during the burst: {}",
         delta.breakdown(|l| ours(l) && !cluster::is_mutating(l), 12)
     ));
-    let pods_per = if plan.simulation { 9 } else { 6 };
+    let nodes = if plan.scale_nodes >= 3 { 3 } else { 1 };
+    let pods_per = (2 + usize::from(plan.simulation)) * nodes;
     report.note(format!(
         "scale: {n} Experiments = {} Pipelines, {} Simulations, {} DaemonSets, {} ConfigMaps, {} \
-         Jobs and {} pods on 3 kwok nodes ({pods_per} per Experiment; Job pods complete at once \
-         under kwok). 'Phoenix's resources' counts requests on phoenix.io kinds, the main resource \
+         Jobs and {} pods on {nodes} kwok node(s) ({pods_per} per Experiment; Job pods complete \
+         at once under kwok). 'Phoenix's resources' counts requests on phoenix.io kinds, the main resource \
          of DaemonSets/Deployments/Jobs (not /status, which the kube controllers write), \
          ConfigMaps, Secrets and Node reads, minus the bench's own {n} Experiment creates; the \
          whole-cluster figure adds pods, bindings, leases, events and every controller's status \
@@ -664,7 +751,7 @@ async fn steady_state(
     let minutes = plan.steady.as_secs_f64() / 60.0;
     // Experiments, their Pipelines and Simulations: the resources the operator reconciles.
     let per_exp = if plan.simulation { 4 } else { 3 };
-    let resources = (plan.apply * 4 + plan.experiments * per_exp) as f64;
+    let resources = ((plan.apply + plan.apply_warmup) * 4 + plan.experiments * per_exp) as f64;
     let writes = delta.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l));
     let per = writes / resources / minutes;
     report.row(
@@ -703,7 +790,7 @@ async fn restart(
     report: &mut Report,
 ) -> Result<()> {
     let per_exp = if plan.simulation { 4 } else { 3 };
-    let resources = (plan.apply * 4 + plan.experiments * per_exp) as f64;
+    let resources = ((plan.apply + plan.apply_warmup) * 4 + plan.experiments * per_exp) as f64;
     let running_before = tracker.with(|s| s.phases.values().filter(|p| **p == Some(ExperimentPhase::Running)).count());
     operator.kill();
     let before = cluster.request_counts()?;

@@ -5,6 +5,7 @@ mod admission;
 mod experiment;
 mod harness;
 mod leader;
+mod metrics;
 mod pipeline;
 mod rbac;
 mod simulation;

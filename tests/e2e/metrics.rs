@@ -1,0 +1,99 @@
+//! The operator's /metrics, scraped by a real Prometheus: reconcile counters, error counters and
+//! durations per controller, and the experiment gauges are there.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kube::api::PostParams;
+use phoenix::crd::{Experiment, Pipeline};
+
+use crate::harness::{Operator, TestNamespace, eventually, http_get, repo_root};
+
+#[tokio::test]
+async fn prometheus_scrapes_the_operators_metrics() {
+    let ns = TestNamespace::new("metrics").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let pipelines = ns.api::<Pipeline>();
+    let p: Pipeline = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {name: scraped}\nspec: {template: baseline}",
+    )
+    .expect("parses");
+    pipelines
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("created");
+    let e: Experiment = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {name: scraped}\nspec: {baseline: {pipeline: {template: baseline}}, candidate: {pipeline: {template: topk, topk: {k: 3}}}}",
+    )
+    .expect("parses");
+    ns.api::<Experiment>()
+        .create(&PostParams::default(), &e)
+        .await
+        .expect("created");
+
+    // A Prometheus of this test's own that scrapes the operator every second.
+    let dir = repo_root().join(format!("target/e2e/prom-{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let config = format!(
+        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: phoenix-operator\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+        operator.http_port
+    );
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus starts");
+
+    let query = "/api/v1/query?query=phoenix_reconciles_total%7Bjob%3D%22phoenix-operator%22%2Ccontroller%3D%22pipeline%22%7D";
+    let body = eventually(
+        "Prometheus has scraped the reconcile counter",
+        Duration::from_secs(60),
+        || async {
+            let r = http_get(port, query)?;
+            r.contains("\"controller\":\"pipeline\"").then_some(r)
+        },
+    )
+    .await;
+    assert!(body.contains("\"job\":\"phoenix-operator\""), "{body}");
+    let families = eventually(
+        "the experiment reaches Running",
+        Duration::from_secs(60),
+        || async {
+            let m = operator.metrics();
+            m.contains("phase=\"Running\"} 1").then_some(m)
+        },
+    )
+    .await;
+    for family in [
+        "phoenix_reconcile_duration_seconds_count{controller=\"pipeline\"}",
+        "phoenix_reconciles_total{controller=\"experiment\"}",
+        "# TYPE phoenix_experiment_phase gauge",
+        &format!(
+            "phoenix_experiment_phase{{namespace=\"{}\",experiment=\"scraped\",phase=\"Running\"}} 1",
+            ns.name
+        ),
+    ] {
+        assert!(
+            families.contains(family),
+            "{family} missing from /metrics:\n{families}"
+        );
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    ns.cleanup().await;
+}
