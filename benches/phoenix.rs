@@ -124,6 +124,8 @@ async fn run() -> Result<bool> {
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
             running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 900)),
             steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
+            max_control_plane_bytes: env_or("PHOENIX_BENCH_MAX_CONTROL_PLANE_MIB", 6144u64) << 20,
+            min_available_bytes: env_or("PHOENIX_BENCH_MIN_AVAILABLE_MIB", 4096u64) << 20,
         };
         if let Err(e) = control_plane::run(&plan, &cluster, &mut report).await {
             report.row("control-plane parts", format!("failed: {e}"), "-", Met::No);

@@ -39,7 +39,7 @@ kubectl delete experiment demo --ignore-not-found --wait=true >/dev/null
 
 say "starting the local pod runner (node phoenix-local: collectors and simulator run as real processes)"
 target/debug/phoenix-e2e-podrunner --collector-bin "$COLLECTOR_BIN" --simulator-bin target/debug/phoenix-simulator \
-  --state-dir "$LOGS/pods" >"$LOGS/podrunner.log" 2>&1 &
+  --state-dir "$LOGS/podrunner" >"$LOGS/podrunner.log" 2>&1 &
 pids+=($!)
 say "starting the operator (logs: $LOGS/operator.log)"
 target/debug/phoenix-operator --prometheus-url "$PROMETHEUS_URL" --http-addr 127.0.0.1:0 \

@@ -95,8 +95,24 @@ impl Cluster {
 
     /// The apiserver's `apiserver_request_total` counters now.
     pub fn request_counts(&self) -> Result<RequestCounts> {
-        let text = self.kubectl_out(&["get", "--raw", "/metrics"])?;
+        let text = self.kubectl_out(&["--request-timeout=60s", "get", "--raw", "/metrics"])?;
         Ok(RequestCounts::parse(&text))
+    }
+
+    /// Resident memory of the control plane's etcd and kube-apiserver now, bytes (from the pid
+    /// files cluster.sh keeps in its directory).
+    pub fn control_plane_rss(&self) -> (u64, u64) {
+        let rss = |component: &str| -> u64 {
+            self.var("E2E_DIR")
+                .and_then(|dir| {
+                    std::fs::read_to_string(Path::new(dir).join(format!("pids/{component}.pid")))
+                        .ok()
+                })
+                .and_then(|pid| pid.trim().parse::<u32>().ok())
+                .and_then(|pid| crate::support::status_bytes(pid, "VmRSS"))
+                .unwrap_or(0)
+        };
+        (rss("etcd"), rss("kube-apiserver"))
     }
 
     /// A binary next to kubectl (kube-apiserver), for its version.

@@ -54,6 +54,10 @@ pub struct Plan {
     pub running_timeout: Duration,
     /// Steady-state window.
     pub steady: Duration,
+    /// The scale test stops when etcd + kube-apiserver grow past this.
+    pub max_control_plane_bytes: u64,
+    /// … or when the machine's MemAvailable falls below this.
+    pub min_available_bytes: u64,
 }
 
 const APPLY_NS: &str = "bench-apply";
@@ -546,45 +550,51 @@ async fn scale(
         if plan.simulation { "" } else { " without simulation" }
     );
     let names: Vec<String> = (0..n).map(|i| format!("scale-{i:04}")).collect();
+    let guard = Guard::start(cluster, plan);
+    let nodes = if plan.scale_nodes >= 3 {
+        ALL_KWOK_NODES
+    } else {
+        ONE_KWOK_NODE
+    };
     let starts: Vec<(String, Instant)> = futures::stream::iter(names.clone())
         .map(|name| {
-            let api = api.clone();
+            let (api, guard) = (api.clone(), &guard);
             async move {
-                let nodes = if plan.scale_nodes >= 3 { ALL_KWOK_NODES } else { ONE_KWOK_NODE };
+                if let Some(why) = guard.tripped() {
+                    return Err::<_, crate::support::BoxError>(why.into());
+                }
                 let exp = experiment(&name, nodes, plan.simulation)?;
                 let t = Instant::now();
                 api.create(&PostParams::default(), &exp).await?;
-                Ok::<_, crate::support::BoxError>((name, t))
+                Ok((name, t))
             }
         })
         .buffer_unordered(plan.concurrency.max(1))
-        .try_collect()
-        .await?;
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .collect();
     let created = t0.elapsed().as_secs_f64();
-    eprintln!("bench:   {n} created in {created:.1} s");
+    eprintln!("bench:   {} of {n} created in {created:.1} s", starts.len());
 
-    // Objects first (the operator's own work), then Running (the pods' pace).
     let ns = SCALE_NS;
     let with_job = plan.simulation;
-    let names_ref = &names;
-    let objects_done = tracker
-        .wait(plan.running_timeout, |s| {
-            names_ref
-                .iter()
-                .all(|e| children_seen(s, ns, e, with_job).is_some())
-        })
-        .await;
-    let objects_at = t0.elapsed().as_secs_f64();
     let mut last_report = Instant::now();
     let running_deadline = t0 + plan.running_timeout;
     let all_running = loop {
         let running = tracker
-            .with(|s| names.iter().filter(|e| s.running.contains_key(&format!("{ns}/{e}"))).count())
+            .with(|s| {
+                names
+                    .iter()
+                    .filter(|e| s.running.contains_key(&format!("{ns}/{e}")))
+                    .count()
+            })
             .unwrap_or(0);
         if running == n {
             break true;
         }
-        if Instant::now() > running_deadline {
+        if Instant::now() > running_deadline || guard.tripped().is_some() {
             break false;
         }
         operator.check_running()?;
@@ -599,24 +609,54 @@ async fn scale(
                     by
                 })
                 .unwrap_or_default();
+            let (etcd, api) = cluster.control_plane_rss();
             eprintln!(
-                "bench:   {:.0} s: {running}/{n} Running; phases {phases:?}; operator RSS {:.1} MiB",
+                "bench:   {:.0} s: {running}/{n} Running; phases {phases:?}; RSS operator {:.0} MiB, etcd {:.0} MiB, apiserver {:.0} MiB",
                 t0.elapsed().as_secs_f64(),
-                operator.rss().map(mib).unwrap_or(0.0)
+                operator.rss().map(mib).unwrap_or(0.0),
+                mib(etcd),
+                mib(api)
             );
             last_report = Instant::now();
         }
         tracker.wait(Duration::from_secs(2), |_| false).await;
     };
-    let running_at = tracker
+    let guarded = guard.stop();
+    let (objects_at, running_at) = tracker
         .with(|s| {
-            names
-                .iter()
-                .filter_map(|e| s.running.get(&format!("{ns}/{e}")))
-                .max()
-                .map(|t| t.duration_since(t0).as_secs_f64())
+            let latest = |f: &dyn Fn(&String) -> Option<Instant>| -> Option<f64> {
+                let times: Vec<Instant> = names.iter().map(f).collect::<Option<_>>()?;
+                times
+                    .into_iter()
+                    .max()
+                    .map(|t| t.duration_since(t0).as_secs_f64())
+            };
+            (
+                latest(&|e| children_seen(s, ns, e, with_job)),
+                latest(&|e| s.running.get(&format!("{ns}/{e}")).copied()),
+            )
         })
-        .flatten();
+        .unwrap_or((None, None));
+    report.info(
+        "peak RSS of etcd / kube-apiserver during the burst",
+        format!(
+            "{:.0} MiB / {:.0} MiB",
+            mib(guarded.peak_etcd),
+            mib(guarded.peak_apiserver)
+        ),
+    );
+    if let Some(why) = &guarded.reason {
+        report.row(
+            "scale test aborted to protect the machine",
+            why.clone(),
+            "not aborted",
+            Met::No,
+        );
+        report.info(
+            "Experiments created before the abort",
+            starts.len().to_string(),
+        );
+    }
     let after = cluster.request_counts()?;
     let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_before;
     let delta = after.since(&before);
@@ -645,17 +685,16 @@ async fn scale(
     report.info(format!("{n} creates sent (client side)"), format!("{created:.1} s"));
     report.info(
         "time until every Experiment's 2 DaemonSets + Job exist",
-        if objects_done {
-            format!("{objects_at:.1} s")
-        } else {
-            format!("not all within {:.0} s", plan.running_timeout.as_secs_f64())
+        match objects_at {
+            Some(t) => format!("{t:.1} s"),
+            None => "not all".to_string(),
         },
     );
     report.row(
         format!("time until all {n} Running"),
         match (all_running, running_at) {
             (true, Some(t)) => format!("{t:.1} s"),
-            _ => format!("not all within {:.0} s", plan.running_timeout.as_secs_f64()),
+            _ => "not all".to_string(),
         },
         "- (pods' pace)",
         if all_running { Met::Info } else { Met::No },
@@ -712,6 +751,84 @@ async fn scale(
         pods_per * n,
     ));
     Ok(all_running)
+}
+
+/// Samples the control plane's memory every second during the scale test and trips when etcd +
+/// kube-apiserver grow past the limit or the machine runs short of memory (other work shares it).
+struct Guard {
+    state: Arc<Mutex<GuardState>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Default)]
+struct GuardState {
+    peak_etcd: u64,
+    peak_apiserver: u64,
+    reason: Option<String>,
+}
+
+impl Guard {
+    fn start(cluster: &Cluster, plan: &Plan) -> Guard {
+        let state = Arc::new(Mutex::new(GuardState::default()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, sp) = (state.clone(), stop.clone());
+        let dir = cluster.var("E2E_DIR").map(std::path::PathBuf::from);
+        let (max_cp, min_free) = (plan.max_control_plane_bytes, plan.min_available_bytes);
+        let thread = std::thread::spawn(move || {
+            let rss = |component: &str| -> u64 {
+                dir.as_ref()
+                    .and_then(|d| std::fs::read_to_string(d.join(format!("pids/{component}.pid"))).ok())
+                    .and_then(|pid| pid.trim().parse::<u32>().ok())
+                    .and_then(|pid| status_bytes(pid, "VmRSS"))
+                    .unwrap_or(0)
+            };
+            while !sp.load(std::sync::atomic::Ordering::Relaxed) {
+                let (etcd, api) = (rss("etcd"), rss("kube-apiserver"));
+                let free = crate::support::mem_available().unwrap_or(u64::MAX);
+                if let Ok(mut s) = st.lock() {
+                    s.peak_etcd = s.peak_etcd.max(etcd);
+                    s.peak_apiserver = s.peak_apiserver.max(api);
+                    if s.reason.is_none() {
+                        if etcd + api > max_cp {
+                            s.reason = Some(format!(
+                                "etcd + kube-apiserver RSS reached {:.0} MiB (limit {:.0} MiB)",
+                                mib(etcd + api),
+                                mib(max_cp)
+                            ));
+                        } else if free < min_free {
+                            s.reason = Some(format!(
+                                "machine MemAvailable fell to {:.0} MiB (floor {:.0} MiB)",
+                                mib(free),
+                                mib(min_free)
+                            ));
+                        }
+                        if let Some(r) = &s.reason {
+                            eprintln!("bench: GUARD TRIPPED: {r}");
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Guard {
+            state,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn tripped(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.reason.clone())
+    }
+
+    fn stop(mut self) -> GuardState {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
 }
 
 /// Mutating requests on Phoenix's resources now (for settling and the steady-state window).

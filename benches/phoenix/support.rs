@@ -126,6 +126,16 @@ pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// MemAvailable of this machine, bytes.
+pub fn mem_available() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
 /// A port free now on every interface, below the kernel's ephemeral range (32768+) so that
 /// outgoing connections cannot take it before the child binds it.
 pub fn free_port() -> u16 {

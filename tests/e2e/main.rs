@@ -7,6 +7,7 @@ mod harness;
 mod leader;
 mod metrics;
 mod pipeline;
+mod podrunner_test;
 mod rbac;
 mod simulation;
 mod smoke;

@@ -196,6 +196,7 @@ struct Ctr {
     last_state: Option<ContainerState>,
     restarts: i32,
     ready: bool,
+    /// Whether a start was attempted (the pod is past Pending).
     started: bool,
     probe: Option<ReadinessProbe>,
     restart_at: Option<Instant>,
@@ -496,10 +497,7 @@ impl Worker {
             if let Some(tmp) = mounts.translate("/tmp") {
                 env.insert("TMPDIR".into(), tmp.display().to_string());
             }
-            let argv: Vec<String> = spec::argv(c, &binary, &env)
-                .iter()
-                .map(|a| mounts.rewrite_arg(a))
-                .collect();
+            let argv = spec::command_line(c, &binary, &env, &mounts);
             let cwd = c
                 .working_dir
                 .as_deref()
@@ -719,6 +717,7 @@ impl Worker {
                 );
             }
             Err(e) => {
+                c.started = true;
                 tracing::error!(pod = %key, container = %c.spec.name, binary = %c.binary.display(), error = %e, "container could not start");
                 c.state = ContainerState {
                     terminated: Some(ContainerStateTerminated {

@@ -63,6 +63,21 @@ pub fn argv(container: &Container, binary: &Path, env: &BTreeMap<String, String>
     argv
 }
 
+/// [`argv`] with every mounted path in the arguments rewritten to its local directory
+/// ([`Mounts::rewrite_arg`]); argv[0], the local binary, stays as it is.
+pub fn command_line(
+    container: &Container,
+    binary: &Path,
+    env: &BTreeMap<String, String>,
+    mounts: &Mounts,
+) -> Vec<String> {
+    let mut argv = argv(container, binary, env);
+    for a in argv.iter_mut().skip(1) {
+        *a = mounts.rewrite_arg(a);
+    }
+    argv
+}
+
 /// Kubernetes' `$(VAR)` expansion: a defined variable is substituted, an undefined reference is
 /// left as is, and `$$` escapes a `$`.
 pub fn expand(s: &str, env: &BTreeMap<String, String>) -> String {
@@ -257,6 +272,28 @@ mod tests {
         assert_eq!(
             argv(&c, Path::new("/bin/sim"), &env),
             ["/bin/sim", "--node=node-1", "$(MISSING)", "$(N)"]
+        );
+    }
+
+    #[test]
+    fn command_line_rewrites_mounted_paths_but_not_the_binary() {
+        let mut m = Mounts::default();
+        m.add("/tmp", "/pods/p/volumes/tmp".into());
+        m.add("/etc/otelcol", "/pods/p/volumes/config".into());
+        let c = Container {
+            args: Some(vec![
+                "--config=/etc/otelcol/config.yaml".into(),
+                "/tmp/x".into(),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            command_line(&c, Path::new("/tmp/build/otelcol"), &BTreeMap::new(), &m),
+            [
+                "/tmp/build/otelcol",
+                "--config=/pods/p/volumes/config/config.yaml",
+                "/pods/p/volumes/tmp/x"
+            ]
         );
     }
 
