@@ -36,8 +36,9 @@ paths=$(tests/e2e/build.sh)
 KWOK_BIN=$(sed -n 's/^KWOK_BIN=//p' <<<"$paths")
 export KWOK_BIN
 
-log "building release binaries"
+log "building release binaries and the bench"
 cargo build --release --bin phoenix-operator --bin phoenix-simulator
+cargo bench --bench phoenix --no-run
 
 teardown() {
   local rc=$?

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, PostParams};
@@ -393,14 +393,22 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
         if plan.simulation { "" } else { ", no simulation" }
     ));
     let mut operator = operator;
-    let all_running = scale(plan, cluster, &client, &mut tracker, &mut operator, report).await?;
+    let burst = scale(plan, cluster, &client, &mut tracker, &mut operator, report).await?;
     let total_cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_at_start;
     report.info("operator CPU seconds, whole run so far (parts 1–2)", format!("{total_cpu:.1} s"));
 
-    if all_running {
-        steady_state(plan, cluster, &mut operator, report).await?;
-    } else {
-        report.note("steady state not measured: not every scale Experiment reached Running");
+    match burst {
+        Burst::AllRunning => steady_state(plan, cluster, &mut operator, report).await?,
+        Burst::NotAllRunning => {
+            report.note("steady state not measured: not every scale Experiment reached Running")
+        }
+        Burst::Aborted => {
+            report.note(
+                "steady state and restart not measured: the scale test was aborted by the memory guard",
+            );
+            operator.stop();
+            return Err("scale test aborted by the memory guard".into());
+        }
     }
 
     report.section("3. restart with every resource present");
@@ -530,7 +538,16 @@ async fn apply_latency(
     Ok(())
 }
 
-/// Creates the scale Experiments, waits until all are Running; returns whether they all were.
+/// How the scale burst ended.
+enum Burst {
+    AllRunning,
+    /// The running timeout passed first.
+    NotAllRunning,
+    /// The memory guard stopped it: the cluster is not fit for more measurements.
+    Aborted,
+}
+
+/// Creates the scale Experiments and waits until all are Running.
 async fn scale(
     plan: &Plan,
     cluster: &Cluster,
@@ -538,7 +555,7 @@ async fn scale(
     tracker: &mut Tracker,
     operator: &mut Operator,
     report: &mut Report,
-) -> Result<bool> {
+) -> Result<Burst> {
     let n = plan.experiments;
     let api: Api<Experiment> = Api::namespaced(client.clone(), SCALE_NS);
     let before = cluster.request_counts()?;
@@ -750,7 +767,11 @@ async fn scale(
         if plan.simulation { n } else { 0 },
         pods_per * n,
     ));
-    Ok(all_running)
+    Ok(match (all_running, guarded.reason) {
+        (_, Some(_)) => Burst::Aborted,
+        (true, None) => Burst::AllRunning,
+        (false, None) => Burst::NotAllRunning,
+    })
 }
 
 /// Samples the control plane's memory every second during the scale test and trips when etcd +

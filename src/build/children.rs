@@ -83,6 +83,10 @@ pub fn pipeline(
     if !spec.targets.node_selector.is_empty() {
         child_spec.deployment.node_selector = spec.targets.node_selector.clone();
     }
+    child_spec
+        .deployment
+        .tolerations
+        .extend(spec.targets.tolerations.iter().cloned());
     let mut metadata = meta(
         pipeline_name(experiment, side),
         namespace,
@@ -119,6 +123,9 @@ pub fn simulation(
     if !spec.targets.node_selector.is_empty() {
         sim_spec.node_selector = spec.targets.node_selector.clone();
     }
+    sim_spec
+        .tolerations
+        .extend(spec.targets.tolerations.iter().cloned());
     Some(Simulation {
         metadata: meta(
             simulation_name(experiment),

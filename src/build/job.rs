@@ -39,6 +39,7 @@ pub fn simulator_config(spec: &SimulationSpec) -> serde_json::Value {
     let mut value = serde_json::to_value(spec).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.remove("nodeSelector");
+        map.remove("tolerations");
     }
     value
 }
@@ -162,6 +163,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
                     }]),
                     node_selector: (!spec.node_selector.is_empty())
                         .then(|| spec.node_selector.clone()),
+                    tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
                     affinity: Some(Affinity {
                         pod_anti_affinity: Some(spread),
                         ..Default::default()

@@ -117,6 +117,9 @@ pub struct Targets {
     /// Node labels selecting the target nodes. Empty: every schedulable node.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for tainted target nodes, given to both variants' collectors and the load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 }
 
 /// Measurement settings.

@@ -68,6 +68,10 @@ pub struct SimulationSpec {
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
 
+    /// Tolerations of the simulator pods, for tainted target nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+
     /// Seed of the simulator's random choices; the same seed gives the same names and schedules.
     /// Default: 1.
     #[serde(default = "default_seed")]

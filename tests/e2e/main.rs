@@ -9,5 +9,6 @@ mod metrics;
 mod pipeline;
 mod podrunner_test;
 mod rbac;
+mod realrun;
 mod simulation;
 mod smoke;

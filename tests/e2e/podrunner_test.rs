@@ -19,12 +19,12 @@ use crate::harness::{Operator, TestNamespace, cluster, eventually, http_get, rep
 const TAINT_KEY: &str = "phoenix.io/local";
 
 /// A `phoenix-e2e-podrunner` process; stopped (stdin closed) on drop.
-struct Runner {
+pub(crate) struct Runner {
     child: Option<Child>,
 }
 
 impl Runner {
-    fn start(node: &str) -> Runner {
+    pub(crate) fn start(node: &str) -> Runner {
         let c = cluster();
         let dir = repo_root().join(format!("target/e2e/podrunner-{node}"));
         std::fs::create_dir_all(&dir).expect("runner state dir");
