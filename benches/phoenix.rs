@@ -102,7 +102,7 @@ async fn run() -> Result<bool> {
             processes: env_or("PHOENIX_BENCH_PROCESSES", 300),
             simulator_cpu_millicores: env_or("PHOENIX_BENCH_SIMULATOR_MILLICORES", 400),
             warmup: Duration::from_secs(env_or("PHOENIX_BENCH_WARMUP_SECS", 20)),
-            run: Duration::from_secs(env_or("PHOENIX_BENCH_REDUCTION_SECS", 60)),
+            run: Duration::from_secs(env_or("PHOENIX_BENCH_REDUCTION_SECS", 50)),
             k: env_or("PHOENIX_BENCH_TOPK", 10),
         };
         if let Err(e) = reduction::run(&plan, &cluster, &mut report).await {
@@ -117,12 +117,16 @@ async fn run() -> Result<bool> {
             crds: repo().join("crds"),
             out: out.clone(),
             apply: env_or("PHOENIX_BENCH_APPLY", 200),
-            experiments: env_or("PHOENIX_BENCH_EXPERIMENTS", 1000),
+            experiments: std::env::var("PHOENIX_BENCH_EXPERIMENTS")
+                .unwrap_or_else(|_| "250".into())
+                .split(',')
+                .filter_map(|v| v.trim().parse().ok())
+                .collect(),
             apply_warmup: env_or("PHOENIX_BENCH_APPLY_WARMUP", 5),
             simulation: env_or("PHOENIX_BENCH_SCALE_SIMULATION", 1u8) != 0,
             scale_nodes: env_or("PHOENIX_BENCH_SCALE_NODES", 1),
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
-            running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 900)),
+            running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 600)),
             steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
             max_control_plane_bytes: env_or("PHOENIX_BENCH_MAX_CONTROL_PLANE_MIB", 6144u64) << 20,
             min_available_bytes: env_or("PHOENIX_BENCH_MIN_AVAILABLE_MIB", 4096u64) << 20,
@@ -134,8 +138,35 @@ async fn run() -> Result<bool> {
     }
 
     if parts.iter().any(|p| p == "peer") {
-        report.section("5. peer: OpenTelemetry Operator");
-        peer::run(&mut report);
+        let version = std::env::var("PHOENIX_BENCH_PEER_VERSION").unwrap_or_default();
+        report.section(format!("5. peer: OpenTelemetry Operator {version}"));
+        let plan = peer::Plan {
+            bin: match (
+                std::env::var("PHOENIX_BENCH_PEER_BIN"),
+                std::env::var("PHOENIX_BENCH_PEER_SKIP"),
+            ) {
+                (_, Ok(why)) => Err(why),
+                (Ok(bin), _) => Ok(PathBuf::from(bin)),
+                (Err(_), _) => {
+                    Err("PHOENIX_BENCH_PEER_BIN not set (run through scripts/bench.sh)".into())
+                }
+            },
+            crds: std::env::var("PHOENIX_BENCH_PEER_CRDS")
+                .ok()
+                .map(PathBuf::from),
+            version,
+            out: out.clone(),
+            apply: env_or("PHOENIX_BENCH_PEER_APPLY", 100),
+            apply_warmup: 5,
+            collectors: env_or("PHOENIX_BENCH_PEER_COLLECTORS", 500),
+            concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
+            running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 600)),
+            steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
+        };
+        if let Err(e) = peer::run(&plan, &cluster, &mut report).await {
+            report.row("peer part", format!("failed: {e}"), "-", Met::No);
+            ok = false;
+        }
     }
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -153,7 +184,10 @@ async fn run() -> Result<bool> {
         report.markdown()
     );
     std::fs::write(out.join("report.md"), md)?;
-    eprintln!("bench: report written to {}", out.join("report.md").display());
+    eprintln!(
+        "bench: report written to {}",
+        out.join("report.md").display()
+    );
     Ok(ok)
 }
 
@@ -162,7 +196,11 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|x| x.1.trim().to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|x| x.1.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: f64 = meminfo
@@ -193,8 +231,15 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
          rustc:          {}\n\
          bench run time: {:.1} min\n",
         mem_kib / 1024.0 / 1024.0,
-        load_at_start.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        load_at_start
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
         v(&cluster.k8s_bin("kube-apiserver"), &["--version"]),
         v(Path::new(collector), &["--version"]),
         v(Path::new("prometheus"), &["--version"]),

@@ -22,6 +22,15 @@
 #   PHOENIX_BENCH_WARMUP_SECS=20            baseline-only time before the top K are chosen
 #   PHOENIX_BENCH_REDUCTION_SECS=60         measured window per profile
 #   PHOENIX_BENCH_TOPK=10                   K of the topk template
+#   PHOENIX_BENCH_PEER_COLLECTORS=500       OpenTelemetryCollectors of the peer's scale test
+#   PHOENIX_BENCH_PEER_APPLY=100            … applied one after another (apply → DaemonSet)
+#   PHOENIX_BENCH_PEER_BUILD=1              0: never build the peer (uses it only when cached)
+#   PHOENIX_BENCH_MAX_CONTROL_PLANE_MIB=6144, PHOENIX_BENCH_MIN_AVAILABLE_MIB=4096
+#                                           the scale test stops (and says so) past these
+#
+# The peer (OpenTelemetry Operator, benches/peer/go.mod) is built once from the Go module proxy
+# into $PHOENIX_E2E_CACHE/otel-operator-<version>/ (about 15 minutes the first time on 2 cores,
+# seconds afterwards); when it cannot be built the table says "peer: not measured" and why.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +44,38 @@ mkdir -p "$OUT"
 paths=$(tests/e2e/build.sh)
 KWOK_BIN=$(sed -n 's/^KWOK_BIN=//p' <<<"$paths")
 export KWOK_BIN
+
+# The peer: cached by version; built only when missing.
+CACHE=${PHOENIX_E2E_CACHE:-$HOME/.cache/phoenix-e2e}
+PEER_VERSION=$(sed -n 's#^require github.com/open-telemetry/opentelemetry-operator ##p' benches/peer/go.mod)
+PEER_BIN=$CACHE/otel-operator-$PEER_VERSION/otel-operator
+export PHOENIX_BENCH_PEER_VERSION=$PEER_VERSION
+if [[ ,${PHOENIX_BENCH_PARTS:-peer}, == *,peer,* ]]; then
+  if [[ ! -x $PEER_BIN && ${PHOENIX_BENCH_PEER_BUILD:-1} == 1 ]]; then
+    log "building the peer, OpenTelemetry Operator $PEER_VERSION (first time only; log: $OUT/peer-build.log)"
+    mkdir -p "$(dirname "$PEER_BIN")"
+    # go.sum pins every module; the operator module itself is not in this proxy's checksum
+    # database, so it is verified against go.sum only.
+    if (cd benches/peer && GOTOOLCHAIN=local GOFLAGS=-mod=mod \
+          GONOSUMDB=github.com/open-telemetry/opentelemetry-operator \
+          go build -o "$PEER_BIN.tmp" github.com/open-telemetry/opentelemetry-operator) >"$OUT/peer-build.log" 2>&1; then
+      mv "$PEER_BIN.tmp" "$PEER_BIN"
+    else
+      rm -f "$PEER_BIN.tmp"
+      log "peer build failed (see $OUT/peer-build.log)"
+    fi
+  fi
+  if [[ -x $PEER_BIN ]]; then
+    export PHOENIX_BENCH_PEER_BIN=$PEER_BIN
+    PHOENIX_BENCH_PEER_CRDS=$(cd benches/peer && GOTOOLCHAIN=local GOFLAGS=-mod=mod \
+      go list -m -f '{{.Dir}}' github.com/open-telemetry/opentelemetry-operator)/config/crd/bases
+    export PHOENIX_BENCH_PEER_CRDS
+  elif [[ ${PHOENIX_BENCH_PEER_BUILD:-1} == 1 ]]; then
+    export PHOENIX_BENCH_PEER_SKIP="the OpenTelemetry Operator $PEER_VERSION could not be built from the Go module proxy here (see $OUT/peer-build.log)"
+  else
+    export PHOENIX_BENCH_PEER_SKIP="not built (PHOENIX_BENCH_PEER_BUILD=0 and no cached $PEER_BIN)"
+  fi
+fi
 
 log "building release binaries and the bench"
 cargo build --release --bin phoenix-operator --bin phoenix-simulator

@@ -174,7 +174,14 @@ pub type Labels = BTreeMap<String, String>;
 pub struct RequestCounts(pub Vec<(Labels, f64)>);
 
 /// Verbs that change state.
-pub const MUTATING: &[&str] = &["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+pub const MUTATING: &[&str] = &[
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+];
 
 impl RequestCounts {
     /// Parses the Prometheus text format, keeping `apiserver_request_total` only.
@@ -209,7 +216,12 @@ impl RequestCounts {
 
     pub fn sum(&self, keep: impl Fn(&Labels) -> bool) -> f64 {
         // `+ 0.0`: an empty float sum is -0.0.
-        self.0.iter().filter(|(l, _)| keep(l)).map(|(_, v)| v).sum::<f64>() + 0.0
+        self.0
+            .iter()
+            .filter(|(l, _)| keep(l))
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            + 0.0
     }
 
     /// Totals per `verb group/resource[/subresource] code`, largest first: what a delta was made of.
@@ -260,7 +272,11 @@ pub fn is_mutating(l: &Labels) -> bool {
 /// ConfigMaps, Secrets, and Node reads (the Simulation controller counts target nodes). Events are
 /// left out: the scheduler and controllers write them too (see [`is_event`]).
 pub fn is_operator_resource(l: &Labels) -> bool {
-    let (group, resource, sub) = (label(l, "group"), label(l, "resource"), label(l, "subresource"));
+    let (group, resource, sub) = (
+        label(l, "group"),
+        label(l, "resource"),
+        label(l, "subresource"),
+    );
     if group == "phoenix.io" {
         return true;
     }
@@ -301,7 +317,11 @@ pub fn version_of(bin: &Path, args: &[&str]) -> String {
         .output()
         .ok()
         .and_then(|o| {
-            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
             String::from_utf8_lossy(&text)
                 .lines()
                 .find(|l| !l.trim().is_empty())

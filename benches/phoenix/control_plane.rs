@@ -40,8 +40,8 @@ pub struct Plan {
     pub out: std::path::PathBuf,
     /// Sequential Experiments for apply → objects.
     pub apply: usize,
-    /// Concurrent Experiments for the scale test.
-    pub experiments: usize,
+    /// Concurrent Experiments for the scale test: each step adds Experiments up to its total.
+    pub experiments: Vec<usize>,
     /// Whether scale-test Experiments carry a Simulation (a Job of 3 pods each).
     pub simulation: bool,
     /// Experiments applied before the timed ones (first-use costs: not counted).
@@ -299,20 +299,26 @@ fn key_of<K: ResourceExt>(obj: &K) -> String {
 
 /// The keys of what one Experiment must produce: two collector DaemonSets and the simulator Job.
 fn child_keys(ns: &str, exp: &str) -> ([String; 2], String) {
-    let ds = |side| format!("{ns}/{}", labels::collector_name(&children::pipeline_name(exp, side)));
-    (
-        [ds(Side::Baseline), ds(Side::Candidate)],
+    let ds = |side| {
         format!(
             "{ns}/{}",
-            labels::job_name(&children::simulation_name(exp))
-        ),
+            labels::collector_name(&children::pipeline_name(exp, side))
+        )
+    };
+    (
+        [ds(Side::Baseline), ds(Side::Candidate)],
+        format!("{ns}/{}", labels::job_name(&children::simulation_name(exp))),
     )
 }
 
 /// When all of one Experiment's objects had been seen (the latest of the three), if they had.
 fn children_seen(seen: &Seen, ns: &str, exp: &str, with_job: bool) -> Option<Instant> {
     let ([b, c], job) = child_keys(ns, exp);
-    let mut t = seen.daemonsets.get(&b)?.max(seen.daemonsets.get(&c)?).to_owned();
+    let mut t = seen
+        .daemonsets
+        .get(&b)?
+        .max(seen.daemonsets.get(&c)?)
+        .to_owned();
     if with_job {
         t = t.max(*seen.jobs.get(&job)?);
     }
@@ -322,7 +328,10 @@ fn children_seen(seen: &Seen, ns: &str, exp: &str, with_job: bool) -> Option<Ins
 /// Seconds from `t0` to each stage of one Experiment: (both Pipelines and the Simulation exist,
 /// both DaemonSets exist after the later Pipeline, the Job exists after the Simulation).
 fn stages(seen: &Seen, ns: &str, exp: &str, t0: Instant) -> Option<(f64, f64, f64)> {
-    let p = |side| seen.pipelines.get(&format!("{ns}/{}", children::pipeline_name(exp, side)));
+    let p = |side| {
+        seen.pipelines
+            .get(&format!("{ns}/{}", children::pipeline_name(exp, side)))
+    };
     let pipelines = *p(Side::Baseline)?.max(p(Side::Candidate)?);
     let sim = *seen
         .simulations
@@ -330,7 +339,8 @@ fn stages(seen: &Seen, ns: &str, exp: &str, t0: Instant) -> Option<(f64, f64, f6
     let ([b, c], job) = child_keys(ns, exp);
     let ds = *seen.daemonsets.get(&b)?.max(seen.daemonsets.get(&c)?);
     let job = *seen.jobs.get(&job)?;
-    let secs = |later: Instant, earlier: Instant| later.saturating_duration_since(earlier).as_secs_f64();
+    let secs =
+        |later: Instant, earlier: Instant| later.saturating_duration_since(earlier).as_secs_f64();
     Some((
         secs(pipelines.max(sim), t0),
         secs(ds, pipelines),
@@ -380,40 +390,84 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
     }
     let mut tracker = Tracker::start(&client).await?;
     let operator = Operator::start(plan, cluster, &plan.out.join("operator.log"))?;
-    eprintln!("bench: phoenix-operator pid {} on :{}", operator.pid(), operator.port);
+    eprintln!(
+        "bench: phoenix-operator pid {} on :{}",
+        operator.pid(),
+        operator.port
+    );
     let cpu_at_start = operator.cpu_seconds().unwrap_or(0.0);
 
     report.section("1. apply → objects (real operator, local control plane)");
     apply_latency(plan, &client, &mut tracker, report).await?;
 
-    report.section(format!(
-        "2. scale: {} concurrent Experiments on {} kwok node(s){}",
-        plan.experiments,
-        if plan.scale_nodes >= 3 { 3 } else { 1 },
-        if plan.simulation { "" } else { ", no simulation" }
-    ));
     let mut operator = operator;
-    let burst = scale(plan, cluster, &client, &mut tracker, &mut operator, report).await?;
-    let total_cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_at_start;
-    report.info("operator CPU seconds, whole run so far (parts 1–2)", format!("{total_cpu:.1} s"));
-
-    match burst {
-        Burst::AllRunning => steady_state(plan, cluster, &mut operator, report).await?,
-        Burst::NotAllRunning => {
-            report.note("steady state not measured: not every scale Experiment reached Running")
-        }
-        Burst::Aborted => {
-            report.note(
-                "steady state and restart not measured: the scale test was aborted by the memory guard",
-            );
-            operator.stop();
-            return Err("scale test aborted by the memory guard".into());
+    let mut created = 0;
+    for (step, &total) in plan.experiments.iter().enumerate() {
+        report.section(format!(
+            "2{}. scale: {total} concurrent Experiments on {} kwok node(s){}",
+            if step == 0 {
+                String::new()
+            } else {
+                format!(".{}", step + 1)
+            },
+            if plan.scale_nodes >= 3 { 3 } else { 1 },
+            if plan.simulation {
+                ""
+            } else {
+                ", no simulation"
+            }
+        ));
+        let from = created;
+        created = total.max(from);
+        let burst = scale(
+            plan,
+            cluster,
+            &mut tracker,
+            &mut operator,
+            report,
+            from,
+            created,
+        )
+        .await?;
+        let total_cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_at_start;
+        report.info(
+            "operator CPU seconds since it started",
+            format!("{total_cpu:.1} s"),
+        );
+        match burst {
+            Burst::AllRunning => {
+                steady_state(plan, cluster, &mut operator, report, created).await?
+            }
+            Burst::NotAllRunning => {
+                report.note(format!(
+                    "scale {created}: not every Experiment reached Running within {} s; steady \
+                     state not measured, no larger step tried",
+                    plan.running_timeout.as_secs()
+                ));
+                break;
+            }
+            Burst::Aborted => {
+                report.note(format!(
+                    "scale {created}: aborted by the memory guard; steady state and restart not \
+                     measured"
+                ));
+                operator.stop();
+                return Err("scale test aborted by the memory guard".into());
+            }
         }
     }
 
-    report.section("3. restart with every resource present");
-    restart(plan, cluster, &client, operator, &tracker, report).await?;
+    report.section(format!(
+        "3. restart with every resource present ({created} scale Experiments)"
+    ));
+    restart(plan, cluster, operator, &tracker, report, created).await?;
     Ok(())
+}
+
+/// Experiments (apply and scale), their Pipelines and Simulations: what the operator reconciles.
+fn resources(plan: &Plan, scale: usize) -> f64 {
+    let per_scale = if plan.simulation { 4 } else { 3 };
+    ((plan.apply + plan.apply_warmup) * 4 + scale * per_scale) as f64
 }
 
 async fn apply_latency(
@@ -447,9 +501,8 @@ async fn apply_latency(
             continue;
         }
         create.push(create_secs);
-        let seen = tracker.with(|s| {
-            children_seen(s, APPLY_NS, &name, true).zip(stages(s, APPLY_NS, &name, t0))
-        });
+        let seen = tracker
+            .with(|s| children_seen(s, APPLY_NS, &name, true).zip(stages(s, APPLY_NS, &name, t0)));
         match seen.flatten() {
             Some((t, (a, b, c))) if done => {
                 total.push(t.duration_since(t0).as_secs_f64());
@@ -551,12 +604,14 @@ enum Burst {
 async fn scale(
     plan: &Plan,
     cluster: &Cluster,
-    client: &Client,
     tracker: &mut Tracker,
     operator: &mut Operator,
     report: &mut Report,
+    from: usize,
+    to: usize,
 ) -> Result<Burst> {
-    let n = plan.experiments;
+    let client = cluster.client().await?;
+    let n = to - from;
     let api: Api<Experiment> = Api::namespaced(client.clone(), SCALE_NS);
     let before = cluster.request_counts()?;
     let cpu_before = operator.cpu_seconds().unwrap_or(0.0);
@@ -564,9 +619,13 @@ async fn scale(
     eprintln!(
         "bench: scale: creating {n} Experiments ({} in flight){}",
         plan.concurrency,
-        if plan.simulation { "" } else { " without simulation" }
+        if plan.simulation {
+            ""
+        } else {
+            " without simulation"
+        }
     );
-    let names: Vec<String> = (0..n).map(|i| format!("scale-{i:04}")).collect();
+    let names: Vec<String> = (from..to).map(|i| format!("scale-{i:04}")).collect();
     let guard = Guard::start(cluster, plan);
     let nodes = if plan.scale_nodes >= 3 {
         ALL_KWOK_NODES
@@ -683,7 +742,9 @@ async fn scale(
         .with(|s| {
             starts
                 .iter()
-                .filter_map(|(e, t)| children_seen(s, ns, e, with_job).map(|c| c.duration_since(*t).as_secs_f64()))
+                .filter_map(|(e, t)| {
+                    children_seen(s, ns, e, with_job).map(|c| c.duration_since(*t).as_secs_f64())
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -691,15 +752,22 @@ async fn scale(
     let peak = operator.peak_rss();
     report.row(
         "operator peak RSS (VmHWM)",
-        peak.map(|b| format!("{:.1} MiB", mib(b))).unwrap_or("n/a".into()),
+        peak.map(|b| format!("{:.1} MiB", mib(b)))
+            .unwrap_or("n/a".into()),
         "≤ 64 MiB",
         peak.map_or(Met::No, |b| Met::from(mib(b) <= 64.0)),
     );
     report.info(
         "operator CPU seconds, burst until all Running",
-        format!("{cpu:.1} s ({:.2} ms per Experiment)", cpu * 1000.0 / n as f64),
+        format!(
+            "{cpu:.1} s ({:.2} ms per Experiment)",
+            cpu * 1000.0 / n as f64
+        ),
     );
-    report.info(format!("{n} creates sent (client side)"), format!("{created:.1} s"));
+    report.info(
+        format!("{n} creates sent (client side)"),
+        format!("{created:.1} s"),
+    );
     report.info(
         "time until every Experiment's 2 DaemonSets + Job exist",
         match objects_at {
@@ -708,7 +776,11 @@ async fn scale(
         },
     );
     report.row(
-        format!("time until all {n} Running"),
+        if from == 0 {
+            format!("time until all {n} Running")
+        } else {
+            format!("time until the {n} added are Running ({to} in all)")
+        },
         match (all_running, running_at) {
             (true, Some(t)) => format!("{t:.1} s"),
             _ => "not all".to_string(),
@@ -726,7 +798,8 @@ async fn scale(
     );
     let ours = |l: &cluster::Labels| {
         cluster::is_operator_resource(l)
-            && !(cluster::label(l, "resource") == "experiments" && cluster::label(l, "verb") == "POST")
+            && !(cluster::label(l, "resource") == "experiments"
+                && cluster::label(l, "verb") == "POST")
     };
     let op_requests = delta.sum(ours);
     let op_writes = delta.sum(|l| ours(l) && cluster::is_mutating(l));
@@ -799,7 +872,9 @@ impl Guard {
         let thread = std::thread::spawn(move || {
             let rss = |component: &str| -> u64 {
                 dir.as_ref()
-                    .and_then(|d| std::fs::read_to_string(d.join(format!("pids/{component}.pid"))).ok())
+                    .and_then(|d| {
+                        std::fs::read_to_string(d.join(format!("pids/{component}.pid"))).ok()
+                    })
                     .and_then(|pid| pid.trim().parse::<u32>().ok())
                     .and_then(|pid| status_bytes(pid, "VmRSS"))
                     .unwrap_or(0)
@@ -862,6 +937,7 @@ async fn steady_state(
     cluster: &Cluster,
     operator: &mut Operator,
     report: &mut Report,
+    scale: usize,
 ) -> Result<()> {
     // Let the last transitions (Job pods completing → Simulations Succeeded) finish: wait until
     // 10 s pass without a write on Phoenix's resources (at most 3 minutes).
@@ -887,14 +963,15 @@ async fn steady_state(
     let delta = cluster.request_counts()?.since(&before);
     let cpu = operator.cpu_seconds().unwrap_or(0.0) - cpu_before;
     let minutes = plan.steady.as_secs_f64() / 60.0;
-    // Experiments, their Pipelines and Simulations: the resources the operator reconciles.
-    let per_exp = if plan.simulation { 4 } else { 3 };
-    let resources = ((plan.apply + plan.apply_warmup) * 4 + plan.experiments * per_exp) as f64;
+    let resources = resources(plan, scale);
     let writes = delta.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l));
     let per = writes / resources / minutes;
     report.row(
         format!("steady state: writes per idle resource per minute ({resources:.0} resources)"),
-        format!("{per:.4} ({writes:.0} writes in {:.0} s)", plan.steady.as_secs_f64()),
+        format!(
+            "{per:.4} ({writes:.0} writes in {:.0} s)",
+            plan.steady.as_secs_f64()
+        ),
         "0",
         Met::from(writes == 0.0),
     );
@@ -904,7 +981,10 @@ async fn steady_state(
     );
     report.info(
         "steady state: event writes (all writers, incl. scheduler)",
-        format!("{:.0}", delta.sum(|l| cluster::is_event(l) && cluster::is_mutating(l))),
+        format!(
+            "{:.0}",
+            delta.sum(|l| cluster::is_event(l) && cluster::is_mutating(l))
+        ),
     );
     report.info(
         "steady state: all mutating requests, whole cluster (kwok heartbeats, leases…)",
@@ -913,7 +993,10 @@ async fn steady_state(
     if writes > 0.0 {
         report.note(format!(
             "steady state writes on Phoenix's resources: {}",
-            delta.breakdown(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l), 12)
+            delta.breakdown(
+                |l| cluster::is_operator_resource(l) && cluster::is_mutating(l),
+                12
+            )
         ));
     }
     Ok(())
@@ -922,14 +1005,18 @@ async fn steady_state(
 async fn restart(
     plan: &Plan,
     cluster: &Cluster,
-    _client: &Client,
     operator: Operator,
     tracker: &Tracker,
     report: &mut Report,
+    scale: usize,
 ) -> Result<()> {
-    let per_exp = if plan.simulation { 4 } else { 3 };
-    let resources = ((plan.apply + plan.apply_warmup) * 4 + plan.experiments * per_exp) as f64;
-    let running_before = tracker.with(|s| s.phases.values().filter(|p| **p == Some(ExperimentPhase::Running)).count());
+    let resources = resources(plan, scale);
+    let running_before = tracker.with(|s| {
+        s.phases
+            .values()
+            .filter(|p| **p == Some(ExperimentPhase::Running))
+            .count()
+    });
     operator.kill();
     let before = cluster.request_counts()?;
     let t0 = Instant::now();
@@ -978,14 +1065,20 @@ async fn restart(
     report.info("  of which start → /readyz", format!("{ready_at:.2} s"));
     report.row(
         "writes during resync, Phoenix's resources",
-        format!("{writes:.0} ({:.2} per resource; {effective:.0} answered 2xx)", writes / resources),
+        format!(
+            "{writes:.0} ({:.2} per resource; {effective:.0} answered 2xx)",
+            writes / resources
+        ),
         "0 redundant",
         Met::from(writes == 0.0),
     );
     if writes > 0.0 {
         report.note(format!(
             "resync writes: {}",
-            delta.breakdown(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l), 12)
+            delta.breakdown(
+                |l| cluster::is_operator_resource(l) && cluster::is_mutating(l),
+                12
+            )
         ));
     }
     report.info(
@@ -999,7 +1092,12 @@ async fn restart(
         "restarted operator CPU seconds for the resync",
         format!("{:.1} s", operator.cpu_seconds().unwrap_or(0.0)),
     );
-    let running_after = tracker.with(|s| s.phases.values().filter(|p| **p == Some(ExperimentPhase::Running)).count());
+    let running_after = tracker.with(|s| {
+        s.phases
+            .values()
+            .filter(|p| **p == Some(ExperimentPhase::Running))
+            .count()
+    });
     report.info(
         "Experiments Running before kill / after resync",
         format!(

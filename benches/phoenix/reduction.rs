@@ -190,7 +190,8 @@ async fn run_profile(
     eprintln!("bench: reduction on profile {profile} (label phoenix_experiment={experiment})");
 
     let total = plan.warmup + plan.run + Duration::from_secs(90);
-    let limits = serde_json::json!({"limits": {"maxTotalCpuMillicores": plan.simulator_cpu_millicores}});
+    let limits =
+        serde_json::json!({"limits": {"maxTotalCpuMillicores": plan.simulator_cpu_millicores}});
     let mut cmd = Command::new(&plan.simulator_bin);
     cmd.arg("--config-json")
         .arg(limits.to_string())
@@ -226,7 +227,14 @@ async fn run_profile(
         .unwrap_or_default();
     eprintln!("bench:   top {} from the baseline: {topk:?}", plan.k);
     for t in &TEMPLATES[1..] {
-        collectors.push(start_collector(plan, cluster, &dir, &experiment, *t, &topk)?);
+        collectors.push(start_collector(
+            plan,
+            cluster,
+            &dir,
+            &experiment,
+            *t,
+            &topk,
+        )?);
     }
     let window_start = unix_now() + INTERVAL_SECS as i64 * 2;
     let t0 = Instant::now();

@@ -295,13 +295,16 @@ impl Report {
     /// The table as aligned plain text.
     pub fn text_table(&self) -> String {
         let rows: Vec<&Row> = self.sections.iter().flat_map(|(_, r)| r).collect();
-        let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(|r| f(r)).max().unwrap_or(0).max(min);
+        let w = |f: &dyn Fn(&Row) -> usize, min: usize| {
+            rows.iter().map(|r| f(r)).max().unwrap_or(0).max(min)
+        };
         let (wm, wv, wt) = (
             w(&|r| r.metric.chars().count(), 6),
             w(&|r| r.measured.chars().count(), 8),
             w(&|r| r.target.chars().count(), 6),
         );
-        let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
+        let pad =
+            |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
         let mut out = String::new();
         let line = format!(
             "{}  {}  {}  met?\n",
@@ -310,7 +313,10 @@ impl Report {
             pad("target", wt)
         );
         out.push_str(&line);
-        out.push_str(&format!("{}\n", "-".repeat(line.chars().count().saturating_sub(1))));
+        out.push_str(&format!(
+            "{}\n",
+            "-".repeat(line.chars().count().saturating_sub(1))
+        ));
         for (title, rows) in &self.sections {
             if rows.is_empty() {
                 continue;

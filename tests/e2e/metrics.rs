@@ -43,7 +43,7 @@ async fn prometheus_scrapes_the_operators_metrics() {
         operator.http_port
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let mut prom = Command::new("prometheus")
+    let prom = Command::new("prometheus")
         .arg(format!(
             "--config.file={}",
             dir.join("prometheus.yml").display()
@@ -57,6 +57,8 @@ async fn prometheus_scrapes_the_operators_metrics() {
         .stderr(Stdio::null())
         .spawn()
         .expect("prometheus starts");
+    // Stopped even when an assertion below fails.
+    let _prom = KillOnDrop(prom);
 
     let query = "/api/v1/query?query=phoenix_reconciles_total%7Bjob%3D%22phoenix-operator%22%2Ccontroller%3D%22pipeline%22%7D";
     let body = eventually(
@@ -92,8 +94,15 @@ async fn prometheus_scrapes_the_operators_metrics() {
             "{family} missing from /metrics:\n{families}"
         );
     }
-    let _ = prom.kill();
-    let _ = prom.wait();
     let _ = std::fs::remove_dir_all(&dir);
     ns.cleanup().await;
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
