@@ -111,3 +111,41 @@ async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_simulation_only_the_simulator_can_refuse_goes_failed_with_the_reason() {
+    use phoenix::crd::Simulation;
+    use phoenix::crd::simulation::SimulationPhase;
+    let ns = TestNamespace::new("simrefused").await;
+    let node = format!("local-{}", ns.name);
+    let _runner = Runner::start(&node);
+    let _operator = Operator::start(&ns.name, &[]);
+    // Admission accepts it (each field in range), but 100 × 256 MiB is over the simulator's total
+    // memory cap: the real simulator refuses it at start (exit code 2).
+    let sim: Simulation = serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Simulation\nmetadata: {{name: greedy}}\nspec:\n  profile: custom\n  duration: 1m\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  tolerations: [{{key: phoenix.io/local, operator: Exists, effect: NoSchedule}}]\n  custom: {{patterns: [{{nameTemplate: 'hog-{{i}}', count: 100, memory: {{megabytes: 256}}}}]}}\n"
+    ))
+    .expect("parses");
+    let sims = ns.api::<Simulation>();
+    sims.create(&PostParams::default(), &sim)
+        .await
+        .expect("admitted");
+    let status = eventually(
+        "Simulation greedy Failed",
+        Duration::from_secs(90),
+        || async {
+            let s = sims.get("greedy").await.ok()?.status?;
+            (s.phase == Some(SimulationPhase::Failed)).then_some(s)
+        },
+    )
+    .await;
+    let ready =
+        phoenix::crd::conditions::find(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.status, phoenix::crd::ConditionStatus::False);
+    assert!(
+        !ready.reason.is_empty() && status.message.is_some(),
+        "{status:?}"
+    );
+    assert!(status.completion_time.is_some());
+    ns.cleanup().await;
+}

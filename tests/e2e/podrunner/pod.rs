@@ -754,7 +754,13 @@ impl Worker {
                 exit_code: code,
                 signal,
                 reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                message: status.err().map(|e| e.to_string()),
+                message: status.as_ref().err().map(|e| e.to_string()).or_else(|| {
+                    // As the kubelet does for FallbackToLogsOnError: a failed container's message
+                    // is the tail of its log.
+                    let fallback = c.spec.termination_message_policy.as_deref()
+                        == Some("FallbackToLogsOnError");
+                    (code != 0 && fallback).then(|| log_tail(&c.log)).flatten()
+                }),
                 started_at,
                 finished_at: Some(now()),
                 container_id: c.pid.map(|p| format!("podrunner://{p}")),
@@ -1201,4 +1207,17 @@ mod tests {
             [("config.yaml".to_string(), "sub/c.yaml".to_string())]
         );
     }
+}
+
+/// The last 80 lines (at most 2 KiB) of a container log, as the kubelet's FallbackToLogsOnError.
+fn log_tail(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    let tail = tail[start..].trim().to_string();
+    (!tail.is_empty()).then_some(tail)
 }
