@@ -104,6 +104,45 @@ where
     .map_err(Error::kube(step))
 }
 
+/// Annotation on generated workloads: the hash of the desired state Phoenix last applied.
+pub const APPLIED_HASH: &str = "phoenix.io/applied-hash";
+
+/// Applies `obj` unless the live object already carries the hash of this exact desired state, so
+/// an unchanged desired state costs one read and no write (a restarted operator resyncs without
+/// writing). Edits made by hand to a generated object are corrected at the next change of its
+/// desired state.
+pub async fn apply_if_changed<K>(api: &Api<K>, mut obj: K, step: &'static str) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let desired = serde_json::to_string(&obj).map_err(|source| Error::Serialize {
+        what: "object",
+        source,
+    })?;
+    let hash = crate::build::collector_config::hash8(&desired);
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_HASH.to_string(), hash.clone());
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    if let Some(live) = api.get_opt(&name).await.map_err(Error::kube(step))?
+        && live
+            .meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(APPLIED_HASH))
+            == Some(&hash)
+    {
+        return Ok(live);
+    }
+    apply(api, &obj, step).await
+}
+
 fn with_type_meta<K>(obj: &mut K) -> Result<serde_json::Value>
 where
     K: Resource + Serialize,

@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::{Context, apply, namespaced_api, now, write_status};
+use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
 use crate::build::collector_config::{self, RenderContext};
 use crate::build::labels::{self, Ownership};
 use crate::build::workload::{self, CollectorParams, Workload};
@@ -284,12 +284,12 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
             delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name))
                 .await?;
-            Workload::DaemonSet(apply(&api, &ds, "apply DaemonSet").await?)
+            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
             delete_if_exists::<DaemonSet>(&ctx, &namespace, &labels::collector_name(&name)).await?;
-            Workload::Deployment(apply(&api, &d, "apply Deployment").await?)
+            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
         }
     };
     prune_config_maps(&config_maps, &name, &rendered.hash).await?;
@@ -382,6 +382,15 @@ where
     <K as Resource>::DynamicType: Default,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    // A read first: the other mode's workload almost never exists, and a DELETE is a write.
+    if api
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get workload of the other mode"))?
+        .is_none()
+    {
+        return Ok(());
+    }
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

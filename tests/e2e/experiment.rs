@@ -535,6 +535,29 @@ async fn a_restarted_operator_resumes_without_duplicates() {
         (2, 1, 2, 2),
         "2 Pipelines, 1 Simulation, 2 DaemonSets, 2 ConfigMaps"
     );
+    let versions = |ns: &TestNamespace| {
+        let (p, d) = (ns.api::<Pipeline>(), ns.api::<DaemonSet>());
+        async move {
+            let mut v: Vec<String> = p
+                .list(&ListParams::default())
+                .await
+                .expect("list")
+                .items
+                .iter()
+                .filter_map(|o| o.metadata.resource_version.clone())
+                .collect();
+            v.extend(
+                d.list(&ListParams::default())
+                    .await
+                    .expect("list")
+                    .items
+                    .iter()
+                    .filter_map(|o| o.metadata.resource_version.clone()),
+            );
+            v
+        }
+    };
+    let before = versions(&ns).await;
     operator.kill();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let operator = Operator::start(&ns.name, &[]);
@@ -543,6 +566,11 @@ async fn a_restarted_operator_resumes_without_duplicates() {
         children_count(&ns).await,
         (2, 1, 2, 2),
         "no duplicate children after restart"
+    );
+    assert_eq!(
+        versions(&ns).await,
+        before,
+        "the restarted operator resynced without writing to Pipelines or DaemonSets"
     );
     let running = api.get("exp").await.expect("get").status.expect("status");
     assert_eq!(
