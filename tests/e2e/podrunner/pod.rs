@@ -1178,6 +1178,19 @@ fn wait_any(containers: &mut [Ctr]) -> BoxFuture<'_, (usize, std::io::Result<Exi
     select_all(waits).map(|(out, _, _)| out).boxed()
 }
 
+/// The last 80 lines (at most 2 KiB) of a container log, as the kubelet's FallbackToLogsOnError.
+fn log_tail(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    let tail = tail[start..].trim().to_string();
+    (!tail.is_empty()).then_some(tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1207,17 +1220,4 @@ mod tests {
             [("config.yaml".to_string(), "sub/c.yaml".to_string())]
         );
     }
-}
-
-/// The last 80 lines (at most 2 KiB) of a container log, as the kubelet's FallbackToLogsOnError.
-fn log_tail(path: &std::path::Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-    let start = tail.len().saturating_sub(2048);
-    let start = (start..tail.len())
-        .find(|i| tail.is_char_boundary(*i))
-        .unwrap_or(tail.len());
-    let tail = tail[start..].trim().to_string();
-    (!tail.is_empty()).then_some(tail)
 }
