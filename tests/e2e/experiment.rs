@@ -352,7 +352,7 @@ async fn prometheus_down_mid_run_then_back_recovers() {
         port,
     );
     prom.ready().await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     let extra = format!("  prometheus: {{url: 'http://127.0.0.1:{port}'}}\n");
     api.create(
@@ -396,6 +396,9 @@ async fn prometheus_down_mid_run_then_back_recovers() {
     assert_eq!(unreachable.phase, Some(ExperimentPhase::Analyzing));
     assert!(unreachable.prometheus_failures >= 1);
 
+    // The operator is killed while Analyzing; the restarted one resumes the same analysis window.
+    operator.kill();
+    let _operator = Operator::start(&ns.name, &[]);
     let prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
     let status = phase(&api, "exp", FINAL, 180).await;
