@@ -19,6 +19,13 @@ pub fn experiment_label(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// The remote-write URL of an Experiment's own Prometheus, when its spec names one.
+pub fn remote_write_url(spec: &ExperimentSpec) -> Option<String> {
+    spec.prometheus
+        .as_ref()
+        .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')))
+}
+
 /// Which side of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {

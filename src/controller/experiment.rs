@@ -172,11 +172,7 @@ async fn ensure_children(
     let owner = exp
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let remote_write = exp
-        .spec
-        .prometheus
-        .as_ref()
-        .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
+    let remote_write = children::remote_write_url(&exp.spec);
     for (side, current, variant) in [
         (Side::Baseline, existing[0], &exp.spec.baseline),
         (Side::Candidate, existing[1], &exp.spec.candidate),
@@ -303,11 +299,7 @@ async fn refresh_topk(
         let owner = exp
             .controller_owner_ref(&())
             .ok_or(Error::MissingField("metadata.uid"))?;
-        let remote_write = exp
-            .spec
-            .prometheus
-            .as_ref()
-            .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')));
+        let remote_write = children::remote_write_url(&exp.spec);
         let child = children::pipeline(
             &exp.name_any(),
             &exp.namespace().unwrap_or_default(),
@@ -536,9 +528,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(NAME, error.reason());
-    warn!(%error, "experiment reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after_error(&ctx, NAME, error)
 }
 
 /// Runs the Experiment controller until `shutdown` resolves.

@@ -193,6 +193,18 @@ where
     Ok(true)
 }
 
+/// The error policy of every controller: count the error by reason, log it, retry in 5 s.
+/// Permanent problems never reach it: they become conditions and wait for a spec change.
+pub fn retry_after_error(
+    ctx: &Context,
+    controller: &str,
+    error: &Error,
+) -> kube::runtime::controller::Action {
+    ctx.metrics.error(controller, error.reason());
+    tracing::warn!(%error, controller, "reconcile failed; retrying in 5s");
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
+}
+
 /// Now, as a Kubernetes timestamp.
 pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())

@@ -14,7 +14,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
 use crate::build::collector_config::{self, RenderContext};
@@ -441,9 +441,7 @@ async fn prune_config_maps(api: &Api<ConfigMap>, pipeline: &str, current: &str) 
 }
 
 fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(NAME, error.reason());
-    warn!(%error, "pipeline reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after_error(&ctx, NAME, error)
 }
 
 /// Runs the Pipeline controller on `pipelines` until `shutdown` resolves.

@@ -2,7 +2,6 @@
 //! followed from the Job.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -12,7 +11,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use super::{Context, apply, namespaced_api, now, write_status};
 use crate::build::job::{self, JobParams};
@@ -210,9 +209,7 @@ async fn count_target_nodes(ctx: &Context, sim: &Simulation) -> Result<i32> {
 }
 
 fn error_policy(_sim: Arc<Simulation>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error(NAME, error.reason());
-    warn!(%error, "simulation reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after_error(&ctx, NAME, error)
 }
 
 /// Runs the Simulation controller until `shutdown` resolves.
