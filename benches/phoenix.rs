@@ -101,8 +101,8 @@ async fn run() -> Result<bool> {
                 .collect(),
             processes: env_or("PHOENIX_BENCH_PROCESSES", 300),
             simulator_cpu_millicores: env_or("PHOENIX_BENCH_SIMULATOR_MILLICORES", 400),
-            warmup: Duration::from_secs(env_or("PHOENIX_BENCH_WARMUP_SECS", 20)),
-            run: Duration::from_secs(env_or("PHOENIX_BENCH_REDUCTION_SECS", 50)),
+            warmup: Duration::from_secs(env_or("PHOENIX_BENCH_WARMUP_SECS", 15)),
+            run: Duration::from_secs(env_or("PHOENIX_BENCH_REDUCTION_SECS", 40)),
             k: env_or("PHOENIX_BENCH_TOPK", 10),
         };
         if let Err(e) = reduction::run(&plan, &cluster, &mut report).await {
@@ -118,7 +118,7 @@ async fn run() -> Result<bool> {
             out: out.clone(),
             apply: env_or("PHOENIX_BENCH_APPLY", 200),
             experiments: std::env::var("PHOENIX_BENCH_EXPERIMENTS")
-                .unwrap_or_else(|_| "250".into())
+                .unwrap_or_else(|_| "500".into())
                 .split(',')
                 .filter_map(|v| v.trim().parse().ok())
                 .collect(),
@@ -156,9 +156,9 @@ async fn run() -> Result<bool> {
                 .map(PathBuf::from),
             version,
             out: out.clone(),
-            apply: env_or("PHOENIX_BENCH_PEER_APPLY", 100),
+            apply: env_or("PHOENIX_BENCH_PEER_APPLY", 50),
             apply_warmup: 5,
-            collectors: env_or("PHOENIX_BENCH_PEER_COLLECTORS", 500),
+            collectors: env_or("PHOENIX_BENCH_PEER_COLLECTORS", 250),
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
             running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 600)),
             steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
@@ -169,6 +169,8 @@ async fn run() -> Result<bool> {
         }
     }
 
+    // Sections in their numbered order (the parts run in another order).
+    report.sections.sort_by(|a, b| a.0.cmp(&b.0));
     let elapsed = started.elapsed().as_secs_f64();
     let header = environment(&cluster, elapsed, &load_at_start);
     let table = report.text_table();
@@ -220,8 +222,24 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
         .map(|k| v(Path::new(&k), &["--version"]))
         .unwrap_or_else(|_| "unknown".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo())
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " + uncommitted changes"
+    };
+    let commit = format!("{}{dirty}", git(&["log", "-1", "--format=%h %s"]));
     format!(
         "date:           {date}\n\
+         phoenix:        {commit}\n\
          machine:        {nproc} CPUs ({model}), {:.1} GiB memory\n\
          load average:   {} at the start, {} at the end (1/5/15 min; other work on the machine counts)\n\
          kube-apiserver: {}\n\

@@ -11,19 +11,21 @@
 # Sizes (environment; defaults fit a 2-core machine in about 20 minutes):
 #   PHOENIX_BENCH_PARTS=reduction,control-plane,peer   parts to run
 #   PHOENIX_BENCH_APPLY=200                 Experiments applied one after another (apply → objects)
-#   PHOENIX_BENCH_EXPERIMENTS=1000          concurrent Experiments (scale, steady state, restart)
+#   PHOENIX_BENCH_EXPERIMENTS=500           concurrent Experiments (scale, steady state, restart);
+#                                           a list (500,1000) adds Experiments step by step. 500
+#                                           is the most this machine holds: see docs/benchmarks.md
 #   PHOENIX_BENCH_SCALE_SIMULATION=1        0: scale Experiments without a Simulation (no Jobs)
 #   PHOENIX_BENCH_CONCURRENCY=8             creates in flight during the scale burst
-#   PHOENIX_BENCH_RUNNING_TIMEOUT_SECS=900  longest wait for every scale Experiment to be Running
+#   PHOENIX_BENCH_RUNNING_TIMEOUT_SECS=600  longest wait for every scale Experiment to be Running
 #   PHOENIX_BENCH_STEADY_SECS=60            steady-state window
 #   PHOENIX_BENCH_PROFILES=high-cardinality,realistic,high-churn,spike
 #   PHOENIX_BENCH_PROCESSES=300             simulated processes per profile
 #   PHOENIX_BENCH_SIMULATOR_MILLICORES=400  the simulator's total CPU cap
-#   PHOENIX_BENCH_WARMUP_SECS=20            baseline-only time before the top K are chosen
-#   PHOENIX_BENCH_REDUCTION_SECS=60         measured window per profile
+#   PHOENIX_BENCH_WARMUP_SECS=15            baseline-only time before the top K are chosen
+#   PHOENIX_BENCH_REDUCTION_SECS=40         measured window per profile
 #   PHOENIX_BENCH_TOPK=10                   K of the topk template
-#   PHOENIX_BENCH_PEER_COLLECTORS=500       OpenTelemetryCollectors of the peer's scale test
-#   PHOENIX_BENCH_PEER_APPLY=100            … applied one after another (apply → DaemonSet)
+#   PHOENIX_BENCH_PEER_COLLECTORS=250       OpenTelemetryCollectors of the peer's scale test
+#   PHOENIX_BENCH_PEER_APPLY=50             … applied one after another (apply → DaemonSet)
 #   PHOENIX_BENCH_PEER_BUILD=1              0: never build the peer (uses it only when cached)
 #   PHOENIX_BENCH_MAX_CONTROL_PLANE_MIB=6144, PHOENIX_BENCH_MIN_AVAILABLE_MIB=4096
 #                                           the scale test stops (and says so) past these

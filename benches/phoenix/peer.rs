@@ -359,7 +359,21 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
 
     let total = (n + plan.apply + plan.apply_warmup) as f64;
     if all_ready {
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // Its client is rate-limited (client-go's default 20 requests/s), so status and Service
+        // updates trail the rollout: wait until 10 s pass without a write (at most 3 minutes).
+        let peer_writes =
+            |c: &cluster::RequestCounts| c.sum(|l| is_peer_resource(l) && cluster::is_mutating(l));
+        let settle = Instant::now();
+        let mut last = peer_writes(&cluster.request_counts()?);
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let now = peer_writes(&cluster.request_counts()?);
+            if now == last || settle.elapsed() > Duration::from_secs(180) {
+                break;
+            }
+            last = now;
+        }
+        let settled = settle.elapsed().as_secs_f64();
         let before = cluster.request_counts()?;
         tokio::time::sleep(plan.steady).await;
         let delta = cluster.request_counts()?.since(&before);
@@ -367,11 +381,17 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
         report.info(
             format!("peer steady state: writes per idle resource per minute ({total:.0})"),
             format!(
-                "{:.4} ({writes:.0} writes in {:.0} s)",
+                "{:.4} ({writes:.0} writes in {:.0} s, after {settled:.0} s to settle)",
                 writes / total / (plan.steady.as_secs_f64() / 60.0),
                 plan.steady.as_secs_f64()
             ),
         );
+        if writes > 0.0 {
+            report.note(format!(
+                "peer steady-state writes: {}",
+                delta.breakdown(|l| is_peer_resource(l) && cluster::is_mutating(l), 10)
+            ));
+        }
     }
 
     // Restart: kill -9, start again, wait until its reconcile counter is quiet for 10 s.

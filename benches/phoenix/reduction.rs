@@ -358,7 +358,7 @@ fn add_rows(
             verdict::Outcome::NoData(m) => format!("no data ({m})"),
         };
         let measured = format!(
-            "−{:.1}% series, −{:.1}% samples, critical {:.0}%; {common}; verdict {verdict}{errors}",
+            "−{:.1}% series, −{:.1}% samples, critical {:.0}%; {common}; verdict at ≥ 90%: {verdict}{errors}",
             reduction.unwrap_or(f64::NAN),
             r.datapoint_reduction_percent.unwrap_or(f64::NAN),
             retention.unwrap_or(f64::NAN),
