@@ -100,6 +100,26 @@ async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, fro
     }
 }
 
+/// A baseline of 208 process series and a candidate of 10 that keeps both critical processes.
+async fn feed_reducing(url: &str, label: &str, since: i64) {
+    feed(
+        url,
+        label,
+        "baseline",
+        &shape(50, 2, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
+    feed(
+        url,
+        label,
+        "candidate",
+        &shape(3, 1, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
+}
+
 async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
     let status = phase(api, name, &[ExperimentPhase::Running], 90).await;
     status
@@ -364,22 +384,7 @@ async fn prometheus_down_mid_run_then_back_recovers() {
     let since = running_since(&api, "exp").await;
     let url = format!("http://127.0.0.1:{port}/api/v1/write");
     let label = format!("{}/exp", ns.name);
-    feed(
-        &url,
-        &label,
-        "baseline",
-        &shape(50, 2, &["postgres", "nginx"]),
-        since,
-    )
-    .await;
-    feed(
-        &url,
-        &label,
-        "candidate",
-        &shape(3, 1, &["postgres", "nginx"]),
-        since,
-    )
-    .await;
+    feed_reducing(&url, &label, since).await;
     prom.stop();
 
     // The run ends while Prometheus is down: the analysis retries with PrometheusReachable=False.
@@ -515,22 +520,7 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     let since = running_since(&api, "exp").await;
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
-    feed(
-        &url,
-        &label,
-        "baseline",
-        &shape(50, 2, &["postgres", "nginx"]),
-        since,
-    )
-    .await;
-    feed(
-        &url,
-        &label,
-        "candidate",
-        &shape(3, 1, &["postgres", "nginx"]),
-        since,
-    )
-    .await;
+    feed_reducing(&url, &label, since).await;
     // Killed while Running: the restarted one keeps the same clock and children.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
