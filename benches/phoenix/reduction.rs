@@ -323,7 +323,6 @@ fn add_rows(
         "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: aggregate}}\nanalysis: {interval: 5s}\nsuccessCriteria: {minSeriesReductionPercent: 90, minCriticalRetentionPercent: 100}",
     )?;
     exp_spec.analysis.interval = format!("{INTERVAL_SECS}s");
-    let base_series = crate::support::mean(&base.measured.per_step_series).unwrap_or(0.0);
     let base_critical: BTreeSet<&String> = base.measured.critical_names.iter().collect();
     for f in results {
         let series = crate::support::mean(&f.measured.per_step_series).unwrap_or(0.0);
@@ -376,7 +375,6 @@ fn add_rows(
             target,
             met,
         );
-        let _ = base_series;
     }
     if !topk.is_empty() {
         report.info(format!("{profile}: top K chosen"), topk.join(", "));

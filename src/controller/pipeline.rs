@@ -292,7 +292,11 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
         }
     };
-    prune_config_maps(&config_maps, &name, &rendered.hash).await?;
+    // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
+    // status-only event costs no LIST (which would grow with every ConfigMap in the namespace).
+    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+        prune_config_maps(&config_maps, &name, &rendered.hash).await?;
+    }
 
     // Status, and Events on what changed.
     let status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
