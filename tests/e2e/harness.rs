@@ -246,33 +246,7 @@ fn free_port() -> u16 {
 impl Operator {
     /// Starts the operator on `namespace` with the cluster's Prometheus (or `prometheus_url`).
     pub fn start(namespace: &str, extra_args: &[&str]) -> Operator {
-        let c = cluster();
-        let http_port = free_port();
-        let log =
-            std::fs::File::create(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
-                .expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
-            .env("KUBECONFIG", &c.kubeconfig)
-            .args([
-                "--prometheus-url",
-                &c.prometheus_url,
-                "--watch-namespaces",
-                namespace,
-            ])
-            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
-            .args([
-                "--collector-image",
-                "otelcol-phoenix:e2e",
-                "--simulator-image",
-                "phoenix-simulator:e2e",
-            ])
-            .args(extra_args)
-            .env("PHOENIX_LOG_LEVEL", "info,phoenix=debug")
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("phoenix-operator starts");
-        Operator { child, http_port }
+        Operator::start_with_kubeconfig(namespace, &cluster().kubeconfig, extra_args)
     }
 
     /// The operator's /metrics text.
@@ -326,9 +300,11 @@ impl Operator {
     ) -> Operator {
         let c = cluster();
         let http_port = free_port();
-        let log =
-            std::fs::File::create(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
-                .expect("operator log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
+            .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
             .env("KUBECONFIG", kubeconfig)
             .args([
