@@ -8,11 +8,12 @@ default:
 
 # All tests, unit and end-to-end (builds and caches the local control plane first).
 test: build-e2e
-    PHOENIX_REQUIRE_E2E=1 cargo test --lib --bins --tests -- --test-threads=8
+    cargo build --workspace --bins
+    PHOENIX_REQUIRE_E2E=1 cargo test --workspace --lib --bins --tests -- --test-threads=8
 
 # Unit tests only (no control plane).
 test-unit:
-    cargo test --lib --bins --test api --test crds --test chart
+    cargo test --workspace --lib --bins --test api --test crds --test chart
 
 # Build (or reuse from ~/.cache/phoenix-e2e) etcd, kube-*, kubectl, kwok, the collector; install Prometheus.
 build-e2e:
@@ -49,5 +50,5 @@ bench: build-e2e
 
 # Formatting and lints, as CI wants them.
 lint:
-    cargo fmt --check
-    cargo clippy --all-targets -- -D warnings
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings

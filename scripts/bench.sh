@@ -80,7 +80,7 @@ if [[ ,${PHOENIX_BENCH_PARTS:-peer}, == *,peer,* ]]; then
 fi
 
 log "building release binaries and the bench"
-cargo build --release --bin phoenix-operator --bin phoenix-simulator
+cargo build --release -p phoenix -p phoenix-simulator --bins
 cargo bench --bench phoenix --no-run
 
 teardown() {

@@ -15,7 +15,7 @@ t0=$SECONDS
 say() { printf '[%4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
 say "building phoenix-operator, phoenix-simulator and the local pod runner"
-cargo build --quiet --bin phoenix-operator --bin phoenix-simulator --bin phoenix-e2e-podrunner
+cargo build --quiet --workspace --bins
 
 if [[ -f $DIR/env ]] && (set -a; source "$DIR/env"; "$KUBECTL" --kubeconfig "$KUBECONFIG" get --raw /readyz >/dev/null 2>&1); then
   say "reusing the local control plane in $DIR"

@@ -1,15 +1,14 @@
 //! Phoenix: proves a cheaper OpenTelemetry collector pipeline before it is rolled out.
 //!
-//! `crd` holds the API types, `build` the pure builders of generated objects, `controller` the
-//! reconcile drivers, `analysis` the Prometheus measurements and statistics, `simulator` the
-//! process-load simulator.
+//! `crd` holds the API types, `desired` the pure functions from a resource to the objects Phoenix
+//! wants to exist, `controller` the reconcile drivers, `analysis` the Prometheus measurements and
+//! statistics. The process simulator and the e2e pod runner are crates of their own.
 
 pub mod analysis;
-pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod desired;
 pub mod settings;
-pub mod simulator;
 pub mod telemetry;
 
 /// Everything that can go wrong in a reconcile, named by the step that failed.

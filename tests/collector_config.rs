@@ -17,12 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use phoenix::build::collector_config::{
-    EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext, render,
-};
 use phoenix::crd::pipeline::{
     AggregateGroupBy, AggregateSpec, CustomSpec, FreeForm, OtlpHttpExporter, PipelineSpec,
     PipelineTemplate, SecretRef, TopKSpec,
+};
+use phoenix::desired::collector_config::{
+    EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext, render,
 };
 use serde_json::{Value, json};
 
@@ -274,7 +274,7 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
     let with = |template| {
         let mut spec = PipelineSpec::from_template(template);
         spec.critical_processes = critical.iter().map(|s| s.to_string()).collect();
-        spec.collection_interval = "5s".into();
+        spec.collection_interval = "5s".parse().expect("a duration");
         spec
     };
     let mut priority = with(PipelineTemplate::PriorityFilter);
@@ -292,7 +292,7 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
     let mut topk = with(PipelineTemplate::Topk);
     topk.topk = Some(TopKSpec {
         k: 3,
-        refresh_interval: "1m".into(),
+        refresh_interval: "1m".parse().expect("a duration"),
         processes: vec![probe.to_string()],
     });
     // Drops every process it sees: only the critical bypass gets through.

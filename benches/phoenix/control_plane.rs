@@ -20,10 +20,10 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource, ResourceExt};
-use phoenix::build::children::{self, Side};
-use phoenix::build::labels;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase};
 use phoenix::crd::{Pipeline, Simulation};
+use phoenix::desired::children::{self, Side};
+use phoenix::desired::labels;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

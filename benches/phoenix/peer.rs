@@ -22,8 +22,8 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use phoenix::build::collector_config::{RenderContext, render};
 use phoenix::crd::pipeline::{PipelineSpec, PipelineTemplate};
+use phoenix::desired::collector_config::{RenderContext, render};
 
 use crate::cluster::{self, Cluster, Labels};
 use crate::support::{
@@ -91,7 +91,7 @@ fn is_peer_resource(l: &Labels) -> bool {
 fn phoenix_config(name: &str, remote_write: &str) -> Result<serde_json::Value> {
     let mut spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
     spec.critical_processes = vec!["^postgres$".into(), "^nginx$".into()];
-    spec.collection_interval = "10s".into();
+    spec.collection_interval = "10s".parse().expect("a duration");
     let ctx = RenderContext::new(name, remote_write);
     let rendered = render(&spec, &ctx).map_err(|e| format!("render: {e}"))?;
     // Drop the comment line; the YAML body is the config.

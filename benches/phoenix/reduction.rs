@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use phoenix::analysis::measure::{self, Measurements, Window};
 use phoenix::analysis::queries::VariantSelector;
 use phoenix::analysis::verdict;
-use phoenix::build::collector_config::{RenderContext, render};
 use phoenix::crd::experiment::ExperimentSpec;
 use phoenix::crd::pipeline::{AggregateSpec, PipelineSpec, PipelineTemplate, TopKSpec};
+use phoenix::desired::collector_config::{RenderContext, render};
 
 use crate::cluster::Cluster;
 use crate::support::{Met, Proc, Report, Result, cpu_seconds, free_port, mib, status_bytes};
@@ -62,13 +62,13 @@ fn critical_patterns() -> Vec<String> {
 fn spec(template: PipelineTemplate, k: u32) -> PipelineSpec {
     let mut spec = PipelineSpec::from_template(template);
     spec.critical_processes = critical_patterns();
-    spec.collection_interval = format!("{INTERVAL_SECS}s");
+    spec.collection_interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
     match template {
         PipelineTemplate::Aggregate => spec.aggregate = Some(AggregateSpec::default()),
         PipelineTemplate::Topk => {
             spec.topk = Some(TopKSpec {
                 k,
-                refresh_interval: "1m".into(),
+                refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec![],
             })
         }
@@ -322,7 +322,7 @@ fn add_rows(
     let mut exp_spec: ExperimentSpec = serde_yaml::from_str(
         "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: aggregate}}\nanalysis: {interval: 5s}\nsuccessCriteria: {minSeriesReductionPercent: 90, minCriticalRetentionPercent: 100}",
     )?;
-    exp_spec.analysis.interval = format!("{INTERVAL_SECS}s");
+    exp_spec.analysis.interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
     let base_critical: BTreeSet<&String> = base.measured.critical_names.iter().collect();
     for f in results {
         let series = crate::support::mean(&f.measured.per_step_series).unwrap_or(0.0);

@@ -18,11 +18,11 @@ use super::{Context, apply, namespaced_api, write_status};
 use crate::analysis::measure::{self, MeasureError, Window};
 use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
-use crate::build::children::{self, Side};
 use crate::crd::experiment::{Experiment, ExperimentPhase, TopKSelection, Verdict};
 use crate::crd::pipeline::PipelinePhase;
 use crate::crd::simulation::SimulationPhase;
 use crate::crd::{Pipeline, PipelineSpec, Simulation, conditions};
+use crate::desired::children::{self, Side};
 use crate::telemetry::{PhaseLabels, ResultLabels};
 use crate::{Error, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -109,9 +109,7 @@ async fn analyze(
         Ok(p) => p,
         Err(e) => return AnalysisOutcome::Unreachable(format!("bad Prometheus URL {url}: {e}")),
     };
-    let step = crate::crd::duration::parse(&exp.spec.analysis.interval)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(30.0);
+    let step = exp.spec.analysis.interval.as_secs_f64();
     let window = Window {
         start: start.as_second(),
         end: end.as_second(),
@@ -253,9 +251,7 @@ async fn refresh_topk(
         experiment: label,
         variant: Side::Baseline.as_str().to_string(),
     };
-    let step = crate::crd::duration::parse(&exp.spec.analysis.interval)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(30.0);
+    let step = exp.spec.analysis.interval.as_secs_f64();
     let window = Window {
         start: since.as_second(),
         end: now.as_second(),
@@ -440,7 +436,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
             .as_ref()
             .filter(|c| c.spec.template == crate::crd::pipeline::PipelineTemplate::Topk)
             .and_then(|c| c.spec.topk.as_ref())
-            .and_then(|t| crate::crd::duration::parse(&t.refresh_interval).ok()),
+            .map(|t| t.refresh_interval.get()),
     };
 
     // Decide (pure), then act.

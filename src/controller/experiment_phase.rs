@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::conditions::{self, Condition, ConditionStatus};
-use crate::crd::duration;
+use crate::crd::duration::SpecDuration;
 use crate::crd::experiment::{ExperimentPhase, ExperimentSpec, ExperimentStatus};
 
 /// How long children may take to become ready before the Experiment fails.
@@ -92,9 +92,8 @@ pub struct Decision {
     pub requeue: Option<Duration>,
 }
 
-fn secs(spec_duration: &str) -> SignedDuration {
-    let d = duration::parse(spec_duration).unwrap_or_default();
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::ZERO)
+fn secs(spec_duration: &SpecDuration) -> SignedDuration {
+    SignedDuration::try_from(spec_duration.get()).unwrap_or(SignedDuration::ZERO)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -200,6 +199,15 @@ fn capitalize(s: &str) -> String {
 }
 
 /// Decides the next step of an Experiment. Pure: the same inputs give the same decision.
+///
+/// | phase | next |
+/// |---|---|
+/// | any, `spec.abort` | `Aborted`, children released ([`aborted`]) |
+/// | `Pending` | `Deploying` once every `pipelineRef` exists ([`pending`]) |
+/// | `Deploying` | `Running` when both collectors are ready; `Failed` on a broken child or the deploy timeout ([`deploying`]) |
+/// | `Running` | `Analyzing` at the end of the run; top-K refreshes on the way ([`running`]) |
+/// | `Analyzing` | an analysis attempt, judged by [`finish`] ([`analyzing`]) |
+/// | terminal | nothing but releasing the children |
 pub fn decide(
     spec: &ExperimentSpec,
     stored: &ExperimentStatus,
@@ -208,180 +216,217 @@ pub fn decide(
 ) -> Decision {
     let mut status = stored.clone();
     status.observed_generation = obs.generation;
-    let mut d = Decision {
+    let d = Decision {
         status,
         effects: vec![],
         events: vec![],
         requeue: None,
     };
     let phase = stored.phase.unwrap_or(ExperimentPhase::Pending);
-
     if phase.is_terminal() {
-        d.effects.push(Effect::ReleaseChildren);
-        return d;
+        return release(d);
     }
     if spec.abort {
+        return aborted(d, obs);
+    }
+    match phase {
+        ExperimentPhase::Pending => pending(d, obs, limits),
+        ExperimentPhase::Deploying => deploying(d, spec, stored, obs, limits),
+        ExperimentPhase::Running => running(d, spec, stored, obs),
+        ExperimentPhase::Analyzing => analyzing(d, spec, stored, obs),
+        ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted => d,
+    }
+}
+
+/// A terminal Experiment: its children go, nothing else changes.
+fn release(mut d: Decision) -> Decision {
+    d.effects.push(Effect::ReleaseChildren);
+    d
+}
+
+/// `spec.abort` is set: `Aborted`, children released.
+fn aborted(mut d: Decision, obs: &Observed) -> Decision {
+    let note = enter(
+        &mut d.status,
+        ExperimentPhase::Aborted,
+        "Aborted",
+        "aborted by spec.abort; collectors and load released".into(),
+        obs,
+    );
+    d.events.push(note);
+    release(d)
+}
+
+/// `Failed` with `reason`; children released.
+fn failed(mut d: Decision, reason: &str, message: String, obs: &Observed) -> Decision {
+    let note = enter(&mut d.status, ExperimentPhase::Failed, reason, message, obs);
+    d.events.push(note);
+    d.effects = vec![Effect::ReleaseChildren];
+    d
+}
+
+/// `Pending`: wait for referenced Pipelines, then start deploying.
+fn pending(mut d: Decision, obs: &Observed, limits: &Limits) -> Decision {
+    if !obs.missing_refs.is_empty() {
+        let message = format!("waiting for Pipeline(s) {}", obs.missing_refs.join(", "));
+        if d.status.message.as_deref() != Some(message.as_str()) {
+            d.events.push(Note {
+                warning: true,
+                reason: "PipelineRefNotFound".into(),
+                message: message.clone(),
+            });
+        }
+        d.status.phase = Some(ExperimentPhase::Pending);
+        d.status.message = Some(message.clone());
+        set(
+            &mut d.status,
+            "Ready",
+            ConditionStatus::False,
+            "PipelineRefNotFound",
+            &message,
+            obs.generation,
+            obs.now,
+        );
+        d.requeue = Some(MISSING_REF_RECHECK);
+        return d;
+    }
+    d.status.start_time = Some(Time(obs.now));
+    let note = enter(
+        &mut d.status,
+        ExperimentPhase::Deploying,
+        "Deploying",
+        "creating baseline and candidate collectors and the load".into(),
+        obs,
+    );
+    d.events.push(note);
+    d.effects.push(Effect::EnsureChildren);
+    d.requeue = Some(limits.deploy_timeout);
+    d
+}
+
+/// `Deploying`: the clock starts when both collectors are ready; a broken child or the deploy
+/// timeout fails the run.
+fn deploying(
+    mut d: Decision,
+    spec: &ExperimentSpec,
+    stored: &ExperimentStatus,
+    obs: &Observed,
+    limits: &Limits,
+) -> Decision {
+    d.effects.push(Effect::EnsureChildren);
+    let started = ts(&stored.start_time).unwrap_or(obs.now);
+    let deadline = started
+        .checked_add(SignedDuration::try_from(limits.deploy_timeout).unwrap_or_default())
+        .unwrap_or(started);
+    if let Some((reason, message)) = broken(obs) {
+        return failed(d, &reason, message, obs);
+    }
+    if obs.baseline == Child::Ready && obs.candidate == Child::Ready {
+        d.status.running_since = Some(Time(obs.now));
+        set(
+            &mut d.status,
+            "Deployed",
+            ConditionStatus::True,
+            "CollectorsReady",
+            "baseline and candidate collectors are ready",
+            obs.generation,
+            obs.now,
+        );
         let note = enter(
             &mut d.status,
-            ExperimentPhase::Aborted,
-            "Aborted",
-            "aborted by spec.abort; collectors and load released".into(),
+            ExperimentPhase::Running,
+            "Running",
+            format!(
+                "both collectors ready; measuring for {} (warmup {})",
+                spec.duration, spec.warmup
+            ),
             obs,
         );
         d.events.push(note);
-        d.effects.push(Effect::ReleaseChildren);
+        d.requeue = Some(until(obs.now, window(spec, obs.now).1));
         return d;
     }
-    match phase {
-        ExperimentPhase::Pending => {
-            if !obs.missing_refs.is_empty() {
-                let message = format!("waiting for Pipeline(s) {}", obs.missing_refs.join(", "));
-                if d.status.message.as_deref() != Some(message.as_str()) {
-                    d.events.push(Note {
-                        warning: true,
-                        reason: "PipelineRefNotFound".into(),
-                        message: message.clone(),
-                    });
-                }
-                d.status.phase = Some(ExperimentPhase::Pending);
-                d.status.message = Some(message.clone());
-                set(
-                    &mut d.status,
-                    "Ready",
-                    ConditionStatus::False,
-                    "PipelineRefNotFound",
-                    &message,
-                    obs.generation,
-                    obs.now,
-                );
-                d.requeue = Some(MISSING_REF_RECHECK);
-                return d;
-            }
-            d.status.start_time = Some(Time(obs.now));
-            let note = enter(
-                &mut d.status,
-                ExperimentPhase::Deploying,
-                "Deploying",
-                "creating baseline and candidate collectors and the load".into(),
-                obs,
-            );
-            d.events.push(note);
-            d.effects.push(Effect::EnsureChildren);
-            d.requeue = Some(limits.deploy_timeout);
-        }
-        ExperimentPhase::Deploying => {
-            d.effects.push(Effect::EnsureChildren);
-            let started = ts(&stored.start_time).unwrap_or(obs.now);
-            let deadline = started
-                .checked_add(SignedDuration::try_from(limits.deploy_timeout).unwrap_or_default())
-                .unwrap_or(started);
-            if let Some((reason, message)) = broken(obs) {
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Failed,
-                    &reason,
-                    message,
-                    obs,
-                );
-                d.events.push(note);
-                d.effects = vec![Effect::ReleaseChildren];
-            } else if obs.baseline == Child::Ready && obs.candidate == Child::Ready {
-                d.status.running_since = Some(Time(obs.now));
-                set(
-                    &mut d.status,
-                    "Deployed",
-                    ConditionStatus::True,
-                    "CollectorsReady",
-                    "baseline and candidate collectors are ready",
-                    obs.generation,
-                    obs.now,
-                );
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Running,
-                    "Running",
-                    format!(
-                        "both collectors ready; measuring for {} (warmup {})",
-                        spec.duration, spec.warmup
-                    ),
-                    obs,
-                );
-                d.events.push(note);
-                d.requeue = Some(until(obs.now, window(spec, obs.now).1));
-            } else if obs.now >= deadline {
-                let message = format!(
-                    "children not ready within {}s (baseline {:?}, candidate {:?})",
-                    limits.deploy_timeout.as_secs(),
-                    obs.baseline,
-                    obs.candidate
-                );
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Failed,
-                    "DeployTimeout",
-                    message,
-                    obs,
-                );
-                d.events.push(note);
-                d.effects = vec![Effect::ReleaseChildren];
-            } else {
-                d.requeue = Some(until(obs.now, deadline));
-            }
-        }
-        ExperimentPhase::Running => {
-            d.effects.push(Effect::EnsureChildren);
-            let since = ts(&stored.running_since).unwrap_or(obs.now);
-            let (_, end) = window(spec, since);
-            if let Some((reason, message)) = broken(obs) {
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Failed,
-                    &reason,
-                    message,
-                    obs,
-                );
-                d.events.push(note);
-                d.effects = vec![Effect::ReleaseChildren];
-            } else if obs.now >= end {
-                d.status.analysis_started = Some(Time(obs.now));
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Analyzing,
-                    "Analyzing",
-                    "run finished; querying Prometheus".into(),
-                    obs,
-                );
-                d.events.push(note);
-                let (start, end) = window(spec, since);
-                d.effects = vec![Effect::Analyze { start, end }];
-            } else {
-                d.requeue = Some(until(obs.now, end));
-                if let Some(every) = obs.topk_refresh {
-                    let every =
-                        SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
-                    let last = stored
-                        .topk
-                        .as_ref()
-                        .and_then(|t| ts(&t.refreshed_at))
-                        .unwrap_or(since);
-                    let next = last.checked_add(every).unwrap_or(last);
-                    if obs.now >= next {
-                        d.effects.push(Effect::RefreshTopK { since: last });
-                        let after = obs.now.checked_add(every).unwrap_or(obs.now);
-                        d.requeue = d.requeue.map(|r| r.min(until(obs.now, after)));
-                    } else {
-                        d.requeue = d.requeue.map(|r| r.min(until(obs.now, next)));
-                    }
-                }
-            }
-        }
-        ExperimentPhase::Analyzing => {
-            let since = ts(&stored.running_since).unwrap_or(obs.now);
-            let (start, end) = window(spec, since);
-            d.effects.push(Effect::Analyze { start, end });
-        }
-        ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted => {}
+    if obs.now >= deadline {
+        let message = format!(
+            "children not ready within {}s (baseline {:?}, candidate {:?})",
+            limits.deploy_timeout.as_secs(),
+            obs.baseline,
+            obs.candidate
+        );
+        return failed(d, "DeployTimeout", message, obs);
     }
+    d.requeue = Some(until(obs.now, deadline));
+    d
+}
+
+/// `Running`: analysis starts at the end of the run; a `topk` candidate's selection is refreshed
+/// on its interval until then.
+fn running(
+    mut d: Decision,
+    spec: &ExperimentSpec,
+    stored: &ExperimentStatus,
+    obs: &Observed,
+) -> Decision {
+    d.effects.push(Effect::EnsureChildren);
+    let since = ts(&stored.running_since).unwrap_or(obs.now);
+    let (start, end) = window(spec, since);
+    if let Some((reason, message)) = broken(obs) {
+        return failed(d, &reason, message, obs);
+    }
+    if obs.now >= end {
+        d.status.analysis_started = Some(Time(obs.now));
+        let note = enter(
+            &mut d.status,
+            ExperimentPhase::Analyzing,
+            "Analyzing",
+            "run finished; querying Prometheus".into(),
+            obs,
+        );
+        d.events.push(note);
+        d.effects = vec![Effect::Analyze { start, end }];
+        return d;
+    }
+    d.requeue = Some(until(obs.now, end));
+    if let Some(every) = obs.topk_refresh {
+        refresh_topk(&mut d, stored, obs, since, every);
+    }
+    d
+}
+
+/// Schedules the next top-K refresh, and asks for one when it is due.
+fn refresh_topk(
+    d: &mut Decision,
+    stored: &ExperimentStatus,
+    obs: &Observed,
+    since: Timestamp,
+    every: Duration,
+) {
+    let every = SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
+    let last = stored
+        .topk
+        .as_ref()
+        .and_then(|t| ts(&t.refreshed_at))
+        .unwrap_or(since);
+    let next = last.checked_add(every).unwrap_or(last);
+    if obs.now >= next {
+        d.effects.push(Effect::RefreshTopK { since: last });
+        let after = obs.now.checked_add(every).unwrap_or(obs.now);
+        d.requeue = d.requeue.map(|r| r.min(until(obs.now, after)));
+    } else {
+        d.requeue = d.requeue.map(|r| r.min(until(obs.now, next)));
+    }
+}
+
+/// `Analyzing`: one analysis attempt over the fixed window; [`finish`] judges it.
+fn analyzing(
+    mut d: Decision,
+    spec: &ExperimentSpec,
+    stored: &ExperimentStatus,
+    obs: &Observed,
+) -> Decision {
+    let since = ts(&stored.running_since).unwrap_or(obs.now);
+    let (start, end) = window(spec, since);
+    d.effects.push(Effect::Analyze { start, end });
     d
 }
 

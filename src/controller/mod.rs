@@ -1,5 +1,5 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
-//! observe → build (pure, in `crate::build`) → server-side apply → status.
+//! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
 pub mod experiment;
 pub mod experiment_phase;
@@ -16,7 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::labels::FIELD_MANAGER;
+use crate::desired::labels::FIELD_MANAGER;
 use crate::settings::Settings;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
@@ -120,7 +120,7 @@ where
         what: "object",
         source,
     })?;
-    let hash = crate::build::collector_config::hash8(&desired);
+    let hash = crate::desired::collector_config::hash8(&desired);
     obj.meta_mut()
         .annotations
         .get_or_insert_with(Default::default)

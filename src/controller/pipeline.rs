@@ -17,11 +17,11 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
-use crate::build::collector_config::{self, RenderContext};
-use crate::build::labels::{self, Ownership};
-use crate::build::workload::{self, CollectorParams, Workload};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
+use crate::desired::collector_config::{self, RenderContext};
+use crate::desired::labels::{self, Ownership};
+use crate::desired::workload::{self, CollectorParams, Workload};
 use crate::{Error, Result};
 
 /// The controller's name in metrics and logs.
@@ -195,13 +195,13 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     // Build: render and validate the config (pure).
     let remote_write = pipeline
         .annotations()
-        .get(crate::build::children::REMOTE_WRITE_URL)
+        .get(crate::desired::children::REMOTE_WRITE_URL)
         .cloned()
         .unwrap_or_else(|| ctx.settings.remote_write_url());
     let experiment_label = ownership
         .experiment
         .as_ref()
-        .map(|e| crate::build::children::experiment_label(&namespace, e));
+        .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
     let exporters_allowed = ownership.experiment.is_none() || extra_exporters_allowed(&pipeline);
     let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed)

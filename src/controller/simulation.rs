@@ -14,10 +14,10 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::{Context, apply, namespaced_api, now, write_status};
-use crate::build::job::{self, JobParams};
-use crate::build::labels::{self, Ownership};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::simulation::{Simulation, SimulationPhase, SimulationStatus};
+use crate::desired::job::{self, JobParams};
+use crate::desired::labels::{self, Ownership};
 use crate::{Error, Result};
 
 /// The controller's name in metrics and logs.

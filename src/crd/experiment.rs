@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
-use super::duration;
+use super::duration::{self, SpecDuration};
 use super::pipeline::PipelineSpec;
 use super::simulation::SimulationSpec;
 
@@ -58,15 +58,13 @@ pub struct ExperimentSpec {
     pub simulation: Option<SimulationSpec>,
     /// How long both variants run, warmup included. Duration between 1m and 24h. Default: 10m.
     #[serde(default = "default_duration")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("1m", "24h"))]
-    pub duration: String,
+    pub duration: SpecDuration,
     /// Time after both collectors are ready that analysis ignores. Duration between 0s and 1h.
     /// Default: 1m.
     #[serde(default = "default_warmup")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("0s", "1h"))]
-    pub warmup: String,
+    pub warmup: SpecDuration,
     /// How the measurements are taken.
     #[serde(default)]
     pub analysis: AnalysisSpec,
@@ -129,9 +127,8 @@ pub struct AnalysisSpec {
     /// Step between measurements (each one is a sample for the statistics). Duration between 5s and
     /// 10m. Default: 30s.
     #[serde(default = "default_interval")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("5s", "10m"))]
-    pub interval: String,
+    pub interval: SpecDuration,
     /// Significance level of the Mann-Whitney U test, 0.001 to 0.2. Default: 0.05.
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.001, max = 0.2))]
@@ -428,16 +425,16 @@ pub struct CriterionResult {
     pub query: Option<String>,
 }
 
-fn default_duration() -> String {
-    "10m".to_string()
+fn default_duration() -> SpecDuration {
+    SpecDuration::from_secs(600)
 }
 
-fn default_warmup() -> String {
-    "1m".to_string()
+fn default_warmup() -> SpecDuration {
+    SpecDuration::from_secs(60)
 }
 
-fn default_interval() -> String {
-    "30s".to_string()
+fn default_interval() -> SpecDuration {
+    SpecDuration::from_secs(30)
 }
 
 fn default_alpha() -> f64 {

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
-use super::duration;
+use super::duration::{self, SpecDuration};
 
 /// Longest Pipeline name: `<name>-collector` and `<name>-<hash8>` must stay within the
 /// 63-character limit of label values and DNS labels.
@@ -56,9 +56,8 @@ pub struct PipelineSpec {
     /// How often the hostmetrics receiver scrapes processes. Duration between 1s and 5m.
     /// Default: 10s.
     #[serde(default = "default_collection_interval")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("1s", "5m"))]
-    pub collection_interval: String,
+    pub collection_interval: SpecDuration,
 
     /// Template `priority-filter` only: extra RE2 patterns on the executable name to keep besides
     /// the critical processes. At most 100 entries.
@@ -156,9 +155,8 @@ pub struct TopKSpec {
     /// How often the operator re-selects the top K from Prometheus. Duration between 30s and 1h.
     /// Default: 1m.
     #[serde(default = "default_topk_refresh")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("30s", "1h"))]
-    pub refresh_interval: String,
+    pub refresh_interval: SpecDuration,
     /// A fixed include list of executable names, used until (or instead of) a Prometheus-driven
     /// selection. At most 200.
     #[serde(default)]
@@ -301,12 +299,12 @@ pub enum PipelinePhase {
     Degraded,
 }
 
-fn default_collection_interval() -> String {
-    "10s".to_string()
+fn default_collection_interval() -> SpecDuration {
+    SpecDuration::from_secs(10)
 }
 
-fn default_topk_refresh() -> String {
-    "1m".to_string()
+fn default_topk_refresh() -> SpecDuration {
+    SpecDuration::from_secs(60)
 }
 
 /// Attributes dropped by the reducing templates unless the spec says otherwise.

@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::conditions::Condition;
-use super::duration;
+use super::duration::{self, SpecDuration};
 
 /// Hard cap on simulated processes per node (the simulator enforces it too).
 pub const MAX_PROCESSES: u32 = 5000;
@@ -59,9 +59,8 @@ pub struct SimulationSpec {
 
     /// How long the load runs. Duration between 30s and 24h. Default: 10m.
     #[serde(default = "default_duration")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("30s", "24h"))]
-    pub duration: String,
+    pub duration: SpecDuration,
 
     /// Nodes to load (one simulator pod per matching node). Inside an Experiment the Experiment's
     /// targets apply.
@@ -139,9 +138,8 @@ pub struct ProcessPattern {
     /// How long each process lives before it is replaced; absent means as long as the run.
     /// Duration between 1s and 24h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(duration::PATTERN), length(max = 32))]
     #[x_kube(validation = duration::between("1s", "24h"))]
-    pub lifetime: Option<String>,
+    pub lifetime: Option<SpecDuration>,
     /// CPU behaviour over time.
     #[serde(default)]
     pub cpu: CpuPattern,
@@ -250,8 +248,8 @@ fn default_processes() -> u32 {
     100
 }
 
-fn default_duration() -> String {
-    "10m".to_string()
+fn default_duration() -> SpecDuration {
+    SpecDuration::from_secs(600)
 }
 
 fn default_seed() -> i64 {

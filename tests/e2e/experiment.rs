@@ -656,7 +656,7 @@ async fn a_topk_candidate_keeps_the_baselines_heaviest_processes() {
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     let mut exp = experiment("exp", "", "");
-    exp.spec.duration = "90s".into();
+    exp.spec.duration = "90s".parse().expect("a duration");
     let mut candidate =
         phoenix::crd::PipelineSpec::from_template(phoenix::crd::pipeline::PipelineTemplate::Topk);
     candidate.critical_processes = vec!["^postgres$".into()];

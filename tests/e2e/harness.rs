@@ -230,6 +230,24 @@ where
     }
 }
 
+/// A binary of another workspace crate (`phoenix-simulator`, `phoenix-e2e-podrunner`), built next
+/// to this test binary by `cargo build --workspace --bins` (which `just test` runs first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(name))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (`just test` does)",
+        path.display()
+    );
+    path
+}
+
 /// A `phoenix-operator` process (the real binary) watching one namespace; killed on drop.
 pub struct Operator {
     child: Child,

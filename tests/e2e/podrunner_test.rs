@@ -14,7 +14,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use phoenix::crd::Pipeline;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, http_get, repo_root};
+use crate::harness::{
+    Operator, TestNamespace, cluster, eventually, http_get, repo_root, workspace_bin,
+};
 
 const TAINT_KEY: &str = "phoenix.io/local";
 
@@ -29,12 +31,13 @@ impl Runner {
         let dir = repo_root().join(format!("target/e2e/podrunner-{node}"));
         std::fs::create_dir_all(&dir).expect("runner state dir");
         let log = std::fs::File::create(dir.join("runner.log")).expect("runner log");
-        let child = Command::new(env!("CARGO_BIN_EXE_phoenix-e2e-podrunner"))
+        let child = Command::new(workspace_bin("phoenix-e2e-podrunner"))
             .env("KUBECONFIG", &c.kubeconfig)
             .args(["--node-name", node, "--stop-on-stdin-eof", "--taint"])
             .arg(format!("{TAINT_KEY}=true:NoSchedule"))
             .args(["--collector-bin", c.var("COLLECTOR_BIN")])
-            .args(["--simulator-bin", env!("CARGO_BIN_EXE_phoenix-simulator")])
+            .arg("--simulator-bin")
+            .arg(workspace_bin("phoenix-simulator"))
             .arg("--state-dir")
             .arg(&dir)
             .stdin(Stdio::piped())

@@ -850,7 +850,7 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
         .items
         .iter()
         .filter(|e| {
-            e.reporting_controller.as_deref() == Some(phoenix::build::labels::FIELD_MANAGER)
+            e.reporting_controller.as_deref() == Some(phoenix::desired::labels::FIELD_MANAGER)
         })
         .filter_map(|e| e.reason.as_deref())
         .collect();

@@ -42,7 +42,7 @@ async fn simulation_runs_a_job_and_follows_it_to_success() {
         .find(|e| e.name == "PHOENIX_SIMULATION")
         .and_then(|e| e.value.clone())
         .expect("config env");
-    let config: phoenix::simulator::config::SimulatorConfig =
+    let config: phoenix_simulator_config::SimulatorConfig =
         serde_json::from_str(&config).expect("the simulator parses its config");
     assert_eq!(config.processes, 50);
 

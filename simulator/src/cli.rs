@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use super::config::{ENV_VAR, Profile, SimulatorConfig};
+use super::config::{ENV_VAR, SimulatorConfig};
 use super::supervisor::{self, RunOptions};
 use super::worker::{self, WorkerSpec};
 use super::{Error, node, plan};
@@ -78,7 +78,7 @@ pub fn parse(args: &[String], env_config: Option<&str>) -> Result<Command, Error
         .and_then(|(_, v)| v.as_deref())
         .or(env_config);
     let mut config = match json {
-        Some(json) => SimulatorConfig::from_json(json)?,
+        Some(json) => super::config::from_json(json)?,
         None => SimulatorConfig::default(),
     };
     let mut run = RunArgs {
@@ -91,7 +91,7 @@ pub fn parse(args: &[String], env_config: Option<&str>) -> Result<Command, Error
         match (flag.as_str(), value) {
             ("config-json", Some(_)) => {}
             ("dry-run", None) => run.dry_run = true,
-            ("profile", Some(v)) => config.profile = v.parse::<Profile>()?,
+            ("profile", Some(v)) => config.profile = super::config::parse_profile(v)?,
             ("processes", Some(v)) => config.processes = number(flag, v)?,
             ("churn-per-minute", Some(v)) => config.churn_per_minute = Some(number(flag, v)?),
             ("duration", Some(v)) => config.duration = v.to_string(),
@@ -276,7 +276,8 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::load::{CpuLoad, LoadPattern, MemoryLoad};
+    use crate::config::Profile;
+    use crate::load::{CpuLoad, LoadPattern, MemoryLoad};
 
     fn args(line: &str) -> Vec<String> {
         line.split_whitespace().map(String::from).collect()

@@ -35,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::crd::duration;
 use crate::crd::pipeline::PipelineSpec;
 
 pub use error::ConfigError;
@@ -281,11 +280,7 @@ fn build(
     spec: &PipelineSpec,
     ctx: &RenderContext,
 ) -> Result<(CollectorConfig, Vec<HeaderEnv>), ConfigError> {
-    let interval =
-        duration::parse(&spec.collection_interval).map_err(|_| ConfigError::InvalidDuration {
-            field: "spec.collectionInterval",
-            value: spec.collection_interval.clone(),
-        })?;
+    let interval = spec.collection_interval.get();
     let mut c = CollectorConfig::default();
     let component = |v: Value| Component(v);
 
@@ -293,7 +288,7 @@ fn build(
         HOSTMETRICS.into(),
         component(json!({
             "root_path": ctx.proc_root,
-            "collection_interval": escape::confmap(&spec.collection_interval),
+            "collection_interval": escape::confmap(spec.collection_interval.as_str()),
             "scrapers": {"process": {
                 "mute_process_name_error": true,
                 "mute_process_exe_error": true,

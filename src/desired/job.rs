@@ -14,11 +14,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use super::labels::{self, Ownership};
 use super::workload::NODE_NAME_ENV;
-use crate::crd::duration;
-use crate::crd::simulation::SimulationSpec;
+use crate::crd::simulation::{LoadPattern, ProcessPattern, SimulationProfile, SimulationSpec};
+use phoenix_simulator_config::{self as contract, SimulatorConfig};
 
 /// The env var carrying the simulator's configuration (JSON).
-pub const CONFIG_ENV: &str = "PHOENIX_SIMULATION";
+pub const CONFIG_ENV: &str = contract::ENV_VAR;
 /// Extra time a Job gets beyond the simulation's duration before Kubernetes stops it.
 pub const DEADLINE_SLACK_SECS: i64 = 120;
 
@@ -34,14 +34,57 @@ pub struct JobParams<'a> {
     pub nodes: i32,
 }
 
-/// The simulator's configuration: the spec minus what only Kubernetes uses (node selection).
-pub fn simulator_config(spec: &SimulationSpec) -> serde_json::Value {
-    let mut value = serde_json::to_value(spec).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.remove("nodeSelector");
-        map.remove("tolerations");
+/// The simulator's configuration (the `phoenix-simulator-config` contract): the spec minus what
+/// only Kubernetes uses (node selection, tolerations).
+pub fn simulator_config(spec: &SimulationSpec) -> SimulatorConfig {
+    SimulatorConfig {
+        profile: profile(spec.profile),
+        processes: spec.processes,
+        churn_per_minute: spec.churn_per_minute,
+        duration: spec.duration.to_string(),
+        // The schema admits seeds ≥ 0 only.
+        seed: u64::try_from(spec.seed).unwrap_or_default(),
+        critical_processes: spec.critical_processes.clone(),
+        custom: spec.custom.as_ref().map(|c| contract::CustomProfile {
+            patterns: c.patterns.iter().map(process_pattern).collect(),
+        }),
+        limits: None,
     }
-    value
+}
+
+fn profile(p: SimulationProfile) -> contract::Profile {
+    match p {
+        SimulationProfile::Realistic => contract::Profile::Realistic,
+        SimulationProfile::HighCardinality => contract::Profile::HighCardinality,
+        SimulationProfile::HighChurn => contract::Profile::HighChurn,
+        SimulationProfile::Spike => contract::Profile::Spike,
+        SimulationProfile::Custom => contract::Profile::Custom,
+    }
+}
+
+fn load_pattern(p: LoadPattern) -> contract::LoadPattern {
+    match p {
+        LoadPattern::Steady => contract::LoadPattern::Steady,
+        LoadPattern::Spiky => contract::LoadPattern::Spiky,
+        LoadPattern::Growing => contract::LoadPattern::Growing,
+        LoadPattern::Random => contract::LoadPattern::Random,
+    }
+}
+
+fn process_pattern(p: &ProcessPattern) -> contract::ProcessPattern {
+    contract::ProcessPattern {
+        name_template: p.name_template.clone(),
+        count: p.count,
+        lifetime: p.lifetime.as_ref().map(|l| l.to_string()),
+        cpu: contract::CpuPattern {
+            pattern: load_pattern(p.cpu.pattern),
+            millicores: p.cpu.millicores,
+        },
+        memory: contract::MemoryPattern {
+            pattern: load_pattern(p.memory.pattern),
+            megabytes: p.memory.megabytes,
+        },
+    }
 }
 
 /// The Job `<simulation>-load`.
@@ -49,10 +92,8 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let labels = labels::simulation_labels(p.name, &p.ownership);
     let job_name = labels::job_name(p.name);
     let nodes = p.nodes.max(1);
-    let deadline = duration::parse(&spec.duration)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(600)
-        + DEADLINE_SLACK_SECS;
+    let deadline =
+        i64::try_from(spec.duration.get().as_secs()).unwrap_or(i64::MAX / 2) + DEADLINE_SLACK_SECS;
     // About 1 MiB per process of overhead plus each process's peak memory (4 MiB by default).
     let per_process = spec.custom.as_ref().map_or(4, |c| {
         c.patterns
@@ -74,7 +115,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
         env: Some(vec![
             EnvVar {
                 name: CONFIG_ENV.to_string(),
-                value: Some(simulator_config(spec).to_string()),
+                value: Some(simulator_config(spec).to_json()),
                 ..Default::default()
             },
             EnvVar {
@@ -242,12 +283,12 @@ mod tests {
     #[test]
     fn simulator_gets_the_spec_without_node_selection() {
         let config = simulator_config(&spec());
-        assert_eq!(config["profile"], "high-cardinality");
-        assert_eq!(config["processes"], 300);
-        assert_eq!(config["criticalProcesses"][0], "postgres");
-        assert!(config.get("nodeSelector").is_none());
-        let parsed: crate::simulator::config::SimulatorConfig =
-            serde_json::from_value(config).expect("the simulator accepts what the Job passes");
-        assert_eq!(parsed.processes, 300);
+        assert_eq!(config.profile, contract::Profile::HighCardinality);
+        assert_eq!(config.processes, 300);
+        assert_eq!(config.duration, "5m");
+        assert_eq!(config.critical_processes, ["postgres"]);
+        let json: serde_json::Value =
+            serde_json::from_str(&config.to_json()).expect("the configuration is JSON");
+        assert!(json.get("nodeSelector").is_none());
     }
 }

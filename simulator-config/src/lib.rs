@@ -1,16 +1,14 @@
-//! The simulator's input, [`SimulatorConfig`]: JSON shaped like the Simulation CRD's spec (so the
-//! operator can pass `spec` through as is; `nodeSelector` and other unknown fields are ignored),
-//! plus optional [`LimitsOverride`] caps. Also the hard caps themselves ([`Limits`]).
+//! The contract between the operator and `phoenix-simulator`: the simulator's configuration
+//! document ([`SimulatorConfig`]), JSON shaped like the Simulation CRD's spec, passed in the
+//! environment variable [`ENV_VAR`]. The operator builds it (`phoenix::desired::job`) and the
+//! simulator reads it; both compile this crate and nothing else of each other.
 
 use serde::{Deserialize, Serialize};
-
-use super::Error;
-use super::load::LoadPattern;
 
 /// Environment variable the operator's Job sets to the configuration JSON.
 pub const ENV_VAR: &str = "PHOENIX_SIMULATION";
 
-/// What to simulate. See the module documentation of [`crate::simulator`] for the JSON shape.
+/// What to simulate. The `phoenix-simulator` crate documents the JSON shape and what it does.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SimulatorConfig {
@@ -58,9 +56,8 @@ impl Default for SimulatorConfig {
 
 impl SimulatorConfig {
     /// Parses the configuration JSON, naming the offending field on error.
-    pub fn from_json(json: &str) -> Result<Self, Error> {
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
-            .map_err(|e| Error::InvalidConfig(format!("configuration JSON: {e}")))
     }
 
     /// The configuration as one line of JSON (what the operator puts in [`ENV_VAR`]).
@@ -116,15 +113,15 @@ impl std::fmt::Display for Profile {
 }
 
 impl std::str::FromStr for Profile {
-    type Err = Error;
+    type Err = UnknownProfile;
 
-    fn from_str(s: &str) -> Result<Self, Error> {
+    fn from_str(s: &str) -> Result<Self, UnknownProfile> {
         Profile::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| {
                 let known: Vec<&str> = Profile::ALL.iter().map(|p| p.as_str()).collect();
-                Error::Usage(format!(
+                UnknownProfile(format!(
                     "unknown profile {s:?} (one of {})",
                     known.join(", ")
                 ))
@@ -215,104 +212,35 @@ pub struct LimitsOverride {
     pub max_total_memory_mib: Option<u32>,
 }
 
-/// The caps a plan must respect. Built-in profiles scale their CPU and memory down to fit the
-/// totals; anything else over a cap is refused.
-#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Limits {
-    /// Processes besides the critical ones (and the sum of custom pattern counts).
-    pub max_processes: u32,
-    /// Process starts per second, initial ramp-up and churn included.
-    pub max_spawns_per_second: u32,
-    /// Peak CPU of one process.
-    pub max_cpu_millicores_per_process: u32,
-    /// Sum of the peak CPU of all processes.
-    pub max_total_cpu_millicores: u32,
-    /// Peak memory of one process.
-    pub max_memory_mib_per_process: u32,
-    /// Sum of the peak memory of all processes.
-    pub max_total_memory_mib: u32,
+/// The shape of a resource's use over time; the simulator's `load` module gives each its meaning.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadPattern {
+    /// Always at the peak.
+    #[default]
+    Steady,
+    /// Idles at 10 % and jumps to the peak for 4 s every 20 s.
+    Spiky,
+    /// Climbs linearly from 10 % to the peak over the process's lifetime.
+    Growing,
+    /// A seeded level between 0 and the peak, held for 5 s at a time.
+    Random,
 }
 
-/// Most critical processes a configuration may name.
-pub const MAX_CRITICAL_PROCESSES: usize = 50;
-/// Longest run.
-pub const MAX_DURATION_SECS: u64 = 24 * 3_600;
-
-impl Limits {
-    /// The hard caps: no configuration goes above these.
-    pub const HARD: Limits = Limits {
-        max_processes: 5_000,
-        max_spawns_per_second: 100,
-        max_cpu_millicores_per_process: 1_000,
-        max_total_cpu_millicores: 16_000,
-        max_memory_mib_per_process: 256,
-        max_total_memory_mib: 16_384,
-    };
-
-    /// The caps when the configuration sets none: the hard caps, with modest totals.
-    pub const DEFAULT: Limits = Limits {
-        max_total_cpu_millicores: 2_000,
-        max_total_memory_mib: 2_048,
-        ..Limits::HARD
-    };
-
-    /// The defaults with the configuration's overrides applied, each checked against its hard cap.
-    pub fn resolve(overrides: Option<&LimitsOverride>) -> Result<Limits, Error> {
-        let Some(o) = overrides else {
-            return Ok(Limits::DEFAULT);
-        };
-        let pick = |field: &str, value: Option<u32>, default: u32, hard: u32| match value {
-            None => Ok(default),
-            Some(0) => Err(Error::InvalidConfig(format!(
-                "limits.{field} must be at least 1"
-            ))),
-            Some(v) if v > hard => Err(Error::OverCaps(format!(
-                "limits.{field} {v} is above the hard cap {hard}"
-            ))),
-            Some(v) => Ok(v),
-        };
-        let (d, h) = (Limits::DEFAULT, Limits::HARD);
-        Ok(Limits {
-            max_processes: pick(
-                "maxProcesses",
-                o.max_processes,
-                d.max_processes,
-                h.max_processes,
-            )?,
-            max_spawns_per_second: pick(
-                "maxSpawnsPerSecond",
-                o.max_spawns_per_second,
-                d.max_spawns_per_second,
-                h.max_spawns_per_second,
-            )?,
-            max_cpu_millicores_per_process: pick(
-                "maxCpuMillicoresPerProcess",
-                o.max_cpu_millicores_per_process,
-                d.max_cpu_millicores_per_process,
-                h.max_cpu_millicores_per_process,
-            )?,
-            max_total_cpu_millicores: pick(
-                "maxTotalCpuMillicores",
-                o.max_total_cpu_millicores,
-                d.max_total_cpu_millicores,
-                h.max_total_cpu_millicores,
-            )?,
-            max_memory_mib_per_process: pick(
-                "maxMemoryMibPerProcess",
-                o.max_memory_mib_per_process,
-                d.max_memory_mib_per_process,
-                h.max_memory_mib_per_process,
-            )?,
-            max_total_memory_mib: pick(
-                "maxTotalMemoryMib",
-                o.max_total_memory_mib,
-                d.max_total_memory_mib,
-                h.max_total_memory_mib,
-            )?,
-        })
-    }
+impl LoadPattern {
+    /// Every pattern, for seeded picks.
+    pub const ALL: [LoadPattern; 4] = [
+        LoadPattern::Steady,
+        LoadPattern::Spiky,
+        LoadPattern::Growing,
+        LoadPattern::Random,
+    ];
 }
+
+/// A profile name that is not one of [`Profile::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownProfile(String);
 
 fn default_processes() -> u32 {
     100
@@ -387,25 +315,6 @@ mod tests {
     }
 
     #[test]
-    fn the_simulation_spec_passes_through() {
-        // The operator may hand over the Simulation spec as is: same field names, extra fields ignored.
-        let spec: crate::crd::SimulationSpec = serde_json::from_str(
-            r#"{"profile":"spike","processes":40,"churnPerMinute":12,"duration":"5m","seed":9,
-                "nodeSelector":{"kubernetes.io/os":"linux"},"criticalProcesses":["redis-server"]}"#,
-        )
-        .expect("a valid Simulation spec");
-        let json = serde_json::to_string(&spec).expect("serializable");
-        let config = SimulatorConfig::from_json(&json).expect("the simulator reads the spec");
-        assert_eq!(config.profile, Profile::Spike);
-        assert_eq!(
-            (config.processes, config.churn_per_minute, config.seed),
-            (40, Some(12), 9)
-        );
-        assert_eq!(config.duration, "5m");
-        assert_eq!(config.critical_processes, ["redis-server"]);
-    }
-
-    #[test]
     fn errors_name_the_field() {
         let err =
             SimulatorConfig::from_json(r#"{"profile":"everything"}"#).expect_err("bad profile");
@@ -420,35 +329,5 @@ mod tests {
             assert_eq!(profile.as_str().parse::<Profile>().ok(), Some(profile));
         }
         assert!("bursty".parse::<Profile>().is_err());
-    }
-
-    #[test]
-    fn overrides_may_not_exceed_the_hard_caps() {
-        assert_eq!(Limits::resolve(None).ok(), Some(Limits::DEFAULT));
-        let tighter = LimitsOverride {
-            max_processes: Some(10),
-            max_total_cpu_millicores: Some(8_000),
-            ..Default::default()
-        };
-        let limits = Limits::resolve(Some(&tighter)).expect("within caps");
-        assert_eq!(
-            (limits.max_processes, limits.max_total_cpu_millicores),
-            (10, 8_000)
-        );
-        let over = LimitsOverride {
-            max_spawns_per_second: Some(500),
-            ..Default::default()
-        };
-        assert!(
-            matches!(Limits::resolve(Some(&over)), Err(Error::OverCaps(m)) if m.contains("maxSpawnsPerSecond"))
-        );
-        let zero = LimitsOverride {
-            max_processes: Some(0),
-            ..Default::default()
-        };
-        assert!(matches!(
-            Limits::resolve(Some(&zero)),
-            Err(Error::InvalidConfig(_))
-        ));
     }
 }

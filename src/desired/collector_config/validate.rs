@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use super::{CollectorConfig, ConfigError, RESERVED_PROCESSOR_IDS};
-use crate::crd::duration;
 use crate::crd::pipeline::{AggregateGroupBy, PipelineSpec, PipelineTemplate};
 
 /// Receiver types our collector build (tests/e2e/otelcol/manifest.yaml) includes.
@@ -90,14 +89,11 @@ pub fn validate_spec(spec: &PipelineSpec) -> Result<(), ConfigError> {
     for (i, p) in spec.keep_patterns.iter().enumerate() {
         check_regex(format!("spec.keepPatterns[{i}]"), p)?;
     }
-    match duration::parse(&spec.collection_interval) {
-        Ok(d) if d.as_millis() >= 1 => {}
-        _ => {
-            return Err(ConfigError::InvalidDuration {
-                field: "spec.collectionInterval",
-                value: spec.collection_interval.clone(),
-            });
-        }
+    if spec.collection_interval.get().as_millis() < 1 {
+        return Err(ConfigError::InvalidDuration {
+            field: "spec.collectionInterval",
+            value: spec.collection_interval.to_string(),
+        });
     }
     let mut exporter_names = BTreeSet::new();
     for e in &spec.exporters {

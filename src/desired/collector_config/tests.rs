@@ -30,7 +30,7 @@ fn example(name: &str) -> PipelineSpec {
     };
     let mut spec = PipelineSpec::from_template(template);
     spec.critical_processes = critical();
-    spec.collection_interval = "15s".into();
+    spec.collection_interval = "15s".parse().expect("a duration");
     match name {
         "priority-filter" => spec.keep_patterns = vec!["^(nginx|envoy)$".into(), "^java$".into()],
         "aggregate" => spec.aggregate = Some(AggregateSpec::default()),
@@ -46,7 +46,7 @@ fn example(name: &str) -> PipelineSpec {
         "topk" => {
             spec.topk = Some(TopKSpec {
                 k: 3,
-                refresh_interval: "1m".into(),
+                refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec!["nginx".into()],
             })
         }
@@ -486,7 +486,7 @@ fn same_input_same_hash_and_any_change_changes_it() {
     assert_eq!(a.hash, hash8(&a.yaml));
 
     let mut spec = example("aggregate");
-    spec.collection_interval = "20s".into();
+    spec.collection_interval = "20s".parse().expect("a duration");
     let ctx = RenderContext::new("aggregate", RW);
     let base = render(&example("aggregate"), &ctx).expect("renders");
     let changed = render(&spec, &ctx).expect("renders");

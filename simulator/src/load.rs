@@ -19,29 +19,17 @@ pub const RANDOM_STEP_MS: u64 = 5_000;
 /// The share of the peak (per mille) `spiky` idles at and `growing` starts from.
 pub const FLOOR_PERMILLE: u64 = 100;
 
-/// The shape of a resource's use over time.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LoadPattern {
-    #[default]
-    Steady,
-    Spiky,
-    Growing,
-    Random,
-}
+pub use phoenix_simulator_config::LoadPattern;
 
-impl LoadPattern {
-    /// Every pattern, for seeded picks.
-    pub const ALL: [LoadPattern; 4] = [
-        LoadPattern::Steady,
-        LoadPattern::Spiky,
-        LoadPattern::Growing,
-        LoadPattern::Random,
-    ];
-
+/// What a [`LoadPattern`] means over time.
+pub trait LoadShape {
     /// The share of the peak, in per mille (`0..=1000`), at `elapsed_ms` into a life of
     /// `lifetime_ms`. `seed` places spikes and draws random levels.
-    pub fn permille_at(self, elapsed_ms: u64, lifetime_ms: u64, seed: u64) -> u64 {
+    fn permille_at(self, elapsed_ms: u64, lifetime_ms: u64, seed: u64) -> u64;
+}
+
+impl LoadShape for LoadPattern {
+    fn permille_at(self, elapsed_ms: u64, lifetime_ms: u64, seed: u64) -> u64 {
         match self {
             LoadPattern::Steady => 1000,
             LoadPattern::Spiky => {

@@ -187,7 +187,7 @@ impl Drop for Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::load::LoadPattern;
+    use crate::load::LoadPattern;
 
     fn vm_rss_kib() -> u64 {
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

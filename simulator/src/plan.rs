@@ -678,9 +678,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::simulator::config::{
-        CpuPattern, CustomProfile, LimitsOverride, MemoryPattern, ProcessPattern,
-    };
+    use crate::config::{CpuPattern, CustomProfile, LimitsOverride, MemoryPattern, ProcessPattern};
 
     fn config(profile: Profile, processes: u32) -> SimulatorConfig {
         SimulatorConfig {

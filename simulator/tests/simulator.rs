@@ -13,7 +13,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use phoenix::simulator::{Profile, SimulatorConfig, plan};
+use phoenix_simulator::{Profile, SimulatorConfig, plan};
 
 const BIN: &str = env!("CARGO_BIN_EXE_phoenix-simulator");
 const POLL: Duration = Duration::from_millis(100);

@@ -1,8 +1,0 @@
-//! `phoenix-simulator`: real processes with real names for the process scraper to see. All logic
-//! lives in `phoenix::simulator`; see its documentation for the configuration and the CLI.
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    phoenix::simulator::cli::main(std::env::args_os().skip(1).collect())
-}
