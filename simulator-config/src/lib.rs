@@ -237,6 +237,30 @@ impl LoadPattern {
     ];
 }
 
+/// Memory a worker uses besides its planned ballast: measured at about 0.25 MiB of private RSS
+/// (the binary's pages are shared by all workers), plus page tables and kernel structures;
+/// counted generously.
+pub const WORKER_OVERHEAD_KIB: u64 = 1024;
+/// Share of the memory available to it (the container's cgroup, the machine) a plan may use, in
+/// per cent; the simulator refuses a plan above it.
+pub const MEMORY_SHARE_PERCENT: u64 = 80;
+/// What the supervisor itself may hold, already charged to the container when it plans.
+pub const SUPERVISOR_KIB: u64 = 32 * 1024;
+
+/// The memory limit, in MiB, a container needs so that a plan of `processes` workers whose peak
+/// ballast adds up to `ballast_mib` passes the simulator's check ([`MEMORY_SHARE_PERCENT`] of what
+/// is left once the supervisor runs).
+pub fn container_memory_mib(ballast_mib: u64, processes: u64) -> u64 {
+    let need_kib = ballast_mib
+        .saturating_mul(1024)
+        .saturating_add(processes.saturating_mul(WORKER_OVERHEAD_KIB));
+    let limit_kib = need_kib
+        .div_ceil(MEMORY_SHARE_PERCENT)
+        .saturating_mul(100)
+        .saturating_add(SUPERVISOR_KIB);
+    limit_kib.div_ceil(1024)
+}
+
 /// A profile name that is not one of [`Profile::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -321,6 +345,21 @@ mod tests {
         assert!(err.to_string().contains("unknown variant"), "{err}");
         let err = SimulatorConfig::from_json(r#"{"processes":-1}"#).expect_err("negative");
         assert!(err.to_string().contains("invalid value"), "{err}");
+    }
+
+    #[test]
+    fn the_container_limit_leaves_the_plan_its_share() {
+        for (ballast, processes) in [(0, 0), (64, 10), (800, 102), (2048, 1002), (16384, 5050)] {
+            let limit_kib = container_memory_mib(ballast, processes) * 1024;
+            let need_kib = ballast * 1024 + processes * WORKER_OVERHEAD_KIB;
+            let available = limit_kib - SUPERVISOR_KIB;
+            assert!(
+                need_kib <= available * MEMORY_SHARE_PERCENT / 100,
+                "{ballast} MiB × {processes}: limit {limit_kib} KiB"
+            );
+            // Not wasteful either: at most 1 MiB above what the share needs.
+            assert!(limit_kib <= need_kib * 100 / MEMORY_SHARE_PERCENT + SUPERVISOR_KIB + 2048);
+        }
     }
 
     #[test]

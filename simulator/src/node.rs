@@ -12,14 +12,10 @@ use serde::Serialize;
 use super::Error;
 use super::plan::Demand;
 
-/// Memory a worker uses besides its planned ballast: measured at about 0.25 MiB of private RSS
-/// (the ~4 MiB of binary pages are shared by all workers), plus page tables and kernel
-/// structures; counted generously.
-pub const WORKER_OVERHEAD_KIB: u64 = 1024;
+pub use phoenix_simulator_config::{MEMORY_SHARE_PERCENT, WORKER_OVERHEAD_KIB};
+
 /// Processes left free for everything else on the node (and in the cgroup).
 pub const PID_HEADROOM: u64 = 64;
-/// Share of the available memory a plan may use, in per cent.
-pub const MEMORY_SHARE_PERCENT: u64 = 80;
 
 /// What the node (and the cgroup this process runs in) allows; `None` means unlimited or unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -129,6 +125,7 @@ pub fn read() -> NodeCapacity {
             .as_deref()
             .and_then(parse_mem_available_kib),
         cgroup_memory_free_kib: cgroup_free("memory.max", "memory.current")
+            .or_else(cgroup_v1_memory_free)
             .map(|bytes| bytes / 1024),
         cpus: std::thread::available_parallelism()
             .ok()
@@ -159,6 +156,35 @@ pub fn parse_loadavg_tasks(loadavg: &str) -> Option<u64> {
 pub fn cgroup_v2_dir(cgroup: &str) -> Option<PathBuf> {
     let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
     Some(Path::new("/sys/fs/cgroup").join(path.trim().trim_start_matches('/')))
+}
+
+/// The memory cgroup v1 directory of a process from the text of /proc/<pid>/cgroup
+/// (`<n>:memory:/path`, or a combined `<n>:cpu,memory:/path`).
+pub fn cgroup_v1_memory_dir(cgroup: &str) -> Option<PathBuf> {
+    let path = cgroup.lines().find_map(|l| {
+        let mut fields = l.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    })?;
+    Some(Path::new("/sys/fs/cgroup/memory").join(path.trim().trim_start_matches('/')))
+}
+
+/// Above this a cgroup v1 memory limit means "unlimited" (the kernel writes a page-rounded
+/// `i64::MAX`).
+const V1_UNLIMITED: u64 = 1 << 62;
+
+/// `memory.limit_in_bytes − memory.usage_in_bytes` of this process's cgroup v1 memory cgroup, on
+/// nodes that still run cgroup v1 (the kubelet puts the container's limit there).
+fn cgroup_v1_memory_free() -> Option<u64> {
+    let dir = read_text("/proc/self/cgroup")
+        .as_deref()
+        .and_then(cgroup_v1_memory_dir)?;
+    let value = |file: &str| read_text(dir.join(file)).as_deref().and_then(parse_limit);
+    let limit = value("memory.limit_in_bytes").filter(|l| *l < V1_UNLIMITED)?;
+    Some(limit.saturating_sub(value("memory.usage_in_bytes").unwrap_or(0)))
 }
 
 /// A cgroup limit or counter: a number, or `None` for `max`.
@@ -317,6 +343,15 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup/"))
         );
         assert_eq!(cgroup_v2_dir("1:name=systemd:/x\n"), None);
+        assert_eq!(
+            cgroup_v1_memory_dir("5:devices:/\n4:memory:/kubepods/pod1/ctr\n0::/\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/kubepods/pod1/ctr"))
+        );
+        assert_eq!(
+            cgroup_v1_memory_dir("3:cpu,memory:/a\n"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/a"))
+        );
+        assert_eq!(cgroup_v1_memory_dir("0::/\n1:name=systemd:/x\n"), None);
         assert_eq!(parse_limit("max\n"), None);
         assert_eq!(parse_limit("4096\n"), Some(4_096));
     }

@@ -95,3 +95,64 @@ fn every_profile_at_every_size_is_accepted() {
         }
     }
 }
+
+/// The memory limit the Job gives the simulator container, in KiB.
+fn memory_limit_kib(job: &Job) -> u64 {
+    let pod = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("the Job has a pod template");
+    let limit = pod.containers[0]
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .expect("the simulator container has a memory limit");
+    let mib: u64 = limit
+        .0
+        .strip_suffix("Mi")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a limit in Mi, not {:?}", limit.0));
+    mib * 1024
+}
+
+/// On a real node the container's cgroup holds the Job's memory limit and the simulator refuses a
+/// plan over 80% of it: every profile at every size must fit what the Job gives it (the
+/// supervisor's own few MiB already charged to the cgroup).
+#[test]
+fn every_plan_fits_the_memory_limit_the_job_sets() {
+    const SUPERVISOR_KIB: u64 = 16 * 1024;
+    let mut cases: Vec<(String, SimulationSpec)> = vec![];
+    for profile in ["realistic", "high-cardinality", "high-churn", "spike"] {
+        for processes in [10, 100, 1000] {
+            let yaml = format!(
+                "profile: {profile}\nprocesses: {processes}\nduration: 5m\ncriticalProcesses: [postgres, nginx]"
+            );
+            cases.push((
+                format!("{profile} × {processes}"),
+                serde_yaml::from_str(&yaml).expect("a Simulation spec"),
+            ));
+        }
+    }
+    let custom = "profile: custom\nduration: 5m\ncustom:\n  patterns:\n  - {nameTemplate: 'big-{i}', count: 6, memory: {megabytes: 256}, cpu: {millicores: 100}}\n  - {nameTemplate: 'small-{i}', count: 300, memory: {megabytes: 2}, cpu: {millicores: 1}}";
+    cases.push((
+        "custom 6 × 256 MiB + 300 × 2 MiB".into(),
+        serde_yaml::from_str(custom).expect("a Simulation spec"),
+    ));
+    for (what, spec) in cases {
+        let job = job_for(&spec);
+        let limit = memory_limit_kib(&job);
+        let plan = accepted(&spec, &what);
+        let node = phoenix_simulator::node::NodeCapacity {
+            cgroup_memory_free_kib: Some(limit - SUPERVISOR_KIB),
+            ..Default::default()
+        };
+        if let Err(e) = phoenix_simulator::node::check(&plan.demand(), &node) {
+            panic!(
+                "{what}: the Job's limit of {} MiB is refused by the simulator: {e}",
+                limit / 1024
+            );
+        }
+    }
+}

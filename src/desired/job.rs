@@ -87,6 +87,52 @@ fn process_pattern(p: &ProcessPattern) -> contract::ProcessPattern {
     }
 }
 
+/// Memory per process a built-in profile is scaled into (its mix peaks higher: databases,
+/// runtimes; the simulator scales the mix down to the total).
+pub const BALLAST_MIB_PER_PROCESS: u64 = 8;
+/// The smallest and largest ballast total a built-in profile gets.
+pub const BALLAST_MIB_RANGE: (u64, u64) = (64, 2048);
+
+/// What the simulator's processes may hold at their peak: the total of their ballast and how many
+/// run at once (critical ones included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub ballast_mib: u64,
+    pub processes: u64,
+}
+
+/// The memory budget of a Simulation: custom patterns are taken literally (count × megabytes, the
+/// critical processes at a built-in profile's share); built-in profiles get
+/// [`BALLAST_MIB_PER_PROCESS`] each within [`BALLAST_MIB_RANGE`], and the simulator scales its
+/// mix into that total.
+pub fn memory_budget(spec: &SimulationSpec) -> MemoryBudget {
+    let critical = spec.critical_processes.len() as u64;
+    match &spec.custom {
+        Some(custom) => MemoryBudget {
+            ballast_mib: custom
+                .patterns
+                .iter()
+                .map(|p| u64::from(p.count) * u64::from(p.memory.megabytes))
+                .sum::<u64>()
+                + critical * BALLAST_MIB_PER_PROCESS,
+            processes: custom
+                .patterns
+                .iter()
+                .map(|p| u64::from(p.count))
+                .sum::<u64>()
+                + critical,
+        },
+        None => {
+            let processes = u64::from(spec.processes) + critical;
+            let (min, max) = BALLAST_MIB_RANGE;
+            MemoryBudget {
+                ballast_mib: (processes * BALLAST_MIB_PER_PROCESS).clamp(min, max),
+                processes,
+            }
+        }
+    }
+}
+
 /// The Job `<simulation>-load`.
 pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let labels = labels::simulation_labels(p.name, &p.ownership);
@@ -94,20 +140,14 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let nodes = p.nodes.max(1);
     let deadline =
         i64::try_from(spec.duration.get().as_secs()).unwrap_or(i64::MAX / 2) + DEADLINE_SLACK_SECS;
-    // About 1 MiB per process of overhead plus each process's peak memory (4 MiB by default).
-    let per_process = spec.custom.as_ref().map_or(4, |c| {
-        c.patterns
-            .iter()
-            .map(|p| p.memory.megabytes)
-            .max()
-            .unwrap_or(4)
+    // The container's memory limit and the simulator's ballast cap agree: the plan always fits.
+    let memory = memory_budget(spec);
+    let memory_mib = contract::container_memory_mib(memory.ballast_mib, memory.processes);
+    let mut config = simulator_config(spec);
+    config.limits = Some(contract::LimitsOverride {
+        max_total_memory_mib: u32::try_from(memory.ballast_mib.max(1)).ok(),
+        ..Default::default()
     });
-    let processes = spec
-        .custom
-        .as_ref()
-        .map_or(spec.processes, |c| c.patterns.iter().map(|p| p.count).sum())
-        + spec.critical_processes.len() as u32;
-    let memory_mib = (u64::from(processes) * (1 + u64::from(per_process)) + 64).clamp(128, 16384);
     let container = Container {
         name: "simulator".to_string(),
         image: Some(p.image.to_string()),
@@ -115,7 +155,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
         env: Some(vec![
             EnvVar {
                 name: CONFIG_ENV.to_string(),
-                value: Some(simulator_config(spec).to_json()),
+                value: Some(config.to_json()),
                 ..Default::default()
             },
             EnvVar {
@@ -133,7 +173,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("100m".to_string())),
-                ("memory".to_string(), Quantity("128Mi".to_string())),
+                ("memory".to_string(), Quantity(format!("{memory_mib}Mi"))),
             ])),
             limits: Some(BTreeMap::from([
                 ("cpu".to_string(), Quantity("2".to_string())),

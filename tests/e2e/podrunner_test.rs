@@ -147,6 +147,10 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// A simulator pod spec pinned to `node` (tolerating its taint), shaped like the Job builder's.
 fn simulator_pod_spec(node: &str, args: &[&str]) -> serde_json::Value {
+    simulator_pod_spec_limited(node, args, "512Mi")
+}
+
+fn simulator_pod_spec_limited(node: &str, args: &[&str], memory: &str) -> serde_json::Value {
     serde_json::json!({
         "nodeSelector": {"kubernetes.io/hostname": node},
         "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
@@ -160,8 +164,28 @@ fn simulator_pod_spec(node: &str, args: &[&str]) -> serde_json::Value {
             "args": args,
             "env": [{"name": "PHOENIX_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            "resources": {"limits": {"memory": memory}},
+            "terminationMessagePolicy": "FallbackToLogsOnError",
         }],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
+    })
+}
+
+/// The memory limit of the cgroup `pid` runs in (v2 `memory.max` or v1 `memory.limit_in_bytes`).
+fn cgroup_memory_limit(pid: u32) -> Option<u64> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroups.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let path = path.trim_start_matches('/');
+        let file = if controllers.is_empty() {
+            format!("/sys/fs/cgroup/{path}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            format!("/sys/fs/cgroup/memory/{path}/memory.limit_in_bytes")
+        } else {
+            return None;
+        };
+        std::fs::read_to_string(file).ok()?.trim().parse().ok()
     })
 }
 
@@ -296,6 +320,15 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
         },
     )
     .await;
+    // As under a kubelet, the container runs in a cgroup holding its memory limit, and so do the
+    // processes it starts.
+    for p in std::iter::once(pid).chain(workers.iter().copied()) {
+        assert_eq!(
+            cgroup_memory_limit(p),
+            Some(512 << 20),
+            "process {p} is not held to the container's 512Mi memory limit"
+        );
+    }
     pods.delete("long", &DeleteParams::default())
         .await
         .expect("Pod deleted");
@@ -311,6 +344,35 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
         },
     )
     .await;
+
+    // A plan over 80% of the container's memory is refused, as it would be on a real node.
+    let tight: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "tight"},
+        "spec": simulator_pod_spec_limited(
+            &node,
+            &["--duration", "1m", "--processes", "100", "--profile", "realistic"],
+            "64Mi",
+        ),
+    }))
+    .expect("test Pod parses");
+    pods.create(&PostParams::default(), &tight)
+        .await
+        .expect("Pod created");
+    let terminated = eventually("the tight pod refused", Duration::from_secs(60), || async {
+        let pod = pods.get("tight").await.ok()?;
+        let status = pod.status?.container_statuses?.into_iter().next()?;
+        status.state?.terminated
+    })
+    .await;
+    assert_eq!(terminated.exit_code, 2, "{terminated:?}");
+    assert!(
+        terminated
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("available")),
+        "the refusal names the memory: {terminated:?}"
+    );
 
     assert!(
         runner.stop(),

@@ -19,7 +19,8 @@
 //!   runner deletes it for good (grace 0) as the kubelet confirms a deletion; a pod that vanished
 //!   is just stopped. Either way its directory is removed and its ports freed.
 //!
-//! Not done: init containers, liveness and startup probes, resource limits, security contexts
+//! Memory limits are enforced with a memory cgroup per container (process.rs).
+//! Not done: init containers, liveness and startup probes, CPU limits, security contexts
 //! (processes run as the runner's user), `resourceFieldRef` env, projected volumes, ports named
 //! in args.
 
@@ -200,6 +201,8 @@ struct Ctr {
     started: bool,
     probe: Option<ReadinessProbe>,
     restart_at: Option<Instant>,
+    /// The memory cgroup holding the container's memory limit, when it has one.
+    cgroup: Option<process::MemoryCgroup>,
 }
 
 struct Worker {
@@ -507,6 +510,14 @@ impl Worker {
                 .readiness_probe
                 .as_ref()
                 .and_then(|p| readiness_probe(c, p, &self.ports));
+            let cgroup = memory_limit(c).and_then(|limit| {
+                let name = format!("{}_{}_{}", self.ns, self.name, c.name);
+                process::MemoryCgroup::create(&name, limit)
+                    .inspect_err(
+                        |e| tracing::warn!(error = %e, cgroup = %name, "memory limit not enforced"),
+                    )
+                    .ok()
+            });
             containers.push(Ctr {
                 spec: c.clone(),
                 binary,
@@ -527,6 +538,7 @@ impl Worker {
                 started: false,
                 probe,
                 restart_at: None,
+                cgroup,
             });
         }
         Ok(containers)
@@ -691,7 +703,7 @@ impl Worker {
             p.successes = 0;
             p.failures = 0;
         }
-        match process::spawn(&c.argv, &c.env, &c.cwd, &c.log) {
+        match process::spawn(&c.argv, &c.env, &c.cwd, &c.log, c.cgroup.as_ref()) {
             Ok(child) => {
                 c.pid = child.id();
                 c.child = Some(child);
@@ -1057,6 +1069,12 @@ impl Worker {
         }});
         self.patch_status(&body).await;
     }
+}
+
+/// A container's memory limit in bytes (`resources.limits.memory`).
+fn memory_limit(c: &Container) -> Option<u64> {
+    let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+    process::quantity_bytes(&q.0)
 }
 
 fn waiting(reason: &str, message: &str) -> ContainerState {
