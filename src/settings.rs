@@ -13,7 +13,7 @@ pub enum LogFormat {
 
 /// Phoenix operator: runs collector-pipeline experiments driven by custom resources.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "phoenix-operator", version)]
+#[command(name = "phoenix-operator", version, args_override_self = true)]
 pub struct Settings {
     /// Prometheus that experiments query when their spec names none.
     #[arg(
@@ -79,6 +79,9 @@ pub struct Settings {
     /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// How queries reach Prometheus: credentials, TLS, timeout, answer size cap.
+    #[command(flatten)]
+    pub prometheus: crate::analysis::access::PrometheusAccess,
 }
 
 impl Settings {

@@ -7,6 +7,7 @@ use prometheus_http_query::{Client, reqwest};
 use regex::Regex;
 use serde::Deserialize;
 
+use super::access::{self, AccessError};
 use super::queries::{self, LabelValuesRequest, VariantSelector, what};
 
 /// Most points one range query asks for; Prometheus refuses more than 11,000 per series, and a
@@ -76,12 +77,16 @@ pub enum MeasureError {
     /// The request itself is wrong (empty window, invalid critical pattern); retrying won't help.
     #[error("invalid measurement request: {0}")]
     Invalid(String),
+    /// Prometheus could not be used for a reason a person must fix or wait out: refused
+    /// credentials, a failed TLS handshake, a timeout. Retried like `Unreachable`.
+    #[error("{0}")]
+    Access(AccessError),
 }
 
 impl MeasureError {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, MeasureError::Unreachable(_))
+        matches!(self, MeasureError::Unreachable(_) | MeasureError::Access(_))
     }
 }
 
@@ -282,6 +287,11 @@ async fn label_values(
         .await
         .map_err(|e| classify_reqwest(&e, error_chain(&e)))?;
     let status = response.status();
+    if matches!(status.as_u16(), 401 | 403) {
+        return Err(MeasureError::Access(AccessError::Unauthorized {
+            status: status.as_u16(),
+        }));
+    }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         return Err(MeasureError::Unreachable(format!(
             "{request}: HTTP {status}"
@@ -311,8 +321,15 @@ async fn label_values(
     }
 }
 
-/// Sorts a client error into retry-later or give-up.
+/// Sorts a client error into retry-later or give-up; credentials, TLS and timeouts are named.
 fn classify(error: prometheus_http_query::Error) -> MeasureError {
+    let access = access::classify(&error);
+    if matches!(
+        access,
+        AccessError::Unauthorized { .. } | AccessError::Tls(_) | AccessError::Timeout
+    ) {
+        return MeasureError::Access(access);
+    }
     let message = error_chain(&error);
     match &error {
         prometheus_http_query::Error::Client(client) => match client.inner() {
@@ -331,6 +348,13 @@ fn classify(error: prometheus_http_query::Error) -> MeasureError {
 }
 
 fn classify_reqwest(error: &reqwest::Error, message: String) -> MeasureError {
+    let access = access::classify_reqwest(error);
+    if matches!(
+        access,
+        AccessError::Unauthorized { .. } | AccessError::Tls(_) | AccessError::Timeout
+    ) {
+        return MeasureError::Access(access);
+    }
     let transient_status = error
         .status()
         .is_some_and(|s| s.is_server_error() || s == reqwest::StatusCode::TOO_MANY_REQUESTS);

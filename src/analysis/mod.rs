@@ -1,5 +1,6 @@
 //! Experiment analysis: Prometheus queries, statistics and the verdict.
 
+pub mod access;
 pub mod measure;
 pub mod queries;
 pub mod remote_write;

@@ -105,9 +105,14 @@ async fn analyze(
     end: k8s_openapi::jiff::Timestamp,
 ) -> AnalysisOutcome {
     let url = prometheus_url(ctx, exp);
-    let prom = match prometheus_http_query::Client::try_from(url.as_str()) {
+    let prom = match ctx.settings.prometheus.client(&url) {
         Ok(p) => p,
-        Err(e) => return AnalysisOutcome::Unreachable(format!("bad Prometheus URL {url}: {e}")),
+        Err(e) => {
+            return AnalysisOutcome::Inaccessible {
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+        }
     };
     let step = exp.spec.analysis.interval.as_secs_f64();
     let window = Window {
@@ -139,6 +144,12 @@ async fn analyze(
     let (baseline, candidate) = match measured {
         Ok(pair) => pair,
         Err(MeasureError::Invalid(e)) => return AnalysisOutcome::Invalid(e),
+        Err(MeasureError::Access(e)) => {
+            return AnalysisOutcome::Inaccessible {
+                reason: e.reason().to_string(),
+                message: e.to_string(),
+            };
+        }
         Err(e) => return AnalysisOutcome::Unreachable(e.to_string()),
     };
     let evaluation = verdict::evaluate(&exp.spec, &baseline, &candidate);
@@ -258,7 +269,7 @@ async fn refresh_topk(
         step_secs: step,
     };
     let url = prometheus_url(ctx, exp);
-    let names = match prometheus_http_query::Client::try_from(url.as_str()) {
+    let names = match ctx.settings.prometheus.client(&url) {
         Ok(prom) => measure::topk_names(&prom, &sel, k, &window)
             .await
             .map_err(|e| e.to_string()),

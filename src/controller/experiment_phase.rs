@@ -446,6 +446,10 @@ pub enum AnalysisOutcome {
     Invalid(String),
     /// Prometheus could not be reached or answered badly: retry with backoff within the budget.
     Unreachable(String),
+    /// Prometheus could not be used for a named reason (unauthorized, TLS, timeout, …; see
+    /// `analysis::access::AccessError::reason`): retried like [`AnalysisOutcome::Unreachable`],
+    /// with that reason on `PrometheusReachable` and in the final failure.
+    Inaccessible { reason: String, message: String },
 }
 
 /// Applies an analysis attempt to the decision of an `Analyzing` Experiment.
@@ -520,44 +524,58 @@ pub fn finish(
             d.effects.push(Effect::ReleaseChildren);
         }
         AnalysisOutcome::Unreachable(message) => {
-            let failures = d.status.prometheus_failures + 1;
-            d.status.prometheus_failures = failures;
-            set(
-                &mut d.status,
-                "PrometheusReachable",
-                ConditionStatus::False,
-                "PrometheusUnavailable",
-                &message,
-                obs.generation,
-                obs.now,
-            );
-            if failures >= limits.prometheus_budget {
-                let note = enter(
-                    &mut d.status,
-                    ExperimentPhase::Failed,
-                    "PrometheusUnavailable",
-                    format!("Prometheus unavailable after {failures} attempts: {message}"),
-                    obs,
-                );
-                d.events.push(note);
-                d.effects.push(Effect::ReleaseChildren);
-            } else {
-                d.status.message = Some(format!(
-                    "Prometheus unavailable (attempt {failures} of {}): {message}",
-                    limits.prometheus_budget
-                ));
-                if failures == 1 {
-                    d.events.push(Note {
-                        warning: true,
-                        reason: "PrometheusUnavailable".into(),
-                        message,
-                    });
-                }
-                d.requeue = Some(backoff(failures));
-            }
+            unreachable(&mut d, "PrometheusUnavailable", message, obs, limits)
+        }
+        AnalysisOutcome::Inaccessible { reason, message } => {
+            unreachable(&mut d, &reason, message, obs, limits)
         }
     }
     d
+}
+
+/// A failed Prometheus attempt: `PrometheusReachable=False` with `reason`, a retry with backoff,
+/// or `Failed` once the budget is spent.
+fn unreachable(d: &mut Decision, reason: &str, message: String, obs: &Observed, limits: &Limits) {
+    let failures = d.status.prometheus_failures + 1;
+    d.status.prometheus_failures = failures;
+    set(
+        &mut d.status,
+        "PrometheusReachable",
+        ConditionStatus::False,
+        reason,
+        &message,
+        obs.generation,
+        obs.now,
+    );
+    if failures >= limits.prometheus_budget {
+        let why = if reason == "PrometheusUnavailable" {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        let note = enter(
+            &mut d.status,
+            ExperimentPhase::Failed,
+            "PrometheusUnavailable",
+            format!("Prometheus unavailable after {failures} attempts{why}: {message}"),
+            obs,
+        );
+        d.events.push(note);
+        d.effects.push(Effect::ReleaseChildren);
+    } else {
+        d.status.message = Some(format!(
+            "Prometheus unavailable (attempt {failures} of {}): {message}",
+            limits.prometheus_budget
+        ));
+        if failures == 1 {
+            d.events.push(Note {
+                warning: true,
+                reason: reason.to_string(),
+                message,
+            });
+        }
+        d.requeue = Some(backoff(failures));
+    }
 }
 
 /// Retry delay after `failures` consecutive failed attempts: 5 s doubling, capped at 60 s.

@@ -8,6 +8,7 @@ mod leader;
 mod metrics;
 mod pipeline;
 mod podrunner_test;
+mod prometheus_access;
 mod rbac;
 mod realrun;
 mod simulation;

@@ -1,0 +1,400 @@
+//! How the operator reaches a production Prometheus (or Mimir, Cortex, Thanos): bearer token or
+//! basic auth and custom headers (a tenant's `X-Scope-OrgID`) read from mounted Secret files,
+//! TLS with a custom CA and an optional client certificate, a timeout on every request and a cap
+//! on the size of an answer; and what went wrong, in words a person can act on.
+//!
+//! Credentials are files (the chart mounts Secrets), read again for every client so a rotated
+//! token is picked up without a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+
+/// How to reach Prometheus for queries (flags with environment fallbacks).
+#[derive(Clone, Debug, Args)]
+pub struct PrometheusAccess {
+    /// File holding a bearer token sent as `Authorization: Bearer …` on every query.
+    #[arg(long, env = "PHOENIX_PROMETHEUS_BEARER_TOKEN_FILE")]
+    pub prometheus_bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user name for queries (the password comes from
+    /// `--prometheus-basic-auth-password-file`).
+    #[arg(long, env = "PHOENIX_PROMETHEUS_BASIC_AUTH_USERNAME")]
+    pub prometheus_basic_auth_username: Option<String>,
+    /// File holding the basic-auth password.
+    #[arg(long, env = "PHOENIX_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE")]
+    pub prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// Extra header on every query, `Name=value` (repeatable; comma-separated in the env), e.g.
+    /// `X-Scope-OrgID=team-a` for a multi-tenant Mimir or Cortex.
+    #[arg(
+        long = "prometheus-header",
+        env = "PHOENIX_PROMETHEUS_HEADERS",
+        value_delimiter = ','
+    )]
+    pub prometheus_headers: Vec<String>,
+    /// PEM file of the CA that signs Prometheus's certificate (added to the system roots).
+    #[arg(long, env = "PHOENIX_PROMETHEUS_CA_FILE")]
+    pub prometheus_ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate for mutual TLS (with `--prometheus-client-key-file`).
+    #[arg(long, env = "PHOENIX_PROMETHEUS_CLIENT_CERT_FILE")]
+    pub prometheus_client_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[arg(long, env = "PHOENIX_PROMETHEUS_CLIENT_KEY_FILE")]
+    pub prometheus_client_key_file: Option<PathBuf>,
+    /// Seconds one Prometheus request may take, connection included; a hung Prometheus costs
+    /// one timeout and counts against the analysis retry budget.
+    #[arg(long, env = "PHOENIX_PROMETHEUS_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub prometheus_timeout_seconds: u64,
+    /// Largest answer accepted from Prometheus, in bytes; a larger one is refused while it
+    /// streams in, so memory stays bounded.
+    #[arg(
+        long,
+        env = "PHOENIX_PROMETHEUS_MAX_RESPONSE_BYTES",
+        default_value_t = 64 * 1024 * 1024
+    )]
+    pub prometheus_max_response_bytes: u64,
+}
+
+impl Default for PrometheusAccess {
+    fn default() -> Self {
+        PrometheusAccess {
+            prometheus_bearer_token_file: None,
+            prometheus_basic_auth_username: None,
+            prometheus_basic_auth_password_file: None,
+            prometheus_headers: vec![],
+            prometheus_ca_file: None,
+            prometheus_client_cert_file: None,
+            prometheus_client_key_file: None,
+            prometheus_timeout_seconds: 30,
+            prometheus_max_response_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why Prometheus could not be used, named so a person knows what to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// The operator's own Prometheus settings are wrong (a file missing, a malformed header).
+    #[error("Prometheus client settings: {0}")]
+    Settings(String),
+    /// Prometheus refused the credentials (HTTP 401 or 403).
+    #[error(
+        "Prometheus refused the credentials (HTTP {status}): check the bearer token, basic auth or tenant header"
+    )]
+    Unauthorized { status: u16 },
+    /// The TLS handshake failed (unknown CA, wrong name, expired or missing client certificate).
+    #[error("TLS handshake with Prometheus failed: {0}")]
+    Tls(String),
+    /// No answer within the request timeout.
+    #[error("Prometheus did not answer within the request timeout (--prometheus-timeout-seconds)")]
+    Timeout,
+    /// Nothing listens, or the name does not resolve.
+    #[error("cannot connect to Prometheus: {0}")]
+    Unreachable(String),
+    /// The answer was larger than the cap.
+    #[error("Prometheus answered with more than {0} bytes (the operator's cap)")]
+    TooLarge(u64),
+    /// Any other failure (an HTTP error, a malformed answer, a query Prometheus rejected).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AccessError {
+    /// The condition reason for `PrometheusReachable=False`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AccessError::Settings(_) => "PrometheusSettingsInvalid",
+            AccessError::Unauthorized { .. } => "PrometheusUnauthorized",
+            AccessError::Tls(_) => "PrometheusTLSError",
+            AccessError::Timeout => "PrometheusTimeout",
+            AccessError::Unreachable(_) => "PrometheusUnreachable",
+            AccessError::TooLarge(_) => "PrometheusResponseTooLarge",
+            AccessError::Other(_) => "PrometheusError",
+        }
+    }
+}
+
+fn read_secret(path: &Path, what: &str) -> Result<String, AccessError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| AccessError::Settings(format!("{what} {}: {e}", path.display())))
+}
+
+fn read_bytes(path: &Path, what: &str) -> Result<Vec<u8>, AccessError> {
+    std::fs::read(path)
+        .map_err(|e| AccessError::Settings(format!("{what} {}: {e}", path.display())))
+}
+
+fn header_value(value: &str, what: &str) -> Result<HeaderValue, AccessError> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| AccessError::Settings(format!("{what} is not a valid header value")))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl PrometheusAccess {
+    /// The headers every query carries: credentials and the configured extra headers.
+    pub fn headers(&self) -> Result<HeaderMap, AccessError> {
+        let mut headers = HeaderMap::new();
+        if let Some(path) = &self.prometheus_bearer_token_file {
+            let token = read_secret(path, "bearer token file")?;
+            headers.insert(
+                AUTHORIZATION,
+                header_value(&format!("Bearer {token}"), "the bearer token")?,
+            );
+        }
+        match (
+            &self.prometheus_basic_auth_username,
+            &self.prometheus_basic_auth_password_file,
+        ) {
+            (Some(user), Some(path)) => {
+                use base64::Engine as _;
+                let password = read_secret(path, "basic-auth password file")?;
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                headers.insert(
+                    AUTHORIZATION,
+                    header_value(&format!("Basic {encoded}"), "basic auth")?,
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return Err(AccessError::Settings(
+                    "basic auth needs both a user name and a password file".into(),
+                ));
+            }
+        }
+        for pair in self.prometheus_headers.iter().filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').ok_or_else(|| {
+                AccessError::Settings(format!("header {pair:?} is not Name=value"))
+            })?;
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| AccessError::Settings(format!("{name:?} is not a header name")))?;
+            headers.insert(name, header_value(value.trim(), "a header")?);
+        }
+        Ok(headers)
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.prometheus_timeout_seconds.max(1))
+    }
+
+    /// An HTTP client carrying these settings.
+    pub fn http_client(&self) -> Result<reqwest::Client, AccessError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.timeout())
+            .connect_timeout(self.timeout())
+            .default_headers(self.headers()?);
+        if let Some(path) = &self.prometheus_ca_file {
+            let pem = read_bytes(path, "CA file")?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| AccessError::Settings(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(AccessError::Settings(format!(
+                    "CA file {} holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (
+            &self.prometheus_client_cert_file,
+            &self.prometheus_client_key_file,
+        ) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read_bytes(cert, "client certificate file")?;
+                pem.push(b'\n');
+                pem.extend(read_bytes(key, "client key file")?);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| AccessError::Settings(format!("client certificate: {e}")))?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(AccessError::Settings(
+                    "a client certificate needs both --prometheus-client-cert-file and --prometheus-client-key-file".into(),
+                ));
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| AccessError::Settings(format!("HTTP client: {e}")))
+    }
+
+    /// A Prometheus API client for `url` with these settings.
+    pub fn client(&self, url: &str) -> Result<prometheus_http_query::Client, AccessError> {
+        prometheus_http_query::Client::from(self.http_client()?, url)
+            .map_err(|e| AccessError::Settings(format!("Prometheus URL {url:?}: {e}")))
+    }
+}
+
+/// The first `reqwest::Error` in an error's source chain.
+fn reqwest_source<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a reqwest::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            return Some(r);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Every message in an error's source chain, joined.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut current = error.source();
+    while let Some(e) = current {
+        parts.push(e.to_string());
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
+/// Names what went wrong with a request, from the error and its sources.
+pub fn classify(error: &prometheus_http_query::Error) -> AccessError {
+    use prometheus_http_query::Error as E;
+    let source = match error {
+        E::Client(c) => std::error::Error::source(c).and_then(reqwest_source),
+        _ => None,
+    };
+    match source {
+        Some(r) => classify_reqwest(r),
+        None => AccessError::Other(chain(error)),
+    }
+}
+
+/// Names what went wrong with an HTTP request to Prometheus.
+pub fn classify_reqwest(error: &reqwest::Error) -> AccessError {
+    let text = chain(error);
+    if let Some(status) = error.status()
+        && matches!(status.as_u16(), 401 | 403)
+    {
+        return AccessError::Unauthorized {
+            status: status.as_u16(),
+        };
+    }
+    if error.is_timeout() {
+        return AccessError::Timeout;
+    }
+    let lower = text.to_lowercase();
+    if ["certificate", "tls", "handshake", "unknownissuer"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
+        return AccessError::Tls(text);
+    }
+    if error.is_connect() {
+        return AccessError::Unreachable(text);
+    }
+    AccessError::Other(text)
+}
+
+/// Reads a response body, refusing it once it passes `max` bytes (memory stays bounded).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max: u64,
+) -> Result<Vec<u8>, AccessError> {
+    if response.content_length().is_some_and(|len| len > max) {
+        return Err(AccessError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| AccessError::Other(format!("reading Prometheus's answer: {e}")))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > max {
+            return Err(AccessError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("phoenix-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("written");
+        path
+    }
+
+    #[test]
+    fn credentials_and_tenant_headers_come_from_files_and_flags() {
+        let access = PrometheusAccess {
+            prometheus_bearer_token_file: Some(temp_file("token", "s3cr3t\n")),
+            prometheus_headers: vec!["X-Scope-OrgID=team-a".into()],
+            ..Default::default()
+        };
+        let headers = access.headers().expect("valid settings");
+        assert_eq!(headers[AUTHORIZATION], "Bearer s3cr3t");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        assert_eq!(headers["x-scope-orgid"], "team-a");
+
+        let basic = PrometheusAccess {
+            prometheus_basic_auth_username: Some("phoenix".into()),
+            prometheus_basic_auth_password_file: Some(temp_file("password", "pw")),
+            ..Default::default()
+        };
+        // base64("phoenix:pw")
+        assert_eq!(
+            basic.headers().expect("valid")[AUTHORIZATION],
+            "Basic cGhvZW5peDpwdw=="
+        );
+    }
+
+    #[test]
+    fn broken_settings_are_named() {
+        let missing = PrometheusAccess {
+            prometheus_bearer_token_file: Some("/nonexistent/token".into()),
+            ..Default::default()
+        };
+        assert!(
+            matches!(missing.headers(), Err(AccessError::Settings(m)) if m.contains("/nonexistent/token"))
+        );
+        let half = PrometheusAccess {
+            prometheus_basic_auth_username: Some("u".into()),
+            ..Default::default()
+        };
+        assert!(matches!(half.headers(), Err(AccessError::Settings(_))));
+        let bad_header = PrometheusAccess {
+            prometheus_headers: vec!["no-equals-sign".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad_header.headers(),
+            Err(AccessError::Settings(_))
+        ));
+        let bad_ca = PrometheusAccess {
+            prometheus_ca_file: Some(temp_file("ca.pem", "not a certificate")),
+            ..Default::default()
+        };
+        assert!(
+            matches!(bad_ca.http_client(), Err(AccessError::Settings(m)) if m.contains("no PEM certificate"))
+        );
+    }
+
+    #[test]
+    fn reasons_are_distinct() {
+        let all = [
+            AccessError::Settings(String::new()),
+            AccessError::Unauthorized { status: 401 },
+            AccessError::Tls(String::new()),
+            AccessError::Timeout,
+            AccessError::Unreachable(String::new()),
+            AccessError::TooLarge(1),
+            AccessError::Other(String::new()),
+        ];
+        let reasons: std::collections::BTreeSet<_> = all.iter().map(|e| e.reason()).collect();
+        assert_eq!(reasons.len(), all.len());
+    }
+}

@@ -1,0 +1,401 @@
+//! A production-like Prometheus: TLS with its own CA and basic auth (Prometheus's own web
+//! config), and a Prometheus that accepts connections but never answers. An Experiment completes
+//! against the first with the right settings; wrong credentials, an unknown CA and a hung server
+//! each leave `PrometheusReachable=False` with a reason naming the problem.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::api::{Api, PostParams};
+use phoenix::analysis::queries::{COLLECTOR_CPU_METRIC, COLLECTOR_MEMORY_METRIC};
+use phoenix::analysis::remote_write::{self, TimeSeries};
+use phoenix::crd::conditions;
+use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus};
+use prometheus_http_query::reqwest;
+
+use crate::harness::{Operator, TestNamespace, eventually, repo_root};
+
+const USER: &str = "phoenix";
+const PASSWORD: &str = "correct-horse-battery-staple";
+const STEP: i64 = 5;
+const DURATION: i64 = 60;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=phoenix-e2e-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ],
+    );
+    // A second CA that signed nothing: trusting it alone must fail the handshake.
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other-ca",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other-ca.crt",
+        ],
+    );
+}
+
+/// Prometheus behind TLS and basic auth, with the remote-write receiver; killed on drop.
+struct SecurePrometheus {
+    child: Child,
+    port: u16,
+}
+
+impl SecurePrometheus {
+    fn start(dir: &Path) -> SecurePrometheus {
+        let port = free_port();
+        let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        std::fs::write(
+            dir.join("web.yml"),
+            format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {USER}: {hash}\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            ),
+        )
+        .expect("web config");
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            "global: {scrape_interval: 1m}\n",
+        )
+        .expect("config");
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--web.config.file={}",
+                dir.join("web.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("prometheus.log"))
+                    .map(Stdio::from)
+                    .unwrap_or(Stdio::null()),
+            )
+            .spawn()
+            .expect("prometheus starts");
+        SecurePrometheus { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for SecurePrometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client a test uses to write into the secure Prometheus.
+fn test_client(dir: &Path) -> reqwest::Client {
+    let ca = std::fs::read(dir.join("ca.crt")).expect("CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("PEM"))
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!(
+                    "Basic {}",
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        format!("{USER}:{PASSWORD}")
+                    )
+                )
+                .parse()
+                .expect("header"),
+            )]
+            .into_iter()
+            .collect(),
+        )
+        .build()
+        .expect("client")
+}
+
+/// Remote-writes a baseline of 52 executables × 2 pids and a candidate of 5 × 1 (both with the
+/// critical processes) plus both collectors' CPU and memory, over `[from, from + DURATION]`.
+async fn feed(client: &reqwest::Client, url: &str, experiment: &str, from: i64) {
+    let mut series = vec![];
+    for (variant, executables, pids) in [("baseline", 50, 2), ("candidate", 3, 1)] {
+        let base = [
+            ("phoenix_experiment", experiment),
+            ("phoenix_variant", variant),
+            ("phoenix_pipeline", variant),
+            ("phoenix_node", "kwok-node-0"),
+        ];
+        let names: Vec<String> = (0..executables)
+            .map(|i| format!("svc-{i:04}"))
+            .chain(["postgres".to_string(), "nginx".to_string()])
+            .collect();
+        for name in &names {
+            for pid in 0..pids {
+                let pid = pid.to_string();
+                let mut labels = base.to_vec();
+                labels.extend([
+                    ("process_executable_name", name.as_str()),
+                    ("process_pid", &pid),
+                ]);
+                let mut ts = TimeSeries::new("process_memory_usage_bytes", &labels);
+                for k in 0..=DURATION / STEP {
+                    ts = ts.sample((from + k * STEP) * 1000, 1e6);
+                }
+                series.push(ts);
+            }
+        }
+        let mut cpu = TimeSeries::new(COLLECTOR_CPU_METRIC, &base);
+        let mut rss = TimeSeries::new(COLLECTOR_MEMORY_METRIC, &base);
+        for k in 0..=DURATION / STEP {
+            cpu = cpu.sample((from + k * STEP) * 1000, k as f64 * 0.25);
+            rss = rss.sample((from + k * STEP) * 1000, 100e6);
+        }
+        series.extend([cpu, rss]);
+    }
+    for chunk in series.chunks(500) {
+        remote_write::push(client, &format!("{url}/api/v1/write"), chunk)
+            .await
+            .expect("the secure Prometheus accepts the remote write");
+    }
+}
+
+fn experiment() -> Experiment {
+    serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: exp}}\nspec:\n  baseline: {{pipeline: {{template: baseline, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  candidate: {{pipeline: {{template: aggregate, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  duration: {DURATION}s\n  warmup: 0s\n  analysis: {{interval: {STEP}s}}\n  successCriteria: {{minSeriesReductionPercent: 50}}\n"
+    ))
+    .expect("test Experiment parses")
+}
+
+async fn status_when(
+    api: &Api<Experiment>,
+    what: &str,
+    secs: u64,
+    pick: impl Fn(&ExperimentStatus) -> bool,
+) -> ExperimentStatus {
+    eventually(what, Duration::from_secs(secs), || async {
+        let s = api.get("exp").await.ok()?.status?;
+        pick(&s).then_some(s)
+    })
+    .await
+}
+
+/// One Experiment in its own namespace, the operator reaching Prometheus at `url` with `args`.
+struct Case {
+    ns: TestNamespace,
+    _operator: Operator,
+    api: Api<Experiment>,
+}
+
+impl Case {
+    async fn start(prefix: &str, url: &str, args: &[String]) -> Case {
+        let ns = TestNamespace::new(prefix).await;
+        let mut all = vec!["--prometheus-url", url, "--analysis-retries", "3"];
+        all.extend(args.iter().map(String::as_str));
+        let operator = Operator::start(&ns.name, &all);
+        let api = ns.api::<Experiment>();
+        api.create(&PostParams::default(), &experiment())
+            .await
+            .expect("Experiment created");
+        Case {
+            ns,
+            _operator: operator,
+            api,
+        }
+    }
+
+    /// Waits until the analysis finds Prometheus unusable, and returns the condition's reason.
+    async fn unreachable_reason(&self) -> String {
+        let s = status_when(&self.api, "PrometheusReachable=False", 240, |s| {
+            conditions::find(&s.conditions, "PrometheusReachable")
+                .is_some_and(|c| c.status == phoenix::crd::ConditionStatus::False)
+        })
+        .await;
+        let c = conditions::find(&s.conditions, "PrometheusReachable").expect("condition");
+        assert_eq!(s.verdict, None, "no verdict from an unusable Prometheus");
+        format!("{}: {}", c.reason, c.message)
+    }
+}
+
+#[tokio::test]
+async fn tls_and_basic_auth_prometheus_and_named_failures() {
+    let dir = repo_root().join(format!("target/e2e/prom-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    certificates(&dir);
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    let wrong_password = dir.join("wrong-password");
+    std::fs::write(&wrong_password, "hunter2").expect("password file");
+    let prom = SecurePrometheus::start(&dir);
+    let client = test_client(&dir);
+    let url = prom.url();
+    eventually(
+        "the secure Prometheus ready",
+        Duration::from_secs(30),
+        || async {
+            let r = client.get(format!("{url}/-/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        },
+    )
+    .await;
+    // A server that accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let hung_url = format!("http://{}", hung.local_addr().expect("addr"));
+
+    let ca = dir.join("ca.crt").display().to_string();
+    let other_ca = dir.join("other-ca.crt").display().to_string();
+    let password = password_file.display().to_string();
+    let wrong = wrong_password.display().to_string();
+    let auth = |pw: &str| -> Vec<String> {
+        vec![
+            "--prometheus-basic-auth-username".into(),
+            USER.into(),
+            "--prometheus-basic-auth-password-file".into(),
+            pw.into(),
+        ]
+    };
+    let mut good = auth(&password);
+    good.extend(["--prometheus-ca-file".into(), ca.clone()]);
+    let mut bad_password = auth(&wrong);
+    bad_password.extend(["--prometheus-ca-file".into(), ca.clone()]);
+    let mut bad_ca = auth(&password);
+    bad_ca.extend(["--prometheus-ca-file".into(), other_ca]);
+
+    let hung_args = ["--prometheus-timeout-seconds".to_string(), "2".to_string()];
+    let (ok, unauthorized, untrusted, timeout) = tokio::join!(
+        Case::start("prom-tls-ok", &url, &good),
+        Case::start("prom-tls-401", &url, &bad_password),
+        Case::start("prom-tls-ca", &url, &bad_ca),
+        Case::start("prom-hung", &hung_url, &hung_args),
+    );
+
+    // The good case: the data goes in over TLS with basic auth, the Experiment is judged.
+    let running = status_when(&ok.api, "Running", 120, |s| s.running_since.is_some()).await;
+    let since = running.running_since.expect("runningSince").0.as_second();
+    feed(&client, &url, &format!("{}/exp", ok.ns.name), since).await;
+
+    let (unauthorized_reason, tls_reason, timeout_reason) = tokio::join!(
+        unauthorized.unreachable_reason(),
+        untrusted.unreachable_reason(),
+        timeout.unreachable_reason(),
+    );
+    assert!(
+        unauthorized_reason.starts_with("PrometheusUnauthorized:"),
+        "{unauthorized_reason}"
+    );
+    assert!(
+        tls_reason.starts_with("PrometheusTLSError:"),
+        "{tls_reason}"
+    );
+    assert!(
+        timeout_reason.starts_with("PrometheusTimeout:"),
+        "{timeout_reason}"
+    );
+
+    let done = status_when(&ok.api, "a judged Experiment", 240, |s| {
+        s.phase.is_some_and(|p| p.is_terminal())
+    })
+    .await;
+    assert_eq!(
+        done.phase,
+        Some(ExperimentPhase::Completed),
+        "{:?}",
+        done.message
+    );
+    assert!(done.verdict.is_some(), "{:?}", done.message);
+    assert!(conditions::is_true(&done.conditions, "PrometheusReachable"));
+    drop(hung);
+    for case in [ok, unauthorized, untrusted, timeout] {
+        case.ns.cleanup().await;
+    }
+}
