@@ -100,11 +100,11 @@ pub struct PipelineSpec {
     /// line (`process.command_line`), command (`process.command`) and owner (`process.owner`).
     /// Applied in every pipeline of every template, critical processes included, right after
     /// Phoenix's own filters and before any other processor (the `custom` template's too), so
-    /// nothing downstream sees the clear text. `Hash` (default): each value is replaced by its
-    /// SHA-256 (64 hex digits); equal values stay equal, so the series count is the same as with
-    /// `Keep`, but a hash of a guessable value (a short password in a known command line) can be
-    /// confirmed by hashing guesses: use `Drop` where that matters. `Drop`: the attributes are
-    /// deleted (series stay distinct by `process.pid`). `Keep`: exported in clear text as the
+    /// nothing downstream sees the clear text. `Hash` (default): each non-empty value is replaced
+    /// by its SHA-256 (64 hex digits); equal values stay equal, so the series count is the same
+    /// as with `Keep`, but a hash of a guessable value (a short password in a known command line)
+    /// can be confirmed by hashing guesses: use `Drop` where that matters. `Drop`: the attributes
+    /// are deleted (series stay distinct by `process.pid`). `Keep`: exported in clear text as the
     /// collector scrapes them. Risk of `Keep`: every command line on the target nodes, with any
     /// password, token or connection string in its arguments, of every tenant on those nodes,
     /// becomes a label value that anyone who can query the metrics backend can read.

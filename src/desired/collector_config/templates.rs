@@ -115,17 +115,19 @@ fn transform(resource: Vec<String>, datapoint: Vec<String>) -> Value {
     json!({"error_mode": "ignore", "metric_statements": groups})
 }
 
-/// The `resource` statements applying `mode` to [`SENSITIVE_ATTRIBUTES`]: each value replaced by
-/// its SHA-256 in hex (`Hash`), or deleted (`Drop`); none for `Keep`.
+/// The `resource` statements applying `mode` to [`SENSITIVE_ATTRIBUTES`]: each non-empty value
+/// replaced by its SHA-256 in hex (`Hash`), or deleted (`Drop`); none for `Keep`.
 pub fn sensitive_statements(mode: SensitiveAttributes) -> Vec<String> {
     SENSITIVE_ATTRIBUTES
         .iter()
         .filter_map(|key| {
             let attr = format!("resource.attributes[{}]", ottl_string(key));
             match mode {
-                SensitiveAttributes::Hash => {
-                    Some(format!("set({attr}, SHA256({attr})) where {attr} != nil"))
-                }
+                // An empty value (a kernel thread's command line) stays empty: it holds nothing,
+                // and Prometheus drops an empty label just as it would with `Keep`.
+                SensitiveAttributes::Hash => Some(format!(
+                    "set({attr}, SHA256({attr})) where {attr} != nil and {attr} != \"\""
+                )),
                 SensitiveAttributes::Drop => Some(format!(
                     "delete_key(resource.attributes, {})",
                     ottl_string(key)

@@ -513,7 +513,10 @@ fn every_process_pipeline_of_every_template_sanitizes_before_anything_else_sees_
                 .iter()
                 .map(|key| match mode {
                     SensitiveAttributes::Hash => {
-                        format!("set({a}, SHA256({a})) where {a} != nil", a = attr(key))
+                        format!(
+                            "set({a}, SHA256({a})) where {a} != nil and {a} != \"\"",
+                            a = attr(key)
+                        )
                     }
                     _ => format!("delete_key(resource.attributes, \"{key}\")"),
                 })
