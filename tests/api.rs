@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use phoenix::crd::experiment::{ExperimentPhase, Verdict};
-use phoenix::crd::pipeline::{DeploymentMode, PipelineTemplate};
+use phoenix::crd::pipeline::{DeploymentMode, PipelineTemplate, SensitiveAttributes};
 use phoenix::crd::simulation::SimulationProfile;
 use phoenix::crd::{
     Experiment, ExperimentSpec, Pipeline, PipelineSpec, Simulation, SimulationSpec,
@@ -53,6 +53,7 @@ fn pipeline_defaults() {
     assert_eq!(spec.deployment.mode, DeploymentMode::DaemonSet);
     assert!(spec.drop_attributes.contains(&"process.pid".to_string()));
     assert!(spec.critical_processes.is_empty());
+    assert_eq!(spec.sensitive_attributes, SensitiveAttributes::Hash);
     assert_eq!(
         spec,
         PipelineSpec::from_template(PipelineTemplate::Baseline)
@@ -114,4 +115,51 @@ fn schema_defaults_match_serde_defaults() {
             .as_str()
             .is_some_and(|d| d.contains("Default: 10s"))
     );
+}
+
+/// `sensitiveAttributes` is in every schema that holds a Pipeline spec — the Pipeline's, the
+/// Experiment's inline variants and `status.recommendation` — with its default and values, so the
+/// apiserver neither prunes an explicit `Drop`/`Keep` nor leaves it unset.
+#[test]
+fn every_pipeline_spec_schema_has_sensitive_attributes_defaulting_to_hash() {
+    let schema = |kind: &str| {
+        let crd = phoenix::crd::all()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap_or_else(|| panic!("no CRD of kind {kind}"));
+        serde_json::to_value(crd).expect("serializes")["spec"]["versions"][0]["schema"]
+            ["openAPIV3Schema"]
+            .clone()
+    };
+    let pipeline = schema("Pipeline");
+    let experiment = schema("Experiment");
+    let specs = [
+        ("Pipeline spec", &pipeline["properties"]["spec"]),
+        (
+            "Experiment spec.baseline.pipeline",
+            &experiment["properties"]["spec"]["properties"]["baseline"]["properties"]["pipeline"],
+        ),
+        (
+            "Experiment spec.candidate.pipeline",
+            &experiment["properties"]["spec"]["properties"]["candidate"]["properties"]["pipeline"],
+        ),
+        (
+            "Experiment status.recommendation",
+            &experiment["properties"]["status"]["properties"]["recommendation"],
+        ),
+    ];
+    for (at, spec) in specs {
+        let field = &spec["properties"]["sensitiveAttributes"];
+        assert_eq!(field["default"], "Hash", "{at}: {field}");
+        assert_eq!(
+            field["enum"],
+            serde_json::json!(["Hash", "Drop", "Keep"]),
+            "{at}"
+        );
+        let doc = field["description"].as_str().unwrap_or_default();
+        assert!(
+            doc.contains("Risk of `Keep`") && doc.contains("SHA-256"),
+            "{at}: {doc}"
+        );
+    }
 }

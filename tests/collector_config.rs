@@ -12,14 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use phoenix::crd::pipeline::{
     AggregateGroupBy, AggregateSpec, CustomSpec, FreeForm, OtlpHttpExporter, PipelineSpec,
-    PipelineTemplate, SecretRef, TopKSpec,
+    PipelineTemplate, SecretRef, SensitiveAttributes, TopKSpec,
 };
 use phoenix::desired::collector_config::{
     EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext, render,
@@ -241,14 +241,7 @@ fn query(port: u16, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
         .unwrap_or_else(|| panic!("{promql}: no result in {body}"))
         .iter()
         .map(|r| {
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let labels = labels_of(&r["metric"]);
             let value = r["value"][1]
                 .as_str()
                 .and_then(|s| s.parse().ok())
@@ -264,6 +257,150 @@ fn by_label(port: u16, promql: &str, label: &str) -> BTreeMap<String, f64> {
         .into_iter()
         .map(|(l, v)| (l.get(label).cloned().unwrap_or_default(), v))
         .collect()
+}
+
+/// `GET /api/v1/series?match[]=<selector>`: the label sets of every series matching it, over the
+/// whole TSDB.
+fn series(port: u16, selector: &str) -> Vec<BTreeMap<String, String>> {
+    let (status, body) = http_get(
+        port,
+        &format!("/api/v1/series?match[]={}", url_encode(selector)),
+    )
+    .unwrap_or_else(|e| panic!("series {selector}: {e}"));
+    assert_eq!(status, 200, "series {selector}: {body}");
+    let v: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{selector}: {e}: {body}"));
+    v["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{selector}: no data in {body}"))
+        .iter()
+        .map(labels_of)
+        .collect()
+}
+
+/// A JSON object of label names to values as a map (empty when it is not an object).
+fn labels_of(labels: &Value) -> BTreeMap<String, String> {
+    labels
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Starts Prometheus with the remote-write receiver (pushed to `procs`); returns its port.
+fn start_prometheus(prometheus: &Path, dir: &Path, procs: &mut Vec<Proc>) -> u16 {
+    let port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        "global:\n  scrape_interval: 1m\n",
+    )
+    .expect("write prometheus.yml");
+    let mut cmd = Command::new(prometheus);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("tsdb").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .arg("--web.enable-remote-write-receiver");
+    procs.push(Proc::spawn("prometheus", cmd, dir.join("prometheus.log")));
+    wait_http_ok(
+        procs.last_mut().expect("just pushed"),
+        port,
+        "/-/ready",
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    port
+}
+
+/// For a data-plane test: the collector binary, a temp dir, and Prometheus running (the first of
+/// the processes) with its port; `None` (skip) when a binary is missing, see [`require`].
+fn start_data_plane(tag: &str) -> Option<(PathBuf, TempDir, Vec<Proc>, u16)> {
+    let collector = require("collector", Some(collector_bin()))?;
+    let prometheus = require("prometheus", prometheus_bin())?;
+    let dir = TempDir::new(tag);
+    let mut procs = vec![];
+    let port = start_prometheus(&prometheus, &dir.0, &mut procs);
+    Some((collector, dir, procs, port))
+}
+
+/// Renders `spec` with `base` (its `pipeline` names the collector) on fresh ports and runs a
+/// collector on it until its health check answers (pushed to `procs`); returns its index there.
+/// Another process may take a port between our check and the collector's bind: retries with
+/// other ports.
+fn start_collector(
+    collector: &Path,
+    dir: &Path,
+    base: &RenderContext,
+    spec: &PipelineSpec,
+    procs: &mut Vec<Proc>,
+) -> usize {
+    let name = base.pipeline;
+    let mut attempt = 0;
+    let collector_proc = loop {
+        attempt += 1;
+        let mut ctx = base.clone();
+        ctx.proc_root = "/";
+        ctx.health_port = free_port();
+        ctx.self_telemetry_port = free_port();
+        let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.yaml).expect("write config");
+        let mut cmd = Command::new(collector);
+        cmd.arg("--config")
+            .arg(&file)
+            .env("PHOENIX_NODE_NAME", "cc-test-node");
+        let mut p = Proc::spawn(
+            &format!("collector {name}"),
+            cmd,
+            dir.join(format!("{name}-{attempt}.log")),
+        );
+        match wait_http_ok(&mut p, ctx.health_port, "/", Duration::from_secs(30)) {
+            Ok(()) => break p,
+            Err(e) if attempt < 3 && e.contains("address already in use") => {
+                eprintln!("collector {name}: port taken, retrying");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    procs.push(collector_proc);
+    procs.len() - 1
+}
+
+/// Lets the collectors `procs[i]` run for `RUN_FOR`, failing if one exits; then fails if one
+/// logged an export failure (Prometheus rejects a whole request with a duplicate or out-of-order
+/// sample, e.g. when same-named processes were not summed).
+fn run_and_check_exports(procs: &mut [Proc], collectors: &[usize]) {
+    let started = Instant::now();
+    while started.elapsed() < RUN_FOR {
+        std::thread::sleep(Duration::from_secs(1));
+        for &i in collectors {
+            procs[i].assert_running();
+        }
+    }
+    for &i in collectors {
+        let log = std::fs::read_to_string(&procs[i].log).unwrap_or_default();
+        let failures: Vec<&str> = log
+            .lines()
+            // A process that exits mid-scrape is a partial scrape error: expected on a busy
+            // machine, not an export problem.
+            .filter(|l| l.contains("\terror\t") || l.contains("Exporting failed"))
+            .filter(|l| !l.contains("Error scraping metrics"))
+            .collect();
+        assert!(
+            failures.is_empty(),
+            "{} logged errors:\n{}",
+            procs[i].name,
+            failures.join("\n")
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -387,7 +524,22 @@ fn every_template_passes_collector_validate() {
         ("aggregate-no-critical", no_critical),
         ("priority-filter-critical-only", critical_only),
     ]);
-    for (name, spec) in all {
+    // Every template with each non-default sensitiveAttributes setting too.
+    let mut all: Vec<(String, PipelineSpec)> = all
+        .into_iter()
+        .map(|(name, spec)| (name.to_string(), spec))
+        .collect();
+    for (name, spec) in all.clone().into_iter().take(6) {
+        for (mode, suffix) in [
+            (SensitiveAttributes::Drop, "drop"),
+            (SensitiveAttributes::Keep, "keep"),
+        ] {
+            let mut spec = spec.clone();
+            spec.sensitive_attributes = mode;
+            all.push((format!("{name}-{suffix}"), spec));
+        }
+    }
+    for (name, spec) in &all {
         let mut ctx = RenderContext::new(name, "http://127.0.0.1:9090/api/v1/write");
         ctx.experiment = Some("validate");
         ctx.variant = Some("candidate");
@@ -397,7 +549,7 @@ fn every_template_passes_collector_validate() {
         if name == "topk-empty" {
             ctx.topk_processes = &[];
         }
-        let rendered = render(&spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
         let file = dir.0.join(format!("{name}.yaml"));
         std::fs::write(&file, &rendered.yaml).expect("write config");
         let mut cmd = Command::new(&collector);
@@ -427,41 +579,9 @@ const PROBES: usize = 3;
 /// process baseline sees.
 #[test]
 fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
-    let Some(collector) = require("collector", Some(collector_bin())) else {
+    let Some((collector, dir, mut procs, prom_port)) = start_data_plane("dataplane") else {
         return;
     };
-    let Some(prometheus) = require("prometheus", prometheus_bin()) else {
-        return;
-    };
-    let dir = TempDir::new("dataplane");
-    let mut procs: Vec<Proc> = vec![];
-
-    // Prometheus with the remote-write receiver.
-    let prom_port = free_port();
-    std::fs::write(
-        dir.0.join("prometheus.yml"),
-        "global:\n  scrape_interval: 1m\n",
-    )
-    .expect("write prometheus.yml");
-    let mut cmd = Command::new(&prometheus);
-    cmd.arg(format!(
-        "--config.file={}",
-        dir.0.join("prometheus.yml").display()
-    ))
-    .arg(format!(
-        "--storage.tsdb.path={}",
-        dir.0.join("tsdb").display()
-    ))
-    .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-    .arg("--web.enable-remote-write-receiver");
-    procs.push(Proc::spawn("prometheus", cmd, dir.0.join("prometheus.log")));
-    wait_http_ok(
-        procs.last_mut().expect("just pushed"),
-        prom_port,
-        "/-/ready",
-        Duration::from_secs(60),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
 
     // Several processes with one unique name, whose RSS is stable: rolled-up sums are checkable.
     let probe_bin = dir.0.join(PROBE);
@@ -487,78 +607,23 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     let specs = specs(&critical, PROBE);
     let mut collectors = vec![];
     for (name, spec) in &specs {
-        // Another process may take a port between our check and the collector's bind: retry
-        // with other ports.
-        let mut attempt = 0;
-        let (collector_proc, health) = loop {
-            attempt += 1;
-            let health = free_port();
-            let mut ctx = RenderContext::new(name, &remote_write);
-            ctx.experiment = Some("collector-config-test");
-            ctx.variant = Some(if *name == "baseline" {
-                "baseline"
-            } else {
-                "candidate"
-            });
-            ctx.proc_root = "/";
-            ctx.health_port = health;
-            ctx.self_telemetry_port = free_port();
-            ctx.topk_processes = &topk_selected;
-            ctx.secret_keys = &keys;
-            let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let file = dir.0.join(format!("{name}.yaml"));
-            std::fs::write(&file, &rendered.yaml).expect("write config");
-            let mut cmd = Command::new(&collector);
-            cmd.arg("--config")
-                .arg(&file)
-                .env("PHOENIX_NODE_NAME", "cc-test-node");
-            let mut p = Proc::spawn(
-                &format!("collector {name}"),
-                cmd,
-                dir.0.join(format!("{name}-{attempt}.log")),
-            );
-            match wait_http_ok(&mut p, health, "/", Duration::from_secs(30)) {
-                Ok(()) => break (p, health),
-                Err(e) if attempt < 3 && e.contains("address already in use") => {
-                    eprintln!("collector {name}: port taken, retrying");
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
-        procs.push(collector_proc);
-        collectors.push((procs.len() - 1, health));
+        let mut ctx = RenderContext::new(name, &remote_write);
+        ctx.experiment = Some("collector-config-test");
+        ctx.variant = Some(if *name == "baseline" {
+            "baseline"
+        } else {
+            "candidate"
+        });
+        ctx.topk_processes = &topk_selected;
+        ctx.secret_keys = &keys;
+        collectors.push(start_collector(&collector, &dir.0, &ctx, spec, &mut procs));
     }
-    let started = Instant::now();
     // Our own critical processes: Prometheus and the collectors.
     let our_pids: BTreeSet<String> = std::iter::once(0)
-        .chain(collectors.iter().map(|&(i, _)| i))
+        .chain(collectors.iter().copied())
         .map(|i| procs[i].child.id().to_string())
         .collect();
-    while started.elapsed() < RUN_FOR {
-        std::thread::sleep(Duration::from_secs(1));
-        for &(i, _) in &collectors {
-            procs[i].assert_running();
-        }
-    }
-
-    // The collectors must not have failed to export (Prometheus rejects a whole request with a
-    // duplicate or out-of-order sample, e.g. when same-named processes were not summed).
-    for &(i, _) in &collectors {
-        let log = std::fs::read_to_string(&procs[i].log).unwrap_or_default();
-        let failures: Vec<&str> = log
-            .lines()
-            // A process that exits mid-scrape is a partial scrape error: expected on a busy
-            // machine, not an export problem.
-            .filter(|l| l.contains("\terror\t") || l.contains("Exporting failed"))
-            .filter(|l| !l.contains("Error scraping metrics"))
-            .collect();
-        assert!(
-            failures.is_empty(),
-            "{} logged errors:\n{}",
-            procs[i].name,
-            failures.join("\n")
-        );
-    }
+    run_and_check_exports(&mut procs, &collectors);
 
     let series = by_label(
         prom_port,
@@ -729,5 +794,360 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
             );
             assert!(!found.is_empty(), "{name}: no {metric}* in Prometheus");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sensitive attributes
+
+const SECRET: &str = "hunter2";
+// Not `phx-…`: the other data-plane test, which may run at the same time, rolls `^phx-` up.
+/// The executable name of the secret-carrying probes in the baselines and the critical bypass.
+const SECRET_PROBE: &str = "pw-secret";
+/// The executable name of the secret-carrying probes that go through custom processors.
+const LEAK_PROBE: &str = "pw-leak";
+/// The attribute a custom processor copies the command line into, and its label.
+const COPIED: &str = "phoenix.copied_command_line";
+const COPIED_LABEL: &str = "phoenix_copied_command_line";
+const SENSITIVE_LABELS: [&str; 3] = ["process_command_line", "process_command", "process_owner"];
+
+/// Starts `/bin/sh` copied as `dir/<name>` with `--password=hunter2` (and `extra`) in its
+/// arguments, blocked in a builtin `read` on a FIFO it holds open: a real process with no
+/// children, whose command line stays the same until it is killed.
+fn start_secret_probe(dir: &Path, name: &str, extra: &str, procs: &mut Vec<Proc>) -> String {
+    let bin = dir.join(name);
+    if !bin.exists() {
+        std::fs::copy("/bin/sh", &bin).expect("copy /bin/sh");
+    }
+    let fifo = dir.join(format!("{name}-{}.fifo", procs.len()));
+    let path = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let mut cmd = Command::new(&bin);
+    // The FIFO's path comes from the environment, so equal `extra`s give equal command lines.
+    cmd.arg("-c")
+        .arg(r#"exec 3<>"$PHX_FIFO"; read -r line <&3"#)
+        .arg(name)
+        .arg(format!("--password={SECRET}"))
+        .arg(extra)
+        .env("PHX_FIFO", &fifo);
+    let log = dir.join(format!("{name}-{}.log", procs.len()));
+    procs.push(Proc::spawn(name, cmd, log));
+    procs.last().expect("just pushed").child.id().to_string()
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A series' labels without the ones that name the collector it came from.
+fn identity(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "phoenix_pipeline" | "phoenix_variant"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The process-metric series of one pipeline (identity labels), grouped by `process_pid`.
+fn series_by_pid(
+    all: &[BTreeMap<String, String>],
+    pipeline: &str,
+) -> BTreeMap<String, BTreeSet<BTreeMap<String, String>>> {
+    let mut by_pid: BTreeMap<String, BTreeSet<_>> = BTreeMap::new();
+    for labels in all {
+        let of_pipeline = labels.get("phoenix_pipeline").map(String::as_str) == Some(pipeline);
+        let is_process = labels
+            .get("__name__")
+            .is_some_and(|n| n.starts_with("process_"));
+        if let (true, true, Some(pid)) = (of_pipeline, is_process, labels.get("process_pid")) {
+            by_pid
+                .entry(pid.clone())
+                .or_default()
+                .insert(identity(labels));
+        }
+    }
+    by_pid
+}
+
+/// The distinct resource-attribute sets (the `process_*` labels) among one pid's series: more than
+/// one when the process changed during the run (an exec, a kernel worker renaming itself).
+fn identities(series: &BTreeSet<BTreeMap<String, String>>) -> usize {
+    series
+        .iter()
+        .map(|l| {
+            l.iter()
+                .filter(|(k, _)| k.starts_with("process_"))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+type Series = BTreeSet<BTreeMap<String, String>>;
+
+/// How one pipeline's series compare with what `expected` (a function of one `keep` series)
+/// predicts, pid by pid.
+struct Comparison {
+    /// Distinct process series in the pipeline / in `keep`.
+    total: usize,
+    keep_total: usize,
+    /// Pids both saw, unchanged all run (one identity each side) and still running when the
+    /// series are read: compared exactly.
+    compared: BTreeSet<String>,
+    /// Their series in `keep`.
+    compared_series: usize,
+    /// Compared pids whose series differ from the prediction, and the first one's differences
+    /// (predicted only, seen only).
+    mismatched: Vec<String>,
+    example: Option<(Series, Series)>,
+    /// Series of pids only one of the two saw, or that changed or exited during the run (so the
+    /// two collectors, scraping at different instants, saw different sets): the churn of the run.
+    churn: usize,
+}
+
+fn compare(
+    keep: &BTreeMap<String, Series>,
+    other: &BTreeMap<String, Series>,
+    expected: impl Fn(&BTreeMap<String, String>) -> BTreeMap<String, String>,
+) -> Comparison {
+    let mut c = Comparison {
+        total: other.values().map(BTreeSet::len).sum(),
+        keep_total: keep.values().map(BTreeSet::len).sum(),
+        compared: BTreeSet::new(),
+        compared_series: 0,
+        mismatched: vec![],
+        example: None,
+        churn: 0,
+    };
+    for (pid, kept) in keep {
+        let Some(seen) = other.get(pid) else {
+            c.churn += kept.len();
+            continue;
+        };
+        // A process that exited may have been scraped partially (some metrics missing) by one
+        // collector and not the other; one that changed saw different sets at different times.
+        let running = Path::new("/proc").join(pid).exists();
+        if !running || identities(kept) > 1 || identities(seen) > 1 {
+            c.churn += kept.len().max(seen.len());
+            continue;
+        }
+        c.compared.insert(pid.clone());
+        c.compared_series += kept.len();
+        let predicted: Series = kept.iter().map(&expected).collect();
+        if &predicted != seen {
+            c.mismatched.push(pid.clone());
+            c.example.get_or_insert_with(|| {
+                (
+                    predicted.difference(seen).cloned().collect(),
+                    seen.difference(&predicted).cloned().collect(),
+                )
+            });
+        }
+    }
+    c.churn += other
+        .iter()
+        .filter(|(pid, _)| !keep.contains_key(*pid))
+        .map(|(_, s)| s.len())
+        .sum::<usize>();
+    c
+}
+
+/// (c) A process with `--password=hunter2` in its arguments, scraped by the real collector: with
+/// `sensitiveAttributes` `Hash` (default) and `Drop` the secret appears in no label value in
+/// Prometheus, neither from a baseline, nor from the critical bypass, nor through a custom
+/// processor that copies the command line; `Hash` exports exactly the SHA-256 of what `Keep`
+/// exports, so the baseline's distinct series equal those of `Keep` (up to the churn of the run:
+/// processes one collector saw and the other did not).
+#[test]
+fn command_lines_never_leave_in_clear_text_and_hashing_keeps_the_series_count() {
+    let Some((collector, dir, mut procs, prom_port)) = start_data_plane("sensitive") else {
+        return;
+    };
+    // Two probes with the same command line, one with another; and one for the custom pipeline.
+    let probes = [
+        start_secret_probe(&dir.0, SECRET_PROBE, "--id=a", &mut procs),
+        start_secret_probe(&dir.0, SECRET_PROBE, "--id=a", &mut procs),
+        start_secret_probe(&dir.0, SECRET_PROBE, "--id=b", &mut procs),
+    ];
+    let leak_probe = start_secret_probe(&dir.0, LEAK_PROBE, "--id=c", &mut procs);
+
+    let baseline = |mode| {
+        let mut spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
+        spec.collection_interval = "5s".parse().expect("a duration");
+        spec.sensitive_attributes = mode;
+        spec
+    };
+    // Critical: the secret probes (bypass). Everything else goes through a user processor that
+    // copies the command line into another attribute, then through a filter keeping only the
+    // leak probe (so this collector adds few series).
+    let mut custom = PipelineSpec::from_template(PipelineTemplate::Custom);
+    custom.collection_interval = "5s".parse().expect("a duration");
+    custom.critical_processes = vec![format!("^{SECRET_PROBE}$")];
+    custom.custom = Some(CustomSpec {
+        processors: BTreeMap::from([
+            (
+                "transform/copy".into(),
+                FreeForm(
+                    json!({"metric_statements": [{"context": "resource", "statements": [
+                        format!("set(resource.attributes[\"{COPIED}\"], resource.attributes[\"process.command_line\"])")
+                    ]}]}),
+                ),
+            ),
+            (
+                "filter/only_leak_probe".into(),
+                FreeForm(json!({"error_mode": "ignore", "metrics": {"resource": [
+                    format!("resource.attributes[\"process.executable.name\"] != \"{LEAK_PROBE}\"")
+                ]}})),
+            ),
+        ]),
+        pipeline: vec!["transform/copy".into(), "filter/only_leak_probe".into()],
+    });
+    let specs = [
+        ("keep", baseline(SensitiveAttributes::Keep)),
+        ("hash", baseline(SensitiveAttributes::Hash)),
+        ("drop", baseline(SensitiveAttributes::Drop)),
+        ("custom-hash", custom),
+    ];
+    let remote_write = format!("http://127.0.0.1:{prom_port}/api/v1/write");
+    let mut collectors = vec![];
+    for (name, spec) in &specs {
+        let mut ctx = RenderContext::new(name, &remote_write);
+        ctx.experiment = Some("sensitive-test");
+        ctx.variant = Some("baseline");
+        collectors.push(start_collector(&collector, &dir.0, &ctx, spec, &mut procs));
+    }
+    run_and_check_exports(&mut procs, &collectors);
+
+    let all = series(prom_port, r#"{__name__=~".+"}"#);
+    // Which pipelines put the secret into any label value of any series.
+    let leaking: BTreeSet<String> = all
+        .iter()
+        .filter(|labels| labels.values().any(|v| v.contains(SECRET)))
+        .map(|labels| labels.get("phoenix_pipeline").cloned().unwrap_or_default())
+        .collect();
+    eprintln!(
+        "{} series in Prometheus; pipelines with {SECRET} in a label value: {leaking:?}",
+        all.len()
+    );
+    assert_eq!(
+        leaking,
+        BTreeSet::from(["keep".to_string()]),
+        "only Keep may export the secret (and it must: the control shows the probes are seen)"
+    );
+
+    let keep = series_by_pid(&all, "keep");
+    let hash = series_by_pid(&all, "hash");
+    let drop = series_by_pid(&all, "drop");
+    let custom = series_by_pid(&all, "custom-hash");
+    for pid in probes.iter().chain([&leak_probe]) {
+        let kept = keep
+            .get(pid)
+            .unwrap_or_else(|| panic!("keep lacks probe {pid}"));
+        let line = kept
+            .iter()
+            .find_map(|l| l.get("process_command_line"))
+            .unwrap_or_else(|| panic!("keep: probe {pid} has no command line"));
+        assert!(line.contains(&format!("--password={SECRET}")), "{line}");
+        assert!(hash.contains_key(pid), "hash lacks probe {pid}");
+        assert!(drop.contains_key(pid), "drop lacks probe {pid}");
+    }
+
+    // Hash: each sensitive label is the SHA-256 of what Keep exports, everything else equal.
+    let hashed = |labels: &BTreeMap<String, String>| {
+        let mut out = labels.clone();
+        for key in SENSITIVE_LABELS {
+            if let Some(v) = out.get_mut(key) {
+                *v = sha256_hex(v);
+            }
+        }
+        out
+    };
+    let hash_vs_keep = compare(&keep, &hash, hashed);
+    // Drop: the same series without the sensitive labels.
+    let dropped = |labels: &BTreeMap<String, String>| {
+        let mut out = labels.clone();
+        out.retain(|k, _| !SENSITIVE_LABELS.contains(&k.as_str()));
+        out
+    };
+    let drop_vs_keep = compare(&keep, &drop, dropped);
+    for (name, c) in [("hash", &hash_vs_keep), ("drop", &drop_vs_keep)] {
+        eprintln!(
+            "{name}: {} distinct process series vs keep {}; {} pids seen by both, unchanged, running, \
+             with {} series each side; churn {} series; mismatched pids {:?}",
+            c.total,
+            c.keep_total,
+            c.compared.len(),
+            c.compared_series,
+            c.churn,
+            c.mismatched
+        );
+        assert!(
+            c.mismatched.is_empty(),
+            "{name}: pids {:?}; the first one's series only predicted, only seen: {:#?}",
+            c.mismatched,
+            c.example
+        );
+        for pid in probes.iter().chain([&leak_probe]) {
+            assert!(c.compared.contains(pid), "{name}: probe {pid} not compared");
+        }
+        assert!(
+            c.total.abs_diff(c.keep_total) <= c.churn,
+            "{name}: {} series vs keep {}, more apart than the churn {}",
+            c.total,
+            c.keep_total,
+            c.churn
+        );
+    }
+    // The probes are never the churn: they matched exactly, the two identical command lines
+    // hash to one value and the different one to another.
+    let probe_hashes: Vec<String> = probes
+        .iter()
+        .map(|pid| {
+            let labels = hash[pid].iter().next().expect("a series");
+            assert!(!labels.contains_key(COPIED_LABEL));
+            labels["process_command_line"].clone()
+        })
+        .collect();
+    assert_eq!(probe_hashes[0], probe_hashes[1]);
+    assert_ne!(probe_hashes[0], probe_hashes[2]);
+    assert!(
+        probe_hashes[0].len() == 64 && probe_hashes[0].bytes().all(|b| b.is_ascii_hexdigit()),
+        "{probe_hashes:?}"
+    );
+    for labels in drop.values().flatten() {
+        for key in SENSITIVE_LABELS {
+            assert!(!labels.contains_key(key), "drop exported {key}: {labels:?}");
+        }
+    }
+
+    // Custom: the critical bypass exports the probes hashed; the user's processor, after the
+    // sanitizer, could only copy the hash.
+    for pid in &probes {
+        let seen = custom
+            .get(pid)
+            .unwrap_or_else(|| panic!("custom-hash: critical probe {pid} missing"));
+        assert_eq!(
+            seen, &hash[pid],
+            "custom-hash bypass vs hash baseline, {pid}"
+        );
+    }
+    let leak = custom
+        .get(&leak_probe)
+        .unwrap_or_else(|| panic!("custom-hash: {LEAK_PROBE} {leak_probe} missing"));
+    let kept_line = keep[&leak_probe]
+        .iter()
+        .find_map(|l| l.get("process_command_line"))
+        .expect("keep has the command line");
+    for labels in leak {
+        assert_eq!(
+            labels.get(COPIED_LABEL),
+            Some(&sha256_hex(kept_line)),
+            "the custom processor saw: {labels:?}"
+        );
     }
 }

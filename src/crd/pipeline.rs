@@ -67,7 +67,8 @@ pub struct PipelineSpec {
 
     /// Resource/data-point attributes to remove before export (high-cardinality ones). Default:
     /// `process.pid`, `process.parent_pid`, `process.command_line`, `process.command`,
-    /// `process.executable.path`, `process.owner`. Ignored by `baseline`, which keeps everything.
+    /// `process.executable.path`, `process.owner`. Ignored by `baseline`, which keeps everything
+    /// (after `sensitiveAttributes` has been applied).
     #[serde(default = "default_drop_attributes")]
     #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
     pub drop_attributes: Vec<String>,
@@ -94,7 +95,44 @@ pub struct PipelineSpec {
     /// Where and how the collectors run.
     #[serde(default)]
     pub deployment: CollectorDeployment,
+
+    /// What the collectors export of the attributes that can carry secrets: the process command
+    /// line (`process.command_line`), command (`process.command`) and owner (`process.owner`).
+    /// Applied in every pipeline of every template, critical processes included, right after
+    /// Phoenix's own filters and before any other processor (the `custom` template's too), so
+    /// nothing downstream sees the clear text. `Hash` (default): each non-empty value is replaced
+    /// by its SHA-256 (64 hex digits); equal values stay equal, so the series count is the same
+    /// as with `Keep`, but a hash of a guessable value (a short password in a known command line)
+    /// can be confirmed by hashing guesses: use `Drop` where that matters. `Drop`: the attributes
+    /// are deleted (series stay distinct by `process.pid`). `Keep`: exported in clear text as the
+    /// collector scrapes them. Risk of `Keep`: every command line on the target nodes, with any
+    /// password, token or connection string in its arguments, of every tenant on those nodes,
+    /// becomes a label value that anyone who can query the metrics backend can read.
+    #[serde(default)]
+    pub sensitive_attributes: SensitiveAttributes,
 }
+
+/// How the process attributes that can carry secrets are exported (see
+/// [`SENSITIVE_ATTRIBUTES`]).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub enum SensitiveAttributes {
+    // Plain comments, not doc comments: documented variants would turn the schema's `enum` into
+    // a `oneOf`. The field's doc comment is what `kubectl explain` shows.
+    // Replace each value with its SHA-256 in hex: one-way, stable, as many distinct values.
+    #[default]
+    Hash,
+    // Delete the attributes.
+    Drop,
+    // Export them in clear text.
+    Keep,
+}
+
+/// The process resource attributes `spec.sensitiveAttributes` applies to: the command line, the
+/// command (argv\[0\]) and the owner (user name) of each process.
+pub const SENSITIVE_ATTRIBUTES: &[&str] =
+    &["process.command_line", "process.command", "process.owner"];
 
 /// The pipeline templates Phoenix can render.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -335,6 +373,7 @@ impl PipelineSpec {
             custom: None,
             exporters: vec![],
             deployment: CollectorDeployment::default(),
+            sensitive_attributes: SensitiveAttributes::default(),
         }
     }
 }

@@ -225,4 +225,33 @@ mod tests {
             Some("true".into())
         );
     }
+
+    #[test]
+    fn inline_specs_carry_sensitive_attributes_to_the_children() {
+        use crate::crd::pipeline::SensitiveAttributes;
+        let s: ExperimentSpec = serde_yaml::from_str(
+            "baseline: {pipeline: {template: baseline, sensitiveAttributes: Keep}}\ncandidate: {pipeline: {template: aggregate, sensitiveAttributes: Drop}}",
+        )
+        .expect("parses");
+        for (side, variant, expected) in [
+            (Side::Baseline, &s.baseline, SensitiveAttributes::Keep),
+            (Side::Candidate, &s.candidate, SensitiveAttributes::Drop),
+        ] {
+            let resolved = variant.pipeline.clone().expect("inline");
+            let p = pipeline("e", "ns", &owner(), &s, side, &resolved, None);
+            assert_eq!(p.spec.sensitive_attributes, expected, "{side:?}");
+        }
+        // Unset: the default, Hash.
+        let resolved = spec().baseline.pipeline.expect("inline");
+        let p = pipeline(
+            "e",
+            "ns",
+            &owner(),
+            &spec(),
+            Side::Baseline,
+            &resolved,
+            None,
+        );
+        assert_eq!(p.spec.sensitive_attributes, SensitiveAttributes::Hash);
+    }
 }

@@ -10,6 +10,9 @@
 //!   collector's own telemetry, which `service.telemetry.metrics` pushes there every collection
 //!   interval, and pipeline `metrics/self` sending it on: collector CPU, RSS and points
 //!   accepted/sent reach Prometheus with the same `phoenix_*` labels as the process metrics;
+//! - unless `spec.sensitiveAttributes` is `Keep`, processor `transform/phoenix_sensitive` in
+//!   every process-metric pipeline, before any processor but `memory_limiter` and Phoenix's
+//!   executable-name filters: the command line, command and owner leave hashed or not at all;
 //! - processors `memory_limiter` first and `batch` last in every pipeline, `resource/phoenix`
 //!   before `batch` upserting `phoenix_experiment`, `phoenix_variant`, `phoenix_pipeline` and
 //!   `phoenix_node` (`${env:PHOENIX_NODE_NAME}`, from the downward API);

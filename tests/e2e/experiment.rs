@@ -11,6 +11,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use phoenix::analysis::queries::{COLLECTOR_CPU_METRIC, COLLECTOR_MEMORY_METRIC};
 use phoenix::analysis::remote_write::{self, TimeSeries};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus, Verdict};
+use phoenix::crd::pipeline::SensitiveAttributes;
 use phoenix::crd::{Pipeline, Simulation, conditions};
 use prometheus_http_query::reqwest;
 
@@ -23,7 +24,7 @@ const DURATION: i64 = 60;
 
 fn experiment(name: &str, criteria: &str, extra: &str) -> Experiment {
     serde_yaml::from_str(&format!(
-        "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  baseline: {{pipeline: {{template: baseline, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  candidate: {{pipeline: {{template: aggregate, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  duration: {DURATION}s\n  warmup: 0s\n  analysis: {{interval: {STEP}s}}\n  successCriteria: {{{criteria}}}\n{extra}"
+        "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  baseline: {{pipeline: {{template: baseline, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  candidate: {{pipeline: {{template: aggregate, sensitiveAttributes: Drop, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  duration: {DURATION}s\n  warmup: 0s\n  analysis: {{interval: {STEP}s}}\n  successCriteria: {{{criteria}}}\n{extra}"
     ))
     .expect("test Experiment parses")
 }
@@ -215,9 +216,14 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
     );
     let cost = r.estimated_monthly_cost.expect("cost");
     assert!(cost.candidate < cost.baseline);
-    assert!(
-        status.recommendation.is_some(),
-        "a Pass recommends the candidate spec"
+    let recommendation = status
+        .recommendation
+        .clone()
+        .expect("a Pass recommends the candidate spec");
+    // The inline candidate's non-default setting survives the apiserver (schema) and the run.
+    assert_eq!(
+        recommendation.sensitive_attributes,
+        SensitiveAttributes::Drop
     );
     assert!(conditions::is_true(&status.conditions, "Ready"));
     // Finished experiments release their collectors while the results stay in status.

@@ -8,6 +8,13 @@
 //! the same exporters. So no template, the user's custom processors included, can drop, trim or
 //! roll up a critical process.
 //!
+//! Before anything else sees a process (right after Phoenix's own filters, which only drop
+//! processes by executable name), every process-metric pipeline runs `transform/phoenix_sensitive`,
+//! which applies `spec.sensitiveAttributes` to the command line, command and owner: hashes them
+//! (default) or deletes them; with `Keep` the processor is absent. So the user's processors in
+//! `custom`, the rollups and the exporters never see those values in clear text. Its `error_mode`
+//! is `propagate`: a statement that fails drops the scrape instead of exporting clear text.
+//!
 //! Rolling processes up (aggregate, topk, and priority-filter once it drops attributes) is done in
 //! four steps, because no single processor sums per-pid series:
 //! 1. A transform rewrites the resource so that processes to be merged get identical resource
@@ -34,7 +41,9 @@ use serde_json::{Value, json};
 
 use super::escape::{any_of, confmap_value, exactly_one_of, ottl_string};
 use super::{EXECUTABLE_NAME, OTHER, ROLLUP_ATTRIBUTE, RenderContext};
-use crate::crd::pipeline::{AggregateGroupBy, PipelineSpec, PipelineTemplate};
+use crate::crd::pipeline::{
+    AggregateGroupBy, PipelineSpec, PipelineTemplate, SENSITIVE_ATTRIBUTES, SensitiveAttributes,
+};
 
 /// The one pipeline of `baseline`: every process.
 pub const PROCESS_PIPELINE: &str = "metrics/process";
@@ -53,6 +62,8 @@ const DROP_ATTRIBUTES: &str = "transform/phoenix_drop_attributes";
 const MERGE: &str = "groupbyattrs/phoenix_merge";
 const SUM: &str = "metricstransform/phoenix_sum";
 const RESTAMP: &str = "transform/phoenix_restamp";
+/// The processor applying `spec.sensitiveAttributes` (absent with `Keep`).
+pub const SENSITIVE: &str = "transform/phoenix_sensitive";
 
 /// Data-point attributes of the process scraper's metrics (`process.cpu.time` `state`,
 /// `process.disk.io` `direction`, ...). A rollup keeps them (minus `dropAttributes`) and sums over
@@ -102,6 +113,41 @@ fn transform(resource: Vec<String>, datapoint: Vec<String>) -> Value {
         groups.push(json!({"context": "datapoint", "statements": datapoint}));
     }
     json!({"error_mode": "ignore", "metric_statements": groups})
+}
+
+/// The `resource` statements applying `mode` to [`SENSITIVE_ATTRIBUTES`]: each non-empty value
+/// replaced by its SHA-256 in hex (`Hash`), or deleted (`Drop`); none for `Keep`.
+pub fn sensitive_statements(mode: SensitiveAttributes) -> Vec<String> {
+    SENSITIVE_ATTRIBUTES
+        .iter()
+        .filter_map(|key| {
+            let attr = format!("resource.attributes[{}]", ottl_string(key));
+            match mode {
+                // An empty value (a kernel thread's command line) stays empty: it holds nothing,
+                // and Prometheus drops an empty label just as it would with `Keep`.
+                SensitiveAttributes::Hash => Some(format!(
+                    "set({attr}, SHA256({attr})) where {attr} != nil and {attr} != \"\""
+                )),
+                SensitiveAttributes::Drop => Some(format!(
+                    "delete_key(resource.attributes, {})",
+                    ottl_string(key)
+                )),
+                SensitiveAttributes::Keep => None,
+            }
+        })
+        .collect()
+}
+
+/// Adds `transform/phoenix_sensitive` for `mode` (see the module docs) and returns its id, or
+/// nothing for `Keep`.
+fn sanitize(plan: &mut Plan, mode: SensitiveAttributes) -> Vec<String> {
+    let statements = sensitive_statements(mode);
+    if statements.is_empty() {
+        return vec![];
+    }
+    let mut config = transform(statements, vec![]);
+    config["error_mode"] = json!("propagate");
+    vec![plan.add(SENSITIVE, config)]
 }
 
 /// How non-critical processes are renamed before they are merged per name.
@@ -211,8 +257,10 @@ fn merge_and_sum(
 pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
     let mut plan = Plan::default();
     let critical = (!spec.critical_processes.is_empty()).then(|| any_of(&spec.critical_processes));
+    let mode = spec.sensitive_attributes;
     if spec.template == PipelineTemplate::Baseline {
-        plan.pipelines.push((PROCESS_PIPELINE, vec![]));
+        let chain = sanitize(&mut plan, mode);
+        plan.pipelines.push((PROCESS_PIPELINE, chain));
         return plan;
     }
     // The bypass: critical processes, untouched.
@@ -222,8 +270,9 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             FILTER_CRITICAL,
             drop_resources_where(vec![format!("not {}", is_match(critical))]),
         );
-        plan.pipelines
-            .push((CRITICAL_PIPELINE, vec![keep_critical]));
+        let mut chain = vec![keep_critical];
+        chain.extend(sanitize(&mut plan, mode));
+        plan.pipelines.push((CRITICAL_PIPELINE, chain));
         rest_filter.push(is_match(critical));
     }
     match spec.template {
@@ -234,7 +283,7 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
                 return plan;
             }
             rest_filter.push(format!("not {}", is_match(&any_of(&spec.keep_patterns))));
-            let mut chain = filter_rest(&mut plan, rest_filter);
+            let mut chain = filter_rest(&mut plan, rest_filter, mode);
             if !spec.drop_attributes.is_empty() {
                 // Dropping identifying attributes (pid, command line) leaves same-named processes
                 // with identical labels, which Prometheus would reject as duplicate samples: those
@@ -254,7 +303,7 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             plan.pipelines.push((REST_PIPELINE, chain));
         }
         PipelineTemplate::Aggregate => {
-            let mut chain = filter_rest(&mut plan, rest_filter);
+            let mut chain = filter_rest(&mut plan, rest_filter, mode);
             let aggregate = spec.aggregate.clone().unwrap_or_default();
             let (grouping, marker) = match aggregate.group_by {
                 AggregateGroupBy::Executable => (Grouping::Executable, "executable"),
@@ -272,7 +321,7 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             plan.pipelines.push((REST_PIPELINE, chain));
         }
         PipelineTemplate::Topk => {
-            let mut chain = filter_rest(&mut plan, rest_filter);
+            let mut chain = filter_rest(&mut plan, rest_filter, mode);
             let mut names: Vec<String> = ctx.topk_processes.to_vec();
             if let Some(topk) = &spec.topk {
                 names.extend(topk.processes.iter().cloned());
@@ -289,7 +338,7 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
             plan.pipelines.push((REST_PIPELINE, chain));
         }
         PipelineTemplate::Custom => {
-            let mut chain = filter_rest(&mut plan, rest_filter);
+            let mut chain = filter_rest(&mut plan, rest_filter, mode);
             if let Some(custom) = &spec.custom {
                 for id in &custom.pipeline {
                     let config = custom
@@ -306,10 +355,13 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
     plan
 }
 
-fn filter_rest(plan: &mut Plan, conditions: Vec<String>) -> Vec<String> {
-    if conditions.is_empty() {
-        vec![]
-    } else {
-        vec![plan.add(FILTER_REST, drop_resources_where(conditions))]
+/// The start of a non-critical pipeline: the filter dropping `conditions` (none when empty),
+/// then the sanitizer of `mode`.
+fn filter_rest(plan: &mut Plan, conditions: Vec<String>, mode: SensitiveAttributes) -> Vec<String> {
+    let mut chain = vec![];
+    if !conditions.is_empty() {
+        chain.push(plan.add(FILTER_REST, drop_resources_where(conditions)));
     }
+    chain.extend(sanitize(plan, mode));
+    chain
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::crd::pipeline::{
     AggregateGroupBy, AggregateSpec, CustomSpec, FreeForm, OtlpHttpExporter, PipelineTemplate,
-    SecretRef, TopKSpec,
+    SENSITIVE_ATTRIBUTES, SecretRef, SensitiveAttributes, TopKSpec,
 };
 
 const RW: &str = "http://prometheus.monitoring:9090/api/v1/write";
@@ -180,7 +180,7 @@ fn every_pipeline_starts_with_memory_limiter_and_ends_with_resource_and_batch() 
 }
 
 #[test]
-fn baseline_keeps_everything() {
+fn baseline_keeps_everything_but_the_clear_text_of_sensitive_attributes() {
     let r = render_example("baseline");
     assert_eq!(
         r.config.service.pipelines.keys().collect::<Vec<_>>(),
@@ -188,7 +188,12 @@ fn baseline_keeps_everything() {
     );
     assert_eq!(
         pipeline(&r, "metrics/process").processors,
-        ["memory_limiter", "resource/phoenix", "batch"]
+        [
+            "memory_limiter",
+            "transform/phoenix_sensitive",
+            "resource/phoenix",
+            "batch"
+        ]
     );
     assert!(
         !r.yaml.contains("delete_key"),
@@ -209,6 +214,7 @@ fn critical_processes_bypass_every_reducing_template() {
             [
                 "memory_limiter",
                 "filter/phoenix_critical",
+                "transform/phoenix_sensitive",
                 "resource/phoenix",
                 "batch"
             ],
@@ -238,6 +244,7 @@ fn priority_filter_keeps_patterns_and_sums_what_dropping_attributes_merges() {
         [
             "memory_limiter",
             "filter/phoenix_rest",
+            "transform/phoenix_sensitive",
             "transform/phoenix_drop_attributes",
             "groupbyattrs/phoenix_merge",
             "metricstransform/phoenix_sum",
@@ -280,6 +287,7 @@ fn aggregate_rolls_up_per_executable_and_sums() {
         [
             "memory_limiter",
             "filter/phoenix_rest",
+            "transform/phoenix_sensitive",
             "transform/phoenix_rollup",
             "groupbyattrs/phoenix_merge",
             "metricstransform/phoenix_sum",
@@ -369,13 +377,14 @@ fn topk_keeps_the_union_of_static_and_selected_names() {
 }
 
 #[test]
-fn custom_runs_the_users_processors_in_order_after_the_critical_filter() {
+fn custom_runs_the_users_processors_in_order_after_the_critical_filter_and_the_sanitizer() {
     let r = render_example("custom");
     assert_eq!(
         pipeline(&r, "metrics/custom").processors,
         [
             "memory_limiter",
             "filter/phoenix_rest",
+            "transform/phoenix_sensitive",
             "transform/strip",
             "filter/small",
             "resource/phoenix",
@@ -399,9 +408,142 @@ fn without_critical_processes_there_is_no_bypass() {
     let r = render(&spec, &RenderContext::new("a", RW)).expect("renders");
     assert!(!r.config.service.pipelines.contains_key("metrics/critical"));
     assert_eq!(
-        pipeline(&r, "metrics/rest").processors[1],
-        "transform/phoenix_rollup"
+        pipeline(&r, "metrics/rest").processors[1..3],
+        ["transform/phoenix_sensitive", "transform/phoenix_rollup"]
     );
+}
+
+const MODES: [SensitiveAttributes; 3] = [
+    SensitiveAttributes::Hash,
+    SensitiveAttributes::Drop,
+    SensitiveAttributes::Keep,
+];
+
+/// `render_example(name)` with `spec.sensitiveAttributes = mode`.
+fn render_with_mode(name: &str, mode: SensitiveAttributes) -> RenderedConfig {
+    let mut spec = example(name);
+    spec.sensitive_attributes = mode;
+    let mut ctx = RenderContext::new(name, RW);
+    let secrets = secrets();
+    ctx.extra_exporters_allowed = true;
+    ctx.secret_keys = &secrets;
+    render(&spec, &ctx).unwrap_or_else(|e| panic!("{name} {mode:?}: {e}"))
+}
+
+/// The pipelines that carry process metrics (fed by hostmetrics), by name.
+fn process_pipelines(r: &RenderedConfig) -> Vec<(&String, &PipelineConfig)> {
+    r.config
+        .service
+        .pipelines
+        .iter()
+        .filter(|(_, p)| p.receivers.iter().any(|rc| rc == "hostmetrics"))
+        .collect()
+}
+
+#[test]
+fn sensitive_attributes_default_to_hash_and_round_trip() {
+    let spec: PipelineSpec =
+        serde_json::from_value(json!({"template": "baseline"})).expect("parses");
+    assert_eq!(spec.sensitive_attributes, SensitiveAttributes::Hash);
+    // Written out explicitly, so a promoted recommendation says what it does.
+    let written = serde_json::to_value(&spec).expect("serializes");
+    assert_eq!(written["sensitiveAttributes"], "Hash");
+    for (text, mode) in [
+        ("Hash", SensitiveAttributes::Hash),
+        ("Drop", SensitiveAttributes::Drop),
+        ("Keep", SensitiveAttributes::Keep),
+    ] {
+        let spec: PipelineSpec =
+            serde_json::from_value(json!({"template": "baseline", "sensitiveAttributes": text}))
+                .expect("parses");
+        assert_eq!(spec.sensitive_attributes, mode);
+    }
+    assert!(
+        serde_json::from_value::<PipelineSpec>(
+            json!({"template": "baseline", "sensitiveAttributes": "hash"})
+        )
+        .is_err()
+    );
+}
+
+/// Hash and Drop: every process pipeline of every template runs the sanitizer before any
+/// processor but `memory_limiter` and Phoenix's own executable-name filters, and it hashes or
+/// deletes exactly the command line, command and owner. Keep: no sanitizer at all.
+#[test]
+fn every_process_pipeline_of_every_template_sanitizes_before_anything_else_sees_a_process() {
+    let attr = |key: &str| format!("resource.attributes[\"{key}\"]");
+    for name in EXAMPLES {
+        for mode in MODES {
+            let r = render_with_mode(name, mode);
+            let pipelines = process_pipelines(&r);
+            assert!(!pipelines.is_empty(), "{name}");
+            if mode == SensitiveAttributes::Keep {
+                assert!(
+                    !r.config.processors.contains_key(templates::SENSITIVE),
+                    "{name} Keep: {}",
+                    r.yaml
+                );
+                assert!(!r.yaml.contains("SHA256"), "{name} Keep");
+                continue;
+            }
+            for (id, p) in pipelines {
+                let at = p
+                    .processors
+                    .iter()
+                    .position(|x| x == templates::SENSITIVE)
+                    .unwrap_or_else(|| panic!("{name} {mode:?} {id}: no sanitizer"));
+                for before in &p.processors[..at] {
+                    assert!(
+                        [
+                            "memory_limiter",
+                            "filter/phoenix_critical",
+                            "filter/phoenix_rest"
+                        ]
+                        .contains(&before.as_str()),
+                        "{name} {mode:?} {id}: {before} runs before the sanitizer"
+                    );
+                }
+            }
+            let config = processor(&r, templates::SENSITIVE);
+            assert_eq!(config["error_mode"], "propagate", "{name} {mode:?}");
+            let groups = config["metric_statements"].as_array().expect("groups");
+            assert_eq!(groups.len(), 1, "{name} {mode:?}");
+            assert_eq!(groups[0]["context"], "resource");
+            let expected: Vec<String> = SENSITIVE_ATTRIBUTES
+                .iter()
+                .map(|key| match mode {
+                    SensitiveAttributes::Hash => {
+                        format!(
+                            "set({a}, SHA256({a})) where {a} != nil and {a} != \"\"",
+                            a = attr(key)
+                        )
+                    }
+                    _ => format!("delete_key(resource.attributes, \"{key}\")"),
+                })
+                .collect();
+            assert_eq!(groups[0]["statements"], json!(expected), "{name} {mode:?}");
+        }
+    }
+}
+
+#[test]
+fn sensitive_attributes_are_the_command_line_command_and_owner() {
+    assert_eq!(
+        SENSITIVE_ATTRIBUTES,
+        ["process.command_line", "process.command", "process.owner"]
+    );
+    // Critical matching and every rollup key on the executable name only.
+    for name in EXAMPLES {
+        let r = render_example(name);
+        for id in ["filter/phoenix_critical", "filter/phoenix_rest"] {
+            if let Some(c) = r.config.processors.get(id) {
+                let text = c.0.to_string();
+                assert!(text.contains("process.executable.name"), "{name} {id}");
+                assert!(!text.contains("process.command"), "{name} {id}");
+                assert!(!text.contains("process.owner"), "{name} {id}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -493,6 +635,9 @@ fn same_input_same_hash_and_any_change_changes_it() {
     assert_ne!(base.hash, changed.hash);
     let mut spec = example("aggregate");
     spec.critical_processes.push("^sshd$".into());
+    assert_ne!(base.hash, render(&spec, &ctx).expect("renders").hash);
+    let mut spec = example("aggregate");
+    spec.sensitive_attributes = SensitiveAttributes::Drop;
     assert_ne!(base.hash, render(&spec, &ctx).expect("renders").hash);
     let topk = ["java".to_string()];
     let mut ctx2 = ctx.clone();
