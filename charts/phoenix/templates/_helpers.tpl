@@ -62,3 +62,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail (printf "logFormat must be text or json, not %q" .Values.logFormat) }}
 {{- end }}
 {{- end }}
+
+{{/* Extra Prometheus query headers as Name=value,Name=value (PHOENIX_PROMETHEUS_HEADERS). */}}
+{{- define "phoenix.prometheusHeaders" -}}
+{{- $pairs := list -}}
+{{- range $name, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $name $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end }}
