@@ -1,24 +1,26 @@
-//! The Experiment controller: observes the children, lets [`experiment_phase::decide`] choose the
-//! next step, performs its effects (create or release children, analyze in Prometheus) and writes
-//! status and Events.
+//! The Experiment controller: observes the children it controls, lets [`experiment_phase::decide`]
+//! choose the next step, analyzes in Prometheus from the stored inputs, writes status with
+//! optimistic concurrency, then performs the effects (create or release children) and Events.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::experiment_phase::{self, AnalysisOutcome, Child, Decision, Effect, Observed};
-use super::{Context, apply, namespaced_api, write_status};
+use super::experiment_phase::{
+    self, AnalysisBasis, AnalysisOutcome, Child, Decision, Effect, Observed,
+};
+use super::{Context, StatusWrite, apply, namespaced_api, write_status_at};
 use crate::analysis::measure::{self, MeasureError, Window};
 use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
-use crate::crd::experiment::{Experiment, ExperimentPhase, TopKSelection, Verdict};
+use crate::crd::experiment::{AnalysisInputs, Experiment, ExperimentPhase, TopKSelection, Verdict};
 use crate::crd::pipeline::PipelinePhase;
 use crate::crd::simulation::SimulationPhase;
 use crate::crd::{Pipeline, PipelineSpec, Simulation, conditions};
@@ -66,7 +68,8 @@ fn simulation_child(s: Option<&Simulation>) -> Child {
                 st.and_then(|st| st.message.clone()).unwrap_or_default(),
             )
         }
-        Some(SimulationPhase::Running | SimulationPhase::Succeeded) => Child::Ready,
+        Some(SimulationPhase::Running) => Child::Ready,
+        Some(SimulationPhase::Succeeded) => Child::Finished,
         _ => Child::Progressing,
     }
 }
@@ -97,15 +100,37 @@ fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
         .unwrap_or_else(|| ctx.settings.prometheus_url.clone())
 }
 
-async fn analyze(
-    ctx: &Context,
-    exp: &Experiment,
-    specs: [Option<PipelineSpec>; 2],
-    start: k8s_openapi::jiff::Timestamp,
-    end: k8s_openapi::jiff::Timestamp,
-) -> AnalysisOutcome {
-    let url = prometheus_url(ctx, exp);
-    let prom = match ctx.settings.prometheus.client(&url) {
+/// Whether `obj` is controlled by the object with `uid` (a controller ownerReference with its UID).
+pub fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Keeps `obj` when this Experiment controls it; otherwise records it as a name conflict
+/// (`<Kind> <name>`) and forgets it, so it is never read, changed or deleted.
+fn owned<K: Resource<DynamicType = ()>>(
+    obj: Option<K>,
+    uid: &str,
+    conflicts: &mut Vec<String>,
+) -> Option<K> {
+    let obj = obj?;
+    if controlled_by(&obj, uid) {
+        return Some(obj);
+    }
+    conflicts.push(format!(
+        "{} {}",
+        K::kind(&()),
+        obj.meta().name.as_deref().unwrap_or("")
+    ));
+    None
+}
+
+/// Measures the window described by `inputs` (and nothing else: not the live children).
+async fn analyze(ctx: &Context, exp: &Experiment, inputs: &AnalysisInputs) -> AnalysisOutcome {
+    let prom = match ctx.settings.prometheus.client(&inputs.prometheus_url) {
         Ok(p) => p,
         Err(e) => {
             return AnalysisOutcome::Inaccessible {
@@ -114,31 +139,19 @@ async fn analyze(
             };
         }
     };
-    let step = exp.spec.analysis.interval.as_secs_f64();
     let window = Window {
-        start: start.as_second(),
-        end: end.as_second(),
-        step_secs: step,
+        start: inputs.window_start.0.as_second(),
+        end: inputs.window_end.0.as_second(),
+        step_secs: inputs.step_seconds,
     };
-    let label = children::experiment_label(&exp.namespace().unwrap_or_default(), &exp.name_any());
     let sel = |side: Side| VariantSelector {
-        experiment: label.clone(),
+        experiment: inputs.experiment_label.clone(),
         variant: side.as_str().to_string(),
     };
-    let critical = |spec: Option<&PipelineSpec>| {
-        spec.map(|s| s.critical_processes.clone())
-            .unwrap_or_default()
-    };
-    let critical_regexes = {
-        let mut c = critical(specs[0].as_ref());
-        c.extend(critical(specs[1].as_ref()));
-        c.sort();
-        c.dedup();
-        c
-    };
+    let critical = &inputs.critical_processes;
     let measured = futures::future::try_join(
-        measure::measure(&prom, &sel(Side::Baseline), &window, &critical_regexes),
-        measure::measure(&prom, &sel(Side::Candidate), &window, &critical_regexes),
+        measure::measure(&prom, &sel(Side::Baseline), &window, critical),
+        measure::measure(&prom, &sel(Side::Candidate), &window, critical),
     )
     .await;
     let (baseline, candidate) = match measured {
@@ -156,14 +169,74 @@ async fn analyze(
     match evaluation.outcome {
         Outcome::NoData(message) => AnalysisOutcome::NoData(message),
         Outcome::Verdict(v) => {
-            let [_, candidate_spec] = specs;
-            let recommendation = (v == Verdict::Pass).then_some(candidate_spec).flatten();
+            let recommendation = (v == Verdict::Pass)
+                .then(|| inputs.candidate.clone())
+                .flatten();
             AnalysisOutcome::Judged {
                 results: Box::new(evaluation.results),
                 verdict: v,
                 recommendation: recommendation.map(Box::new),
             }
         }
+    }
+}
+
+/// The analysis inputs as the Experiment's own children hold them now; `None` unless both child
+/// Pipelines exist.
+fn basis(
+    ctx: &Context,
+    exp: &Experiment,
+    baseline: Option<&Pipeline>,
+    candidate: Option<&Pipeline>,
+) -> Option<AnalysisBasis> {
+    let (baseline, candidate) = (baseline?, candidate?);
+    let mut critical_processes = baseline.spec.critical_processes.clone();
+    critical_processes.extend(candidate.spec.critical_processes.iter().cloned());
+    critical_processes.sort();
+    critical_processes.dedup();
+    Some(AnalysisBasis {
+        prometheus_url: prometheus_url(ctx, exp),
+        experiment_label: children::experiment_label(
+            &exp.namespace().unwrap_or_default(),
+            &exp.name_any(),
+        ),
+        critical_processes,
+        candidate: candidate.spec.clone(),
+    })
+}
+
+/// What creating the children overrides in the variants' own placement (both sides resolved).
+async fn placement_overrides(pipelines: &Api<Pipeline>, exp: &Experiment) -> Result<Vec<String>> {
+    let mut out = vec![];
+    for (side, variant) in [
+        (Side::Baseline, &exp.spec.baseline),
+        (Side::Candidate, &exp.spec.candidate),
+    ] {
+        if let Some(resolved) = resolve(pipelines, variant).await? {
+            out.extend(children::placement_overrides(
+                side,
+                &resolved,
+                &exp.spec.targets,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Creates a child unless its name is taken (created, never applied over: an object of the same
+/// name that appeared meanwhile is left alone and shows up as a conflict on the next pass).
+async fn create_child<K>(api: &Api<K>, child: &K, step: &'static str) -> Result<()>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = PostParams {
+        field_manager: Some(crate::desired::labels::FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.create(&params, child).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube { step, source }),
     }
 }
 
@@ -201,17 +274,31 @@ async fn ensure_children(
             &resolved,
             remote_write.as_deref(),
         );
-        apply(pipelines, &child, "apply child Pipeline").await?;
+        create_child(pipelines, &child, "create child Pipeline").await?;
     }
+    let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
     if sim.is_none()
-        && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec)
+        && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
     {
         let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-        apply(&sims, &child, "apply child Simulation").await?;
+        create_child(&sims, &child, "create child Simulation").await?;
     }
     Ok(())
 }
 
+/// A background delete that only removes the object with this exact UID.
+fn delete_params<K: Resource>(obj: &K) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: obj.meta().uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    }
+}
+
+/// Deletes the children this Experiment controls (the callers pass only controlled ones), each
+/// with a UID precondition so an object re-created under the same name is never hit.
 async fn release_children(
     ctx: &Context,
     exp: &Experiment,
@@ -223,17 +310,17 @@ async fn release_children(
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
     for p in existing.into_iter().flatten() {
-        ignore_not_found(
+        ignore_gone(
             pipelines
-                .delete(&p.name_any(), &DeleteParams::background())
+                .delete(&p.name_any(), &delete_params(p))
                 .await
                 .map(|_| ()),
         )?;
     }
     if let Some(s) = sim {
         let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-        ignore_not_found(
-            sims.delete(&s.name_any(), &DeleteParams::background())
+        ignore_gone(
+            sims.delete(&s.name_any(), &delete_params(s))
                 .await
                 .map(|_| ()),
         )?;
@@ -307,7 +394,7 @@ async fn refresh_topk(
             .controller_owner_ref(&())
             .ok_or(Error::MissingField("metadata.uid"))?;
         let remote_write = children::remote_write_url(&exp.spec);
-        let child = children::pipeline(
+        let mut child = children::pipeline(
             &exp.name_any(),
             &exp.namespace().unwrap_or_default(),
             &owner,
@@ -316,6 +403,8 @@ async fn refresh_topk(
             &spec,
             remote_write.as_deref(),
         );
+        // Only the controlled child this pass observed: the apiserver refuses another UID.
+        child.metadata.uid = candidate.metadata.uid.clone();
         apply(pipelines, &child, "apply topk candidate").await?;
         ctx.event(
             exp,
@@ -329,13 +418,16 @@ async fn refresh_topk(
     Ok(TopKSelection {
         processes: names,
         refreshed_at: Some(Time(now)),
+        frozen_at: None,
     })
 }
 
-fn ignore_not_found(r: std::result::Result<(), kube::Error>) -> Result<()> {
+/// A delete that found nothing, or found another object under the name (UID precondition
+/// failed, 409), has nothing left to do.
+fn ignore_gone(r: std::result::Result<(), kube::Error>) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(Error::Kube {
             step: "release children",
             source: e,
@@ -405,21 +497,32 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
     let stored = exp.status.clone().unwrap_or_default();
 
-    // Observe.
+    // Observe: only what this Experiment controls; a taken name is a conflict.
+    let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let mut conflicts = vec![];
     let baseline = pipelines
         .get_opt(&children::pipeline_name(&name, Side::Baseline))
         .await
         .map_err(Error::kube("get baseline Pipeline"))?;
+    let baseline = owned(baseline, &uid, &mut conflicts);
     let candidate = pipelines
         .get_opt(&children::pipeline_name(&name, Side::Candidate))
         .await
         .map_err(Error::kube("get candidate Pipeline"))?;
+    let candidate = owned(candidate, &uid, &mut conflicts);
     let sim = sims
         .get_opt(&children::simulation_name(&name))
         .await
         .map_err(Error::kube("get Simulation"))?;
+    // Without a simulation in the spec, a Simulation of that name is none of our business.
+    let sim = match exp.spec.simulation {
+        Some(_) => owned(sim, &uid, &mut conflicts),
+        None => sim.filter(|s| controlled_by(s, &uid)),
+    };
     let mut missing_refs = vec![];
+    let mut overrides = vec![];
     if stored.phase.is_none_or(|p| p == ExperimentPhase::Pending) {
+        overrides = placement_overrides(&pipelines, &exp).await?;
         for variant in [&exp.spec.baseline, &exp.spec.candidate] {
             if let Some(r) = &variant.pipeline_ref
                 && pipelines
@@ -448,6 +551,9 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
             .filter(|c| c.spec.template == crate::crd::pipeline::PipelineTemplate::Topk)
             .and_then(|c| c.spec.topk.as_ref())
             .map(|t| t.refresh_interval.get()),
+        basis: basis(&ctx, &exp, baseline.as_ref(), candidate.as_ref()),
+        conflicts,
+        placement_overrides: overrides,
     };
 
     // Decide (pure), then act.
@@ -456,23 +562,13 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         prometheus_budget: ctx.settings.analysis_retries,
     };
     let mut decision = experiment_phase::decide(&exp.spec, &stored, &observed, &limits);
-    if let Some(Effect::Analyze { start, end }) = decision
+    if let Some(Effect::Analyze(inputs)) = decision
         .effects
         .iter()
-        .find(|e| matches!(e, Effect::Analyze { .. }))
+        .find(|e| matches!(e, Effect::Analyze(_)))
         .cloned()
     {
-        let specs = [
-            baseline
-                .as_ref()
-                .map(|p| p.spec.clone())
-                .or_else(|| exp.spec.baseline.pipeline.clone()),
-            candidate
-                .as_ref()
-                .map(|p| p.spec.clone())
-                .or_else(|| exp.spec.candidate.pipeline.clone()),
-        ];
-        let outcome = analyze(&ctx, &exp, specs, start, end).await;
+        let outcome = analyze(&ctx, &exp, &inputs).await;
         decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
     if let Some(Effect::RefreshTopK { since }) = decision
@@ -484,6 +580,38 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     {
         decision.status.topk =
             Some(refresh_topk(&ctx, &exp, &pipelines, child, since, observed.now).await?);
+    }
+    // Status first, guarded by the resourceVersion this pass read: a stale cached Experiment can
+    // neither move the run backwards nor act on children (creating or releasing them) for it.
+    let version = exp.resource_version();
+    let written = write_status_at(
+        &api,
+        exp.as_ref(),
+        version.as_deref(),
+        exp.status.as_ref(),
+        &decision.status,
+    )
+    .await?;
+    if written == StatusWrite::Conflict {
+        info!("status changed since this pass read it; looking again");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Events once the transition is stored (never duplicated by a retried write), then effects.
+    for note in &decision.events {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(
+            exp.as_ref(),
+            type_,
+            &note.reason,
+            "Reconcile",
+            note.message.clone(),
+        )
+        .await;
+        info!(reason = %note.reason, message = %note.message, "experiment transition");
     }
     for effect in &decision.effects {
         match effect {
@@ -506,26 +634,8 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
                 )
                 .await?
             }
-            Effect::Analyze { .. } | Effect::RefreshTopK { .. } => {}
+            Effect::Analyze(_) | Effect::RefreshTopK { .. } => {}
         }
-    }
-    // Status before Events: a failed status write is retried and must not duplicate Events.
-    write_status(&api, &exp, exp.status.as_ref(), &decision.status).await?;
-    for note in &decision.events {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(
-            exp.as_ref(),
-            type_,
-            &note.reason,
-            "Reconcile",
-            note.message.clone(),
-        )
-        .await;
-        info!(reason = %note.reason, message = %note.message, "experiment transition");
     }
     record_metrics(&ctx, &exp, &decision);
     Ok(match decision.requeue {

@@ -7,9 +7,12 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::crd::PipelineSpec;
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::duration::SpecDuration;
-use crate::crd::experiment::{ExperimentPhase, ExperimentSpec, ExperimentStatus};
+use crate::crd::experiment::{
+    AnalysisInputs, ExperimentPhase, ExperimentSpec, ExperimentStatus, TopKSelection,
+};
 
 /// How long children may take to become ready before the Experiment fails.
 pub const DEPLOY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -27,6 +30,8 @@ pub enum Child {
     Missing,
     Progressing,
     Ready,
+    /// Ran to its end (a load whose duration is over): no longer running.
+    Finished,
     /// Can never become ready (invalid config, failed load): the reason and message.
     Broken(String, String),
 }
@@ -60,19 +65,40 @@ pub struct Observed {
     pub missing_refs: Vec<String>,
     /// A `topk` candidate's refresh interval (its top K is re-chosen from the baseline's data).
     pub topk_refresh: Option<Duration>,
+    /// Objects that carry a child's name but are not controlled by this Experiment, e.g.
+    /// `Pipeline exp-candidate`. They are never read, changed or deleted.
+    pub conflicts: Vec<String>,
+    /// What the analysis would read now; `None` while either child Pipeline is missing.
+    pub basis: Option<AnalysisBasis>,
+    /// What creating the children overrides in the variants' own placement (see
+    /// [`crate::desired::children::placement_overrides`]); known while `Pending`.
+    pub placement_overrides: Vec<String>,
 }
 
-/// Side effects the driver performs.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The live inputs of the analysis, read from the Experiment's own children and settings. They
+/// are copied into [`AnalysisInputs`] when the run enters `Analyzing`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisBasis {
+    pub prometheus_url: String,
+    pub experiment_label: String,
+    /// The critical-process patterns of both child Pipelines (union, sorted).
+    pub critical_processes: Vec<String>,
+    /// The candidate child's spec as it runs.
+    pub candidate: PipelineSpec,
+}
+
+/// Side effects the driver performs. The driver writes status first (with optimistic
+/// concurrency) and performs `EnsureChildren` / `ReleaseChildren` only once it is stored.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Create whichever children are missing (never re-apply existing ones).
     EnsureChildren,
-    /// Delete the children: the run is over, results stay in status.
+    /// Delete the children this Experiment controls: the run is over, results stay in status.
     ReleaseChildren,
     /// Re-choose a `topk` candidate's top K from the baseline's data since `since`.
     RefreshTopK { since: Timestamp },
-    /// Measure the window in Prometheus and finish (see [`finish`]).
-    Analyze { start: Timestamp, end: Timestamp },
+    /// Measure in Prometheus with exactly these stored inputs and finish (see [`finish`]).
+    Analyze(Box<AnalysisInputs>),
 }
 
 /// An Event to publish.
@@ -203,10 +229,11 @@ fn capitalize(s: &str) -> String {
 /// | phase | next |
 /// |---|---|
 /// | any, `spec.abort` | `Aborted`, children released ([`aborted`]) |
+/// | any, a child's name taken by another object | `Failed` `NameConflict`, the object untouched |
 /// | `Pending` | `Deploying` once every `pipelineRef` exists ([`pending`]) |
-/// | `Deploying` | `Running` when both collectors are ready; `Failed` on a broken child or the deploy timeout ([`deploying`]) |
-/// | `Running` | `Analyzing` at the end of the run; top-K refreshes on the way ([`running`]) |
-/// | `Analyzing` | an analysis attempt, judged by [`finish`] ([`analyzing`]) |
+/// | `Deploying` | `Running` when both collectors are ready and the load runs; `Failed` on a broken child, a finished load or the deploy timeout ([`deploying`]) |
+/// | `Running` | `Analyzing` at the end of the run, inputs snapshotted; top-K refreshes during warmup, frozen at the window start ([`running`]) |
+/// | `Analyzing` | an analysis attempt over the snapshot, judged by [`finish`] ([`analyzing`]) |
 /// | terminal | nothing but releasing the children |
 pub fn decide(
     spec: &ExperimentSpec,
@@ -229,11 +256,18 @@ pub fn decide(
     if spec.abort {
         return aborted(d, obs);
     }
+    if !obs.conflicts.is_empty() {
+        let message = format!(
+            "{} already exist(s) and is not controlled by this Experiment; left untouched. Rename the Experiment or remove the object",
+            obs.conflicts.join(", ")
+        );
+        return failed(d, "NameConflict", message, obs);
+    }
     match phase {
         ExperimentPhase::Pending => pending(d, obs, limits),
         ExperimentPhase::Deploying => deploying(d, spec, stored, obs, limits),
         ExperimentPhase::Running => running(d, spec, stored, obs),
-        ExperimentPhase::Analyzing => analyzing(d, spec, stored, obs),
+        ExperimentPhase::Analyzing => analyzing(d, stored, obs),
         ExperimentPhase::Completed | ExperimentPhase::Failed | ExperimentPhase::Aborted => d,
     }
 }
@@ -291,6 +325,17 @@ fn pending(mut d: Decision, obs: &Observed, limits: &Limits) -> Decision {
         return d;
     }
     d.status.start_time = Some(Time(obs.now));
+    if !obs.placement_overrides.is_empty() {
+        d.status.placement_overrides = obs.placement_overrides.clone();
+        d.events.push(Note {
+            warning: true,
+            reason: "PlacementOverridden".into(),
+            message: format!(
+                "both variants run as DaemonSets on spec.targets: {}",
+                obs.placement_overrides.join("; ")
+            ),
+        });
+    }
     let note = enter(
         &mut d.status,
         ExperimentPhase::Deploying,
@@ -304,8 +349,8 @@ fn pending(mut d: Decision, obs: &Observed, limits: &Limits) -> Decision {
     d
 }
 
-/// `Deploying`: the clock starts when both collectors are ready; a broken child or the deploy
-/// timeout fails the run.
+/// `Deploying`: the clock starts when both collectors are ready and the load (if any) runs; a
+/// broken child, a load that already finished, or the deploy timeout fails the run.
 fn deploying(
     mut d: Decision,
     spec: &ExperimentSpec,
@@ -321,14 +366,18 @@ fn deploying(
     if let Some((reason, message)) = broken(obs) {
         return failed(d, &reason, message, obs);
     }
-    if obs.baseline == Child::Ready && obs.candidate == Child::Ready {
+    if obs.simulation == Some(Child::Finished) {
+        return load_ended_early(d, obs);
+    }
+    let load_running = obs.simulation.as_ref().is_none_or(|s| *s == Child::Ready);
+    if obs.baseline == Child::Ready && obs.candidate == Child::Ready && load_running {
         d.status.running_since = Some(Time(obs.now));
         set(
             &mut d.status,
             "Deployed",
             ConditionStatus::True,
             "CollectorsReady",
-            "baseline and candidate collectors are ready",
+            "baseline and candidate collectors are ready and the load runs",
             obs.generation,
             obs.now,
         );
@@ -337,7 +386,7 @@ fn deploying(
             ExperimentPhase::Running,
             "Running",
             format!(
-                "both collectors ready; measuring for {} (warmup {})",
+                "both collectors ready and the load running; measuring for {} (warmup {})",
                 spec.duration, spec.warmup
             ),
             obs,
@@ -348,10 +397,11 @@ fn deploying(
     }
     if obs.now >= deadline {
         let message = format!(
-            "children not ready within {}s (baseline {:?}, candidate {:?})",
+            "children not ready within {}s (baseline {:?}, candidate {:?}, load {:?})",
             limits.deploy_timeout.as_secs(),
             obs.baseline,
-            obs.candidate
+            obs.candidate,
+            obs.simulation
         );
         return failed(d, "DeployTimeout", message, obs);
     }
@@ -359,8 +409,19 @@ fn deploying(
     d
 }
 
-/// `Running`: analysis starts at the end of the run; a `topk` candidate's selection is refreshed
-/// on its interval until then.
+/// The load stopped before the analysis window ended: the window would measure idle nodes.
+fn load_ended_early(d: Decision, obs: &Observed) -> Decision {
+    failed(
+        d,
+        "LoadEndedEarly",
+        "the simulation finished before the end of the analysis window".into(),
+        obs,
+    )
+}
+
+/// `Running`: at the end of the run the analysis inputs are snapshotted and the run enters
+/// `Analyzing` (analysis happens in the next pass, from the stored snapshot only). A `topk`
+/// candidate's selection is refreshed on its interval during warmup and frozen at the window start.
 fn running(
     mut d: Decision,
     spec: &ExperimentSpec,
@@ -373,32 +434,109 @@ fn running(
     if let Some((reason, message)) = broken(obs) {
         return failed(d, &reason, message, obs);
     }
+    if obs.simulation == Some(Child::Finished) && obs.now < end {
+        return load_ended_early(d, obs);
+    }
+    if obs.topk_refresh.is_some() && obs.now >= start {
+        freeze_topk(&mut d, stored, obs, start);
+    }
     if obs.now >= end {
+        let Some(basis) = &obs.basis else {
+            return failed(
+                d,
+                "ChildMissing",
+                "a child Pipeline is missing at the end of the run; the window cannot be analyzed"
+                    .into(),
+                obs,
+            );
+        };
         d.status.analysis_started = Some(Time(obs.now));
+        d.status.analysis_inputs = Some(snapshot(spec, basis, start, end));
         let note = enter(
             &mut d.status,
             ExperimentPhase::Analyzing,
             "Analyzing",
-            "run finished; querying Prometheus".into(),
+            "run finished; analysis inputs fixed; querying Prometheus".into(),
             obs,
         );
         d.events.push(note);
-        d.effects = vec![Effect::Analyze { start, end }];
+        // Nothing else this pass: the snapshot is stored before anything reads it.
+        d.effects.clear();
+        d.requeue = Some(Duration::from_secs(1));
         return d;
     }
     d.requeue = Some(until(obs.now, end));
-    if let Some(every) = obs.topk_refresh {
-        refresh_topk(&mut d, stored, obs, since, every);
+    if let Some(every) = obs.topk_refresh
+        && obs.now < start
+    {
+        refresh_topk(&mut d, stored, obs, since, start, every);
     }
     d
 }
 
-/// Schedules the next top-K refresh, and asks for one when it is due.
+/// The analysis inputs of a run that ends now, from its own children's live state.
+pub fn snapshot(
+    spec: &ExperimentSpec,
+    basis: &AnalysisBasis,
+    start: Timestamp,
+    end: Timestamp,
+) -> AnalysisInputs {
+    AnalysisInputs {
+        window_start: Time(start),
+        window_end: Time(end),
+        step_seconds: spec.analysis.interval.as_secs_f64(),
+        prometheus_url: basis.prometheus_url.clone(),
+        experiment_label: basis.experiment_label.clone(),
+        critical_processes: basis.critical_processes.clone(),
+        topk: basis
+            .candidate
+            .topk
+            .as_ref()
+            .map(|t| t.processes.clone())
+            .unwrap_or_default(),
+        candidate: Some(basis.candidate.clone()),
+    }
+}
+
+/// Freezes a `topk` candidate's selection at the window start (once): the list it runs with is
+/// the one it is judged with.
+fn freeze_topk(d: &mut Decision, stored: &ExperimentStatus, obs: &Observed, start: Timestamp) {
+    let previous = stored.topk.clone().unwrap_or_default();
+    if previous.frozen_at.is_some() {
+        return;
+    }
+    let processes = obs
+        .basis
+        .as_ref()
+        .and_then(|b| b.candidate.topk.as_ref())
+        .map(|t| t.processes.clone())
+        .unwrap_or(previous.processes);
+    d.events.push(Note {
+        warning: false,
+        reason: "TopKFrozen".into(),
+        message: format!(
+            "top-K selection frozen for the analysis window: {}",
+            if processes.is_empty() {
+                "(none)".to_string()
+            } else {
+                processes.join(", ")
+            }
+        ),
+    });
+    d.status.topk = Some(TopKSelection {
+        processes,
+        refreshed_at: previous.refreshed_at,
+        frozen_at: Some(Time(start)),
+    });
+}
+
+/// Schedules the next top-K refresh before the window start, and asks for one when it is due.
 fn refresh_topk(
     d: &mut Decision,
     stored: &ExperimentStatus,
     obs: &Observed,
     since: Timestamp,
+    start: Timestamp,
     every: Duration,
 ) {
     let every = SignedDuration::try_from(every).unwrap_or(SignedDuration::from_secs(60));
@@ -408,6 +546,8 @@ fn refresh_topk(
         .and_then(|t| ts(&t.refreshed_at))
         .unwrap_or(since);
     let next = last.checked_add(every).unwrap_or(last);
+    // Wake up at the window start in any case, to freeze the selection.
+    d.requeue = d.requeue.map(|r| r.min(until(obs.now, start)));
     if obs.now >= next {
         d.effects.push(Effect::RefreshTopK { since: last });
         let after = obs.now.checked_add(every).unwrap_or(obs.now);
@@ -417,17 +557,22 @@ fn refresh_topk(
     }
 }
 
-/// `Analyzing`: one analysis attempt over the fixed window; [`finish`] judges it.
-fn analyzing(
-    mut d: Decision,
-    spec: &ExperimentSpec,
-    stored: &ExperimentStatus,
-    obs: &Observed,
-) -> Decision {
-    let since = ts(&stored.running_since).unwrap_or(obs.now);
-    let (start, end) = window(spec, since);
-    d.effects.push(Effect::Analyze { start, end });
-    d
+/// `Analyzing`: one analysis attempt over the stored snapshot; [`finish`] judges it. Without a
+/// snapshot there is nothing trustworthy to analyze: `Failed`.
+fn analyzing(d: Decision, stored: &ExperimentStatus, obs: &Observed) -> Decision {
+    match &stored.analysis_inputs {
+        Some(inputs) => {
+            let mut d = d;
+            d.effects.push(Effect::Analyze(Box::new(inputs.clone())));
+            d
+        }
+        None => failed(
+            d,
+            "AnalysisInputsMissing",
+            "Analyzing without stored analysis inputs; the run cannot be judged".into(),
+            obs,
+        ),
+    }
 }
 
 /// How an analysis attempt went.
@@ -459,7 +604,7 @@ pub fn finish(
     obs: &Observed,
     limits: &Limits,
 ) -> Decision {
-    d.effects.retain(|e| !matches!(e, Effect::Analyze { .. }));
+    d.effects.retain(|e| !matches!(e, Effect::Analyze(_)));
     let outcome_kind = match &outcome {
         AnalysisOutcome::NoData(_) => "NoData",
         _ => "other",
@@ -597,6 +742,30 @@ mod tests {
         super::finish(d, outcome, obs, &Limits::default())
     }
     use crate::crd::experiment::{Results, Verdict};
+    use crate::crd::pipeline::PipelineTemplate;
+
+    fn basis() -> AnalysisBasis {
+        let mut candidate = PipelineSpec::from_template(PipelineTemplate::Aggregate);
+        candidate.critical_processes = vec!["^postgres$".into()];
+        AnalysisBasis {
+            prometheus_url: "http://prom:9090".into(),
+            experiment_label: "ns/e".into(),
+            critical_processes: vec!["^nginx$".into(), "^postgres$".into()],
+            candidate,
+        }
+    }
+
+    /// The inputs the run of [`basis`] over `[start, end]` is analyzed with.
+    fn inputs(start: i64, end: i64) -> AnalysisInputs {
+        snapshot(&spec(), &basis(), at(start), at(end))
+    }
+
+    fn analyzing_with(start: i64, end: i64) -> ExperimentStatus {
+        let mut st = status(ExperimentPhase::Analyzing);
+        st.running_since = Some(Time(at(start - 60)));
+        st.analysis_inputs = Some(inputs(start, end));
+        st
+    }
 
     fn spec() -> ExperimentSpec {
         serde_yaml::from_str(
@@ -615,9 +784,12 @@ mod tests {
             generation: Some(1),
             baseline,
             candidate,
-            simulation: Some(Child::Progressing),
+            simulation: Some(Child::Ready),
             missing_refs: vec![],
             topk_refresh: None,
+            conflicts: vec![],
+            basis: Some(basis()),
+            placement_overrides: vec![],
         }
     }
 
@@ -709,47 +881,99 @@ mod tests {
         assert_eq!(d.requeue, Some(Duration::from_secs(300)));
         let d = decide(&spec(), &st, &obs(700, Child::Ready, Child::Ready));
         assert_eq!(d.status.phase, Some(ExperimentPhase::Analyzing));
+        // The inputs are stored first; the analysis reads them in the next pass.
+        assert!(d.effects.is_empty(), "{:?}", d.effects);
+        assert_eq!(d.status.analysis_inputs, Some(inputs(160, 700)));
+        let next = decide(&spec(), &d.status, &obs(701, Child::Ready, Child::Ready));
         assert_eq!(
-            d.effects,
-            vec![Effect::Analyze {
-                start: at(160),
-                end: at(700)
-            }]
+            next.effects,
+            vec![Effect::Analyze(Box::new(inputs(160, 700)))]
         );
     }
 
+    fn topk_spec() -> ExperimentSpec {
+        let mut s = spec();
+        s.warmup = "3m".parse().expect("a duration");
+        s
+    }
+
+    fn refreshes(d: &Decision) -> bool {
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::RefreshTopK { .. }))
+    }
+
     #[test]
-    fn a_topk_candidate_is_refreshed_on_its_interval() {
+    fn a_topk_candidate_is_refreshed_on_its_interval_during_warmup() {
         let mut st = status(ExperimentPhase::Running);
         st.running_since = Some(Time(at(0)));
         let mut o = obs(30, Child::Ready, Child::Ready);
         o.topk_refresh = Some(Duration::from_secs(60));
-        let d = decide(&spec(), &st, &o);
-        assert!(
-            !d.effects
-                .iter()
-                .any(|e| matches!(e, Effect::RefreshTopK { .. }))
-        );
+        let d = decide(&topk_spec(), &st, &o);
+        assert!(!refreshes(&d));
         assert_eq!(
             d.requeue,
             Some(Duration::from_secs(30)),
             "wakes up for the first refresh"
         );
         o.now = at(61);
-        let d = decide(&spec(), &st, &o);
+        let d = decide(&topk_spec(), &st, &o);
         assert!(d.effects.contains(&Effect::RefreshTopK { since: at(0) }));
-        st.topk = Some(crate::crd::experiment::TopKSelection {
+        st.topk = Some(TopKSelection {
             processes: vec!["java".into()],
             refreshed_at: Some(Time(at(61))),
+            frozen_at: None,
         });
         o.now = at(100);
-        let d = decide(&spec(), &st, &o);
-        assert!(
-            !d.effects
-                .iter()
-                .any(|e| matches!(e, Effect::RefreshTopK { .. }))
-        );
+        let d = decide(&topk_spec(), &st, &o);
+        assert!(!refreshes(&d));
         assert_eq!(d.requeue, Some(Duration::from_secs(21)));
+        // The last refresh due before the window start (180) still wakes up at the start.
+        st.topk = Some(TopKSelection {
+            processes: vec!["java".into()],
+            refreshed_at: Some(Time(at(150))),
+            frozen_at: None,
+        });
+        o.now = at(160);
+        let d = decide(&topk_spec(), &st, &o);
+        assert_eq!(d.requeue, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn the_topk_selection_is_frozen_at_the_window_start() {
+        let mut st = status(ExperimentPhase::Running);
+        st.running_since = Some(Time(at(0)));
+        st.topk = Some(TopKSelection {
+            processes: vec!["java".into()],
+            refreshed_at: Some(Time(at(120))),
+            frozen_at: None,
+        });
+        let mut o = obs(181, Child::Ready, Child::Ready);
+        o.topk_refresh = Some(Duration::from_secs(60));
+        if let Some(b) = o.basis.as_mut() {
+            b.candidate.topk =
+                Some(serde_yaml::from_str("{k: 1, processes: [java]}").expect("parses"));
+        }
+        // Refresh is due (last at 120, every 60s) but the window has started: frozen, no refresh.
+        let d = decide(&topk_spec(), &st, &o);
+        assert!(!refreshes(&d), "{:?}", d.effects);
+        let frozen = d.status.topk.clone().expect("top-K in status");
+        assert_eq!(frozen.processes, vec!["java"]);
+        assert_eq!(frozen.frozen_at, Some(Time(at(180))));
+        assert!(d.events.iter().any(|e| e.reason == "TopKFrozen"));
+        // Later passes neither refresh nor re-freeze.
+        o.now = at(400);
+        let later = decide(&topk_spec(), &d.status, &o);
+        assert!(!refreshes(&later));
+        assert!(later.events.is_empty());
+        assert_eq!(later.status.topk, d.status.topk);
+        // The snapshot carries the frozen list.
+        o.now = at(600);
+        let end = decide(&topk_spec(), &later.status, &o);
+        assert_eq!(
+            end.status.analysis_inputs.map(|i| i.topk),
+            Some(vec!["java".to_string()])
+        );
     }
 
     #[test]
@@ -768,25 +992,153 @@ mod tests {
 
     #[test]
     fn analyzing_after_restart_analyzes_the_same_window() {
-        let mut st = status(ExperimentPhase::Analyzing);
-        st.running_since = Some(Time(at(100)));
+        let st = analyzing_with(160, 700);
         // Whenever the restarted operator looks, the window is the one fixed by status.
         for now in [700, 900, 5000] {
             let d = decide(&spec(), &st, &obs(now, Child::Ready, Child::Ready));
-            assert_eq!(
-                d.effects,
-                vec![Effect::Analyze {
-                    start: at(160),
-                    end: at(700)
-                }]
-            );
+            assert_eq!(d.effects, vec![Effect::Analyze(Box::new(inputs(160, 700)))]);
         }
     }
 
     #[test]
-    fn judged_analysis_completes_with_results() {
+    fn a_lost_status_write_after_release_does_not_change_the_analysis() {
+        // Run ends: the snapshot is taken from the live children.
+        let mut st = status(ExperimentPhase::Running);
+        st.running_since = Some(Time(at(100)));
+        let entering = decide(&spec(), &st, &obs(700, Child::Ready, Child::Ready));
+        let analyzing = entering.status;
+        // The analysis completes and the children are released ...
+        let o = obs(701, Child::Ready, Child::Ready);
+        let first = decide(&spec(), &analyzing, &o);
+        let judged = finish(
+            first.clone(),
+            AnalysisOutcome::Judged {
+                results: Box::default(),
+                verdict: Verdict::Fail,
+                recommendation: None,
+            },
+            &o,
+        );
+        assert!(judged.effects.contains(&Effect::ReleaseChildren));
+        // ... but the Completed status is never stored. The next pass sees Analyzing again, with
+        // the children gone: it analyzes exactly the same inputs (critical patterns included).
+        let mut gone = obs(760, Child::Missing, Child::Missing);
+        gone.basis = None;
+        gone.simulation = Some(Child::Missing);
+        let again = decide(&spec(), &analyzing, &gone);
+        assert_eq!(again.effects, first.effects);
+        let Some(Effect::Analyze(inputs)) = again.effects.first() else {
+            panic!("analyzes again: {:?}", again.effects)
+        };
+        assert_eq!(inputs.critical_processes, vec!["^nginx$", "^postgres$"]);
+        assert!(inputs.candidate.is_some());
+    }
+
+    #[test]
+    fn analyzing_without_a_snapshot_fails_rather_than_guess() {
         let mut st = status(ExperimentPhase::Analyzing);
-        st.running_since = Some(Time(at(0)));
+        st.running_since = Some(Time(at(100)));
+        let d = decide(&spec(), &st, &obs(700, Child::Ready, Child::Ready));
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
+        assert_eq!(d.events[0].reason, "AnalysisInputsMissing");
+        assert_eq!(d.status.verdict, None);
+    }
+
+    #[test]
+    fn a_run_whose_children_vanished_is_not_analyzed() {
+        let mut st = status(ExperimentPhase::Running);
+        st.running_since = Some(Time(at(100)));
+        let mut o = obs(700, Child::Missing, Child::Ready);
+        o.basis = None;
+        let d = decide(&spec(), &st, &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
+        assert_eq!(d.events[0].reason, "ChildMissing");
+        assert!(d.status.analysis_inputs.is_none());
+    }
+
+    #[test]
+    fn a_name_taken_by_another_object_fails_name_conflict_in_any_live_phase() {
+        for phase in [
+            ExperimentPhase::Pending,
+            ExperimentPhase::Deploying,
+            ExperimentPhase::Running,
+            ExperimentPhase::Analyzing,
+        ] {
+            let mut st = analyzing_with(160, 700);
+            st.phase = Some(phase);
+            let mut o = obs(50, Child::Ready, Child::Missing);
+            o.conflicts = vec!["Pipeline e-candidate".into()];
+            let d = decide(&spec(), &st, &o);
+            assert_eq!(d.status.phase, Some(ExperimentPhase::Failed), "{phase:?}");
+            let ready = conditions::find(&d.status.conditions, "Ready").expect("Ready");
+            assert_eq!(ready.reason, "NameConflict");
+            assert!(
+                ready.message.contains("Pipeline e-candidate"),
+                "{}",
+                ready.message
+            );
+            // Only the children it controls are released; never created, never analyzed.
+            assert_eq!(d.effects, vec![Effect::ReleaseChildren]);
+        }
+    }
+
+    #[test]
+    fn placement_overrides_are_reported_when_deploying() {
+        let mut o = obs(0, Child::Missing, Child::Missing);
+        o.placement_overrides = vec!["candidate deployment.mode Deployment -> DaemonSet".into()];
+        let d = decide(&spec(), &ExperimentStatus::default(), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Deploying));
+        assert_eq!(d.status.placement_overrides, o.placement_overrides);
+        let e = d
+            .events
+            .iter()
+            .find(|e| e.reason == "PlacementOverridden")
+            .expect("an Event says what was overridden");
+        assert!(
+            e.message
+                .contains("candidate deployment.mode Deployment -> DaemonSet")
+        );
+    }
+
+    #[test]
+    fn the_clock_waits_for_the_load() {
+        let mut o = obs(10, Child::Ready, Child::Ready);
+        o.simulation = Some(Child::Progressing);
+        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Deploying));
+        assert_eq!(d.status.running_since, None);
+        // A load that already finished is not a running load.
+        o.simulation = Some(Child::Finished);
+        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
+        assert_eq!(d.events[0].reason, "LoadEndedEarly");
+        o.simulation = Some(Child::Ready);
+        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Running));
+        // No simulation in the spec: the collectors alone start the clock.
+        o.simulation = None;
+        let d = decide(&spec(), &status(ExperimentPhase::Deploying), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Running));
+    }
+
+    #[test]
+    fn a_load_that_ends_inside_the_window_fails_the_run() {
+        let mut st = status(ExperimentPhase::Running);
+        st.running_since = Some(Time(at(100)));
+        let mut o = obs(650, Child::Ready, Child::Ready);
+        o.simulation = Some(Child::Finished);
+        let d = decide(&spec(), &st, &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
+        assert_eq!(d.events[0].reason, "LoadEndedEarly");
+        // Finishing after the window is fine.
+        o.now = at(700);
+        let d = decide(&spec(), &st, &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Analyzing));
+    }
+
+    #[test]
+    fn judged_analysis_completes_with_results() {
+        let st = analyzing_with(60, 600);
         let o = obs(700, Child::Ready, Child::Ready);
         let d = decide(&spec(), &st, &o);
         let results = Results {
@@ -817,8 +1169,7 @@ mod tests {
 
     #[test]
     fn no_data_fails_never_passes() {
-        let mut st = status(ExperimentPhase::Analyzing);
-        st.running_since = Some(Time(at(0)));
+        let st = analyzing_with(60, 600);
         let o = obs(700, Child::Ready, Child::Ready);
         let d = finish(
             decide(&spec(), &st, &o),
@@ -832,8 +1183,7 @@ mod tests {
 
     #[test]
     fn prometheus_failures_back_off_then_fail_after_the_budget() {
-        let mut st = status(ExperimentPhase::Analyzing);
-        st.running_since = Some(Time(at(0)));
+        let mut st = analyzing_with(60, 600);
         let o = obs(700, Child::Ready, Child::Ready);
         let mut delays = vec![];
         for attempt in 1..PROMETHEUS_BUDGET {
@@ -868,8 +1218,7 @@ mod tests {
 
     #[test]
     fn recovery_resets_the_failure_count() {
-        let mut st = status(ExperimentPhase::Analyzing);
-        st.running_since = Some(Time(at(0)));
+        let mut st = analyzing_with(60, 600);
         st.prometheus_failures = 3;
         let o = obs(700, Child::Ready, Child::Ready);
         let d = finish(

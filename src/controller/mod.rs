@@ -174,23 +174,65 @@ where
     <K as Resource>::DynamicType: Default,
     S: Serialize + PartialEq,
 {
+    let written = write_status_at(api, obj, None, current, status).await?;
+    Ok(written == StatusWrite::Written)
+}
+
+/// What [`write_status_at`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// The status was already stored: no request.
+    Unchanged,
+    /// The status was written.
+    Written,
+    /// The object changed since `resource_version` was read: nothing written.
+    Conflict,
+}
+
+/// Like [`write_status`], with optimistic concurrency when `resource_version` is given: the write
+/// only lands on the object version the caller decided from (a 409 becomes
+/// [`StatusWrite::Conflict`]), so a decision made from a stale cache is never stored.
+pub async fn write_status_at<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    resource_version: Option<&str>,
+    current: Option<&S>,
+    status: &S,
+) -> Result<StatusWrite>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+    S: Serialize + PartialEq,
+{
     if current == Some(status) {
-        return Ok(false);
+        return Ok(StatusWrite::Unchanged);
     }
     let dt = K::DynamicType::default();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "apiVersion": K::api_version(&dt),
         "kind": K::kind(&dt),
         "status": status,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(body),
-    )
-    .await
-    .map_err(Error::kube("write status"))?;
-    Ok(true)
+    if let Some(rv) = resource_version {
+        body["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
+    match api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(_) => Ok(StatusWrite::Written),
+        Err(kube::Error::Api(e)) if e.code == 409 && resource_version.is_some() => {
+            Ok(StatusWrite::Conflict)
+        }
+        Err(source) => Err(Error::Kube {
+            step: "write status",
+            source,
+        }),
+    }
 }
 
 /// The error policy of every controller: count the error by reason, log it, retry in 5 s.

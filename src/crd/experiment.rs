@@ -46,11 +46,17 @@ pub const MAX_NAME_LEN: usize = 40;
     validation = kube::core::Rule::new("duration(self.warmup) < duration(self.duration)").message("spec.warmup must be shorter than spec.duration").field_path(".warmup"),
 )]
 pub struct ExperimentSpec {
-    /// The control group: the pipeline you run today.
+    /// The control group: the pipeline you run today. Its `deployment.mode`, `nodeSelector` and
+    /// `tolerations` are overridden by `spec.targets` (see there).
     pub baseline: Variant,
-    /// The cheaper pipeline to prove.
+    /// The cheaper pipeline to prove. Its `deployment.mode`, `nodeSelector` and `tolerations` are
+    /// overridden by `spec.targets` (see there).
     pub candidate: Variant,
     /// Where both variants (and the simulation) run: the same nodes, so they see the same processes.
+    /// Placement comes only from here: both variants run as a DaemonSet on the target nodes with the
+    /// targets' tolerations, whatever their own `deployment.mode`, `deployment.nodeSelector` and
+    /// `deployment.tolerations` say. What was overridden is listed in `status.placementOverrides`
+    /// and announced by a `PlacementOverridden` Event.
     #[serde(default)]
     pub targets: Targets,
     /// Process load to run during the experiment. Absent: measure the nodes' real workloads.
@@ -263,9 +269,44 @@ pub struct ExperimentStatus {
     /// On `Pass`: the candidate Pipeline spec, ready to commit to Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<PipelineSpec>,
-    /// A `topk` candidate: the executable names last chosen from the baseline's data.
+    /// A `topk` candidate: the executable names last chosen from the baseline's data. Re-chosen
+    /// only during warmup; frozen at the start of the analysis window (`frozenAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topk: Option<TopKSelection>,
+    /// What Phoenix changed in the variants' own placement so both run on the same nodes in the
+    /// same mode (e.g. `candidate deployment.mode Deployment -> DaemonSet`). Empty: nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_overrides: Vec<String>,
+    /// Everything the analysis reads, fixed when the run enters `Analyzing`: the window, the
+    /// queries' inputs, the critical patterns and the candidate as it ran. The analysis never reads
+    /// the (possibly released) children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_inputs: Option<AnalysisInputs>,
+}
+
+/// The inputs of an Experiment's analysis, snapshotted into status when it enters `Analyzing`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisInputs {
+    /// First instant of the analysis window (`runningSince` + warmup).
+    pub window_start: Time,
+    /// Last instant of the analysis window (`runningSince` + duration).
+    pub window_end: Time,
+    /// Step between measurements, seconds (`spec.analysis.interval`).
+    pub step_seconds: f64,
+    /// The Prometheus queried.
+    pub prometheus_url: String,
+    /// The `phoenix_experiment` label value both variants' series carry.
+    pub experiment_label: String,
+    /// The critical-process patterns of both variants (union, sorted).
+    #[serde(default)]
+    pub critical_processes: Vec<String>,
+    /// A `topk` candidate's frozen top-K list, as it ran during the window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topk: Vec<String>,
+    /// The candidate Pipeline spec as it ran (the recommendation on `Pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<PipelineSpec>,
 }
 
 /// The top-K selection of a `topk` candidate.
@@ -278,6 +319,10 @@ pub struct TopKSelection {
     /// When they were chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<Time>,
+    /// When the selection was frozen (the start of the analysis window): the candidate is judged
+    /// with exactly these names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_at: Option<Time>,
 }
 
 fn is_zero(n: &u32) -> bool {

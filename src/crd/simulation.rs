@@ -57,7 +57,9 @@ pub struct SimulationSpec {
     #[schemars(range(min = 0, max = 6000))]
     pub churn_per_minute: Option<u32>,
 
-    /// How long the load runs. Duration between 30s and 24h. Default: 10m.
+    /// How long the load runs. Duration between 30s and 24h. Default: 10m. Inside an Experiment
+    /// the load runs at least the Experiment's `duration` plus the operator's deploy timeout (a
+    /// longer value is kept), so it outlasts the analysis window.
     #[serde(default = "default_duration")]
     #[x_kube(validation = duration::between("30s", "24h"))]
     pub duration: SpecDuration,

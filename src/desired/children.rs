@@ -2,12 +2,18 @@
 //! `<exp>-load`, all owned by the Experiment and pinned to its target nodes. Pure functions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::labels;
-use crate::crd::experiment::ExperimentSpec;
+use crate::crd::duration::SpecDuration;
+use crate::crd::experiment::{ExperimentSpec, Targets};
+use crate::crd::pipeline::DeploymentMode;
 use crate::crd::{Pipeline, PipelineSpec, Simulation};
+
+/// Longest load a Simulation admits (its `spec.duration` maximum).
+pub const MAX_LOAD: Duration = Duration::from_secs(24 * 3600);
 
 /// Annotation on child Pipelines: the remote-write URL their collectors push to (the
 /// Experiment's Prometheus).
@@ -87,13 +93,7 @@ pub fn pipeline(
     remote_write_url: Option<&str>,
 ) -> Pipeline {
     let mut child_spec = resolved.clone();
-    if !spec.targets.node_selector.is_empty() {
-        child_spec.deployment.node_selector = spec.targets.node_selector.clone();
-    }
-    child_spec
-        .deployment
-        .tolerations
-        .extend(spec.targets.tolerations.iter().cloned());
+    place(&mut child_spec, &spec.targets);
     let mut metadata = meta(
         pipeline_name(experiment, side),
         namespace,
@@ -119,20 +119,69 @@ pub fn pipeline(
     }
 }
 
-/// The child Simulation, when the Experiment has one, on the Experiment's target nodes.
+/// Puts a variant on the Experiment's targets: a DaemonSet on the target nodes with the targets'
+/// tolerations, whatever the variant's own placement says, so both variants see the same nodes.
+fn place(spec: &mut PipelineSpec, targets: &Targets) {
+    spec.deployment.mode = DeploymentMode::DaemonSet;
+    spec.deployment.node_selector = targets.node_selector.clone();
+    spec.deployment.tolerations = targets.tolerations.clone();
+}
+
+/// What [`pipeline`] overrides in one variant's own placement, one line per field, for status and
+/// an Event. Empty when the variant already runs as the targets say.
+pub fn placement_overrides(side: Side, resolved: &PipelineSpec, targets: &Targets) -> Vec<String> {
+    let mut placed = resolved.clone();
+    place(&mut placed, targets);
+    let (own, placed) = (&resolved.deployment, &placed.deployment);
+    let side = side.as_str();
+    let mut out = vec![];
+    if own.mode != placed.mode {
+        out.push(format!(
+            "{side} deployment.mode {:?} -> {:?}",
+            own.mode, placed.mode
+        ));
+    }
+    if own.node_selector != placed.node_selector {
+        out.push(format!(
+            "{side} deployment.nodeSelector {:?} -> {:?} (spec.targets)",
+            own.node_selector, placed.node_selector
+        ));
+    }
+    if own.tolerations != placed.tolerations {
+        out.push(format!(
+            "{side} deployment.tolerations ({} given) -> spec.targets.tolerations ({})",
+            own.tolerations.len(),
+            placed.tolerations.len()
+        ));
+    }
+    out
+}
+
+/// How long the child Simulation's load runs: at least the Experiment's whole run plus `lead`
+/// (the longest the collectors may become ready after the load started, i.e. the deploy
+/// timeout), so the load outlasts the analysis window; capped at [`MAX_LOAD`].
+pub fn load_duration(spec: &ExperimentSpec, own: &SpecDuration, lead: Duration) -> SpecDuration {
+    let needed = spec.duration.get().saturating_add(lead).min(MAX_LOAD);
+    if own.get() >= needed {
+        own.clone()
+    } else {
+        SpecDuration::from_secs(needed.as_secs())
+    }
+}
+
+/// The child Simulation, when the Experiment has one, on the Experiment's target nodes, lasting at
+/// least [`load_duration`].
 pub fn simulation(
     experiment: &str,
     namespace: &str,
     owner: &OwnerReference,
     spec: &ExperimentSpec,
+    lead: Duration,
 ) -> Option<Simulation> {
     let mut sim_spec = spec.simulation.clone()?;
-    if !spec.targets.node_selector.is_empty() {
-        sim_spec.node_selector = spec.targets.node_selector.clone();
-    }
-    sim_spec
-        .tolerations
-        .extend(spec.targets.tolerations.iter().cloned());
+    sim_spec.node_selector = spec.targets.node_selector.clone();
+    sim_spec.tolerations = spec.targets.tolerations.clone();
+    sim_spec.duration = load_duration(spec, &sim_spec.duration, lead);
     Some(Simulation {
         metadata: meta(
             simulation_name(experiment),
@@ -205,9 +254,66 @@ mod tests {
                 .map(|a| a[REMOTE_WRITE_URL].clone()),
             Some("http://prom/api/v1/write".into())
         );
-        let sim = simulation("e", "ns", &owner(), &s).expect("has a simulation");
+        let sim = simulation("e", "ns", &owner(), &s, Duration::from_secs(300))
+            .expect("has a simulation");
         assert_eq!(sim.metadata.name.as_deref(), Some("e-load"));
         assert_eq!(sim.spec.node_selector["type"], "kwok");
+    }
+
+    #[test]
+    fn both_variants_run_as_daemonsets_on_the_targets_and_the_override_is_reported() {
+        let mut s = spec();
+        let mut candidate = s.candidate.pipeline.clone().expect("inline");
+        candidate.deployment.mode = DeploymentMode::Deployment;
+        candidate.deployment.tolerations = vec![Default::default()];
+        s.targets.node_selector.clear();
+        let baseline = s.baseline.pipeline.clone().expect("inline");
+        let b = pipeline("e", "ns", &owner(), &s, Side::Baseline, &baseline, None);
+        let c = pipeline("e", "ns", &owner(), &s, Side::Candidate, &candidate, None);
+        // The same placement on both sides: the baseline's own zone selector and the candidate's
+        // Deployment mode are both gone, even with empty targets.
+        assert_eq!(b.spec.deployment.mode, DeploymentMode::DaemonSet);
+        assert_eq!(c.spec.deployment.mode, DeploymentMode::DaemonSet);
+        assert!(b.spec.deployment.node_selector.is_empty());
+        assert_eq!(
+            (
+                &b.spec.deployment.node_selector,
+                &b.spec.deployment.tolerations
+            ),
+            (
+                &c.spec.deployment.node_selector,
+                &c.spec.deployment.tolerations
+            )
+        );
+        let overrides = placement_overrides(Side::Candidate, &candidate, &s.targets);
+        assert_eq!(overrides.len(), 2, "{overrides:?}");
+        assert!(overrides[0].contains("candidate deployment.mode Deployment -> DaemonSet"));
+        assert!(overrides[1].contains("tolerations"));
+        let overrides = placement_overrides(Side::Baseline, &baseline, &s.targets);
+        assert_eq!(overrides.len(), 1);
+        assert!(overrides[0].contains("nodeSelector"), "{overrides:?}");
+        assert!(placement_overrides(Side::Baseline, &b.spec, &s.targets).is_empty());
+    }
+
+    #[test]
+    fn the_load_outlasts_the_run() {
+        let mut s = spec();
+        s.duration = SpecDuration::from_secs(600);
+        let lead = Duration::from_secs(300);
+        // Equal durations: the load is stretched by the deploy lead.
+        let own = SpecDuration::from_secs(600);
+        assert_eq!(
+            load_duration(&s, &own, lead).get(),
+            Duration::from_secs(900)
+        );
+        // A longer load is kept as written.
+        let own = SpecDuration::from_secs(3600);
+        assert_eq!(load_duration(&s, &own, lead), own);
+        // Never beyond what a Simulation admits.
+        s.duration = SpecDuration::from_secs(24 * 3600);
+        assert_eq!(load_duration(&s, &own, lead).get(), MAX_LOAD);
+        let sim = simulation("e", "ns", &owner(), &spec(), lead).expect("has a simulation");
+        assert!(sim.spec.duration.get() >= spec().duration.get() + lead);
     }
 
     #[test]

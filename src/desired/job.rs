@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodAffinityTerm,
     PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
@@ -21,6 +23,9 @@ use phoenix_simulator_config::{self as contract, SimulatorConfig};
 pub const CONFIG_ENV: &str = contract::ENV_VAR;
 /// Extra time a Job gets beyond the simulation's duration before Kubernetes stops it.
 pub const DEADLINE_SLACK_SECS: i64 = 120;
+/// Retries per simulator pod (per node index) after it failed on its own; evictions and other
+/// disruptions are retried without counting.
+pub const RETRIES_PER_INDEX: i32 = 2;
 
 /// Everything the builder needs besides the Simulation's spec.
 #[derive(Clone, Debug)]
@@ -138,8 +143,11 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let labels = labels::simulation_labels(p.name, &p.ownership);
     let job_name = labels::job_name(p.name);
     let nodes = p.nodes.max(1);
-    let deadline =
-        i64::try_from(spec.duration.get().as_secs()).unwrap_or(i64::MAX / 2) + DEADLINE_SLACK_SECS;
+    // A retried pod runs its whole duration again: the deadline leaves room for one late pod.
+    let deadline = i64::try_from(spec.duration.get().as_secs())
+        .unwrap_or(i64::MAX / 4)
+        .saturating_mul(2)
+        + DEADLINE_SLACK_SECS;
     // The container's memory limit and the simulator's ballast cap agree: the plan always fits.
     let memory = memory_budget(spec);
     let memory_mib = contract::container_memory_mib(memory.ballast_mib, memory.processes);
@@ -225,7 +233,18 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
             completions: Some(nodes),
             parallelism: Some(nodes),
             completion_mode: Some("Indexed".to_string()),
-            backoff_limit: Some(0),
+            // One node's simulator failing is retried on its own index; the others keep running.
+            backoff_limit_per_index: Some(RETRIES_PER_INDEX),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "Ignore".to_string(),
+                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                        type_: "DisruptionTarget".to_string(),
+                        status: Some("True".to_string()),
+                    }]),
+                    ..Default::default()
+                }],
+            }),
             active_deadline_seconds: Some(deadline),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -302,7 +321,19 @@ mod tests {
         let s = job.spec.expect("spec");
         assert_eq!((s.completions, s.parallelism), (Some(3), Some(3)));
         assert_eq!(s.completion_mode.as_deref(), Some("Indexed"));
-        assert_eq!(s.active_deadline_seconds, Some(300 + DEADLINE_SLACK_SECS));
+        assert_eq!(
+            s.active_deadline_seconds,
+            Some(2 * 300 + DEADLINE_SLACK_SECS)
+        );
+        // One failed or evicted simulator pod is retried on its own index, not the whole load.
+        assert_eq!(s.backoff_limit_per_index, Some(RETRIES_PER_INDEX));
+        assert_eq!(s.backoff_limit, None);
+        let rule = &s.pod_failure_policy.expect("a pod failure policy").rules[0];
+        assert_eq!(rule.action, "Ignore");
+        assert_eq!(
+            rule.on_pod_conditions.as_ref().map(|c| c[0].type_.as_str()),
+            Some("DisruptionTarget")
+        );
         let pod = s.template.spec.expect("pod");
         assert!(pod.affinity.and_then(|a| a.pod_anti_affinity).is_some());
         assert_eq!(
