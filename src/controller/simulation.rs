@@ -50,12 +50,13 @@ pub fn status_from_job(
             .clone()
             .unwrap_or_else(|| "the simulator Job failed".to_string());
         (SimulationPhase::Failed, reason, message)
-    } else if job_status.and_then(|s| s.active).unwrap_or(0) > 0 {
-        let active = job_status.and_then(|s| s.active).unwrap_or(0);
+    } else if job_status.and_then(|s| s.ready).unwrap_or(0) > 0 {
+        // Ready pods, not merely active ones: an unscheduled or starting pod is no load yet.
+        let ready = job_status.and_then(|s| s.ready).unwrap_or(0);
         (
             SimulationPhase::Running,
             "Running".to_string(),
-            format!("{active} simulator pod(s) running"),
+            format!("{ready} simulator pod(s) running"),
         )
     } else {
         (
@@ -241,4 +242,38 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::JobStatus;
+
+    fn sim() -> Simulation {
+        Simulation::new(
+            "load",
+            serde_yaml::from_str("profile: spike").expect("parses"),
+        )
+    }
+
+    fn job(active: i32, ready: i32) -> Job {
+        Job {
+            status: Some(JobStatus {
+                active: Some(active),
+                ready: Some(ready),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_load_runs_only_once_a_simulator_pod_is_ready() {
+        let previous = SimulationStatus::default();
+        // Pods exist (active) but none runs yet: unscheduled or starting is not load.
+        let s = status_from_job(&sim(), Some(&job(3, 0)), &previous);
+        assert_eq!(s.phase, Some(SimulationPhase::Pending));
+        let s = status_from_job(&sim(), Some(&job(3, 2)), &previous);
+        assert_eq!(s.phase, Some(SimulationPhase::Running));
+    }
 }

@@ -318,7 +318,16 @@ EOF
     --bind-address 127.0.0.1 --secure-port "$sched_port" --leader-elect=false
 
   # kwok: only nodes annotated kwok.x-k8s.io/node=fake; Stages from the kwok module (see build.sh).
-  local s; for s in "$kwok_stages"/*.yaml; do echo "---"; cat "$s"; done >"$DIR/kwok.yaml"
+  # A Job pod completes at once, except a simulator pod: like the real simulator, it runs for the
+  # duration in its own configuration (the PHOENIX_SIMULATION env var) before it completes.
+  local s; for s in "$kwok_stages"/*.yaml; do echo "---"; awk '
+    /^  next:/ && FILENAME ~ /pod-complete/ {
+      print "  delay:"
+      print "    durationMilliseconds: 0"
+      print "    durationFrom:"
+      print "      expressionFrom: '"'"'.spec.containers[0].env[]? | select(.name == \"PHOENIX_SIMULATION\") | .value | fromjson | .duration'"'"'"
+    }
+    { print }' "$s"; done >"$DIR/kwok.yaml"
   start kwok "$kwok_bin" --kubeconfig "$DIR/kwok.kubeconfig" --config "$DIR/kwok.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --server-address "127.0.0.1:$kwok_port" --node-lease-duration-seconds 40

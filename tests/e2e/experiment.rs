@@ -571,6 +571,24 @@ async fn a_restarted_operator_resumes_without_duplicates() {
         before,
         "the restarted operator resynced without writing to Pipelines or DaemonSets"
     );
+    let load = ns
+        .api::<Simulation>()
+        .get("exp-load")
+        .await
+        .expect("child Simulation");
+    assert!(
+        load.spec.duration.get() >= Duration::from_secs(DURATION as u64 + 300),
+        "the load outlasts the run plus the deploy timeout: {}",
+        load.spec.duration
+    );
+    let job = ns
+        .api::<k8s_openapi::api::batch::v1::Job>()
+        .get("exp-load-load")
+        .await
+        .expect("simulator Job");
+    let job_spec = job.spec.expect("Job spec");
+    assert!(job_spec.backoff_limit_per_index.is_some_and(|n| n > 0));
+    assert!(job_spec.pod_failure_policy.is_some());
     let running = api.get("exp").await.expect("get").status.expect("status");
     assert_eq!(
         running.running_since.map(|t| t.0.as_second()),
@@ -663,6 +681,8 @@ async fn a_topk_candidate_keeps_the_baselines_heaviest_processes() {
     let api = ns.api::<Experiment>();
     let mut exp = experiment("exp", "", "");
     exp.spec.duration = "90s".parse().expect("a duration");
+    // Refreshed during warmup only; frozen at the window start (since + 60s).
+    exp.spec.warmup = "60s".parse().expect("a duration");
     let mut candidate =
         phoenix::crd::PipelineSpec::from_template(phoenix::crd::pipeline::PipelineTemplate::Topk);
     candidate.critical_processes = vec!["^postgres$".into()];
@@ -699,8 +719,290 @@ async fn a_topk_candidate_keeps_the_baselines_heaviest_processes() {
         .expect("candidate Pipeline");
     assert_eq!(
         child.spec.topk.map(|t| t.processes),
-        Some(chosen),
+        Some(chosen.clone()),
         "the candidate was re-rendered with the top K"
+    );
+    // At the window start the selection is frozen and reported; the candidate is judged with it.
+    let frozen = eventually(
+        "top K frozen at the window start",
+        Duration::from_secs(90),
+        || async {
+            let t = api.get("exp").await.ok()?.status?.topk?;
+            t.frozen_at.is_some().then_some(t)
+        },
+    )
+    .await;
+    assert_eq!(
+        frozen.frozen_at.map(|t| t.0.as_second()),
+        Some(since + 60),
+        "frozen at runningSince + warmup"
+    );
+    assert_eq!(frozen.processes, chosen);
+    let analyzed = phase(
+        &api,
+        "exp",
+        &[
+            ExperimentPhase::Analyzing,
+            ExperimentPhase::Completed,
+            ExperimentPhase::Failed,
+        ],
+        120,
+    )
+    .await;
+    let inputs = analyzed
+        .analysis_inputs
+        .expect("analysis inputs snapshotted when Analyzing");
+    assert_eq!(inputs.topk, chosen, "the snapshot carries the frozen list");
+    ns.cleanup().await;
+}
+
+/// A Pipeline of the user's, not made by any Experiment.
+fn user_pipeline(name: &str) -> Pipeline {
+    serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: priority-filter, criticalProcesses: ['^postgres$']}}\n"
+    ))
+    .expect("test Pipeline parses")
+}
+
+#[tokio::test]
+async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_it_alone() {
+    let ns = TestNamespace::new("exp-conflict").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let pipelines = ns.api::<Pipeline>();
+    pipelines
+        .create(&PostParams::default(), &user_pipeline("exp-candidate"))
+        .await
+        .expect("user Pipeline created");
+    // Let the Pipeline controller settle it, so only the Experiment could still touch it.
+    let before = eventually(
+        "the user's Pipeline is Ready",
+        Duration::from_secs(60),
+        || async {
+            let p = pipelines.get("exp-candidate").await.ok()?;
+            let ready =
+                p.status.as_ref()?.phase == Some(phoenix::crd::pipeline::PipelinePhase::Ready);
+            ready.then_some(p)
+        },
+    )
+    .await;
+    let api = ns.api::<Experiment>();
+    api.create(&PostParams::default(), &experiment("exp", "", ""))
+        .await
+        .expect("Experiment created");
+    let status = phase(&api, "exp", FINAL, 60).await;
+    assert_eq!(status.phase, Some(ExperimentPhase::Failed), "{status:?}");
+    let ready = conditions::find(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "NameConflict");
+    assert!(
+        ready.message.contains("Pipeline exp-candidate"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(status.verdict, None);
+    // The terminal Experiment keeps reconciling (releasing what it controls); give it time.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = pipelines
+        .get("exp-candidate")
+        .await
+        .expect("the user's Pipeline still exists");
+    assert_eq!(after.metadata.uid, before.metadata.uid, "not re-created");
+    assert_eq!(after.spec, before.spec);
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert!(after.metadata.owner_references.is_none());
+    // Nothing of the Experiment's own was left behind either.
+    assert!(
+        pipelines
+            .get_opt("exp-baseline")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_candidate_in_deployment_mode_runs_on_the_baselines_nodes() {
+    let ns = TestNamespace::new("exp-placement").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let api = ns.api::<Experiment>();
+    let mut exp = experiment("exp", "", "");
+    if let Some(c) = exp.spec.candidate.pipeline.as_mut() {
+        c.deployment.mode = phoenix::crd::pipeline::DeploymentMode::Deployment;
+    }
+    api.create(&PostParams::default(), &exp)
+        .await
+        .expect("created");
+    let status = phase(&api, "exp", &[ExperimentPhase::Running], 90).await;
+    assert!(
+        status
+            .placement_overrides
+            .iter()
+            .any(|o| o.contains("candidate deployment.mode Deployment -> DaemonSet")),
+        "{:?}",
+        status.placement_overrides
+    );
+    let daemonsets = ns.api::<DaemonSet>();
+    let placed = |side: &'static str| {
+        let daemonsets = daemonsets.clone();
+        async move {
+            let ds = daemonsets
+                .get(&format!("exp-{side}-collector"))
+                .await
+                .unwrap_or_else(|e| panic!("the {side} runs as a DaemonSet: {e}"));
+            let pod = ds.spec.template.spec.expect("pod spec");
+            let desired = ds.status.map(|s| s.desired_number_scheduled);
+            (desired, pod.node_selector, pod.tolerations)
+        }
+    };
+    let (baseline, candidate) = (placed("baseline").await, placed("candidate").await);
+    assert_eq!(
+        baseline, candidate,
+        "same nodes, same selector, same tolerations"
+    );
+    assert!(
+        baseline.0.is_some_and(|n| n >= 2),
+        "on at least two kwok nodes: {:?}",
+        baseline.0
+    );
+    assert!(
+        ns.api::<k8s_openapi::api::apps::v1::Deployment>()
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "no Deployment-mode candidate"
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_clock_does_not_start_while_the_load_cannot_start() {
+    let ns = TestNamespace::new("exp-noload").await;
+    // The simulator container's CPU limit (2) is above what this namespace admits (1), the
+    // collectors' (500m) is not: the load's pods are refused, the collectors run.
+    let limits: k8s_openapi::api::core::v1::LimitRange = serde_yaml::from_str(
+        "metadata: {name: small}\nspec: {limits: [{type: Container, max: {cpu: '1'}}]}",
+    )
+    .expect("LimitRange parses");
+    ns.api::<k8s_openapi::api::core::v1::LimitRange>()
+        .create(&PostParams::default(), &limits)
+        .await
+        .expect("LimitRange created");
+    let _operator = Operator::start(&ns.name, &["--deploy-timeout-seconds", "30"]);
+    let api = ns.api::<Experiment>();
+    api.create(
+        &PostParams::default(),
+        &experiment(
+            "exp",
+            "",
+            "  simulation: {profile: spike, processes: 10, duration: 1m}\n",
+        ),
+    )
+    .await
+    .expect("created");
+    // Both collectors become ready, the load does not: never Running, the deploy timeout fails it.
+    let status = phase(&api, "exp", FINAL, 120).await;
+    assert_eq!(status.phase, Some(ExperimentPhase::Failed), "{status:?}");
+    let ready = conditions::find(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "DeployTimeout", "{}", ready.message);
+    assert_eq!(status.running_since, None, "the clock never started");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn released_children_do_not_change_a_pending_analysis() {
+    let ns = TestNamespace::new("exp-reanalyze").await;
+    let port = free_port();
+    let mut prom = OwnPrometheus::start(
+        repo_root().join(format!("target/e2e/prom-{}", ns.name)),
+        port,
+    );
+    prom.ready().await;
+    let _operator = Operator::start(&ns.name, &[]);
+    // Both variants by reference: their critical patterns live only in the child Pipelines.
+    let pipelines = ns.api::<Pipeline>();
+    for (name, template) in [("today", "baseline"), ("cheaper", "aggregate")] {
+        let p: Pipeline = serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: {template}, criticalProcesses: ['^postgres$', '^nginx$']}}\n"
+        ))
+        .expect("parses");
+        pipelines
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("referenced Pipeline created");
+    }
+    let api = ns.api::<Experiment>();
+    let mut exp = experiment(
+        "exp",
+        "minSeriesReductionPercent: 80",
+        &format!("  prometheus: {{url: 'http://127.0.0.1:{port}'}}\n"),
+    );
+    exp.spec.baseline = serde_yaml::from_str("{pipelineRef: {name: today}}").expect("parses");
+    exp.spec.candidate = serde_yaml::from_str("{pipelineRef: {name: cheaper}}").expect("parses");
+    api.create(&PostParams::default(), &exp)
+        .await
+        .expect("created");
+    let since = running_since(&api, "exp").await;
+    // The candidate loses nginx: retention 50%, a Fail.
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let label = format!("{}/exp", ns.name);
+    feed(
+        &url,
+        &label,
+        "baseline",
+        &shape(50, 2, &["postgres", "nginx"]),
+        since,
+    )
+    .await;
+    feed(
+        &url,
+        &label,
+        "candidate",
+        &shape(3, 1, &["postgres"]),
+        since,
+    )
+    .await;
+    prom.stop();
+    let analyzing = phase(&api, "exp", &[ExperimentPhase::Analyzing], 120).await;
+    let inputs = analyzing
+        .analysis_inputs
+        .expect("inputs stored when Analyzing");
+    assert_eq!(inputs.critical_processes, vec!["^nginx$", "^postgres$"]);
+    // The children go while the analysis is pending, as after a release whose status write was
+    // lost: the analysis must not change.
+    for side in ["baseline", "candidate"] {
+        pipelines
+            .delete(&format!("exp-{side}"), &Default::default())
+            .await
+            .expect("child deleted");
+    }
+    let prom = OwnPrometheus::start(prom.dir.clone(), port);
+    prom.ready().await;
+    let status = phase(&api, "exp", FINAL, 180).await;
+    assert_eq!(
+        status.phase,
+        Some(ExperimentPhase::Completed),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(status.verdict, Some(Verdict::Fail), "{:?}", status.results);
+    assert_eq!(
+        status.results.and_then(|r| r.critical_retention_percent),
+        Some(50.0)
+    );
+    // The referenced Pipelines are the user's: untouched.
+    assert_eq!(
+        pipelines
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        2
     );
     ns.cleanup().await;
 }

@@ -46,8 +46,9 @@ async fn simulation_runs_a_job_and_follows_it_to_success() {
         serde_json::from_str(&config).expect("the simulator parses its config");
     assert_eq!(config.processes, 50);
 
-    // kwok completes Job pods at once: the Simulation follows its Job to Succeeded.
-    let done = eventually("Simulation Succeeded", Duration::from_secs(60), || async {
+    // kwok completes simulator pods after their configured duration (30s): the Simulation follows
+    // its Job to Succeeded.
+    let done = eventually("Simulation Succeeded", Duration::from_secs(120), || async {
         let s = sims.get("load").await.ok()?.status?;
         (s.phase == Some(SimulationPhase::Succeeded)).then_some(s)
     })
