@@ -1006,3 +1006,38 @@ async fn released_children_do_not_change_a_pending_analysis() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_status_decided_from_a_stale_read_is_not_stored() {
+    use phoenix::controller::{StatusWrite, write_status_at};
+    let ns = TestNamespace::new("exp-stale").await;
+    // No operator: this test is the only writer.
+    let api = ns.api::<Experiment>();
+    let stale = api
+        .create(&PostParams::default(), &experiment("exp", "", ""))
+        .await
+        .expect("created");
+    let version = stale.metadata.resource_version.clone();
+    let completed = ExperimentStatus {
+        phase: Some(ExperimentPhase::Completed),
+        verdict: Some(Verdict::Fail),
+        ..Default::default()
+    };
+    let written = write_status_at(&api, &stale, version.as_deref(), None, &completed)
+        .await
+        .expect("first write");
+    assert_eq!(written, StatusWrite::Written);
+    // A pass that read the object before that write decides from the old version: refused.
+    let running = ExperimentStatus {
+        phase: Some(ExperimentPhase::Running),
+        ..Default::default()
+    };
+    let written = write_status_at(&api, &stale, version.as_deref(), None, &running)
+        .await
+        .expect("second write answers");
+    assert_eq!(written, StatusWrite::Conflict);
+    let stored = api.get("exp").await.expect("get").status.expect("status");
+    assert_eq!(stored.phase, Some(ExperimentPhase::Completed));
+    assert_eq!(stored.verdict, Some(Verdict::Fail));
+    ns.cleanup().await;
+}
