@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Environment variable the operator's Job sets to the configuration JSON.
 pub const ENV_VAR: &str = "PHOENIX_SIMULATION";
 
+/// Exit code of a configuration the simulator refused before anything started: permanent, so the
+/// operator's Job fails at once instead of retrying it.
+pub const EXIT_REFUSED: u8 = 2;
+
 /// What to simulate. The `phoenix-simulator` crate documents the JSON shape and what it does.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

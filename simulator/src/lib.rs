@@ -97,8 +97,8 @@ pub mod worker;
 pub use config::{Limits, Profile, SimulatorConfig};
 pub use plan::{Plan, Spawn, plan};
 
-/// Exit code of a configuration refused before anything started.
-pub const EXIT_REFUSED: u8 = 2;
+/// Exit code of a configuration refused before anything started (the contract's).
+pub const EXIT_REFUSED: u8 = phoenix_simulator_config::EXIT_REFUSED;
 /// Exit code of a run that failed at runtime.
 pub const EXIT_FAILED: u8 = 1;
 

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodAffinityTerm,
@@ -236,14 +237,27 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
             // One node's simulator failing is retried on its own index; the others keep running.
             backoff_limit_per_index: Some(RETRIES_PER_INDEX),
             pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "Ignore".to_string(),
-                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                        type_: "DisruptionTarget".to_string(),
-                        status: Some("True".to_string()),
-                    }]),
-                    ..Default::default()
-                }],
+                rules: vec![
+                    // A refused configuration fails the same way on every retry: fail at once.
+                    PodFailurePolicyRule {
+                        action: "FailJob".to_string(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some("simulator".to_string()),
+                            operator: "In".to_string(),
+                            values: vec![i32::from(contract::EXIT_REFUSED)],
+                        }),
+                        ..Default::default()
+                    },
+                    // Evicted or preempted: retried without counting against the index.
+                    PodFailurePolicyRule {
+                        action: "Ignore".to_string(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".to_string(),
+                            status: Some("True".to_string()),
+                        }]),
+                        ..Default::default()
+                    },
+                ],
             }),
             active_deadline_seconds: Some(deadline),
             template: PodTemplateSpec {
@@ -328,10 +342,21 @@ mod tests {
         // One failed or evicted simulator pod is retried on its own index, not the whole load.
         assert_eq!(s.backoff_limit_per_index, Some(RETRIES_PER_INDEX));
         assert_eq!(s.backoff_limit, None);
-        let rule = &s.pod_failure_policy.expect("a pod failure policy").rules[0];
-        assert_eq!(rule.action, "Ignore");
+        let rules = s.pod_failure_policy.expect("a pod failure policy").rules;
         assert_eq!(
-            rule.on_pod_conditions.as_ref().map(|c| c[0].type_.as_str()),
+            rules[0].action, "FailJob",
+            "a refused configuration is not retried"
+        );
+        assert_eq!(
+            rules[0].on_exit_codes.as_ref().map(|c| c.values.clone()),
+            Some(vec![2])
+        );
+        assert_eq!(rules[1].action, "Ignore");
+        assert_eq!(
+            rules[1]
+                .on_pod_conditions
+                .as_ref()
+                .map(|c| c[0].type_.as_str()),
             Some("DisruptionTarget")
         );
         let pod = s.template.spec.expect("pod");
