@@ -680,3 +680,57 @@ pub async fn run(
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    fn pipeline_owned_by(uid: &str, controller: Option<bool>) -> Pipeline {
+        let mut p = Pipeline::new(
+            "e-candidate",
+            PipelineSpec::from_template(crate::crd::pipeline::PipelineTemplate::Baseline),
+        );
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "phoenix.io/v1alpha1".into(),
+            kind: "Experiment".into(),
+            name: "e".into(),
+            uid: uid.into(),
+            controller,
+            block_owner_deletion: Some(true),
+        }]);
+        p
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_this_uid_makes_a_child() {
+        let mut conflicts = vec![];
+        let mine = owned(
+            Some(pipeline_owned_by("u1", Some(true))),
+            "u1",
+            &mut conflicts,
+        );
+        assert!(mine.is_some() && conflicts.is_empty());
+        // Same name, an earlier Experiment of the same name (another UID): not ours.
+        let theirs = owned(
+            Some(pipeline_owned_by("u0", Some(true))),
+            "u1",
+            &mut conflicts,
+        );
+        // Our UID, but not as controller: not ours either.
+        let shared = owned(Some(pipeline_owned_by("u1", None)), "u1", &mut conflicts);
+        // A user's object without owners.
+        let users = owned(
+            Some(Pipeline::new(
+                "e-candidate",
+                PipelineSpec::from_template(crate::crd::pipeline::PipelineTemplate::Baseline),
+            )),
+            "u1",
+            &mut conflicts,
+        );
+        assert!(theirs.is_none() && shared.is_none() && users.is_none());
+        assert_eq!(conflicts, vec!["Pipeline e-candidate"; 3]);
+        assert!(owned::<Pipeline>(None, "u1", &mut conflicts).is_none());
+        assert_eq!(conflicts.len(), 3, "a missing child is no conflict");
+    }
+}
