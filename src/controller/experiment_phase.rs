@@ -79,7 +79,9 @@ pub struct Observed {
 /// are copied into [`AnalysisInputs`] when the run enters `Analyzing`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnalysisBasis {
+    /// The Prometheus the analysis queries (the Experiment's or the operator's).
     pub prometheus_url: String,
+    /// The `phoenix_experiment` label value of both variants' series.
     pub experiment_label: String,
     /// The critical-process patterns of both child Pipelines (union, sorted).
     pub critical_processes: Vec<String>,
