@@ -18,9 +18,11 @@ use tracing::{info, instrument};
 
 use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
+use crate::desired::children::{self, Grant};
 use crate::desired::collector_config::{self, RenderContext};
-use crate::desired::labels::{self, Ownership};
+use crate::desired::labels;
 use crate::desired::workload::{self, CollectorParams, Workload};
 use crate::{Error, Result};
 
@@ -190,20 +192,22 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Pipeline> = namespaced_api(&ctx.client, pipeline.as_ref())?;
     let previous = pipeline.status.clone().unwrap_or_default();
-    let ownership = Ownership::from_labels(pipeline.metadata.labels.as_ref());
+    // What an Experiment grants its children comes from the live Experiment, never from the
+    // Pipeline's own labels or annotations.
+    let grant = experiment_grant(&ctx, &namespace, &pipeline).await?;
+    let ownership = grant.as_ref().map(Grant::ownership).unwrap_or_default();
 
     // Build: render and validate the config (pure).
-    let remote_write = pipeline
-        .annotations()
-        .get(crate::desired::children::REMOTE_WRITE_URL)
-        .cloned()
+    let remote_write = grant
+        .as_ref()
+        .and_then(|g| g.remote_write_url.clone())
         .unwrap_or_else(|| ctx.settings.remote_write_url());
     let experiment_label = ownership
         .experiment
         .as_ref()
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
-    let exporters_allowed = ownership.experiment.is_none() || extra_exporters_allowed(&pipeline);
+    let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
     let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed)
         .await?
     {
@@ -335,11 +339,21 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     Ok(Action::await_change())
 }
 
-fn extra_exporters_allowed(pipeline: &Pipeline) -> bool {
-    pipeline
-        .annotations()
-        .get(labels::ALLOW_EXTRA_EXPORTERS)
-        .is_some_and(|v| v == "true")
+/// The grant of the Experiment controlling `pipeline`, if one does (see [`children::grant`]).
+async fn experiment_grant(
+    ctx: &Context,
+    namespace: &str,
+    pipeline: &Pipeline,
+) -> Result<Option<Grant>> {
+    let Some(owner) = children::experiment_owner(pipeline.owner_references()) else {
+        return Ok(None);
+    };
+    let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), namespace);
+    let experiment = experiments
+        .get_opt(&owner.name)
+        .await
+        .map_err(Error::kube("get controlling Experiment"))?;
+    Ok(experiment.and_then(|e| children::grant(&pipeline.name_any(), owner, &e)))
 }
 
 /// The key names (never the values) of the Secrets `spec.exporters` reference, or the name of a

@@ -118,5 +118,6 @@ pub fn job_name(simulation: &str) -> String {
 }
 
 /// Annotation the Experiment controller sets on a child Pipeline when its spec allows extra
-/// exporters (`spec.allowExtraExporters`).
+/// exporters (`spec.allowExtraExporters`). Informational: the Pipeline controller reads the gate
+/// from the live controlling Experiment, never from this annotation.
 pub const ALLOW_EXTRA_EXPORTERS: &str = "phoenix.io/allow-extra-exporters";
