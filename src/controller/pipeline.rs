@@ -28,6 +28,9 @@ use crate::{Error, Result};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "pipeline";
+/// Condition reason when the apiserver refused a generated object for good (400/422): the
+/// message is the apiserver's.
+pub const REFUSED: &str = "Invalid";
 /// Hash-named ConfigMaps kept besides the current one (for quick rollback and in-flight pods).
 pub const KEEP_OLD_CONFIGMAPS: usize = 2;
 
@@ -192,6 +195,9 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Pipeline> = namespaced_api(&ctx.client, pipeline.as_ref())?;
     let previous = pipeline.status.clone().unwrap_or_default();
+    if refused_until_changed(&pipeline) {
+        return Ok(Action::await_change());
+    }
     // What an Experiment grants its children comes from the live Experiment, never from the
     // Pipeline's own labels or annotations.
     let grant = experiment_grant(&ctx, &namespace, &pipeline).await?;
@@ -273,26 +279,26 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let config_map = workload::config_map(&params);
-    if config_maps
-        .get_opt(&labels::config_map_name(&name, &rendered.hash))
-        .await
-        .map_err(Error::kube("get ConfigMap"))?
-        .is_none()
-    {
-        apply(&config_maps, &config_map, "apply ConfigMap").await?;
-    }
-    let applied = match workload::workload(&pipeline.spec, &params) {
-        Workload::DaemonSet(ds) => {
-            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name))
-                .await?;
-            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
-        }
-        Workload::Deployment(d) => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-            delete_if_exists::<DaemonSet>(&ctx, &namespace, &labels::collector_name(&name)).await?;
-            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
+    let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            let Some(message) = e.refused_permanently() else {
+                return Err(e);
+            };
+            let status = invalid_status(&pipeline, REFUSED, &message, &previous);
+            if previous.message != status.message {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    REFUSED,
+                    "Apply",
+                    message,
+                )
+                .await;
+            }
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Permanent until the spec changes (see `refused_until_changed`).
+            return Ok(Action::await_change());
         }
     };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
@@ -336,6 +342,52 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     }
     write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
     Ok(Action::await_change())
+}
+
+/// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
+/// workload, deleting the workload of the other mode.
+async fn apply_collectors(
+    ctx: &Context,
+    config_maps: &Api<ConfigMap>,
+    spec: &crate::crd::PipelineSpec,
+    params: &CollectorParams<'_>,
+) -> Result<Workload> {
+    let (name, namespace) = (params.name, params.namespace);
+    if config_maps
+        .get_opt(&labels::config_map_name(name, params.config_hash))
+        .await
+        .map_err(Error::kube("get ConfigMap"))?
+        .is_none()
+    {
+        apply(
+            config_maps,
+            &workload::config_map(params),
+            "apply ConfigMap",
+        )
+        .await?;
+    }
+    Ok(match workload::workload(spec, params) {
+        Workload::DaemonSet(ds) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
+            delete_if_exists::<Deployment>(ctx, namespace, &labels::collector_name(name)).await?;
+            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
+        }
+        Workload::Deployment(d) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+            delete_if_exists::<DaemonSet>(ctx, namespace, &labels::collector_name(name)).await?;
+            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
+        }
+    })
+}
+
+/// Whether this generation was already refused by the apiserver for good (reason [`REFUSED`]):
+/// then nothing is applied again until the spec changes. Pure.
+pub fn refused_until_changed(pipeline: &Pipeline) -> bool {
+    pipeline.status.as_ref().is_some_and(|s| {
+        s.phase == Some(PipelinePhase::Invalid)
+            && s.observed_generation == pipeline.metadata.generation
+            && conditions::find(&s.conditions, "ConfigValid").is_some_and(|c| c.reason == REFUSED)
+    })
 }
 
 /// The grant of the Experiment controlling `pipeline`, if one does (see [`children::grant`]).

@@ -114,6 +114,7 @@ pub struct PipelineRef {
 pub struct Targets {
     /// Node labels selecting the target nodes. Empty: every schedulable node.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for tainted target nodes, given to both variants' collectors and the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

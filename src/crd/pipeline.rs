@@ -270,6 +270,7 @@ pub struct CollectorDeployment {
     pub mode: DeploymentMode,
     /// Nodes the collectors run on. Inside an Experiment the Experiment's targets apply.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for the collector pods.
     #[serde(default)]
@@ -277,6 +278,7 @@ pub struct CollectorDeployment {
     /// CPU/memory requests and limits of the collector container. Default: requests 100m / 128Mi,
     /// limits 500m / 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = crate::crd::validation::resources())]
     pub resources: Option<ResourceRequirements>,
     /// Collector image. Default: the contrib collector image the operator is configured with.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -219,3 +219,50 @@ async fn only_secrets_opted_in_for_exporters_reach_a_collector() {
     assert_eq!(env_from_secret(&ds, "vendor-key").len(), 1);
     ns.cleanup().await;
 }
+
+/// Path 6: a spec the schema admits but the apiserver refuses in the generated workload (here a
+/// CPU request above its limit: 422 on the DaemonSet) ends as `Invalid` with the apiserver's
+/// message, and is not retried (no reconcile error, so no 5 s retry loop) until the spec changes.
+#[tokio::test]
+async fn a_workload_the_apiserver_refuses_is_a_condition_not_a_retry_loop() {
+    let ns = TestNamespace::new("refused").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let p: Pipeline = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {name: greedy}\nspec:\n  template: baseline\n  deployment: {resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}",
+    )
+    .expect("test Pipeline parses");
+    let pipelines = ns.api::<Pipeline>();
+    pipelines
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("the schema admits it");
+    let status = eventually(
+        "Pipeline greedy Invalid",
+        Duration::from_secs(60),
+        || async {
+            let s = pipelines.get("greedy").await.ok()?.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&status.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "Invalid");
+    assert!(
+        valid
+            .message
+            .contains("must be less than or equal to cpu limit"),
+        "the apiserver's own message: {}",
+        valid.message
+    );
+    let errors: Vec<String> = operator
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a permanent refusal is not a reconcile error to retry: {errors:?}"
+    );
+    ns.cleanup().await;
+}
