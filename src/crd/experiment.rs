@@ -84,6 +84,12 @@ pub struct ExperimentSpec {
     /// Set to true to stop the run; the Experiment ends `Aborted` and keeps what it measured.
     #[serde(default)]
     pub abort: bool,
+    /// Seconds after the Experiment finished (`Completed`, `Failed` or `Aborted`) when Phoenix
+    /// deletes it, and with it everything it created. Unset (default): finished Experiments are
+    /// kept, as GitOps tools expect. At most one year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<u32>,
 }
 
 /// One side of the comparison: a reference to an existing Pipeline or a Pipeline spec inline.

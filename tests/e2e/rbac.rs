@@ -30,7 +30,7 @@ use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
 const NAMESPACED_RULES: &[(&str, &str)] = &[
-    ("phoenix.io/experiments", "get list watch"),
+    ("phoenix.io/experiments", "get list watch delete"),
     ("phoenix.io/pipelines", "get list watch create patch delete"),
     (
         "phoenix.io/simulations",

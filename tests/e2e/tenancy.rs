@@ -6,7 +6,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
+use phoenix::crd::experiment::{Experiment, ExperimentPhase};
 use phoenix::crd::pipeline::PipelinePhase;
 use phoenix::crd::{Pipeline, conditions};
 use phoenix::desired::collector_config::CollectorConfig;
@@ -264,5 +265,85 @@ async fn a_workload_the_apiserver_refuses_is_a_condition_not_a_retry_loop() {
         errors.is_empty(),
         "a permanent refusal is not a reconcile error to retry: {errors:?}"
     );
+    ns.cleanup().await;
+}
+
+/// Path 8: per-object state is bounded. A deleted Experiment's series leave the operator's
+/// /metrics, and `spec.ttlSecondsAfterFinished` deletes a finished Experiment.
+#[tokio::test]
+async fn deleted_experiments_leave_metrics_and_finished_ones_expire() {
+    let ns = TestNamespace::new("bounded").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let experiments = ns.api::<Experiment>();
+    let make = |name: &str, extra: &str| -> Experiment {
+        serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec: {{baseline: {{pipeline: {{template: baseline}}}}, candidate: {{pipeline: {{template: baseline}}}}{extra}}}"
+        ))
+        .expect("test Experiment parses")
+    };
+    let series = |name: &str| {
+        let needle = format!("experiment=\"{name}\"");
+        operator
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("phoenix_experiment_phase{") && l.contains(&needle))
+            .count()
+    };
+
+    experiments
+        .create(&PostParams::default(), &make("gone", ""))
+        .await
+        .expect("Experiment created");
+    eventually(
+        "series of Experiment gone",
+        Duration::from_secs(60),
+        || async { (series("gone") > 0).then_some(()) },
+    )
+    .await;
+    experiments
+        .delete("gone", &DeleteParams::default())
+        .await
+        .expect("Experiment deleted");
+    eventually(
+        "the deleted Experiment's series removed",
+        Duration::from_secs(60),
+        || async { (series("gone") == 0).then_some(()) },
+    )
+    .await;
+
+    // Aborted at once, so finished; expires one second later.
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("short", ", abort: true, ttlSecondsAfterFinished: 1"),
+        )
+        .await
+        .expect("Experiment created");
+    eventually(
+        "the finished Experiment deleted",
+        Duration::from_secs(60),
+        || async {
+            experiments
+                .get_opt("short")
+                .await
+                .ok()
+                .and_then(|e| e.is_none().then_some(()))
+        },
+    )
+    .await;
+    // Without a TTL a finished Experiment stays.
+    experiments
+        .create(&PostParams::default(), &make("kept", ", abort: true"))
+        .await
+        .expect("Experiment created");
+    let kept = eventually(
+        "Experiment kept Aborted",
+        Duration::from_secs(60),
+        || async {
+            let s = experiments.get("kept").await.ok()?.status?;
+            (s.phase == Some(ExperimentPhase::Aborted)).then_some(())
+        },
+    );
+    kept.await;
     ns.cleanup().await;
 }
