@@ -1149,6 +1149,8 @@ fn command_lines_never_leave_in_clear_text_and_hashing_keeps_the_series_count() 
             Some(&sha256_hex(kept_line)),
             "the custom processor saw: {labels:?}"
         );
+    }
+}
 
 /// Every user-settable string that reaches the config, as (pipeline name, spec, topk names from
 /// Prometheus), each carrying `hostile` (regex fields: a character class holding the same text).
