@@ -92,6 +92,16 @@ async fn resolve(
         .map(|p| p.spec))
 }
 
+/// Why the operator's settings refuse the Experiment's own Prometheus URL, if they do.
+fn prometheus_refusal(ctx: &Context, exp: &Experiment) -> Option<String> {
+    let url = &exp.spec.prometheus.as_ref()?.url;
+    (!ctx.settings.prometheus_url_allowed(url)).then(|| {
+        format!(
+            "spec.prometheus.url {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
+        )
+    })
+}
+
 fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
     exp.spec
         .prometheus
@@ -478,6 +488,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
             .as_ref()
             .map(|_| simulation_child(sim.as_ref())),
         missing_refs,
+        prometheus_refused: prometheus_refusal(&ctx, &exp),
         topk_refresh: candidate
             .as_ref()
             .filter(|c| c.spec.template == crate::crd::pipeline::PipelineTemplate::Topk)

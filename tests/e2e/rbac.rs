@@ -440,6 +440,7 @@ fn the_chart_lints_and_renders_least_privilege() {
             "deployTimeoutSeconds=60",
             "analysisRetries=3",
             "watchNamespaces={a,b}",
+            "allowedPrometheusUrlPrefixes={http://team-prom,http://thanos}",
             "image.tag=v9",
             "nodeSelector.disk=ssd",
         ],
@@ -453,6 +454,10 @@ fn the_chart_lints_and_renders_least_privilege() {
         ("PHOENIX_DEPLOY_TIMEOUT_SECONDS", "60"),
         ("PHOENIX_ANALYSIS_RETRIES", "3"),
         ("PHOENIX_WATCH_NAMESPACES", "a,b"),
+        (
+            "PHOENIX_ALLOWED_PROMETHEUS_URL_PREFIXES",
+            "http://team-prom,http://thanos",
+        ),
         (
             "PHOENIX_SIMULATOR_IMAGE",
             "ghcr.io/phoenix-operator/phoenix:v9",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase};
 use phoenix::crd::pipeline::PipelinePhase;
 use phoenix::crd::{Pipeline, conditions};
@@ -345,5 +345,77 @@ async fn deleted_experiments_leave_metrics_and_finished_ones_expire() {
         },
     );
     kept.await;
+    ns.cleanup().await;
+}
+
+/// Path 5: an Experiment's own Prometheus URL is a request the operator sends on the user's
+/// behalf: refused (`Failed`, `PrometheusNotAllowed`) unless the operator's settings allow it,
+/// and `spec.prometheus` cannot be switched once the Experiment exists.
+#[tokio::test]
+async fn experiment_prometheus_urls_are_limited_by_the_operator_and_immutable() {
+    let ns = TestNamespace::new("promurl").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let experiments = ns.api::<Experiment>();
+    let make = |name: &str, url: &str| -> Experiment {
+        serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec: {{baseline: {{pipeline: {{template: baseline}}}}, candidate: {{pipeline: {{template: baseline}}}}, prometheus: {{url: '{url}'}}}}"
+        ))
+        .expect("test Experiment parses")
+    };
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("metadata", "http://169.254.169.254/latest"),
+        )
+        .await
+        .expect("the schema admits any http URL");
+    let status = eventually(
+        "Experiment metadata Failed",
+        Duration::from_secs(60),
+        || async {
+            let s = experiments.get("metadata").await.ok()?.status?;
+            (s.phase == Some(ExperimentPhase::Failed)).then_some(s)
+        },
+    )
+    .await;
+    let ready = conditions::find(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "PrometheusNotAllowed");
+    assert!(
+        ns.api::<Pipeline>()
+            .get_opt("metadata-baseline")
+            .await
+            .expect("get Pipeline")
+            .is_none(),
+        "nothing was deployed"
+    );
+
+    // The operator's own Prometheus is allowed; switching it afterwards is refused at admission.
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("own", cluster().var("PROMETHEUS_URL")),
+        )
+        .await
+        .expect("Experiment created");
+    let switched = experiments
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"prometheus": {"url": "http://fake-prom:9090"}}}),
+            ),
+        )
+        .await;
+    match switched {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message.contains("spec.prometheus is immutable"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("switching spec.prometheus must be refused: {other:?}"),
+    }
     ns.cleanup().await;
 }
