@@ -32,6 +32,16 @@ pub struct Settings {
         default_value = "otel/opentelemetry-collector-contrib:0.149.0"
     )]
     pub collector_image: String,
+    /// Further collector images a Pipeline's `spec.deployment.image` may name, comma-separated
+    /// (exact references). Empty (default): only `--collector-image`. Collectors mount the host's
+    /// /proc, so the image is the operator's choice, not the Pipeline author's.
+    #[arg(
+        long,
+        env = "PHOENIX_ALLOWED_COLLECTOR_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_collector_images: Vec<String>,
     /// Image holding `phoenix-simulator`.
     #[arg(
         long,
@@ -120,6 +130,16 @@ impl Settings {
             })
     }
 
+    /// Whether a Pipeline may run its collectors from `image`: the configured collector image or
+    /// one listed in `--allowed-collector-images` (exact match).
+    pub fn collector_image_allowed(&self, image: &str) -> bool {
+        image == self.collector_image
+            || self
+                .allowed_collector_images
+                .iter()
+                .any(|i| !i.is_empty() && i == image)
+    }
+
     /// The watched namespaces, without empty entries; empty means all.
     pub fn namespaces(&self) -> Vec<String> {
         self.watch_namespaces
@@ -176,6 +196,22 @@ mod tests {
         ] {
             assert!(!s.prometheus_url_allowed(refused), "{refused}");
         }
+    }
+
+    #[test]
+    fn collector_images_come_from_the_operators_settings() {
+        let s = Settings::parse_from(["x", "--collector-image", "otel/contrib:1"]);
+        assert!(s.collector_image_allowed("otel/contrib:1"));
+        assert!(!s.collector_image_allowed("evil/shell:latest"));
+        let s = Settings::parse_from([
+            "x",
+            "--collector-image",
+            "otel/contrib:1",
+            "--allowed-collector-images",
+            "registry.example/otelcol:2",
+        ]);
+        assert!(s.collector_image_allowed("registry.example/otelcol:2"));
+        assert!(!s.collector_image_allowed("registry.example/otelcol:3"));
     }
 
     #[test]

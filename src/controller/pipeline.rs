@@ -214,6 +214,26 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
     let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
+    if let Some(image) = pipeline.spec.deployment.image.as_deref()
+        && !ctx.settings.collector_image_allowed(image)
+    {
+        let message = format!(
+            "spec.deployment.image {image} is not allowed by the operator: collectors mount the host's /proc, so only the operator's collector image or one in --allowed-collector-images (chart value allowedCollectorImages) may run"
+        );
+        let status = invalid_status(&pipeline, "ImageNotAllowed", &message, &previous);
+        if previous.message != status.message {
+            ctx.event(
+                pipeline.as_ref(),
+                EventType::Warning,
+                "ImageNotAllowed",
+                "Validate",
+                message,
+            )
+            .await;
+        }
+        write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
     let secret_keys =
         match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
             Ok(keys) => keys,

@@ -281,6 +281,8 @@ pub struct CollectorDeployment {
     #[x_kube(validation = crate::crd::validation::resources())]
     pub resources: Option<ResourceRequirements>,
     /// Collector image. Default: the contrib collector image the operator is configured with.
+    /// Any other image must be in the operator's `--allowed-collector-images` (collectors mount
+    /// the host's /proc); otherwise the Pipeline is `Invalid` with reason `ImageNotAllowed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

@@ -441,6 +441,7 @@ fn the_chart_lints_and_renders_least_privilege() {
             "analysisRetries=3",
             "watchNamespaces={a,b}",
             "allowedPrometheusUrlPrefixes={http://team-prom,http://thanos}",
+            "allowedCollectorImages={registry.example/otelcol:2}",
             "image.tag=v9",
             "nodeSelector.disk=ssd",
         ],
@@ -457,6 +458,10 @@ fn the_chart_lints_and_renders_least_privilege() {
         (
             "PHOENIX_ALLOWED_PROMETHEUS_URL_PREFIXES",
             "http://team-prom,http://thanos",
+        ),
+        (
+            "PHOENIX_ALLOWED_COLLECTOR_IMAGES",
+            "registry.example/otelcol:2",
         ),
         (
             "PHOENIX_SIMULATOR_IMAGE",

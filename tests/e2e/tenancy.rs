@@ -419,3 +419,66 @@ async fn experiment_prometheus_urls_are_limited_by_the_operator_and_immutable() 
     }
     ns.cleanup().await;
 }
+
+/// Path 1: collectors mount the host's /proc, so a Pipeline may not pick an arbitrary image:
+/// only the operator's collector image or one its settings allow.
+#[tokio::test]
+async fn collector_images_come_from_the_operators_settings() {
+    let ns = TestNamespace::new("images").await;
+    let _operator = Operator::start(
+        &ns.name,
+        &["--allowed-collector-images", "otelcol-phoenix:allowed"],
+    );
+    let pipelines = ns.api::<Pipeline>();
+    for (name, image) in [
+        ("shell", "evil/shell:latest"),
+        ("allowed", "otelcol-phoenix:allowed"),
+    ] {
+        let p: Pipeline = serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{image: '{image}'}}}}"
+        ))
+        .expect("test Pipeline parses");
+        pipelines
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("Pipeline created");
+    }
+    let refused = eventually(
+        "Pipeline shell refused",
+        Duration::from_secs(60),
+        || async {
+            let s = pipelines.get("shell").await.ok()?.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&refused.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "ImageNotAllowed");
+    assert!(
+        ns.api::<DaemonSet>()
+            .get_opt("shell-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector runs the refused image"
+    );
+    let ds = eventually(
+        "DaemonSet allowed-collector",
+        Duration::from_secs(60),
+        || async {
+            ns.api::<DaemonSet>()
+                .get_opt("allowed-collector")
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    let image = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].image.clone());
+    assert_eq!(image.as_deref(), Some("otelcol-phoenix:allowed"));
+    ns.cleanup().await;
+}
