@@ -51,6 +51,18 @@ impl Error {
         }
     }
 
+    /// The apiserver's message when it refused a request for good (400 Bad Request, 422
+    /// Invalid): retrying cannot help until the spec changes.
+    pub fn refused_permanently(&self) -> Option<String> {
+        match self {
+            Error::Kube {
+                step,
+                source: kube::Error::Api(e),
+            } if e.code == 400 || e.code == 422 => Some(format!("{step}: {}", e.message)),
+            _ => None,
+        }
+    }
+
     /// Wraps a kube error with the step it happened in.
     pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Error {
         move |source| Error::Kube { step, source }

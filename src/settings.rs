@@ -32,6 +32,16 @@ pub struct Settings {
         default_value = "otel/opentelemetry-collector-contrib:0.149.0"
     )]
     pub collector_image: String,
+    /// Further collector images a Pipeline's `spec.deployment.image` may name, comma-separated
+    /// (exact references). Empty (default): only `--collector-image`. Collectors mount the host's
+    /// /proc, so the image is the operator's choice, not the Pipeline author's.
+    #[arg(
+        long,
+        env = "PHOENIX_ALLOWED_COLLECTOR_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_collector_images: Vec<String>,
     /// Image holding `phoenix-simulator`.
     #[arg(
         long,
@@ -79,6 +89,16 @@ pub struct Settings {
     /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// URL prefixes an Experiment's `spec.prometheus.url` may start with, comma-separated (the
+    /// operator queries that URL and its collectors push to it, so a user URL is a request the
+    /// operator sends on the user's behalf). Empty (default): only `--prometheus-url` itself.
+    #[arg(
+        long,
+        env = "PHOENIX_ALLOWED_PROMETHEUS_URL_PREFIXES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub allowed_prometheus_url_prefixes: Vec<String>,
     /// How queries reach Prometheus: credentials, TLS, timeout, answer size cap.
     #[command(flatten)]
     pub prometheus: crate::analysis::access::PrometheusAccess,
@@ -90,6 +110,34 @@ impl Settings {
         self.remote_write_url.clone().unwrap_or_else(|| {
             format!("{}/api/v1/write", self.prometheus_url.trim_end_matches('/'))
         })
+    }
+
+    /// Whether an Experiment may name `url` as its Prometheus: it is the operator's own, or starts
+    /// with an allowed prefix at a path boundary (`http://prom` allows `http://prom/x`, never
+    /// `http://prom.evil` or `http://prom@evil`).
+    pub fn prometheus_url_allowed(&self, url: &str) -> bool {
+        let trim = |u: &str| u.trim_end_matches('/').to_string();
+        if trim(url) == trim(&self.prometheus_url) {
+            return true;
+        }
+        self.allowed_prometheus_url_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .any(|prefix| {
+                url.strip_prefix(prefix.as_str()).is_some_and(|rest| {
+                    prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                })
+            })
+    }
+
+    /// Whether a Pipeline may run its collectors from `image`: the configured collector image or
+    /// one listed in `--allowed-collector-images` (exact match).
+    pub fn collector_image_allowed(&self, image: &str) -> bool {
+        image == self.collector_image
+            || self
+                .allowed_collector_images
+                .iter()
+                .any(|i| !i.is_empty() && i == image)
     }
 
     /// The watched namespaces, without empty entries; empty means all.
@@ -119,6 +167,51 @@ mod tests {
         assert_eq!(s.remote_write_url(), "http://127.0.0.1:9090/api/v1/write");
         let s = Settings::parse_from(["x", "--remote-write-url", "http://rw/api/v1/write"]);
         assert_eq!(s.remote_write_url(), "http://rw/api/v1/write");
+    }
+
+    #[test]
+    fn experiment_prometheus_urls_need_the_operators_allow_list() {
+        let s = Settings::parse_from(["x", "--prometheus-url", "http://prom:9090/"]);
+        assert!(s.prometheus_url_allowed("http://prom:9090"));
+        assert!(!s.prometheus_url_allowed("http://169.254.169.254/latest"));
+        assert!(!s.prometheus_url_allowed("http://prom:9090/other"));
+        let s = Settings::parse_from([
+            "x",
+            "--allowed-prometheus-url-prefixes",
+            "http://team-prom,https://thanos.example/tenant/",
+        ]);
+        for ok in [
+            "http://team-prom",
+            "http://team-prom/",
+            "http://team-prom/prefix",
+            "https://thanos.example/tenant/a",
+        ] {
+            assert!(s.prometheus_url_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "http://team-prom.evil",
+            "http://team-prom@evil",
+            "http://team-prom:9090",
+            "https://thanos.example/tenantx",
+        ] {
+            assert!(!s.prometheus_url_allowed(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn collector_images_come_from_the_operators_settings() {
+        let s = Settings::parse_from(["x", "--collector-image", "otel/contrib:1"]);
+        assert!(s.collector_image_allowed("otel/contrib:1"));
+        assert!(!s.collector_image_allowed("evil/shell:latest"));
+        let s = Settings::parse_from([
+            "x",
+            "--collector-image",
+            "otel/contrib:1",
+            "--allowed-collector-images",
+            "registry.example/otelcol:2",
+        ]);
+        assert!(s.collector_image_allowed("registry.example/otelcol:2"));
+        assert!(!s.collector_image_allowed("registry.example/otelcol:3"));
     }
 
     #[test]

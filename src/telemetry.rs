@@ -52,7 +52,20 @@ pub struct Metrics {
     pub result_retention: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// 1 Pass, 0 Fail, -1 Inconclusive.
     pub result_verdict: Family<ResultLabels, Gauge>,
+    /// The Experiments (namespace, name) that have series in the families above.
+    experiments: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
+
+/// The values of the `phase` label of `experiment_phase`.
+pub const EXPERIMENT_PHASES: &[&str] = &[
+    "Pending",
+    "Deploying",
+    "Running",
+    "Analyzing",
+    "Completed",
+    "Failed",
+    "Aborted",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -110,6 +123,7 @@ impl Default for Metrics {
             result_series_reduction,
             result_retention,
             result_verdict,
+            experiments: Default::default(),
         }
     }
 }
@@ -126,6 +140,41 @@ impl Metrics {
             label,
             start: Instant::now(),
         }
+    }
+
+    /// Removes the series of every Experiment `live` does not hold (namespace, name): a deleted
+    /// Experiment stops reporting, and /metrics stays bounded by the live objects.
+    pub fn retain_experiments(&self, live: &std::collections::BTreeSet<(String, String)>) {
+        let mut known = self
+            .experiments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<(String, String)> = known.difference(live).cloned().collect();
+        for (namespace, experiment) in gone {
+            for phase in EXPERIMENT_PHASES {
+                self.experiment_phase.remove(&PhaseLabels {
+                    namespace: namespace.clone(),
+                    experiment: experiment.clone(),
+                    phase: phase.to_string(),
+                });
+            }
+            let labels = ResultLabels {
+                namespace: namespace.clone(),
+                experiment: experiment.clone(),
+            };
+            self.result_series_reduction.remove(&labels);
+            self.result_retention.remove(&labels);
+            self.result_verdict.remove(&labels);
+            known.remove(&(namespace, experiment));
+        }
+    }
+
+    /// Notes that the Experiment `namespace/name` has series (see [`Metrics::retain_experiments`]).
+    pub fn track_experiment(&self, namespace: &str, name: &str) {
+        self.experiments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((namespace.to_string(), name.to_string()));
     }
 
     pub fn error(&self, controller: &str, reason: &str) {
@@ -236,6 +285,29 @@ pub fn init_logging(settings: &Settings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_of_experiments_no_longer_live_are_removed() {
+        let m = Metrics::default();
+        for name in ["kept", "gone"] {
+            m.track_experiment("ns", name);
+            let labels = PhaseLabels {
+                namespace: "ns".into(),
+                experiment: name.into(),
+                phase: "Running".into(),
+            };
+            m.experiment_phase.get_or_create(&labels).set(1);
+            let result = ResultLabels {
+                namespace: "ns".into(),
+                experiment: name.into(),
+            };
+            m.result_verdict.get_or_create(&result).set(1);
+        }
+        m.retain_experiments(&[("ns".to_string(), "kept".to_string())].into());
+        let text = m.render();
+        assert!(text.contains("experiment=\"kept\""), "{text}");
+        assert!(!text.contains("experiment=\"gone\""), "{text}");
+    }
 
     #[test]
     fn reconciles_errors_and_durations_are_exported() {

@@ -1151,3 +1151,141 @@ fn command_lines_never_leave_in_clear_text_and_hashing_keeps_the_series_count() 
         );
     }
 }
+
+/// Every user-settable string that reaches the config, as (pipeline name, spec, topk names from
+/// Prometheus), each carrying `hostile` (regex fields: a character class holding the same text).
+fn hostile_specs(hostile: &str) -> Vec<(&'static str, PipelineSpec, Vec<String>)> {
+    let regex = format!("[{}]", hostile.replace('-', r"\-"));
+    let with = |template| {
+        let mut spec = PipelineSpec::from_template(template);
+        spec.critical_processes = vec![regex.clone()];
+        spec.drop_attributes = vec![hostile.to_string()];
+        spec.exporters = vec![OtlpHttpExporter {
+            name: "vendor".into(),
+            endpoint: format!("http://127.0.0.1:9/{hostile}"),
+            headers_secret_ref: Some(SecretRef {
+                name: "vendor-keys".into(),
+            }),
+        }];
+        spec
+    };
+    let mut priority = with(PipelineTemplate::PriorityFilter);
+    priority.keep_patterns = vec![regex.clone()];
+    let mut category = with(PipelineTemplate::Aggregate);
+    category.aggregate = Some(AggregateSpec {
+        group_by: AggregateGroupBy::Category,
+        categories: BTreeMap::from([(hostile.to_string(), regex.clone())]),
+    });
+    let mut topk = with(PipelineTemplate::Topk);
+    topk.topk = Some(TopKSpec {
+        k: 3,
+        refresh_interval: "1m".parse().expect("a duration"),
+        processes: vec![hostile.to_string()],
+    });
+    let mut custom = with(PipelineTemplate::Custom);
+    custom.custom = Some(CustomSpec {
+        processors: BTreeMap::from([(
+            "transform/leak".into(),
+            FreeForm(
+                json!({"metric_statements": [{"context": "resource", "statements": [
+                    format!("set(resource.attributes[\"leak\"], \"{hostile}\")")
+                ]}]}),
+            ),
+        )]),
+        pipeline: vec!["transform/leak".into()],
+    });
+    vec![
+        ("baseline", with(PipelineTemplate::Baseline), vec![]),
+        ("priority-filter", priority, vec![]),
+        ("aggregate-category", category, vec![]),
+        ("topk", topk, vec![hostile.to_string()]),
+        ("custom", custom, vec![]),
+    ]
+}
+
+/// (c) No user string reaches the collector's `${...}` expansion: hostile `${env:...}`,
+/// `${file:...}` and `$VAR` text in every user-settable field (regexes, attribute names, category
+/// names, top-K names from the spec and from Prometheus, custom processors, exporter endpoints,
+/// the remote-write URL of an Experiment's Prometheus) comes out of the real collector's resolved
+/// config (`print-config --mode unredacted`) exactly as written, and the secrets never appear.
+#[test]
+fn hostile_user_strings_never_expand_in_the_real_collector() {
+    let Some(collector) = require("collector", Some(collector_bin())) else {
+        return;
+    };
+    let dir = TempDir::new("hostile");
+    let secret_file = dir.0.join("secret");
+    std::fs::write(&secret_file, "file-leak-value").expect("write secret file");
+    let hostile = format!(
+        "${{env:PHX_SECRET}}${{file:{}}}$PHX_SECRET",
+        secret_file.display()
+    );
+    let remote_write = format!("http://127.0.0.1:9090/api/v1/write?x={hostile}");
+    let keys = secret_keys();
+    for (name, spec, topk) in hostile_specs(&hostile) {
+        let mut ctx = RenderContext::new(name, &remote_write);
+        ctx.experiment = Some("ns/hostile");
+        ctx.variant = Some("candidate");
+        ctx.proc_root = "/";
+        ctx.extra_exporters_allowed = true;
+        ctx.secret_keys = &keys;
+        ctx.topk_processes = &topk;
+        let rendered = render(&spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file = dir.0.join(format!("{name}.yaml"));
+        std::fs::write(&file, &rendered.yaml).expect("write config");
+        let mut cmd = Command::new(&collector);
+        cmd.args([
+            "print-config",
+            "--mode",
+            "unredacted",
+            "--format",
+            "json",
+            "--config",
+        ])
+        .arg(&file)
+        .env("PHX_SECRET", "env-leak-value")
+        .env("PHOENIX_NODE_NAME", "hostile-node");
+        for h in &rendered.header_env {
+            cmd.env(&h.env, "header-value");
+        }
+        let out = cmd.output().expect("run collector print-config");
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: print-config failed:\n{printed}{}\n--- config ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            rendered.yaml
+        );
+        for leak in ["env-leak-value", "file-leak-value"] {
+            assert!(
+                !printed.contains(leak),
+                "{name}: a user string expanded to {leak}:\n{printed}"
+            );
+        }
+        let resolved: Value = serde_json::from_str(&printed).expect("print-config prints JSON");
+        let exporters = &resolved["exporters"];
+        assert_eq!(
+            exporters["prometheusremotewrite"]["endpoint"],
+            json!(remote_write),
+            "{name}: remote-write URL"
+        );
+        assert_eq!(
+            exporters["otlphttp/vendor"]["endpoint"],
+            json!(format!("http://127.0.0.1:9/{hostile}")),
+            "{name}: exporter endpoint"
+        );
+        assert_eq!(
+            exporters["otlphttp/vendor"]["headers"]["api-key"],
+            json!("header-value"),
+            "{name}: Phoenix's own ${{env:...}} still expands"
+        );
+        let written = rendered.yaml.replace("$$", "$").matches(&hostile).count();
+        assert!(written >= 2, "{name}: the fixture reaches the config");
+        assert_eq!(
+            printed.matches(&hostile).count(),
+            written,
+            "{name}: every hostile text should come out verbatim:\n{printed}"
+        );
+        eprintln!("{name}: no user string expanded");
+    }
+}

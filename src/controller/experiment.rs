@@ -9,6 +9,7 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
@@ -20,12 +21,15 @@ use super::{Context, StatusWrite, apply, namespaced_api, write_status_at};
 use crate::analysis::measure::{self, MeasureError, Window};
 use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
-use crate::crd::experiment::{AnalysisInputs, Experiment, ExperimentPhase, TopKSelection, Verdict};
+use crate::crd::experiment::{
+    AnalysisInputs, Experiment, ExperimentPhase, ExperimentSpec, ExperimentStatus, TopKSelection,
+    Verdict,
+};
 use crate::crd::pipeline::PipelinePhase;
 use crate::crd::simulation::SimulationPhase;
 use crate::crd::{Pipeline, PipelineSpec, Simulation, conditions};
 use crate::desired::children::{self, Side};
-use crate::telemetry::{PhaseLabels, ResultLabels};
+use crate::telemetry::{EXPERIMENT_PHASES, PhaseLabels, ResultLabels};
 use crate::{Error, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -90,6 +94,16 @@ async fn resolve(
         .await
         .map_err(Error::kube("get referenced Pipeline"))?
         .map(|p| p.spec))
+}
+
+/// Why the operator's settings refuse the Experiment's own Prometheus URL, if they do.
+fn prometheus_refusal(ctx: &Context, exp: &Experiment) -> Option<String> {
+    let url = &exp.spec.prometheus.as_ref()?.url;
+    (!ctx.settings.prometheus_url_allowed(url)).then(|| {
+        format!(
+            "spec.prometheus.url {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
+        )
+    })
 }
 
 fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
@@ -435,18 +449,50 @@ fn ignore_gone(r: std::result::Result<(), kube::Error>) -> Result<()> {
     }
 }
 
+/// How long a finished Experiment has left before `spec.ttlSecondsAfterFinished` deletes it
+/// (zero: now); `None` when it has no TTL or has not finished. Pure.
+pub fn expires_in(
+    spec: &ExperimentSpec,
+    status: &ExperimentStatus,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Option<Duration> {
+    let ttl = spec.ttl_seconds_after_finished?;
+    if !status.phase.is_some_and(ExperimentPhase::is_terminal) {
+        return None;
+    }
+    let finished = status.completion_time.as_ref()?.0;
+    let expiry = finished
+        .checked_add(Duration::from_secs(u64::from(ttl)))
+        .ok()?;
+    let left = now.duration_until(expiry);
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+}
+
+/// Deletes an expired Experiment (UID precondition: never a newer one of the same name).
+async fn delete_expired(api: &Api<Experiment>, exp: &Experiment) -> Result<()> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: exp.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    info!("ttlSecondsAfterFinished passed: deleting the Experiment");
+    match api.delete(&exp.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(Error::Kube {
+            step: "delete expired Experiment",
+            source: e,
+        }),
+    }
+}
+
 fn record_metrics(ctx: &Context, exp: &Experiment, d: &Decision) {
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
-    for phase in [
-        "Pending",
-        "Deploying",
-        "Running",
-        "Analyzing",
-        "Completed",
-        "Failed",
-        "Aborted",
-    ] {
+    ctx.metrics.track_experiment(&namespace, &name);
+    for phase in EXPERIMENT_PHASES {
         let current = d
             .status
             .phase
@@ -460,7 +506,7 @@ fn record_metrics(ctx: &Context, exp: &Experiment, d: &Decision) {
         ctx.metrics
             .experiment_phase
             .get_or_create(&labels)
-            .set(i64::from(current == phase));
+            .set(i64::from(current == *phase));
     }
     if let (Some(results), Some(verdict)) = (&d.status.results, d.status.verdict) {
         let labels = ResultLabels {
@@ -546,6 +592,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
             .as_ref()
             .map(|_| simulation_child(sim.as_ref())),
         missing_refs,
+        prometheus_refused: prometheus_refusal(&ctx, &exp),
         topk_refresh: candidate
             .as_ref()
             .filter(|c| c.spec.template == crate::crd::pipeline::PipelineTemplate::Topk)
@@ -638,6 +685,15 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         }
     }
     record_metrics(&ctx, &exp, &decision);
+    if let Some(left) = expires_in(&exp.spec, &decision.status, observed.now) {
+        if left.is_zero() {
+            delete_expired(&api, &exp).await?;
+            return Ok(Action::await_change());
+        }
+        return Ok(Action::requeue(
+            decision.requeue.map_or(left, |r| r.min(left)),
+        ));
+    }
     Ok(match decision.requeue {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
@@ -668,7 +724,9 @@ pub async fn run(
         ),
     };
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
-    Controller::new(exps, watcher::Config::default())
+    let controller = Controller::new(exps, watcher::Config::default());
+    let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
+    controller
         .owns(pipelines, children.clone())
         .owns(sims, children)
         .graceful_shutdown_on(shutdown)
@@ -679,11 +737,58 @@ pub async fn run(
             }
         })
         .await;
+    pruner.abort();
+}
+
+/// How often the series of deleted Experiments are removed from /metrics.
+const METRICS_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Removes the /metrics series of Experiments that are no longer in the controller's cache
+/// (deleted), every [`METRICS_PRUNE_INTERVAL`]. Deletions reach no reconcile, so this is where an
+/// Experiment's per-object state ends.
+async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
+    // No wait for the cache's first list: series exist only for Experiments that were reconciled,
+    // so were in the cache, and a relist swaps the cache's contents at once.
+    let mut tick = tokio::time::interval(METRICS_PRUNE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let live: std::collections::BTreeSet<(String, String)> = store
+            .state()
+            .iter()
+            .map(|e| (e.namespace().unwrap_or_default(), e.name_any()))
+            .collect();
+        ctx.metrics.retain_experiments(&live);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finished_experiments_expire_only_with_a_ttl() {
+        let mut spec: ExperimentSpec = serde_yaml::from_str(
+            "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: baseline}}",
+        )
+        .expect("parses");
+        let finished: k8s_openapi::jiff::Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
+        let at = |secs: i64| finished + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+        let mut status = ExperimentStatus {
+            phase: Some(ExperimentPhase::Completed),
+            completion_time: Some(Time(finished)),
+            ..Default::default()
+        };
+        assert_eq!(expires_in(&spec, &status, at(5)), None, "no TTL: kept");
+        spec.ttl_seconds_after_finished = Some(60);
+        assert_eq!(
+            expires_in(&spec, &status, at(20)),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(expires_in(&spec, &status, at(61)), Some(Duration::ZERO));
+        status.phase = Some(ExperimentPhase::Running);
+        assert_eq!(expires_in(&spec, &status, at(61)), None, "not finished");
+    }
+
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     fn pipeline_owned_by(uid: &str, controller: Option<bool>) -> Pipeline {

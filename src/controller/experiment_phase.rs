@@ -63,6 +63,8 @@ pub struct Observed {
     pub simulation: Option<Child>,
     /// Names of referenced Pipelines that do not exist.
     pub missing_refs: Vec<String>,
+    /// Why the operator's settings refuse the spec's Prometheus URL, if they do.
+    pub prometheus_refused: Option<String>,
     /// A `topk` candidate's refresh interval (its top K is re-chosen from the baseline's data).
     pub topk_refresh: Option<Duration>,
     /// Objects that carry a child's name but are not controlled by this Experiment, e.g.
@@ -301,8 +303,12 @@ fn failed(mut d: Decision, reason: &str, message: String, obs: &Observed) -> Dec
     d
 }
 
-/// `Pending`: wait for referenced Pipelines, then start deploying.
+/// `Pending`: refuse a Prometheus the operator does not allow, wait for referenced Pipelines,
+/// then start deploying.
 fn pending(mut d: Decision, obs: &Observed, limits: &Limits) -> Decision {
+    if let Some(message) = &obs.prometheus_refused {
+        return failed(d, "PrometheusNotAllowed", message.clone(), obs);
+    }
     if !obs.missing_refs.is_empty() {
         let message = format!("waiting for Pipeline(s) {}", obs.missing_refs.join(", "));
         if d.status.message.as_deref() != Some(message.as_str()) {
@@ -788,6 +794,7 @@ mod tests {
             candidate,
             simulation: Some(Child::Ready),
             missing_refs: vec![],
+            prometheus_refused: None,
             topk_refresh: None,
             conflicts: vec![],
             basis: Some(basis()),
@@ -819,6 +826,11 @@ mod tests {
     #[test]
     fn pending_waits_for_missing_references() {
         let mut o = obs(0, Child::Missing, Child::Missing);
+        o.prometheus_refused = Some("not allowed".into());
+        let d = decide(&spec(), &ExperimentStatus::default(), &o);
+        assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
+        assert_eq!(d.effects, vec![Effect::ReleaseChildren]);
+        o.prometheus_refused = None;
         o.missing_refs = vec!["today".into()];
         let d = decide(&spec(), &ExperimentStatus::default(), &o);
         assert_eq!(d.status.phase, Some(ExperimentPhase::Pending));

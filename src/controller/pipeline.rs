@@ -18,14 +18,19 @@ use tracing::{info, instrument};
 
 use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
+use crate::desired::children::{self, Grant};
 use crate::desired::collector_config::{self, RenderContext};
-use crate::desired::labels::{self, Ownership};
+use crate::desired::labels;
 use crate::desired::workload::{self, CollectorParams, Workload};
 use crate::{Error, Result};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "pipeline";
+/// Condition reason when the apiserver refused a generated object for good (400/422): the
+/// message is the apiserver's.
+pub const REFUSED: &str = "Invalid";
 /// Hash-named ConfigMaps kept besides the current one (for quick rollback and in-flight pods).
 pub const KEEP_OLD_CONFIGMAPS: usize = 2;
 
@@ -190,42 +195,66 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Pipeline> = namespaced_api(&ctx.client, pipeline.as_ref())?;
     let previous = pipeline.status.clone().unwrap_or_default();
-    let ownership = Ownership::from_labels(pipeline.metadata.labels.as_ref());
+    if refused_until_changed(&pipeline) {
+        return Ok(Action::await_change());
+    }
+    // What an Experiment grants its children comes from the live Experiment, never from the
+    // Pipeline's own labels or annotations.
+    let grant = experiment_grant(&ctx, &namespace, &pipeline).await?;
+    let ownership = grant.as_ref().map(Grant::ownership).unwrap_or_default();
 
     // Build: render and validate the config (pure).
-    let remote_write = pipeline
-        .annotations()
-        .get(crate::desired::children::REMOTE_WRITE_URL)
-        .cloned()
+    let remote_write = grant
+        .as_ref()
+        .and_then(|g| g.remote_write_url.clone())
         .unwrap_or_else(|| ctx.settings.remote_write_url());
     let experiment_label = ownership
         .experiment
         .as_ref()
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let topk = previous.topk_processes.clone();
-    let exporters_allowed = ownership.experiment.is_none() || extra_exporters_allowed(&pipeline);
-    let secret_keys = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed)
-        .await?
+    let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
+    if let Some(image) = pipeline.spec.deployment.image.as_deref()
+        && !ctx.settings.collector_image_allowed(image)
     {
-        Ok(keys) => keys,
-        Err(missing) => {
-            let message = format!("Secret {missing} referenced by spec.exporters does not exist");
-            let status = invalid_status(&pipeline, "SecretNotFound", &message, &previous);
-            if previous.message != status.message {
-                ctx.event(
-                    pipeline.as_ref(),
-                    EventType::Warning,
-                    "SecretNotFound",
-                    "Validate",
-                    message,
-                )
-                .await;
-            }
-            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-            // Secrets are not watched: look again in a while.
-            return Ok(Action::requeue(Duration::from_secs(30)));
+        let message = format!(
+            "spec.deployment.image {image} is not allowed by the operator: collectors mount the host's /proc, so only the operator's collector image or one in --allowed-collector-images (chart value allowedCollectorImages) may run"
+        );
+        let status = invalid_status(&pipeline, "ImageNotAllowed", &message, &previous);
+        if previous.message != status.message {
+            ctx.event(
+                pipeline.as_ref(),
+                EventType::Warning,
+                "ImageNotAllowed",
+                "Validate",
+                message,
+            )
+            .await;
         }
-    };
+        write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    let secret_keys =
+        match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+            Ok(keys) => keys,
+            Err(refusal) => {
+                let (reason, message) = (refusal.reason(), refusal.to_string());
+                let status = invalid_status(&pipeline, reason, &message, &previous);
+                if previous.message != status.message {
+                    ctx.event(
+                        pipeline.as_ref(),
+                        EventType::Warning,
+                        reason,
+                        "Validate",
+                        message,
+                    )
+                    .await;
+                }
+                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+                // Secrets are not watched: look again in a while.
+                return Ok(Action::requeue(Duration::from_secs(30)));
+            }
+        };
     let render_ctx = RenderContext {
         experiment: experiment_label.as_deref(),
         variant: ownership.variant.as_deref(),
@@ -270,26 +299,26 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let config_map = workload::config_map(&params);
-    if config_maps
-        .get_opt(&labels::config_map_name(&name, &rendered.hash))
-        .await
-        .map_err(Error::kube("get ConfigMap"))?
-        .is_none()
-    {
-        apply(&config_maps, &config_map, "apply ConfigMap").await?;
-    }
-    let applied = match workload::workload(&pipeline.spec, &params) {
-        Workload::DaemonSet(ds) => {
-            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
-            delete_if_exists::<Deployment>(&ctx, &namespace, &labels::collector_name(&name))
-                .await?;
-            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
-        }
-        Workload::Deployment(d) => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &namespace);
-            delete_if_exists::<DaemonSet>(&ctx, &namespace, &labels::collector_name(&name)).await?;
-            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
+    let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            let Some(message) = e.refused_permanently() else {
+                return Err(e);
+            };
+            let status = invalid_status(&pipeline, REFUSED, &message, &previous);
+            if previous.message != status.message {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    REFUSED,
+                    "Apply",
+                    message,
+                )
+                .await;
+            }
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Permanent until the spec changes (see `refused_until_changed`).
+            return Ok(Action::await_change());
         }
     };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
@@ -335,21 +364,125 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     Ok(Action::await_change())
 }
 
-fn extra_exporters_allowed(pipeline: &Pipeline) -> bool {
-    pipeline
-        .annotations()
-        .get(labels::ALLOW_EXTRA_EXPORTERS)
-        .is_some_and(|v| v == "true")
+/// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
+/// workload, deleting the workload of the other mode.
+async fn apply_collectors(
+    ctx: &Context,
+    config_maps: &Api<ConfigMap>,
+    spec: &crate::crd::PipelineSpec,
+    params: &CollectorParams<'_>,
+) -> Result<Workload> {
+    let (name, namespace) = (params.name, params.namespace);
+    if config_maps
+        .get_opt(&labels::config_map_name(name, params.config_hash))
+        .await
+        .map_err(Error::kube("get ConfigMap"))?
+        .is_none()
+    {
+        apply(
+            config_maps,
+            &workload::config_map(params),
+            "apply ConfigMap",
+        )
+        .await?;
+    }
+    Ok(match workload::workload(spec, params) {
+        Workload::DaemonSet(ds) => {
+            let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
+            delete_if_exists::<Deployment>(ctx, namespace, &labels::collector_name(name)).await?;
+            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
+        }
+        Workload::Deployment(d) => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+            delete_if_exists::<DaemonSet>(ctx, namespace, &labels::collector_name(name)).await?;
+            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
+        }
+    })
 }
 
-/// The key names (never the values) of the Secrets `spec.exporters` reference, or the name of a
-/// Secret that does not exist.
+/// Whether this generation was already refused by the apiserver for good (reason [`REFUSED`]):
+/// then nothing is applied again until the spec changes. Pure.
+pub fn refused_until_changed(pipeline: &Pipeline) -> bool {
+    pipeline.status.as_ref().is_some_and(|s| {
+        s.phase == Some(PipelinePhase::Invalid)
+            && s.observed_generation == pipeline.metadata.generation
+            && conditions::find(&s.conditions, "ConfigValid").is_some_and(|c| c.reason == REFUSED)
+    })
+}
+
+/// The grant of the Experiment controlling `pipeline`, if one does (see [`children::grant`]).
+async fn experiment_grant(
+    ctx: &Context,
+    namespace: &str,
+    pipeline: &Pipeline,
+) -> Result<Option<Grant>> {
+    let Some(owner) = children::experiment_owner(pipeline.owner_references()) else {
+        return Ok(None);
+    };
+    let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), namespace);
+    let experiment = experiments
+        .get_opt(&owner.name)
+        .await
+        .map_err(Error::kube("get controlling Experiment"))?;
+    Ok(experiment.and_then(|e| children::grant(&pipeline.name_any(), owner, &e)))
+}
+
+/// Label a Secret must carry (value `"true"`) before Phoenix sends its values as HTTP headers of
+/// an extra exporter: whoever may write Pipelines must not be able to ship any Secret of the
+/// namespace to an endpoint of their choosing.
+pub const EXPORTER_CREDENTIALS: &str = "phoenix.io/exporter-credentials";
+
+/// Why a Secret referenced by `spec.exporters` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretRefusal {
+    #[error("Secret {0} referenced by spec.exporters does not exist")]
+    NotFound(String),
+    #[error(
+        "Secret {0} referenced by spec.exporters lacks the label {EXPORTER_CREDENTIALS}=\"true\": Phoenix sends only Secrets opted in for exporter use as HTTP headers (label it to allow)"
+    )]
+    NotOptedIn(String),
+}
+
+impl SecretRefusal {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SecretRefusal::NotFound(_) => "SecretNotFound",
+            SecretRefusal::NotOptedIn(_) => "SecretNotOptedIn",
+        }
+    }
+}
+
+/// The key names of `secret` (named `name`) if it may be used for exporter headers. Pure.
+pub fn exporter_secret_keys(
+    name: &str,
+    secret: Option<Secret>,
+) -> std::result::Result<Vec<String>, SecretRefusal> {
+    let secret = secret.ok_or_else(|| SecretRefusal::NotFound(name.to_string()))?;
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(EXPORTER_CREDENTIALS))
+        .is_some_and(|v| v == "true");
+    if !opted_in {
+        return Err(SecretRefusal::NotOptedIn(name.to_string()));
+    }
+    let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
+    names.extend(secret.string_data.unwrap_or_default().into_keys());
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The key names (never the values) of the Secrets `spec.exporters` reference, or why one of
+/// them cannot be used.
 async fn header_secret_keys(
     ctx: &Context,
     namespace: &str,
     pipeline: &Pipeline,
     allowed: bool,
-) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, String>> {
+) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, SecretRefusal>> {
     let mut keys = BTreeMap::new();
     if !allowed {
         return Ok(Ok(keys));
@@ -361,18 +494,16 @@ async fn header_secret_keys(
         .iter()
         .filter_map(|e| e.headers_secret_ref.as_ref())
     {
-        let Some(secret) = secrets
+        let secret = secrets
             .get_opt(&r.name)
             .await
-            .map_err(Error::kube("get exporter Secret"))?
-        else {
-            return Ok(Err(r.name.clone()));
-        };
-        let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
-        names.extend(secret.string_data.unwrap_or_default().into_keys());
-        names.sort();
-        names.dedup();
-        keys.insert(r.name.clone(), names);
+            .map_err(Error::kube("get exporter Secret"))?;
+        match exporter_secret_keys(&r.name, secret) {
+            Ok(names) => {
+                keys.insert(r.name.clone(), names);
+            }
+            Err(refusal) => return Ok(Err(refusal)),
+        }
     }
     Ok(Ok(keys))
 }
@@ -483,4 +614,42 @@ pub async fn run(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(labels: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s.string_data = Some(BTreeMap::from([("api-key".into(), "v".into())]));
+        s
+    }
+
+    #[test]
+    fn only_opted_in_secrets_give_header_keys() {
+        assert_eq!(
+            exporter_secret_keys("k", Some(secret(&[(EXPORTER_CREDENTIALS, "true")]))),
+            Ok(vec!["api-key".to_string()])
+        );
+        for labels in [
+            &[][..],
+            &[(EXPORTER_CREDENTIALS, "yes")],
+            &[("other", "true")],
+        ] {
+            let refusal = exporter_secret_keys("k", Some(secret(labels))).unwrap_err();
+            assert_eq!(refusal, SecretRefusal::NotOptedIn("k".into()));
+            assert!(refusal.to_string().contains(EXPORTER_CREDENTIALS));
+        }
+        assert_eq!(
+            exporter_secret_keys("k", None),
+            Err(SecretRefusal::NotFound("k".into()))
+        );
+    }
 }

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
@@ -115,6 +116,36 @@ pub fn status_from_job(
     }
 }
 
+/// The status of a Simulation that can never run as written (its node selector is invalid, or
+/// the apiserver refused its Job for good: 400/422): `Failed`,
+/// reason `Invalid`, with the apiserver's message. Pure.
+pub fn refused_status(
+    sim: &Simulation,
+    message: &str,
+    previous: &SimulationStatus,
+) -> SimulationStatus {
+    let generation = sim.metadata.generation;
+    let mut conds = previous.conditions.clone();
+    let t = now();
+    for (type_, status) in [
+        ("Ready", ConditionStatus::False),
+        ("Complete", ConditionStatus::True),
+    ] {
+        conditions::set_condition(
+            &mut conds,
+            Condition::new(type_, status, "Invalid", message, generation, t.clone()),
+        );
+    }
+    SimulationStatus {
+        phase: Some(SimulationPhase::Failed),
+        observed_generation: generation,
+        conditions: conds,
+        completion_time: Some(previous.completion_time.clone().unwrap_or(t)),
+        message: Some(format!("the simulator Job was refused: {message}")),
+        ..previous.clone()
+    }
+}
+
 #[instrument(skip_all, fields(simulation = %sim.name_any(), namespace = sim.namespace().unwrap_or_default()))]
 async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(NAME);
@@ -137,7 +168,23 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
             Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
         )
     {
-        let nodes = count_target_nodes(&ctx, &sim).await?;
+        let selector = match labels::node_selector(&sim.spec.node_selector) {
+            Ok(selector) => selector,
+            Err(message) => {
+                let status = refused_status(&sim, &message, &previous);
+                ctx.event(
+                    sim.as_ref(),
+                    EventType::Warning,
+                    "Invalid",
+                    "Validate",
+                    message,
+                )
+                .await;
+                write_status(&api, &sim, sim.status.as_ref(), &status).await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let nodes = count_target_nodes(&ctx, &selector).await?;
         let params = JobParams {
             name: &name,
             namespace: &namespace,
@@ -148,7 +195,26 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
             image: &ctx.settings.simulator_image,
             nodes,
         };
-        let created = apply(&jobs, &job::job(&sim.spec, &params), "apply Job").await?;
+        let created = match apply(&jobs, &job::job(&sim.spec, &params), "apply Job").await {
+            Ok(created) => created,
+            Err(e) => {
+                let Some(message) = e.refused_permanently() else {
+                    return Err(e);
+                };
+                // Failed is terminal: the refused Job is never retried.
+                let status = refused_status(&sim, &message, &previous);
+                ctx.event(
+                    sim.as_ref(),
+                    EventType::Warning,
+                    "Invalid",
+                    "Apply",
+                    message,
+                )
+                .await;
+                write_status(&api, &sim, sim.status.as_ref(), &status).await?;
+                return Ok(Action::await_change());
+            }
+        };
         ctx.event(
             sim.as_ref(),
             EventType::Normal,
@@ -183,17 +249,10 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-async fn count_target_nodes(ctx: &Context, sim: &Simulation) -> Result<i32> {
-    let selector = sim
-        .spec
-        .node_selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+async fn count_target_nodes(ctx: &Context, selector: &Selector) -> Result<i32> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let list = nodes
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels_from(selector))
         .await
         .map_err(Error::kube("list Nodes"))?;
     let schedulable = list

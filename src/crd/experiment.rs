@@ -41,6 +41,7 @@ pub const MAX_NAME_LEN: usize = 40;
     validation = kube::core::Rule::new("self.candidate == oldSelf.candidate").message("spec.candidate is immutable: create a new Experiment to compare other pipelines").field_path(".candidate"),
     validation = kube::core::Rule::new("self.targets == oldSelf.targets").message("spec.targets is immutable").field_path(".targets"),
     validation = kube::core::Rule::new("has(self.simulation) == has(oldSelf.simulation) && (!has(self.simulation) || self.simulation == oldSelf.simulation)").message("spec.simulation is immutable").field_path(".simulation"),
+    validation = kube::core::Rule::new("has(self.prometheus) == has(oldSelf.prometheus) && (!has(self.prometheus) || self.prometheus == oldSelf.prometheus)").message("spec.prometheus is immutable: the analysis must query the Prometheus the collectors pushed to").field_path(".prometheus"),
     validation = kube::core::Rule::new("self.duration == oldSelf.duration && self.warmup == oldSelf.warmup").message("spec.duration and spec.warmup are immutable").field_path(".duration"),
     validation = kube::core::Rule::new("!has(oldSelf.abort) || !oldSelf.abort || self.abort").message("an aborted Experiment cannot be resumed").field_path(".abort"),
     validation = kube::core::Rule::new("duration(self.warmup) < duration(self.duration)").message("spec.warmup must be shorter than spec.duration").field_path(".warmup"),
@@ -90,6 +91,12 @@ pub struct ExperimentSpec {
     /// Set to true to stop the run; the Experiment ends `Aborted` and keeps what it measured.
     #[serde(default)]
     pub abort: bool,
+    /// Seconds after the Experiment finished (`Completed`, `Failed` or `Aborted`) when Phoenix
+    /// deletes it, and with it everything it created. Unset (default): finished Experiments are
+    /// kept, as GitOps tools expect. At most one year.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 31_536_000))]
+    pub ttl_seconds_after_finished: Option<u32>,
 }
 
 /// One side of the comparison: a reference to an existing Pipeline or a Pipeline spec inline.
@@ -120,6 +127,7 @@ pub struct PipelineRef {
 pub struct Targets {
     /// Node labels selecting the target nodes. Empty: every schedulable node.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for tainted target nodes, given to both variants' collectors and the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

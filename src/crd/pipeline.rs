@@ -244,7 +244,10 @@ pub struct OtlpHttpExporter {
     #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
     pub endpoint: String,
     /// A Secret in the Pipeline's namespace whose keys become HTTP headers (key = header name),
-    /// e.g. `api-key` for New Relic.
+    /// e.g. `api-key` for New Relic. The Secret must carry the label
+    /// `phoenix.io/exporter-credentials: "true"` (its owner's opt-in): any other Secret is refused
+    /// (`ConfigValid=False`, reason `SecretNotOptedIn`), so writing a Pipeline never ships a
+    /// Secret you cannot read to an endpoint you choose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
 }
@@ -267,6 +270,7 @@ pub struct CollectorDeployment {
     pub mode: DeploymentMode,
     /// Nodes the collectors run on. Inside an Experiment the Experiment's targets apply.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for the collector pods.
     #[serde(default)]
@@ -274,8 +278,11 @@ pub struct CollectorDeployment {
     /// CPU/memory requests and limits of the collector container. Default: requests 100m / 128Mi,
     /// limits 500m / 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = crate::crd::validation::resources())]
     pub resources: Option<ResourceRequirements>,
     /// Collector image. Default: the contrib collector image the operator is configured with.
+    /// Any other image must be in the operator's `--allowed-collector-images` (collectors mount
+    /// the host's /proc); otherwise the Pipeline is `Invalid` with reason `ImageNotAllowed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,

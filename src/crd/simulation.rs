@@ -67,6 +67,7 @@ pub struct SimulationSpec {
     /// Nodes to load (one simulator pod per matching node). Inside an Experiment the Experiment's
     /// targets apply.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the simulator pods, for tainted target nodes.

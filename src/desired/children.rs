@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 
 use super::labels;
 use crate::crd::duration::SpecDuration;
-use crate::crd::experiment::{ExperimentSpec, Targets};
+use crate::crd::experiment::{Experiment, ExperimentSpec, Targets};
 use crate::crd::pipeline::DeploymentMode;
 use crate::crd::{Pipeline, PipelineSpec, Simulation};
 
@@ -16,7 +16,8 @@ use crate::crd::{Pipeline, PipelineSpec, Simulation};
 pub const MAX_LOAD: Duration = Duration::from_secs(24 * 3600);
 
 /// Annotation on child Pipelines: the remote-write URL their collectors push to (the
-/// Experiment's Prometheus).
+/// Experiment's Prometheus). Informational: the Pipeline controller reads the URL from the live
+/// controlling Experiment ([`grant`]), never from this annotation.
 pub const REMOTE_WRITE_URL: &str = "phoenix.io/remote-write-url";
 
 /// The `phoenix_experiment` label value on every series an Experiment's collectors push:
@@ -46,6 +47,59 @@ impl Side {
             Side::Candidate => "candidate",
         }
     }
+}
+
+/// What the Experiment controlling a Pipeline grants it: the series labels, the Prometheus its
+/// collectors push to, and whether `spec.exporters` are rendered. Read from the live Experiment,
+/// never from the Pipeline's own labels or annotations (which whoever may edit Pipelines can set).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The Experiment's name.
+    pub experiment: String,
+    /// Which child the Pipeline is.
+    pub variant: Side,
+    /// The Experiment's own remote-write URL ([`remote_write_url`]), if its spec names one.
+    pub remote_write_url: Option<String>,
+    /// `spec.allowExtraExporters` of the Experiment.
+    pub allow_extra_exporters: bool,
+}
+
+impl Grant {
+    /// The ownership labels of what the Pipeline generates.
+    pub fn ownership(&self) -> labels::Ownership {
+        labels::Ownership {
+            experiment: Some(self.experiment.clone()),
+            variant: Some(self.variant.as_str().to_string()),
+        }
+    }
+}
+
+/// The controller ownerReference of `owner_refs` when it names an Experiment (`phoenix.io`).
+pub fn experiment_owner(owner_refs: &[OwnerReference]) -> Option<&OwnerReference> {
+    owner_refs.iter().find(|o| {
+        o.controller == Some(true)
+            && o.kind == "Experiment"
+            && o.api_version.split('/').next() == Some("phoenix.io")
+    })
+}
+
+/// The grant of the Pipeline `pipeline` whose controller is `owner`, when `experiment` is that
+/// owner (the live Experiment of that name has the owner's UID) and the Pipeline is one of its
+/// children by name. `None`: the Pipeline is treated as standalone.
+pub fn grant(pipeline: &str, owner: &OwnerReference, experiment: &Experiment) -> Option<Grant> {
+    let name = experiment.metadata.name.as_deref()?;
+    if name != owner.name || experiment.metadata.uid.as_deref() != Some(owner.uid.as_str()) {
+        return None;
+    }
+    let variant = [Side::Baseline, Side::Candidate]
+        .into_iter()
+        .find(|side| pipeline_name(name, *side) == pipeline)?;
+    Some(Grant {
+        experiment: name.to_string(),
+        variant,
+        remote_write_url: remote_write_url(&experiment.spec),
+        allow_extra_exporters: experiment.spec.allow_extra_exporters,
+    })
 }
 
 /// `<exp>-baseline` / `<exp>-candidate`.
@@ -258,6 +312,42 @@ mod tests {
             .expect("has a simulation");
         assert_eq!(sim.metadata.name.as_deref(), Some("e-load"));
         assert_eq!(sim.spec.node_selector["type"], "kwok");
+    }
+
+    fn experiment(uid: &str) -> Experiment {
+        let mut spec = spec();
+        spec.prometheus = serde_yaml::from_str("url: http://team-prom:9090/").expect("parses");
+        spec.allow_extra_exporters = true;
+        let mut e = Experiment::new("e", spec);
+        e.metadata.uid = Some(uid.into());
+        e
+    }
+
+    #[test]
+    fn only_the_live_controlling_experiment_grants_anything() {
+        let refs = [owner()];
+        let o = experiment_owner(&refs).expect("controller ref to an Experiment");
+        assert_eq!(
+            grant("e-candidate", o, &experiment("u")),
+            Some(Grant {
+                experiment: "e".into(),
+                variant: Side::Candidate,
+                remote_write_url: Some("http://team-prom:9090/api/v1/write".into()),
+                allow_extra_exporters: true,
+            })
+        );
+        // An Experiment of the same name but another UID (deleted and re-created).
+        assert_eq!(grant("e-candidate", o, &experiment("other")), None);
+        // A Pipeline that is not one of the Experiment's children by name.
+        assert_eq!(grant("mine", o, &experiment("u")), None);
+        // Owner references that are not an Experiment's controller reference.
+        let mut not_controller = owner();
+        not_controller.controller = None;
+        let mut other_group = owner();
+        other_group.api_version = "evil.io/v1".into();
+        for r in [not_controller, other_group] {
+            assert_eq!(experiment_owner(std::slice::from_ref(&r)), None);
+        }
     }
 
     #[test]

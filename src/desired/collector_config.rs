@@ -337,7 +337,8 @@ fn build(
     c.exporters.insert(
         REMOTE_WRITE.into(),
         component(json!({
-            "endpoint": ctx.remote_write_url,
+            // From an Experiment's `spec.prometheus.url`: user text like any other.
+            "endpoint": escape::confmap(ctx.remote_write_url),
             "resource_to_telemetry_conversion": {"enabled": true},
             "target_info": {"enabled": false},
             // One request at a time keeps each series' samples in order (Prometheus rejects a

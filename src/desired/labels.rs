@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use kube::core::Selector;
+
+use crate::crd::validation::{is_label_key, is_label_value};
+
 /// The field manager of every server-side apply Phoenix makes.
 pub const FIELD_MANAGER: &str = "phoenix-operator";
 /// `app.kubernetes.io/managed-by` value on generated objects.
@@ -118,5 +122,49 @@ pub fn job_name(simulation: &str) -> String {
 }
 
 /// Annotation the Experiment controller sets on a child Pipeline when its spec allows extra
-/// exporters (`spec.allowExtraExporters`).
+/// exporters (`spec.allowExtraExporters`). Informational: the Pipeline controller reads the gate
+/// from the live controlling Experiment, never from this annotation.
 pub const ALLOW_EXTRA_EXPORTERS: &str = "phoenix.io/allow-extra-exporters";
+
+/// The label selector of a node-selector map, each key and value checked with Kubernetes' rules
+/// first (a selector string has no escaping: `a=b,c` as a value would add a requirement). The
+/// error names the offending entry.
+pub fn node_selector(map: &BTreeMap<String, String>) -> Result<Selector, String> {
+    for (k, v) in map {
+        if !is_label_key(k) {
+            return Err(format!("node selector key {k:?} is not a valid label key"));
+        }
+        if !is_label_value(v) {
+            return Err(format!(
+                "node selector value {v:?} of {k:?} is not a valid label value"
+            ));
+        }
+    }
+    Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_selectors_are_checked_not_spliced() {
+        let ok = BTreeMap::from([("type".to_string(), "kwok".to_string())]);
+        assert_eq!(
+            node_selector(&ok).map(|s| s.to_string()),
+            Ok("type=kwok".into())
+        );
+        let spliced = BTreeMap::from([("type".to_string(), "kwok,zone!=a".to_string())]);
+        assert!(
+            node_selector(&spliced)
+                .unwrap_err()
+                .contains("not a valid label value")
+        );
+        let bad_key = BTreeMap::from([("a,b".to_string(), "x".to_string())]);
+        assert!(
+            node_selector(&bad_key)
+                .unwrap_err()
+                .contains("not a valid label key")
+        );
+    }
+}

@@ -280,6 +280,27 @@ fn malformed() -> Vec<(&'static str, String, &'static str)> {
             "spec.baseline.pipeline.topk",
         ),
         (
+            "resource quantity that is not a quantity",
+            pipeline(
+                "p-qty",
+                "  template: baseline\n  deployment: {resources: {requests: {cpu: lots}}}",
+            ),
+            "spec.deployment.resources",
+        ),
+        (
+            "node selector value that would splice a selector",
+            simulation("s-sel", "  nodeSelector: {type: 'kwok,zone!=a'}"),
+            "spec.nodeSelector",
+        ),
+        (
+            "target node selector value that is not a label value",
+            experiment(
+                "e-sel",
+                &format!("{VARIANTS}  targets: {{nodeSelector: {{zone: 'a b'}}}}"),
+            ),
+            "spec.targets.nodeSelector",
+        ),
+        (
             "experiment name over 40",
             experiment(&long(41), VARIANTS),
             "metadata.name",

@@ -378,9 +378,12 @@ async fn prometheus_down_mid_run_then_back_recovers() {
         port,
     );
     prom.ready().await;
-    let operator = Operator::start(&ns.name, &[]);
+    // The Experiment's own Prometheus must be allowed by the operator's settings.
+    let allowed = format!("http://127.0.0.1:{port}");
+    let allow = ["--allowed-prometheus-url-prefixes", allowed.as_str()];
+    let operator = Operator::start(&ns.name, &allow);
     let api = ns.api::<Experiment>();
-    let extra = format!("  prometheus: {{url: 'http://127.0.0.1:{port}'}}\n");
+    let extra = format!("  prometheus: {{url: '{allowed}'}}\n");
     api.create(
         &PostParams::default(),
         &experiment("exp", "minSeriesReductionPercent: 80", &extra),
@@ -409,7 +412,7 @@ async fn prometheus_down_mid_run_then_back_recovers() {
 
     // The operator is killed while Analyzing; the restarted one resumes the same analysis window.
     operator.kill();
-    let _operator = Operator::start(&ns.name, &[]);
+    let _operator = Operator::start(&ns.name, &allow);
     let prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
     let status = phase(&api, "exp", FINAL, 180).await;
@@ -431,12 +434,18 @@ async fn prometheus_down_mid_run_then_back_recovers() {
 #[tokio::test]
 async fn prometheus_down_past_the_budget_fails_unavailable() {
     let ns = TestNamespace::new("exp-promgone").await;
-    let _operator = Operator::start(&ns.name, &["--analysis-retries", "2"]);
-    let api = ns.api::<Experiment>();
-    let extra = format!(
-        "  prometheus: {{url: 'http://127.0.0.1:{}'}}\n",
-        free_port()
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let _operator = Operator::start(
+        &ns.name,
+        &[
+            "--analysis-retries",
+            "2",
+            "--allowed-prometheus-url-prefixes",
+            &gone,
+        ],
     );
+    let api = ns.api::<Experiment>();
+    let extra = format!("  prometheus: {{url: '{gone}'}}\n");
     api.create(&PostParams::default(), &experiment("exp", "", &extra))
         .await
         .expect("created");

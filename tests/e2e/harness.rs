@@ -158,6 +158,17 @@ impl Cluster {
         Client::try_from(config).expect("client builds")
     }
 
+    /// A client for this cluster acting as `user` (impersonation by the admin), so requests are
+    /// authorized by that user's RBAC.
+    pub async fn client_as(&self, user: &str) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig valid");
+        config.auth_info.impersonate = Some(user.to_string());
+        Client::try_from(config).expect("client builds")
+    }
+
     /// A variable of the cluster's env file (e.g. `COLLECTOR_BIN`).
     pub fn var(&self, key: &str) -> &str {
         self.env

