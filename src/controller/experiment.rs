@@ -115,11 +115,13 @@ async fn analyze(
         }
     };
     let step = exp.spec.analysis.interval.as_secs_f64();
-    let window = Window {
-        start: start.as_second(),
-        end: end.as_second(),
-        step_secs: step,
-    };
+    // Each step looks back over the slower variant's two collection intervals.
+    let collection = specs
+        .iter()
+        .flatten()
+        .map(|s| s.collection_interval.as_secs_f64())
+        .fold(0.0, f64::max);
+    let window = Window::new(start.as_second(), end.as_second(), step, collection);
     let label = children::experiment_label(&exp.namespace().unwrap_or_default(), &exp.name_any());
     let sel = |side: Side| VariantSelector {
         experiment: label.clone(),
@@ -263,11 +265,7 @@ async fn refresh_topk(
         variant: Side::Baseline.as_str().to_string(),
     };
     let step = exp.spec.analysis.interval.as_secs_f64();
-    let window = Window {
-        start: since.as_second(),
-        end: now.as_second(),
-        step_secs: step,
-    };
+    let window = Window::new(since.as_second(), now.as_second(), step, 0.0);
     let url = prometheus_url(ctx, exp);
     let names = match ctx.settings.prometheus.client(&url) {
         Ok(prom) => measure::topk_names(&prom, &sel, k, &window)
