@@ -632,7 +632,13 @@ async fn missing_or_partial_candidate_data_is_inconclusive_with_its_reason() {
     // A crash-looping candidate: nothing, not even its own telemetry, for samples 8..=13.
     feed.extend(baseline_of("shop/crash"));
     let mut crashing = process_series(base, "shop/crash", "candidate", &kept, rank);
-    crashing.extend(collector_series(base, "shop/crash", "candidate", 0.1, 100e6));
+    crashing.extend(collector_series(
+        base,
+        "shop/crash",
+        "candidate",
+        0.1,
+        100e6,
+    ));
     let gap = ((base + OFFSET + 8 * STEP) * 1000)..=((base + OFFSET + 13 * STEP) * 1000);
     for series in &mut crashing {
         series.samples.retain(|s| !gap.contains(&s.timestamp_ms));
@@ -641,14 +647,33 @@ async fn missing_or_partial_candidate_data_is_inconclusive_with_its_reason() {
 
     // Wrong node: the baseline's collectors run on two nodes, the candidate's on one of them.
     feed.extend(baseline_of("shop/nodes"));
-    feed.extend(collector_series_on(base, "shop/nodes", "baseline", "node-2", 0.2, 200e6));
+    feed.extend(collector_series_on(
+        base,
+        "shop/nodes",
+        "baseline",
+        "node-2",
+        0.2,
+        200e6,
+    ));
     feed.extend(process_series(base, "shop/nodes", "candidate", &kept, rank));
-    feed.extend(collector_series(base, "shop/nodes", "candidate", 0.1, 100e6));
+    feed.extend(collector_series(
+        base,
+        "shop/nodes",
+        "candidate",
+        0.1,
+        100e6,
+    ));
 
     // Prometheus refuses some of the candidate's samples: its exporter counts send failures.
     feed.extend(baseline_of("shop/fails"));
     feed.extend(process_series(base, "shop/fails", "candidate", &kept, rank));
-    feed.extend(collector_series(base, "shop/fails", "candidate", 0.1, 100e6));
+    feed.extend(collector_series(
+        base,
+        "shop/fails",
+        "candidate",
+        0.1,
+        100e6,
+    ));
     let mut failed = TimeSeries::new(
         queries::SEND_FAILED_POINTS_METRIC,
         &[

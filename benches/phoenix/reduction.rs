@@ -217,7 +217,12 @@ async fn run_profile(
         experiment: experiment.clone(),
         variant: t.as_str().to_string(),
     };
-    let warm = Window::new(start, unix_now(), INTERVAL_SECS as f64, INTERVAL_SECS as f64);
+    let warm = Window::new(
+        start,
+        unix_now(),
+        INTERVAL_SECS as f64,
+        INTERVAL_SECS as f64,
+    );
     let topk = measure::topk_names(prom, &sel(PipelineTemplate::Baseline), plan.k, &warm)
         .await
         .unwrap_or_default();
@@ -261,7 +266,12 @@ async fn run_profile(
     }
     simulator.stop(Duration::from_secs(10));
 
-    let window = Window::new(window_start, end, INTERVAL_SECS as f64, INTERVAL_SECS as f64);
+    let window = Window::new(
+        window_start,
+        end,
+        INTERVAL_SECS as f64,
+        INTERVAL_SECS as f64,
+    );
     let critical = critical_patterns();
     let mut results = Vec::new();
     for (template, cpu_cores, peak_rss) in figures {
@@ -317,7 +327,15 @@ fn add_rows(
     exp_spec.analysis.interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
     let base_critical: BTreeSet<&String> = base.measured.critical_names.iter().collect();
     for f in results {
-        let series = crate::support::mean(&f.measured.series.iter().flatten().copied().collect::<Vec<_>>()).unwrap_or(0.0);
+        let series = crate::support::mean(
+            &f.measured
+                .series
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0);
         let common = format!(
             "{series:.0} series, {:.1} samples/s, CPU {:.1}% core, RSS {:.0} MiB",
             f.measured.datapoints_per_second,

@@ -209,7 +209,11 @@ pub fn assemble(
         cpu: align(&steps, &answers.cpu),
         memory: align(&steps, &answers.memory),
         steps,
-        nodes: answers.nodes.into_iter().filter(|n| !n.is_empty()).collect(),
+        nodes: answers
+            .nodes
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
         telemetry: answers.telemetry,
         distinct_series: answers.distinct_series,
         datapoints_per_second: answers.datapoints_per_second,

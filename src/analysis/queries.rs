@@ -250,12 +250,24 @@ pub fn executables_in_window(
 /// Points the variant's `hostmetrics` receivers accepted over the window:
 /// `sum(increase(otelcol_receiver_accepted_metric_points_total{<sel>,receiver="hostmetrics"}[Ws]))`.
 pub fn scraped_points(sel: &VariantSelector, window_secs: i64) -> String {
-    counter_increase(sel, ACCEPTED_POINTS_METRIC, "receiver", SCRAPE_RECEIVER, window_secs)
+    counter_increase(
+        sel,
+        ACCEPTED_POINTS_METRIC,
+        "receiver",
+        SCRAPE_RECEIVER,
+        window_secs,
+    )
 }
 
 /// Points the variant's remote-write exporters sent over the window (process and self metrics).
 pub fn exported_points(sel: &VariantSelector, window_secs: i64) -> String {
-    counter_increase(sel, SENT_POINTS_METRIC, "exporter", REMOTE_WRITE_EXPORTER, window_secs)
+    counter_increase(
+        sel,
+        SENT_POINTS_METRIC,
+        "exporter",
+        REMOTE_WRITE_EXPORTER,
+        window_secs,
+    )
 }
 
 /// Points that did not reach Prometheus over the window: the remote-write exporter's send and
@@ -263,7 +275,11 @@ pub fn exported_points(sel: &VariantSelector, window_secs: i64) -> String {
 pub fn failed_points(sel: &VariantSelector, window_secs: i64) -> String {
     [
         (SEND_FAILED_POINTS_METRIC, "exporter", REMOTE_WRITE_EXPORTER),
-        (ENQUEUE_FAILED_POINTS_METRIC, "exporter", REMOTE_WRITE_EXPORTER),
+        (
+            ENQUEUE_FAILED_POINTS_METRIC,
+            "exporter",
+            REMOTE_WRITE_EXPORTER,
+        ),
         (REFUSED_POINTS_METRIC, "receiver", SCRAPE_RECEIVER),
     ]
     .iter()

@@ -104,9 +104,7 @@ pub fn autocorrelation_corrected_test(xs: &[f64], alpha: f64) -> Option<Location
 /// Lag-1 sample autocorrelation `Σ(x_t − x̄)(x_{t+1} − x̄) / Σ(x_t − x̄)²` of `xs` in time order;
 /// 0 when the values do not vary. `None` with fewer than 2 values or a non-finite one.
 pub fn lag1_autocorrelation(xs: &[f64]) -> Option<f64> {
-    let Summary {
-        mean, min, max, ..
-    } = Summary::of(xs)?;
+    let Summary { mean, min, max, .. } = Summary::of(xs)?;
     if xs.len() < 2 {
         return None;
     }
@@ -114,10 +112,7 @@ pub fn lag1_autocorrelation(xs: &[f64]) -> Option<f64> {
     if min == max || denominator <= 0.0 {
         return Some(0.0);
     }
-    let numerator: f64 = xs
-        .windows(2)
-        .map(|w| (w[0] - mean) * (w[1] - mean))
-        .sum();
+    let numerator: f64 = xs.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
     Some(numerator / denominator)
 }
 
@@ -464,10 +459,7 @@ mod tests {
             covered += usize::from(test.lower <= 0.0 && 0.0 <= test.upper);
             positives += usize::from(test.p_value < 0.05);
         }
-        (
-            covered as f64 / runs as f64,
-            positives as f64 / runs as f64,
-        )
+        (covered as f64 / runs as f64, positives as f64 / runs as f64)
     }
 
     #[test]
@@ -527,11 +519,22 @@ mod tests {
     #[test]
     fn autocorrelation_and_effective_sample_size() {
         // Deviations −1.5, −0.5, 0.5, 1.5: Σ products 1.25 over Σ squares 5.
-        assert_close(lag1_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(), 0.25, 1e-15);
+        assert_close(
+            lag1_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(),
+            0.25,
+            1e-15,
+        );
         // 0.25 + (1 + 0.75)/4.
-        assert_close(corrected_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(), 0.6875, 1e-15);
+        assert_close(
+            corrected_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(),
+            0.6875,
+            1e-15,
+        );
         // Alternating values are negatively correlated: never credited beyond n.
-        assert_eq!(corrected_autocorrelation(&[1.0, -1.0, 1.0, -1.0, 1.0, -1.0]), Some(0.0));
+        assert_eq!(
+            corrected_autocorrelation(&[1.0, -1.0, 1.0, -1.0, 1.0, -1.0]),
+            Some(0.0)
+        );
         assert_eq!(lag1_autocorrelation(&[3.0; 5]), Some(0.0));
         assert_close(effective_sample_size(100, 0.9), 100.0 * 0.1 / 1.9, 1e-15);
         assert_eq!(effective_sample_size(100, -0.5), 100.0);

@@ -220,9 +220,8 @@ pub fn evaluate(
     let mut notes = Vec::new();
     let alpha = spec.analysis.significance_level;
     let test = autocorrelation_corrected_test(&pairing.relative_reductions(), alpha);
-    let paired_mean = |side: fn(&(f64, f64)) -> f64| {
-        mean(&pairing.pairs.iter().map(side).collect::<Vec<_>>())
-    };
+    let paired_mean =
+        |side: fn(&(f64, f64)) -> f64| mean(&pairing.pairs.iter().map(side).collect::<Vec<_>>());
     // Costs compare the variants over the same steps; without any, over what each has.
     let (base_mean, cand_mean) = match (paired_mean(|p| p.0), paired_mean(|p| p.1)) {
         (Some(b), Some(c)) => (b, c),
@@ -359,7 +358,9 @@ fn judge(
         _ => {
             return inconclusive(
                 TooFewSamples,
-                format!("too few samples: {n} steps with data from both variants, need {MIN_SAMPLES}"),
+                format!(
+                    "too few samples: {n} steps with data from both variants, need {MIN_SAMPLES}"
+                ),
             );
         }
     };
@@ -373,7 +374,10 @@ fn judge(
         test.p_value,
         test.effective_samples
     );
-    let failed = results.criteria.iter().any(|c| c.observed.is_some() && !c.passed);
+    let failed = results
+        .criteria
+        .iter()
+        .any(|c| c.observed.is_some() && !c.passed);
     if failed {
         return (Verdict::Fail, None, estimate);
     }
@@ -397,7 +401,8 @@ fn judge(
         );
     }
     let alpha = spec.analysis.significance_level;
-    if !(test.p_value < alpha) {
+    let significant = test.p_value < alpha; // false for NaN
+    if !significant {
         return inconclusive(
             NotSignificant,
             format!("no significant series reduction: {estimate}, p ≥ α = {alpha}"),
@@ -417,11 +422,7 @@ fn judge(
             ),
         );
     }
-    (
-        Verdict::Pass,
-        None,
-        format!("significant: {estimate}"),
-    )
+    (Verdict::Pass, None, format!("significant: {estimate}"))
 }
 
 fn coverage(pairing: &Pairing, baseline: &Measurements, candidate: &Measurements) -> Coverage {
@@ -638,7 +639,11 @@ fn present(xs: &[Option<f64>]) -> Vec<f64> {
 
 /// The finite values of per-step figures.
 fn finite(xs: &[Option<f64>]) -> Vec<f64> {
-    xs.iter().flatten().copied().filter(|x| x.is_finite()).collect()
+    xs.iter()
+        .flatten()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect()
 }
 
 fn mean(xs: &[f64]) -> Option<f64> {
@@ -851,7 +856,9 @@ mod tests {
         // Around 20% less, but ±4% from step to step: the estimate clears 15%, its bound not.
         let b = measured(vec![200.0; 20], 10.0, &["nginx", "postgres"]);
         let c = measured(
-            (0..20).map(|i| if i % 2 == 0 { 152.0 } else { 168.0 }).collect(),
+            (0..20)
+                .map(|i| if i % 2 == 0 { 152.0 } else { 168.0 })
+                .collect(),
             8.0,
             &["nginx", "postgres"],
         );
@@ -906,7 +913,11 @@ mod tests {
         assert_eq!(e.results.series_reduction_percent, None);
         // Zero series at every step is the same.
         empty.series = vec![Some(0.0); 20];
-        let e = evaluate(&spec(json!({"minSeriesReductionPercent": 50})), &baseline(), &empty);
+        let e = evaluate(
+            &spec(json!({"minSeriesReductionPercent": 50})),
+            &baseline(),
+            &empty,
+        );
         assert_inconclusive(&e, InconclusiveReason::CandidateNoData);
         // Nothing at all from the candidate.
         let silent = measured(vec![], 0.0, &[]);
@@ -961,7 +972,11 @@ mod tests {
         assert_inconclusive(&e, InconclusiveReason::DataGaps);
         let coverage = e.results.coverage.unwrap();
         assert_eq!(
-            (coverage.candidate_steps, coverage.paired_steps, coverage.percent),
+            (
+                coverage.candidate_steps,
+                coverage.paired_steps,
+                coverage.percent
+            ),
             (15, 15, 75.0)
         );
         // One missing step of twenty is within the 90%.
@@ -973,10 +988,15 @@ mod tests {
         let mut c = candidate();
         let mut b = baseline();
         b.collectors = vec![Some(3.0); 20];
-        c.collectors = (0..20).map(|i| Some(if i % 4 == 0 { 2.0 } else { 3.0 })).collect();
+        c.collectors = (0..20)
+            .map(|i| Some(if i % 4 == 0 { 2.0 } else { 3.0 }))
+            .collect();
         let e = evaluate(&spec(json!({})), &b, &c);
         assert_inconclusive(&e, InconclusiveReason::DataGaps);
-        assert!(e.summary().contains("5 with a different number of collectors"));
+        assert!(
+            e.summary()
+                .contains("5 with a different number of collectors")
+        );
         // The baseline's gaps count too.
         let mut b = baseline();
         for step in 0..5 {
@@ -992,7 +1012,10 @@ mod tests {
         b.nodes = ["node-1", "node-2", "node-3"].map(String::from).into();
         let e = evaluate(&spec(json!({})), &b, &candidate());
         assert_inconclusive(&e, InconclusiveReason::NodeMismatch);
-        assert!(e.summary().contains("baseline node-1, node-2, node-3, candidate node-1"));
+        assert!(
+            e.summary()
+                .contains("baseline node-1, node-2, node-3, candidate node-1")
+        );
         // No node known for the baseline: the placement cannot be checked.
         let mut b = baseline();
         b.nodes.clear();
