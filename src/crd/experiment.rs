@@ -329,9 +329,9 @@ pub struct Results {
     pub baseline: VariantResults,
     /// The candidate's measurements.
     pub candidate: VariantResults,
-    /// Reduction of process series, candidate versus baseline, percent: the Hodges-Lehmann
-    /// estimate of the per-step relative reduction `(baseline − candidate) / baseline` over the
-    /// steps where both variants had data (see `confidence`).
+    /// Reduction of process series, candidate versus baseline, percent: the mean per-step
+    /// relative reduction `(baseline − candidate) / baseline` over the steps where both variants
+    /// had data (see `confidence` for its bounds and the Hodges-Lehmann estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_reduction_percent: Option<f64>,
     /// Reduction of datapoints per second, percent.
@@ -409,11 +409,11 @@ pub enum InconclusiveReason {
     CriterionNotObserved,
     /// The baseline's series count varies too much for a fair reference.
     BaselineTooNoisy,
-    /// No significant series reduction (`confidence.pValue` ≥ `spec.analysis.significanceLevel`);
-    /// identical variants end here.
+    /// No significant series reduction above 1% (`confidence.pValue` ≥
+    /// `spec.analysis.significanceLevel`); identical variants end here.
     NotSignificant,
-    /// The reduction is significant but its lower confidence bound is below what a pass needs
-    /// (the `minSeriesReductionPercent` criterion, and at least 1%).
+    /// The reduction is significant but its lower confidence bound is below the
+    /// `minSeriesReductionPercent` criterion.
     ReductionUncertain,
 }
 
@@ -464,25 +464,33 @@ pub struct MonthlyCost {
 /// The statistics behind the verdict.
 ///
 /// Each step where both variants had data gives one paired value, the candidate's relative
-/// reduction at that step `(baseline − candidate) / baseline`. Their Hodges-Lehmann estimate is
-/// `reductionPercent`. Neighbouring steps are correlated, so the steps count as
-/// `effectiveSamples` independent values (`samples·(1 − ρ)/(1 + ρ)`, ρ = `autocorrelation`), and
-/// the p-value and bounds come from a one-sided Student-t test with that many values.
+/// reduction at that step `(baseline − candidate) / baseline`; `reductionPercent` is their mean.
+/// Neighbouring steps are correlated, so the steps count as `effectiveSamples` independent
+/// values (`samples / τ`, τ the larger of `(1 + ρ)/(1 − ρ)` with ρ = `autocorrelation` and the
+/// integrated autocorrelation time), and the p-value and bounds come from a one-sided Student-t
+/// test of the mean with that many values.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Confidence {
     /// The method, in words.
     pub method: String,
-    /// One-sided p-value of "the candidate does not reduce series" (a true per-step reduction
-    /// of 0 or less): how often a reduction estimate at least this large would appear by chance
-    /// if the variants kept the same series, with the steps' autocorrelation accounted for. It
-    /// is not the probability that the candidate is better. A pass needs it below
-    /// `spec.analysis.significanceLevel`.
+    /// One-sided p-value of "the candidate reduces series by at most 1%" (a true mean per-step
+    /// reduction of 1% or less): how often a mean reduction at least this large would appear by
+    /// chance if that were so, with the steps' autocorrelation accounted for. It is not the
+    /// probability that the candidate is better. A pass needs it below
+    /// `spec.analysis.significanceLevel` (equivalently `lowerBoundPercent` above 1%). The 1%
+    /// margin absorbs the small real difference between identical collectors that scrape at
+    /// different moments (docs/verdict.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
-    /// Hodges-Lehmann estimate of the per-step series reduction, percent.
+    /// Mean per-step series reduction, percent: the estimate the p-value and bounds are about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reduction_percent: Option<f64>,
+    /// Hodges-Lehmann estimate of the per-step series reduction (the median of the pairwise
+    /// averages of the per-step reductions), percent: a robust effect size, close to
+    /// `reductionPercent` unless a few steps are far off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hodges_lehmann_percent: Option<f64>,
     /// Lower confidence bound of the series reduction at `levelPercent`: with that confidence
     /// the true reduction is at least this (intervals computed this way contain the truth that
     /// often; docs/verdict.md publishes the measured rates). A pass needs it at or above
