@@ -306,12 +306,13 @@ impl World {
     }
 }
 
-/// One variant's collectors: per node, the intervals (seconds since T0) during which it runs, and
-/// its scrape phase.
+/// One variant's collectors.
 struct Collectors {
-    /// `(node, up intervals, phase)`.
-    nodes: Vec<(usize, Vec<(f64, f64)>, f64)>,
+    nodes: Vec<Collector>,
 }
+
+/// A collector on one node: `(node, intervals it runs (seconds since T0), scrape phase)`.
+type Collector = (usize, Vec<(f64, f64)>, f64);
 
 impl Collectors {
     /// Collectors on the first `count` nodes, each started 0–20 s after T0, running throughout.
