@@ -16,9 +16,9 @@
 //!
 //! The bounds are about the mean, not the Hodges-Lehmann estimate: per-step differences are
 //! counts of series, often exactly 0 with occasional ±1 process, and on such data the median of
-//! the Walsh averages jumps between a few values, so an interval built around it misses far more
-//! often than its level says (the verdict study measured ~15% false positives in A/A runs with
-//! HL-centred bounds). The Hodges-Lehmann estimate is still reported as a robust effect size.
+//! the Walsh averages jumps between a few values while its large-sample standard error assumes a
+//! continuous distribution; the mean's bounds are the ones whose coverage is checked. The
+//! Hodges-Lehmann estimate is still reported as a robust effect size.
 //! The tests check the bounds' coverage on independent and on strongly autocorrelated (AR(1),
 //! ρ = 0.9) data over many seeds.
 
