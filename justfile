@@ -48,6 +48,10 @@ demo: build-e2e
 bench: build-e2e
     scripts/bench.sh
 
+# The verdict study: the real analysis over many synthetic runs; prints docs/verdict.md's table (~2 min).
+verdict-study runs="1000" seed="1" duration_mins="10":
+    cargo run --quiet --example verdict_study -- --runs {{runs}} --seed {{seed}} --duration-mins {{duration_mins}}
+
 # Formatting and lints, as CI wants them.
 lint:
     cargo fmt --all --check

@@ -12,10 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use phoenix::analysis::measure::{self, MeasureError, Measurements, Window};
-use phoenix::analysis::queries::{VariantSelector, what};
+use phoenix::analysis::queries::{self, VariantSelector, what};
 use phoenix::analysis::remote_write::{self, TimeSeries};
 use phoenix::analysis::verdict::{self, Outcome};
-use phoenix::crd::experiment::{ExperimentSpec, Verdict};
+use phoenix::crd::experiment::{ExperimentSpec, InconclusiveReason, Verdict};
 use prometheus_http_query::{Client, reqwest};
 use serde_json::json;
 
@@ -162,15 +162,15 @@ fn base_time() -> i64 {
     now / STEP * STEP - SAMPLES * STEP
 }
 
-/// The analysis window: every step sees every series within the lookback, and every rate()
-/// range of 60 s holds four samples. 20 steps: base+60, base+75, …, base+345.
+/// The analysis window `[base+60, base+345]` for a 15 s collection interval: each step looks back
+/// 30 s (two samples of every series), and every rate() range of 60 s holds four samples.
+/// 18 steps: base+90, base+105, …, base+345.
 fn window(base: i64) -> Window {
-    Window {
-        start: base + 60,
-        end: base + 345,
-        step_secs: STEP as f64,
-    }
+    Window::new(base + 60, base + 345, STEP as f64, STEP as f64)
 }
+
+/// Steps of [`window`].
+const STEPS: usize = 18;
 
 fn timestamps(base: i64) -> impl Iterator<Item = (i64, i64)> {
     (0..SAMPLES).map(move |k| (k, (base + OFFSET + k * STEP) * 1000))
@@ -233,7 +233,47 @@ fn process_series(
     out
 }
 
-/// The collector's own CPU counter (`cores` per second) and resident memory gauge.
+/// The collector's own telemetry on `node`: CPU counter (`cores` per second), resident memory
+/// gauge, and the points its `hostmetrics` receiver accepted and its remote-write exporter sent
+/// (100 per collection).
+fn collector_series_on(
+    base: i64,
+    experiment: &str,
+    variant: &str,
+    node: &str,
+    cores: f64,
+    rss: f64,
+) -> Vec<TimeSeries> {
+    let labels = [
+        ("phoenix_experiment", experiment),
+        ("phoenix_variant", variant),
+        ("phoenix_node", node),
+    ];
+    let with = |key: &'static str, value: &'static str| {
+        let mut l = labels.to_vec();
+        l.push((key, value));
+        l
+    };
+    let mut cpu = TimeSeries::new("otelcol_process_cpu_seconds_total", &labels);
+    let mut memory = TimeSeries::new("otelcol_process_memory_rss_bytes", &labels);
+    let mut accepted = TimeSeries::new(
+        queries::ACCEPTED_POINTS_METRIC,
+        &with("receiver", "hostmetrics"),
+    );
+    let mut sent = TimeSeries::new(
+        queries::SENT_POINTS_METRIC,
+        &with("exporter", "prometheusremotewrite"),
+    );
+    for (k, ts) in timestamps(base) {
+        cpu = cpu.sample(ts, 1000.0 + cores * (k * STEP) as f64);
+        memory = memory.sample(ts, rss);
+        accepted = accepted.sample(ts, 100.0 * k as f64);
+        sent = sent.sample(ts, 100.0 * k as f64);
+    }
+    vec![cpu, memory, accepted, sent]
+}
+
+/// [`collector_series_on`] `node-1`.
 fn collector_series(
     base: i64,
     experiment: &str,
@@ -241,18 +281,7 @@ fn collector_series(
     cores: f64,
     rss: f64,
 ) -> Vec<TimeSeries> {
-    let labels = [
-        ("phoenix_experiment", experiment),
-        ("phoenix_variant", variant),
-        ("phoenix_node", "node-1"),
-    ];
-    let mut cpu = TimeSeries::new("otelcol_process_cpu_seconds_total", &labels);
-    let mut memory = TimeSeries::new("otelcol_process_memory_rss_bytes", &labels);
-    for (k, ts) in timestamps(base) {
-        cpu = cpu.sample(ts, 1000.0 + cores * (k * STEP) as f64);
-        memory = memory.sample(ts, rss);
-    }
-    vec![cpu, memory]
+    collector_series_on(base, experiment, variant, "node-1", cores, rss)
 }
 
 /// Rank of an executable in [`executables`] order (postgres 0, nginx 1, app-00 2, …).
@@ -356,8 +385,15 @@ async fn measures_and_judges_real_prometheus_data() {
 
     // A clear reduction: 200 → 20 series, critical processes kept.
     let (baseline, candidate) = measure_both(&prom, "shop/pass", &window).await;
-    assert_eq!(baseline.per_step_series, vec![200.0; 20]);
-    assert_eq!(candidate.per_step_series, vec![20.0; 20]);
+    assert_eq!(baseline.series, vec![Some(200.0); STEPS]);
+    assert_eq!(candidate.series, vec![Some(20.0); STEPS]);
+    assert_eq!(candidate.collectors, vec![Some(1.0); STEPS]);
+    assert_eq!(candidate.nodes, names(&["node-1"]));
+    // 17 collections of 100 points in the window: increase() extrapolates to its edges.
+    let scraped = candidate.telemetry.scraped_points.expect("scraped");
+    assert!((1700.0..=1900.0).contains(&scraped), "{scraped}");
+    assert!(candidate.telemetry.exported_points.is_some_and(|p| p > 0.0));
+    assert_eq!(candidate.telemetry.failed_points, 0.0);
     assert_eq!(
         (baseline.distinct_series, candidate.distinct_series),
         (200.0, 20.0)
@@ -369,17 +405,14 @@ async fn measures_and_judges_real_prometheus_data() {
         20.0 / 15.0,
         "candidate dps",
     );
-    assert_eq!(baseline.per_step_cpu.len(), 20);
-    for (cpu, expected) in [
-        (&baseline.per_step_cpu, 0.2),
-        (&candidate.per_step_cpu, 0.1),
-    ] {
+    assert_eq!(baseline.cpu.len(), STEPS);
+    for (cpu, expected) in [(&baseline.cpu, 0.2), (&candidate.cpu, 0.1)] {
         for value in cpu {
-            assert_close(*value, expected, "collector cpu");
+            assert_close(value.expect("cpu at every step"), expected, "collector cpu");
         }
     }
-    assert_eq!(baseline.per_step_memory, vec![200e6; 20]);
-    assert_eq!(candidate.per_step_memory, vec![100e6; 20]);
+    assert_eq!(baseline.memory, vec![Some(200e6); STEPS]);
+    assert_eq!(candidate.memory, vec![Some(100e6); STEPS]);
     assert_eq!(baseline.critical_names, names(&["nginx", "postgres"]));
     assert_eq!(candidate.critical_names, names(&["nginx", "postgres"]));
     let datapoints_query = candidate.query(what::DATAPOINTS_PER_SECOND).unwrap();
@@ -419,22 +452,27 @@ async fn measures_and_judges_real_prometheus_data() {
     assert_eq!(r.baseline.critical_processes_seen, Some(2));
     assert_eq!(r.criteria.len(), 5);
     assert!(r.criteria.iter().all(|c| c.passed), "{:?}", r.criteria);
-    let series_criterion = &r.criteria[0];
-    assert_eq!(
-        series_criterion.query.as_deref(),
-        Some(
-            r#"count({__name__=~"process_.*",phoenix_experiment="shop/pass",phoenix_variant="candidate"})"#
-        )
+    let series_query = r.criteria[0].query.as_deref().expect("series query");
+    assert!(
+        series_query.starts_with(
+            r#"count(label_replace(count_over_time(process_cpu_time_seconds_total{phoenix_experiment="shop/pass",phoenix_variant="candidate"}[30s])"#
+        ),
+        "{series_query}"
     );
     let confidence = r.confidence.as_ref().unwrap();
-    assert_eq!(confidence.samples, 20);
+    assert_eq!(confidence.samples, STEPS as u32);
     assert!(confidence.p_value.unwrap() < 1e-6, "{confidence:?}");
+    assert_eq!(r.coverage.as_ref().unwrap().percent, 100.0);
 
     // A/A: identical variants never pass.
     let (baseline, candidate) = measure_both(&prom, "shop/a-a", &window).await;
-    assert_eq!(baseline.per_step_series, candidate.per_step_series);
+    assert_eq!(baseline.series, candidate.series);
     let evaluation = verdict::evaluate(&spec(json!({})), &baseline, &candidate);
     assert_eq!(verdict_of(&evaluation.outcome), Verdict::Inconclusive);
+    assert_eq!(
+        evaluation.results.inconclusive_reason,
+        Some(InconclusiveReason::NotSignificant)
+    );
     assert_eq!(evaluation.results.series_reduction_percent, Some(0.0));
     assert_eq!(evaluation.results.confidence.unwrap().p_value, Some(1.0));
     let evaluation = verdict::evaluate(&spec(criteria.clone()), &baseline, &candidate);
@@ -442,7 +480,7 @@ async fn measures_and_judges_real_prometheus_data() {
 
     // The candidate drops nginx: half the critical processes lost.
     let (baseline, candidate) = measure_both(&prom, "shop/lost", &window).await;
-    assert_eq!(candidate.per_step_series, vec![20.0; 20]);
+    assert_eq!(candidate.series, vec![Some(20.0); STEPS]);
     assert_eq!(candidate.critical_names, names(&["postgres"]));
     let evaluation = verdict::evaluate(&spec(criteria), &baseline, &candidate);
     assert_eq!(verdict_of(&evaluation.outcome), Verdict::Fail);
@@ -457,7 +495,7 @@ async fn measures_and_judges_real_prometheus_data() {
 
     // An experiment nobody wrote: no data, never a verdict.
     let (baseline, candidate) = measure_both(&prom, "shop/absent", &window).await;
-    assert!(baseline.per_step_series.is_empty());
+    assert_eq!(baseline.series, vec![None; STEPS]);
     assert_eq!(baseline.distinct_series, 0.0);
     assert_eq!(baseline.datapoints_per_second, 0.0);
     let evaluation = verdict::evaluate(&spec(json!({})), &baseline, &candidate);
@@ -502,21 +540,13 @@ async fn a_stopped_prometheus_is_unreachable() {
 #[tokio::test]
 async fn bad_requests_are_not_retried() {
     let prom = Client::from(http(), "http://127.0.0.1:9").expect("client");
-    let window = Window {
-        start: 100,
-        end: 100,
-        step_secs: 15.0,
-    };
+    let window = Window::new(100, 100, 15.0, 10.0);
     let result = measure::measure(&prom, &selector("a/b", "baseline"), &window, &[]).await;
     assert!(
         matches!(result, Err(MeasureError::Invalid(_))),
         "{result:?}"
     );
-    let window = Window {
-        start: 100,
-        end: 200,
-        step_secs: 15.0,
-    };
+    let window = Window::new(100, 200, 15.0, 10.0);
     let result = measure::measure(
         &prom,
         &selector("a/b", "baseline"),
@@ -527,5 +557,163 @@ async fn bad_requests_are_not_retried() {
     match result {
         Err(e @ MeasureError::Invalid(_)) => assert!(!e.is_transient()),
         other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// Path 5 of issue 13: a critical name the candidate wrote only before the window (warmup, or an
+/// earlier run of a same-named Experiment) is not retained. The label-values API answers with
+/// every name in the head block whatever the range, so this needs samples from the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_names_come_from_samples_inside_the_window() {
+    let Some(prometheus) = Prometheus::start() else {
+        return;
+    };
+    let http = http();
+    prometheus.wait_ready(&http).await;
+    let prom = prometheus.client(&http);
+    let base = base_time();
+    // The candidate keeps nginx and apps inside the window; postgres only 30 minutes earlier.
+    let kept: Vec<String> = ["nginx", "app-00", "app-01", "app-02"]
+        .map(String::from)
+        .to_vec();
+    let mut feed = experiment(base, "shop/leak", &kept);
+    let early = [
+        ("phoenix_experiment", "shop/leak"),
+        ("phoenix_variant", "candidate"),
+        ("phoenix_pipeline", "shop-leak-candidate"),
+        ("phoenix_node", "node-1"),
+        ("process_executable_name", "postgres"),
+        ("process_pid", "1000"),
+    ];
+    let before = (window(base).start - 1800) * 1000;
+    feed.push(
+        TimeSeries::new("process_memory_usage_bytes", &early)
+            .sample(before, 1e6)
+            .sample(before + 15_000, 1e6),
+    );
+    remote_write::push(&http, &format!("{}/api/v1/write", prometheus.url), &feed)
+        .await
+        .expect("remote write accepted");
+    let (baseline, candidate) = measure_both(&prom, "shop/leak", &window(base)).await;
+    assert_eq!(baseline.critical_names, names(&["nginx", "postgres"]));
+    assert_eq!(
+        candidate.critical_names,
+        names(&["nginx"]),
+        "postgres was only seen 30 minutes before the window"
+    );
+    let evaluation = verdict::evaluate(&spec(json!({})), &baseline, &candidate);
+    assert_eq!(evaluation.results.critical_retention_percent, Some(50.0));
+    assert_eq!(verdict_of(&evaluation.outcome), Verdict::Fail);
+}
+
+/// Path 4 of issue 13: missing candidate data never counts as a reduction. Each case goes through
+/// the real queries on real Prometheus data and ends `Inconclusive` with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_partial_candidate_data_is_inconclusive_with_its_reason() {
+    let Some(prometheus) = Prometheus::start() else {
+        return;
+    };
+    let http = http();
+    prometheus.wait_ready(&http).await;
+    let prom = prometheus.client(&http);
+    let base = base_time();
+    let kept = executables(5);
+    let baseline_of = |name: &str| {
+        let mut s = process_series(base, name, "baseline", &executables(50), rank);
+        s.extend(collector_series(base, name, "baseline", 0.2, 200e6));
+        s
+    };
+    let mut feed = Vec::new();
+
+    // Drop-everything processors: the collector reports itself, no process series at all.
+    feed.extend(baseline_of("shop/drop"));
+    feed.extend(collector_series(base, "shop/drop", "candidate", 0.1, 100e6));
+
+    // A crash-looping candidate: nothing, not even its own telemetry, for samples 8..=13.
+    feed.extend(baseline_of("shop/crash"));
+    let mut crashing = process_series(base, "shop/crash", "candidate", &kept, rank);
+    crashing.extend(collector_series(
+        base,
+        "shop/crash",
+        "candidate",
+        0.1,
+        100e6,
+    ));
+    let gap = ((base + OFFSET + 8 * STEP) * 1000)..=((base + OFFSET + 13 * STEP) * 1000);
+    for series in &mut crashing {
+        series.samples.retain(|s| !gap.contains(&s.timestamp_ms));
+    }
+    feed.extend(crashing);
+
+    // Wrong node: the baseline's collectors run on two nodes, the candidate's on one of them.
+    feed.extend(baseline_of("shop/nodes"));
+    feed.extend(collector_series_on(
+        base,
+        "shop/nodes",
+        "baseline",
+        "node-2",
+        0.2,
+        200e6,
+    ));
+    feed.extend(process_series(base, "shop/nodes", "candidate", &kept, rank));
+    feed.extend(collector_series(
+        base,
+        "shop/nodes",
+        "candidate",
+        0.1,
+        100e6,
+    ));
+
+    // Prometheus refuses some of the candidate's samples: its exporter counts send failures.
+    feed.extend(baseline_of("shop/fails"));
+    feed.extend(process_series(base, "shop/fails", "candidate", &kept, rank));
+    feed.extend(collector_series(
+        base,
+        "shop/fails",
+        "candidate",
+        0.1,
+        100e6,
+    ));
+    let mut failed = TimeSeries::new(
+        queries::SEND_FAILED_POINTS_METRIC,
+        &[
+            ("phoenix_experiment", "shop/fails"),
+            ("phoenix_variant", "candidate"),
+            ("phoenix_node", "node-1"),
+            ("exporter", "prometheusremotewrite"),
+        ],
+    );
+    for (k, ts) in timestamps(base) {
+        failed = failed.sample(ts, 10.0 * k as f64);
+    }
+    feed.push(failed);
+
+    remote_write::push(&http, &format!("{}/api/v1/write", prometheus.url), &feed)
+        .await
+        .expect("remote write accepted");
+    let criteria = json!({"minSeriesReductionPercent": 50});
+    for (experiment, reason) in [
+        ("shop/drop", InconclusiveReason::CandidateNoData),
+        ("shop/crash", InconclusiveReason::DataGaps),
+        ("shop/nodes", InconclusiveReason::NodeMismatch),
+        ("shop/fails", InconclusiveReason::ExportFailures),
+    ] {
+        let (baseline, candidate) = measure_both(&prom, experiment, &window(base)).await;
+        let evaluation = verdict::evaluate(&spec(criteria.clone()), &baseline, &candidate);
+        assert_eq!(
+            (
+                verdict_of(&evaluation.outcome),
+                evaluation.results.inconclusive_reason
+            ),
+            (Verdict::Inconclusive, Some(reason)),
+            "{experiment}: {}",
+            evaluation.summary()
+        );
+        if experiment == "shop/crash" {
+            // Steps whose 30 s range holds only missing samples: base+150 … base+210.
+            let missing = candidate.series.iter().filter(|s| s.is_none()).count();
+            assert_eq!(missing, 5, "{:?}", candidate.series);
+            assert_eq!(evaluation.results.coverage.unwrap().paired_steps, 13);
+        }
     }
 }

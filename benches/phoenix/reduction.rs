@@ -217,11 +217,12 @@ async fn run_profile(
         experiment: experiment.clone(),
         variant: t.as_str().to_string(),
     };
-    let warm = Window {
+    let warm = Window::new(
         start,
-        end: unix_now(),
-        step_secs: INTERVAL_SECS as f64,
-    };
+        unix_now(),
+        INTERVAL_SECS as f64,
+        INTERVAL_SECS as f64,
+    );
     let topk = measure::topk_names(prom, &sel(PipelineTemplate::Baseline), plan.k, &warm)
         .await
         .unwrap_or_default();
@@ -265,11 +266,12 @@ async fn run_profile(
     }
     simulator.stop(Duration::from_secs(10));
 
-    let window = Window {
-        start: window_start,
+    let window = Window::new(
+        window_start,
         end,
-        step_secs: INTERVAL_SECS as f64,
-    };
+        INTERVAL_SECS as f64,
+        INTERVAL_SECS as f64,
+    );
     let critical = critical_patterns();
     let mut results = Vec::new();
     for (template, cpu_cores, peak_rss) in figures {
@@ -325,7 +327,15 @@ fn add_rows(
     exp_spec.analysis.interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
     let base_critical: BTreeSet<&String> = base.measured.critical_names.iter().collect();
     for f in results {
-        let series = crate::support::mean(&f.measured.per_step_series).unwrap_or(0.0);
+        let series = crate::support::mean(
+            &f.measured
+                .series
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or(0.0);
         let common = format!(
             "{series:.0} series, {:.1} samples/s, CPU {:.1}% core, RSS {:.0} MiB",
             f.measured.datapoints_per_second,

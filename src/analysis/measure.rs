@@ -1,7 +1,8 @@
-//! Takes one variant's measurements from Prometheus over the analysis window (thin: the queries
-//! come from [`super::queries`], the judgement is [`super::verdict`]'s).
+//! Takes one variant's measurements from Prometheus over the analysis window: thin I/O that
+//! sends the queries of [`super::queries`], and the pure [`assemble`] that turns the answers into
+//! per-step figures aligned on the window's step grid (the judgement is [`super::verdict`]'s).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus_http_query::{Client, reqwest};
 use regex::Regex;
@@ -12,46 +13,113 @@ use super::queries::{self, LabelValuesRequest, VariantSelector, what};
 
 /// Most points one range query asks for; Prometheus refuses more than 11,000 per series, and a
 /// 24h experiment at a 5s step has 17,280, so longer windows are split.
-const MAX_POINTS_PER_RANGE_QUERY: i64 = 10_000;
+const MAX_POINTS_PER_RANGE_QUERY: usize = 10_000;
 
-/// The analysis window: `[start, end]` in Unix seconds, evaluated every `step_secs`.
+/// The analysis window `[start, end]` (Unix seconds) and its step grid.
+///
+/// Step `k` is evaluated at `start + range_secs + k·step_secs` (up to `end`) and counts what has
+/// a sample in the `range_secs` before it, so the first step's range begins at the window start
+/// and nothing from before the window counts. Both variants are measured on this same grid.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
-    /// First evaluation time, Unix seconds (running since + warmup).
+    /// Start of the window, Unix seconds (running since + warmup).
     pub start: i64,
-    /// Last evaluation time, Unix seconds.
+    /// End of the window, Unix seconds.
     pub end: i64,
-    /// The analysis interval, seconds.
+    /// The analysis interval, whole seconds.
     pub step_secs: f64,
+    /// How far back each step looks for samples, seconds: see [`Window::new`].
+    pub range_secs: i64,
 }
 
 impl Window {
+    /// The window `[start, end]` stepped every `step_secs` (rounded to whole seconds, at least
+    /// 1), where each step looks back `max(step, 2 × collection_interval_secs)`: two collection
+    /// intervals, so a scrape that arrives a little late still lands in the step, for the slower
+    /// of the two variants (pass the longest collection interval of both).
+    pub fn new(start: i64, end: i64, step_secs: f64, collection_interval_secs: f64) -> Window {
+        let step = if step_secs.is_finite() {
+            step_secs.round().max(1.0)
+        } else {
+            step_secs
+        };
+        let collection = if collection_interval_secs.is_finite() {
+            collection_interval_secs.max(0.0)
+        } else {
+            0.0
+        };
+        // Validated durations (≤ 10m, ≤ 5m) keep these far from i64 limits.
+        let range_secs = (2.0 * collection).ceil().max(step) as i64;
+        Window {
+            start,
+            end,
+            step_secs: step,
+            range_secs,
+        }
+    }
+
     /// Length of the window in seconds.
     pub fn seconds(&self) -> i64 {
         self.end - self.start
     }
+
+    /// The evaluation times of the steps, Unix milliseconds; empty when the window is shorter
+    /// than one step's range.
+    pub fn steps(&self) -> Vec<i64> {
+        if !(self.step_secs.is_finite() && self.step_secs >= 1.0) {
+            return Vec::new();
+        }
+        let step_ms = (self.step_secs * 1000.0) as i64;
+        let first = (self.start + self.range_secs) * 1000;
+        let last = self.end * 1000;
+        (0..)
+            .map(|k| first + k * step_ms)
+            .take_while(|t| *t <= last)
+            .collect()
+    }
 }
 
-/// One variant's measurements over a window.
+/// One variant's measurements over a window. Per-step figures are aligned on
+/// [`Measurements::steps`]: `None` where Prometheus had no value for that step.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Measurements {
-    /// Active process series at each step that had any (steps without data are absent).
-    pub per_step_series: Vec<f64>,
+    /// The window's evaluation times, Unix milliseconds (the same for both variants).
+    pub steps: Vec<i64>,
+    /// Process series with a sample within each step's range.
+    pub series: Vec<Option<f64>>,
+    /// Nodes whose collector reported its own telemetry within each step's range.
+    pub collectors: Vec<Option<f64>>,
+    /// Collector CPU cores at each step.
+    pub cpu: Vec<Option<f64>>,
+    /// Collector resident memory bytes at each step.
+    pub memory: Vec<Option<f64>>,
+    /// The nodes (`phoenix_node`) whose collector reported its own telemetry in the window.
+    pub nodes: BTreeSet<String>,
+    /// What the collectors say about themselves over the window.
+    pub telemetry: Telemetry,
     /// Distinct process series with a sample in the window.
     pub distinct_series: f64,
     /// Process samples stored per second over the window.
     pub datapoints_per_second: f64,
-    /// Collector CPU cores at each step with data.
-    pub per_step_cpu: Vec<f64>,
-    /// Collector resident memory bytes at each step with data.
-    pub per_step_memory: Vec<f64>,
-    /// Executable names seen in the window that match a critical pattern.
+    /// Executable names with a sample in the window that match a critical pattern.
     pub critical_names: BTreeSet<String>,
     /// The critical patterns the names were filtered by.
     pub critical_patterns: Vec<String>,
     /// What was measured and the PromQL (or API request) that measured it; keys in
     /// [`queries::what`].
     pub queries: Vec<(String, String)>,
+}
+
+/// A variant's collector self-telemetry summed over the window (`None`: no such metric at all).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Telemetry {
+    /// Points the `hostmetrics` receiver accepted: the collectors scraped.
+    pub scraped_points: Option<f64>,
+    /// Points the remote-write exporter sent: the collectors exported.
+    pub exported_points: Option<f64>,
+    /// Points the remote-write exporter failed to send or enqueue, plus points the receiver
+    /// refused (0 when no such counter exists).
+    pub failed_points: f64,
 }
 
 impl Measurements {
@@ -62,6 +130,30 @@ impl Measurements {
             .find(|(w, _)| w == what)
             .map(|(_, q)| q.as_str())
     }
+}
+
+/// What Prometheus answered for one variant, before alignment: range-query points as
+/// `(timestamp seconds, value)`, instant answers as they came.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answers {
+    /// Process series per step.
+    pub series: Vec<(f64, f64)>,
+    /// Nodes with collector telemetry per step.
+    pub collectors: Vec<(f64, f64)>,
+    /// Collector CPU cores per step.
+    pub cpu: Vec<(f64, f64)>,
+    /// Collector memory per step.
+    pub memory: Vec<(f64, f64)>,
+    /// `phoenix_node` values of the collector telemetry in the window.
+    pub nodes: Vec<String>,
+    /// Executable names with a sample in the window.
+    pub executables: Vec<String>,
+    /// See [`Telemetry`].
+    pub telemetry: Telemetry,
+    /// Distinct process series in the window.
+    pub distinct_series: f64,
+    /// Process samples per second in the window.
+    pub datapoints_per_second: f64,
 }
 
 /// Why a measurement could not be taken.
@@ -90,6 +182,64 @@ impl MeasureError {
     }
 }
 
+/// Compiles critical-process patterns (RE2 syntax, unanchored like the collector's `IsMatch`).
+pub fn critical_regexes(critical: &[String]) -> Result<Vec<Regex>, MeasureError> {
+    critical
+        .iter()
+        .map(|p| {
+            Regex::new(p)
+                .map_err(|e| MeasureError::Invalid(format!("critical process pattern {p:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Turns one variant's answers into its measurements (pure): per-step figures aligned on the
+/// window's grid, critical names filtered by `patterns`, nodes deduplicated.
+pub fn assemble(
+    window: &Window,
+    critical: &[String],
+    patterns: &[Regex],
+    answers: Answers,
+    queries: Vec<(String, String)>,
+) -> Measurements {
+    let steps = window.steps();
+    Measurements {
+        series: align(&steps, &answers.series),
+        collectors: align(&steps, &answers.collectors),
+        cpu: align(&steps, &answers.cpu),
+        memory: align(&steps, &answers.memory),
+        steps,
+        nodes: answers
+            .nodes
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .collect(),
+        telemetry: answers.telemetry,
+        distinct_series: answers.distinct_series,
+        datapoints_per_second: answers.datapoints_per_second,
+        critical_names: answers
+            .executables
+            .into_iter()
+            .filter(|name| patterns.iter().any(|p| p.is_match(name)))
+            .collect(),
+        critical_patterns: critical.to_vec(),
+        queries,
+    }
+}
+
+/// The value at each of `steps` (Unix milliseconds): the sum of the finite `points` whose
+/// timestamp (seconds) rounds to that millisecond, `None` where there is none. Points off the
+/// grid are ignored.
+pub fn align(steps: &[i64], points: &[(f64, f64)]) -> Vec<Option<f64>> {
+    let mut at: BTreeMap<i64, f64> = BTreeMap::new();
+    for &(t, v) in points {
+        if t.is_finite() && v.is_finite() {
+            *at.entry((t * 1000.0).round() as i64).or_insert(0.0) += v;
+        }
+    }
+    steps.iter().map(|t| at.get(t).copied()).collect()
+}
+
 /// Measures one variant over `window`. `critical` are regexes (RE2 syntax, unanchored like the
 /// collector's `IsMatch`) on the executable name.
 pub async fn measure(
@@ -99,20 +249,10 @@ pub async fn measure(
     critical: &[String],
 ) -> Result<Measurements, MeasureError> {
     validate(window)?;
-    let patterns = critical
-        .iter()
-        .map(|p| {
-            Regex::new(p)
-                .map_err(|e| MeasureError::Invalid(format!("critical process pattern {p:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let patterns = critical_regexes(critical)?;
     let (start, end, seconds) = (window.start, window.end, window.seconds());
     let mut recorded = Vec::new();
     let mut record = |what: &str, query: String| recorded.push((what.to_string(), query));
-
-    let series_query = queries::active_series(sel);
-    let per_step_series = range(prom, &series_query, window).await?;
-    record(what::SERIES, series_query);
 
     let names_request = queries::metric_names(sel, start, end);
     let mut names = label_values(prom, &names_request).await?;
@@ -120,40 +260,58 @@ pub async fn measure(
     names.dedup();
     record(what::METRIC_NAMES, names_request.to_string());
 
+    let mut answers = Answers::default();
+    let series_query = queries::series_per_step(sel, &names, window.range_secs);
+    answers.series = range(prom, series_query.as_deref(), window).await?;
+    record(what::SERIES, or_nothing(series_query));
+
+    let collectors_query = queries::collectors_per_step(sel, window.range_secs);
+    answers.collectors = range(prom, Some(&collectors_query), window).await?;
+    record(what::COLLECTORS, collectors_query);
+
+    let nodes_query = queries::collector_nodes(sel, seconds);
+    answers.nodes = instant_labels(prom, Some(&nodes_query), queries::NODE_LABEL, end).await?;
+    record(what::NODES, nodes_query);
+
     let distinct_query = queries::distinct_series(sel, &names, seconds);
-    let distinct_series = instant_sum(prom, &distinct_query, end).await?;
+    answers.distinct_series = instant_sum(prom, &distinct_query, end).await?;
     record(what::DISTINCT_SERIES, distinct_query);
 
     let datapoints_query = queries::datapoints_per_second(sel, &names, seconds);
-    let datapoints_per_second = instant_sum(prom, &datapoints_query, end).await?;
+    answers.datapoints_per_second = instant_sum(prom, &datapoints_query, end).await?;
     record(what::DATAPOINTS_PER_SECOND, datapoints_query);
 
     let cpu_query = queries::collector_cpu(sel, window.step_secs);
-    let per_step_cpu = range(prom, &cpu_query, window).await?;
+    answers.cpu = range(prom, Some(&cpu_query), window).await?;
     record(what::COLLECTOR_CPU, cpu_query);
 
     let memory_query = queries::collector_memory(sel);
-    let per_step_memory = range(prom, &memory_query, window).await?;
+    answers.memory = range(prom, Some(&memory_query), window).await?;
     record(what::COLLECTOR_MEMORY, memory_query);
 
-    let executables_request = queries::executable_names(sel, start, end);
-    let critical_names = label_values(prom, &executables_request)
-        .await?
-        .into_iter()
-        .filter(|name| patterns.iter().any(|p| p.is_match(name)))
-        .collect();
-    record(what::CRITICAL_PROCESSES, executables_request.to_string());
+    let scraped_query = queries::scraped_points(sel, seconds);
+    let exported_query = queries::exported_points(sel, seconds);
+    let failed_query = queries::failed_points(sel, seconds);
+    answers.telemetry = Telemetry {
+        scraped_points: instant_optional(prom, &scraped_query, end).await?,
+        exported_points: instant_optional(prom, &exported_query, end).await?,
+        failed_points: instant_sum(prom, &failed_query, end).await?,
+    };
+    record(what::SCRAPED_POINTS, scraped_query);
+    record(what::EXPORTED_POINTS, exported_query);
+    record(what::FAILED_POINTS, failed_query);
 
-    Ok(Measurements {
-        per_step_series,
-        distinct_series,
-        datapoints_per_second,
-        per_step_cpu,
-        per_step_memory,
-        critical_names,
-        critical_patterns: critical.to_vec(),
-        queries: recorded,
-    })
+    let executables_query = queries::executables_in_window(sel, &names, seconds);
+    answers.executables = instant_labels(
+        prom,
+        executables_query.as_deref(),
+        queries::EXECUTABLE_LABEL,
+        end,
+    )
+    .await?;
+    record(what::CRITICAL_PROCESSES, or_nothing(executables_query));
+
+    Ok(assemble(window, critical, &patterns, answers, recorded))
 }
 
 /// The `k` executable names of `sel` using the most CPU over `window`, heaviest first (ties by
@@ -164,7 +322,7 @@ pub async fn topk_names(
     k: u32,
     window: &Window,
 ) -> Result<Vec<String>, MeasureError> {
-    validate(window)?;
+    validate_bounds(window)?;
     if k == 0 {
         return Ok(Vec::new());
     }
@@ -197,7 +355,23 @@ pub async fn reachable(prom: &Client) -> bool {
     prom.query("vector(1)").get().await.is_ok()
 }
 
+/// The query recorded for a measurement that needed none.
+fn or_nothing(query: Option<String>) -> String {
+    query.unwrap_or_else(|| "(none: the variant wrote no process metric)".to_string())
+}
+
 fn validate(window: &Window) -> Result<(), MeasureError> {
+    validate_bounds(window)?;
+    if window.steps().is_empty() {
+        return Err(MeasureError::Invalid(format!(
+            "analysis window [{}, {}] is shorter than one step's range of {}s",
+            window.start, window.end, window.range_secs
+        )));
+    }
+    Ok(())
+}
+
+fn validate_bounds(window: &Window) -> Result<(), MeasureError> {
     let step_ok = window.step_secs.is_finite() && window.step_secs > 0.0;
     if window.end <= window.start || !step_ok {
         return Err(MeasureError::Invalid(format!(
@@ -208,19 +382,26 @@ fn validate(window: &Window) -> Result<(), MeasureError> {
     Ok(())
 }
 
-/// Values of a range query over the window, in time order, non-finite values dropped. Split into
-/// several queries when the window has more steps than one query may return.
-async fn range(prom: &Client, query: &str, window: &Window) -> Result<Vec<f64>, MeasureError> {
-    let step = window.step_secs;
-    // Whole seconds per chunk; a fractional step may shift later chunks' steps by under a second.
-    let span = (((MAX_POINTS_PER_RANGE_QUERY - 1) as f64) * step).floor() as i64;
-    let advance = (step.ceil() as i64).max(1);
-    let mut values = Vec::new();
-    let mut from = window.start;
-    while from <= window.end {
-        let to = (from + span).min(window.end);
+/// Points `(timestamp seconds, value)` of a range query over the window's step grid, split into
+/// several queries when the grid has more steps than one query may return. `None` query: no
+/// points (the variant wrote no process metric at all).
+async fn range(
+    prom: &Client,
+    query: Option<&str>,
+    window: &Window,
+) -> Result<Vec<(f64, f64)>, MeasureError> {
+    let Some(query) = query else {
+        return Ok(Vec::new());
+    };
+    let steps = window.steps();
+    let mut points = Vec::new();
+    for chunk in steps.chunks(MAX_POINTS_PER_RANGE_QUERY) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            continue;
+        };
+        // Grid times are whole seconds (whole-second start, range and step).
         let result = prom
-            .query_range(query, from, to, step)
+            .query_range(query, first / 1000, last / 1000, window.step_secs)
             .post()
             .await
             .map_err(classify)?;
@@ -228,35 +409,59 @@ async fn range(prom: &Client, query: &str, window: &Window) -> Result<Vec<f64>, 
             .data()
             .as_matrix()
             .ok_or_else(|| bad_shape(query, "a range vector"))?;
-        let mut points: Vec<(f64, f64)> = matrix
-            .iter()
-            .flat_map(|series| series.samples())
-            .map(|s| (s.timestamp(), s.value()))
-            .filter(|(_, v)| v.is_finite())
-            .collect();
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        values.extend(points.into_iter().map(|(_, v)| v));
-        from = to + advance;
+        points.extend(
+            matrix
+                .iter()
+                .flat_map(|series| series.samples())
+                .map(|s| (s.timestamp(), s.value())),
+        );
     }
-    Ok(values)
+    Ok(points)
 }
 
-/// The sum of an instant query's values at `time` (the queries here return one element; an
-/// empty result is 0).
-async fn instant_sum(prom: &Client, query: &str, time: i64) -> Result<f64, MeasureError> {
+/// The values of `label` in an instant query's answer at `time` (empty values dropped).
+async fn instant_labels(
+    prom: &Client,
+    query: Option<&str>,
+    label: &str,
+    time: i64,
+) -> Result<Vec<String>, MeasureError> {
+    let Some(query) = query else {
+        return Ok(Vec::new());
+    };
     let result = prom.query(query).at(time).post().await.map_err(classify)?;
     let vector = result
         .data()
         .as_vector()
         .ok_or_else(|| bad_shape(query, "an instant vector"))?;
-    let sum: f64 = vector.iter().map(|v| v.sample().value()).sum();
-    if sum.is_finite() {
-        Ok(sum)
-    } else {
-        Err(MeasureError::BadResponse(format!(
-            "{query} returned a non-finite value"
-        )))
-    }
+    Ok(vector
+        .iter()
+        .filter_map(|v| v.metric().get(label).filter(|l| !l.is_empty()).cloned())
+        .collect())
+}
+
+/// The sum of an instant query's finite values at `time`, `None` when it returned nothing.
+async fn instant_optional(
+    prom: &Client,
+    query: &str,
+    time: i64,
+) -> Result<Option<f64>, MeasureError> {
+    let result = prom.query(query).at(time).post().await.map_err(classify)?;
+    let vector = result
+        .data()
+        .as_vector()
+        .ok_or_else(|| bad_shape(query, "an instant vector"))?;
+    let values: Vec<f64> = vector
+        .iter()
+        .map(|v| v.sample().value())
+        .filter(|v| v.is_finite())
+        .collect();
+    Ok((!values.is_empty()).then(|| values.iter().sum()))
+}
+
+/// The sum of an instant query's finite values at `time`; an empty result is 0.
+async fn instant_sum(prom: &Client, query: &str, time: i64) -> Result<f64, MeasureError> {
+    Ok(instant_optional(prom, query, time).await?.unwrap_or(0.0))
 }
 
 /// The body of every Prometheus API answer.

@@ -29,6 +29,24 @@ pub const COLLECTOR_CPU_METRIC: &str = "otelcol_process_cpu_seconds_total";
 /// The collector's own resident memory gauge, bytes (its `process_memory_rss` self-metric). The
 /// only place this name is spelled.
 pub const COLLECTOR_MEMORY_METRIC: &str = "otelcol_process_memory_rss_bytes";
+/// The label naming the node a collector runs on.
+pub const NODE_LABEL: &str = "phoenix_node";
+/// The id of the process-metrics receiver in every rendered collector config.
+pub const SCRAPE_RECEIVER: &str = "hostmetrics";
+/// The id of the remote-write exporter in every rendered collector config.
+pub const REMOTE_WRITE_EXPORTER: &str = "prometheusremotewrite";
+/// Points a receiver accepted (the collector's `otelcol_receiver_accepted_metric_points`
+/// counter as the remote-write exporter names it), label `receiver`.
+pub const ACCEPTED_POINTS_METRIC: &str = "otelcol_receiver_accepted_metric_points_total";
+/// Points a receiver refused (e.g. the memory limiter pushed back), label `receiver`.
+pub const REFUSED_POINTS_METRIC: &str = "otelcol_receiver_refused_metric_points_total";
+/// Points an exporter sent, label `exporter`.
+pub const SENT_POINTS_METRIC: &str = "otelcol_exporter_sent_metric_points_total";
+/// Points an exporter failed to send (e.g. Prometheus rejected them), label `exporter`.
+pub const SEND_FAILED_POINTS_METRIC: &str = "otelcol_exporter_send_failed_metric_points_total";
+/// Points an exporter could not queue (queue full), label `exporter`.
+pub const ENQUEUE_FAILED_POINTS_METRIC: &str =
+    "otelcol_exporter_enqueue_failed_metric_points_total";
 /// Shortest range `rate()` gets for the collector CPU, seconds: the collector's self-telemetry
 /// may arrive less often than the analysis step, and `rate()` needs two samples in its range.
 pub const MIN_RATE_RANGE_SECS: i64 = 60;
@@ -36,8 +54,18 @@ pub const MIN_RATE_RANGE_SECS: i64 = 60;
 /// Keys of [`super::measure::Measurements::queries`]: what each recorded query measured. They
 /// are the field names of `VariantResults` where one exists.
 pub mod what {
-    /// Active process series per step (range query).
+    /// Process series with a sample in each step's range (range query).
     pub const SERIES: &str = "series";
+    /// Nodes whose collector reported itself in each step's range (range query).
+    pub const COLLECTORS: &str = "collectors";
+    /// Nodes whose collector reported itself in the window (instant query at the window's end).
+    pub const NODES: &str = "nodes";
+    /// Points the process receiver accepted in the window.
+    pub const SCRAPED_POINTS: &str = "scrapedPoints";
+    /// Points the remote-write exporter sent in the window.
+    pub const EXPORTED_POINTS: &str = "exportedPoints";
+    /// Points that failed to reach Prometheus or were refused in the window.
+    pub const FAILED_POINTS: &str = "failedPoints";
     /// The process metric names present in the window (label values of `__name__`).
     pub const METRIC_NAMES: &str = "metricNames";
     /// Distinct process series over the window (instant query at the window's end).
@@ -48,7 +76,7 @@ pub mod what {
     pub const COLLECTOR_CPU: &str = "collectorCpuCores";
     /// Collector resident memory per step (range query).
     pub const COLLECTOR_MEMORY: &str = "collectorMemoryBytes";
-    /// Executable names seen (label values of `process_executable_name`).
+    /// Executable names with a sample in the window (instant query at the window's end).
     pub const CRITICAL_PROCESSES: &str = "criticalProcessesSeen";
 }
 
@@ -136,15 +164,9 @@ impl std::fmt::Display for LabelValuesRequest {
     }
 }
 
-/// Active process series of the variant at each step: `count({__name__=~"process_.*",<sel>})`.
-/// Run as a range query at step = the analysis interval. "Active" is Prometheus' instant-vector
-/// semantics: a series counts at `t` when it has a sample within the lookback (5m by default)
-/// before `t` — independent of the collection interval, and the same for both variants.
-pub fn active_series(sel: &VariantSelector) -> String {
-    format!("count({})", sel.process_series())
-}
-
-/// The process metric names the variant wrote in the window.
+/// The process metric names the variant wrote (label values of `__name__`). The API may answer
+/// with names from outside `[start, end]` (it answers per head block); a name without samples in
+/// the window only adds a term that finds nothing.
 pub fn metric_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesRequest {
     LabelValuesRequest {
         label: "__name__",
@@ -154,15 +176,136 @@ pub fn metric_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesR
     }
 }
 
-/// Executable names the variant reported in the window (filtered by the critical patterns in
-/// Rust, so the patterns never have to be RE2-escaped into PromQL).
-pub fn executable_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesRequest {
-    LabelValuesRequest {
-        label: EXECUTABLE_LABEL,
-        matcher: sel.process_series(),
-        start,
-        end,
+/// Process series of the variant with a sample in the `range_secs` before each step, one term
+/// per metric name, for a range query at step = the analysis interval:
+/// `count(label_replace(count_over_time(m1{<sel>}[Rs]), "phoenix_metric_name", "m1", "", "")
+/// or …)`. Counting samples inside each step's range (not the 5-minute lookback of an instant
+/// selector) keeps a step about that step. The metric name goes back in as a label because
+/// `count_over_time` drops it and `or` would otherwise merge equal label sets of two metrics.
+/// A step where the variant wrote nothing has no value (absent, not 0). `None` without names.
+pub fn series_per_step(sel: &VariantSelector, names: &[String], range_secs: i64) -> Option<String> {
+    if names.is_empty() {
+        return None;
     }
+    let union = names
+        .iter()
+        .map(|name| {
+            format!(
+                "label_replace(count_over_time({}[{range_secs}s]), \"phoenix_metric_name\", \"{}\", \"\", \"\")",
+                sel.metric(name),
+                escape_label_value(&name.replace('$', "$$"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" or ");
+    Some(format!("count({union})"))
+}
+
+/// Nodes whose collector reported its own telemetry in the `range_secs` before each step:
+/// `count(count by (phoenix_node) (count_over_time(otelcol_process_memory_rss_bytes{<sel>}[Rs])))`.
+/// Absent where no collector of the variant reported.
+pub fn collectors_per_step(sel: &VariantSelector, range_secs: i64) -> String {
+    format!(
+        "count(count by ({NODE_LABEL}) (count_over_time({}[{range_secs}s])))",
+        sel.metric(COLLECTOR_MEMORY_METRIC)
+    )
+}
+
+/// The nodes whose collector reported its own telemetry in the window ending at the evaluation
+/// time: `count by (phoenix_node) (count_over_time(otelcol_process_memory_rss_bytes{<sel>}[Ws]))`.
+pub fn collector_nodes(sel: &VariantSelector, window_secs: i64) -> String {
+    format!(
+        "count by ({NODE_LABEL}) (count_over_time({}[{window_secs}s]))",
+        sel.metric(COLLECTOR_MEMORY_METRIC)
+    )
+}
+
+/// Executable names with a sample in the window ending at the evaluation time, one term per
+/// metric name: `count by (process_executable_name) (count_over_time(m1{<sel>}[Ws])) or …`.
+/// Only samples inside the window count (the label-values API answers with every name in the
+/// head block, whatever range it is asked for). The names are filtered by the critical patterns
+/// in Rust, so the patterns never have to be RE2-escaped into PromQL. `None` without names.
+pub fn executables_in_window(
+    sel: &VariantSelector,
+    names: &[String],
+    window_secs: i64,
+) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    Some(
+        names
+            .iter()
+            .map(|name| {
+                format!(
+                    "count by ({EXECUTABLE_LABEL}) (count_over_time({}[{window_secs}s]))",
+                    sel.metric(name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" or "),
+    )
+}
+
+/// Points the variant's `hostmetrics` receivers accepted over the window:
+/// `sum(increase(otelcol_receiver_accepted_metric_points_total{<sel>,receiver="hostmetrics"}[Ws]))`.
+pub fn scraped_points(sel: &VariantSelector, window_secs: i64) -> String {
+    counter_increase(
+        sel,
+        ACCEPTED_POINTS_METRIC,
+        "receiver",
+        SCRAPE_RECEIVER,
+        window_secs,
+    )
+}
+
+/// Points the variant's remote-write exporters sent over the window (process and self metrics).
+pub fn exported_points(sel: &VariantSelector, window_secs: i64) -> String {
+    counter_increase(
+        sel,
+        SENT_POINTS_METRIC,
+        "exporter",
+        REMOTE_WRITE_EXPORTER,
+        window_secs,
+    )
+}
+
+/// Points that did not reach Prometheus over the window: the remote-write exporter's send and
+/// enqueue failures plus the process receiver's refusals, each term 0 when its counter is absent.
+pub fn failed_points(sel: &VariantSelector, window_secs: i64) -> String {
+    [
+        (SEND_FAILED_POINTS_METRIC, "exporter", REMOTE_WRITE_EXPORTER),
+        (
+            ENQUEUE_FAILED_POINTS_METRIC,
+            "exporter",
+            REMOTE_WRITE_EXPORTER,
+        ),
+        (REFUSED_POINTS_METRIC, "receiver", SCRAPE_RECEIVER),
+    ]
+    .iter()
+    .map(|(metric, label, value)| {
+        format!(
+            "({} or vector(0))",
+            counter_increase(sel, metric, label, value, window_secs)
+        )
+    })
+    .collect::<Vec<_>>()
+    .join(" + ")
+}
+
+/// `sum(increase(<metric>{<sel>,<label>="<value>"}[Ws]))`.
+fn counter_increase(
+    sel: &VariantSelector,
+    metric: &str,
+    label: &str,
+    value: &str,
+    window_secs: i64,
+) -> String {
+    format!(
+        "sum(increase({metric}{{{},{label}=\"{}\"}}[{window_secs}s]))",
+        sel.matchers(),
+        escape_label_value(value)
+    )
 }
 
 /// Process samples per second over the window ending at the evaluation time:
@@ -318,14 +461,6 @@ mod tests {
     }
 
     #[test]
-    fn active_series_counts_every_process_metric() {
-        assert_eq!(
-            active_series(&baseline()),
-            format!(r#"count({{__name__=~"process_.*",{SEL}}})"#)
-        );
-    }
-
-    #[test]
     fn label_value_requests_carry_the_window() {
         let names = metric_names(&baseline(), 100, 400);
         assert_eq!(names.path(), "api/v1/label/__name__/values");
@@ -337,14 +472,78 @@ mod tests {
                 ("end", "400".into()),
             ]
         );
-        let exes = executable_names(&baseline(), 100, 400);
-        assert_eq!(exes.path(), "api/v1/label/process_executable_name/values");
         assert_eq!(
-            exes.to_string(),
-            format!(
-                r#"label_values({{__name__=~"process_.*",{SEL}}}, process_executable_name) over [100, 400]"#
+            names.to_string(),
+            format!(r#"label_values({{__name__=~"process_.*",{SEL}}}, __name__) over [100, 400]"#)
+        );
+    }
+
+    #[test]
+    fn series_per_step_counts_samples_inside_each_step() {
+        let names = vec!["process_a".to_string(), "process.b$1".to_string()];
+        assert_eq!(
+            series_per_step(&baseline(), &names, 30).as_deref(),
+            Some(
+                format!(
+                    r#"count(label_replace(count_over_time(process_a{{{SEL}}}[30s]), "phoenix_metric_name", "process_a", "", "") or label_replace(count_over_time({{__name__="process.b$1",{SEL}}}[30s]), "phoenix_metric_name", "process.b$$1", "", ""))"#
+                )
+                .as_str()
             )
         );
+        assert_eq!(series_per_step(&baseline(), &[], 30), None);
+    }
+
+    #[test]
+    fn executables_come_from_samples_in_the_window() {
+        let names = vec!["process_a".to_string(), "process_b".to_string()];
+        assert_eq!(
+            executables_in_window(&baseline(), &names, 600).as_deref(),
+            Some(
+                format!(
+                    "count by (process_executable_name) (count_over_time(process_a{{{SEL}}}[600s])) or \
+                     count by (process_executable_name) (count_over_time(process_b{{{SEL}}}[600s]))"
+                )
+                .as_str()
+            )
+        );
+        assert_eq!(executables_in_window(&baseline(), &[], 600), None);
+    }
+
+    #[test]
+    fn collector_health_queries() {
+        assert_eq!(
+            collectors_per_step(&baseline(), 30),
+            format!(
+                "count(count by (phoenix_node) (count_over_time(otelcol_process_memory_rss_bytes{{{SEL}}}[30s])))"
+            )
+        );
+        assert_eq!(
+            collector_nodes(&baseline(), 600),
+            format!(
+                "count by (phoenix_node) (count_over_time(otelcol_process_memory_rss_bytes{{{SEL}}}[600s]))"
+            )
+        );
+        assert_eq!(
+            scraped_points(&baseline(), 600),
+            format!(
+                r#"sum(increase(otelcol_receiver_accepted_metric_points_total{{{SEL},receiver="hostmetrics"}}[600s]))"#
+            )
+        );
+        assert_eq!(
+            exported_points(&baseline(), 600),
+            format!(
+                r#"sum(increase(otelcol_exporter_sent_metric_points_total{{{SEL},exporter="prometheusremotewrite"}}[600s]))"#
+            )
+        );
+        let failed = failed_points(&baseline(), 600);
+        assert_eq!(failed.matches(" or vector(0))").count(), 3, "{failed}");
+        for metric in [
+            "otelcol_exporter_send_failed_metric_points_total",
+            "otelcol_exporter_enqueue_failed_metric_points_total",
+            "otelcol_receiver_refused_metric_points_total",
+        ] {
+            assert!(failed.contains(metric), "{failed}");
+        }
     }
 
     #[test]

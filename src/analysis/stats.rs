@@ -1,268 +1,367 @@
-//! Statistics behind the experiment verdict: the Mann-Whitney U test, the Hodges-Lehmann shift
-//! estimate and its confidence interval, significance classification and noise summaries.
+//! Statistics behind the experiment verdict (pure, std-only): an autocorrelation-corrected
+//! Student-t test of a per-step paired effect with its confidence bounds, the Hodges-Lehmann
+//! estimate reported beside it, Student's t distribution, and noise summaries.
 //!
-//! Everything here is pure and std-only. Samples are plain `f64` slices, typically one value per
-//! measurement step per variant. Functions are written "about `a` relative to `b`": in the verdict
-//! `a` is the candidate pipeline and `b` the baseline, so "the candidate is significantly lower"
-//! is [`Alternative::Less`], and a negative shift means the candidate measures lower.
+//! Why this method (issue 13, DESIGN §6 "Honest confidence"): both variants are measured at the
+//! same instants under the same load, so the verdict compares them *per step* (one paired value
+//! per step: the candidate's relative reduction against the baseline at that step), which removes
+//! the load both share. The steps of one run are not independent: process populations, the
+//! collectors' misses and overlapping count ranges make neighbouring steps alike. A test that
+//! treats `n` correlated steps as `n` independent observations is overconfident, so
+//! [`autocorrelation_corrected_test`] counts them as an *effective* sample size `n / τ`, with `τ`
+//! the larger of the AR(1) figure `(1 + ρ)/(1 − ρ)` (ρ the bias-corrected lag-1
+//! autocorrelation) and Geyer's integrated autocorrelation time, which also sees slow drift under
+//! step-to-step jitter. The p-value and bounds are Student-t's on the mean with `n_eff − 1`
+//! degrees of freedom (at least 1).
 //!
-//! The test is the one Kayenta's Mann-Whitney classifier is built on (modelled on R's
-//! `wilcox.test`): the normal approximation to U with the tie correction of the variance and a
-//! continuity correction. Kayenta judges by the shift's confidence interval; both it
-//! ([`shift_confidence_interval`]) and the p-value ([`SignificanceCriteria`]) are available here.
-//! Its p-values match `scipy.stats.mannwhitneyu(a, b, alternative=..., method="asymptotic",
-//! use_continuity=True)`; the tests pin that against numbers computed with SciPy 1.17.
+//! The bounds are about the mean, not the Hodges-Lehmann estimate: per-step differences are
+//! counts of series, often exactly 0 with occasional ±1 process, and on such data the median of
+//! the Walsh averages jumps between a few values while its large-sample standard error assumes a
+//! continuous distribution; the mean's bounds are the ones whose coverage is checked. The
+//! Hodges-Lehmann estimate is still reported as a robust effect size.
+//! The tests check the bounds' coverage on independent and on strongly autocorrelated (AR(1),
+//! ρ = 0.9) data over many seeds.
 
-use std::f64::consts::{FRAC_2_SQRT_PI, SQRT_2};
+use std::f64::consts::PI;
 
-/// The alternative hypothesis a p-value is computed for, stated about `a` relative to `b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Alternative {
-    /// `a` and `b` differ in location, in either direction.
-    #[default]
-    TwoSided,
-    /// `a` tends to be lower than `b` (the candidate uses less than the baseline).
-    Less,
-    /// `a` tends to be higher than `b`.
-    Greater,
-}
+/// Largest lag-1 autocorrelation the effective sample size is computed with: beyond it a run
+/// carries next to no independent information (n_eff < n/199) and the bound keeps the arithmetic
+/// finite.
+pub const MAX_AUTOCORRELATION: f64 = 0.99;
 
-/// The result of a Mann-Whitney U test of `a` against `b`.
+/// An autocorrelation-corrected, one-sided test of "the location of `xs` is greater than a margin",
+/// with its estimate and confidence bounds; see [`autocorrelation_corrected_test`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MannWhitney {
-    /// Size of sample `a`.
-    pub n_a: usize,
-    /// Size of sample `b`.
-    pub n_b: usize,
-    /// U for `a`: the number of pairs `(a_i, b_j)` with `a_i > b_j`, ties counting one half
-    /// (SciPy's `statistic`). Ranges over `0..=n_a·n_b`.
-    pub u_a: f64,
-    /// U for `b`: `n_a·n_b − u_a`.
-    pub u_b: f64,
-    /// Signed standard score of `u_a`: `(u_a − n_a·n_b/2)` moved 0.5 toward zero (continuity
-    /// correction, never past zero) over the tie-corrected standard deviation of U. Negative when
-    /// `a` tends lower than `b`; 0 when every value is tied.
-    pub z: f64,
-    /// p-value for [`MannWhitney::alternative`], in `[0, 1]`. For one-sided alternatives the
-    /// continuity correction moves U toward the tested tail, as R and SciPy do. It can underflow
-    /// to 0 for very large, completely separated samples (|z| > ~38).
+pub struct LocationTest {
+    /// Number of values.
+    pub n: usize,
+    /// The mean: the estimate the p-value and the bounds are about.
+    pub mean: f64,
+    /// Hodges-Lehmann estimate of the location (the median of the Walsh averages): a robust
+    /// effect size reported beside the mean; the two agree for symmetric noise.
+    pub hodges_lehmann: f64,
+    /// Standard error of the mean, corrected for autocorrelation: `s / √n_eff`.
+    pub std_error: f64,
+    /// Lag-1 autocorrelation used: the sample value, corrected for its small-sample bias,
+    /// clamped to `[0, MAX_AUTOCORRELATION]` (negative correlation is never credited).
+    pub autocorrelation: f64,
+    /// How many independent values the correlated ones are worth: `n / τ`, with `τ` the larger
+    /// of the AR(1) figure `(1 + ρ)/(1 − ρ)` and [`integrated_autocorrelation_time`].
+    pub effective_samples: f64,
+    /// Degrees of freedom of the t distribution: `max(n_eff − 1, 1)`.
+    pub degrees_of_freedom: f64,
+    /// One-sided p-value of "location ≤ margin" against "location > margin".
     pub p_value: f64,
-    /// The alternative the p-value is for.
-    pub alternative: Alternative,
-    /// Hodges-Lehmann estimate of the location shift of `a` relative to `b`: the median of the
-    /// `n_a·n_b` pairwise differences `a_i − b_j`. In the units of the samples; negative when
-    /// `a` tends lower. See [`shift_confidence_interval`] for an interval around it.
-    pub shift: f64,
-}
-
-/// Two-sided Mann-Whitney U test of `a` against `b`; see [`mann_whitney_u_with`].
-///
-/// `None` when either sample is empty or holds a non-finite value (NaN or ±∞).
-pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> Option<MannWhitney> {
-    mann_whitney_u_with(a, b, Alternative::TwoSided)
-}
-
-/// Mann-Whitney U test of `a` against `b` for the given alternative.
-///
-/// Uses the normal approximation with tie correction and continuity correction (SciPy's
-/// `method="asymptotic", use_continuity=True`; R's `wilcox.test(exact = FALSE, correct = TRUE)`).
-/// The approximation is conservative-to-adequate from about 5 values per side (see
-/// [`SignificanceCriteria::DEFAULT_MIN_SAMPLES`]). When every value in both samples is equal the
-/// test has no information: `z` is 0 and the p-value is 1 for every alternative.
-///
-/// `None` when either sample is empty or holds a non-finite value (NaN or ±∞).
-///
-/// Cost: O((n_a + n_b)·log) time for the sort and the shift estimate, O(n_a + n_b) memory — the
-/// pairwise differences are never materialised.
-pub fn mann_whitney_u_with(a: &[f64], b: &[f64], alternative: Alternative) -> Option<MannWhitney> {
-    let a = sorted_finite(a)?;
-    let b = sorted_finite(b)?;
-    let u = UStatistic::of(&a, &b);
-    let deviation = u.u_a - u.mean;
-
-    let (z, p_value) = if u.sigma > 0.0 {
-        // Continuity correction toward zero, never past it (U moves in steps of 0.5).
-        let corrected = (deviation.abs() - 0.5).max(0.0).copysign(deviation);
-        let p = match alternative {
-            Alternative::TwoSided => 2.0 * normal_sf((deviation.abs() - 0.5) / u.sigma),
-            Alternative::Greater => normal_sf((deviation - 0.5) / u.sigma),
-            Alternative::Less => normal_sf((-deviation - 0.5) / u.sigma),
-        };
-        (corrected / u.sigma, p.clamp(0.0, 1.0))
-    } else {
-        (0.0, 1.0)
-    };
-
-    Some(MannWhitney {
-        n_a: a.len(),
-        n_b: b.len(),
-        u_a: u.u_a,
-        u_b: u.pairs - u.u_a,
-        z,
-        p_value,
-        alternative,
-        shift: median_pairwise_difference(&a, &b)?,
-    })
-}
-
-/// Hodges-Lehmann estimate of the shift of `a` relative to `b`: the median of all pairwise
-/// differences `a_i − b_j` (the mean of the two middle ones when `n_a·n_b` is even).
-///
-/// `None` when either sample is empty or holds a non-finite value.
-pub fn hodges_lehmann_shift(a: &[f64], b: &[f64]) -> Option<f64> {
-    median_pairwise_difference(&sorted_finite(a)?, &sorted_finite(b)?)
-}
-
-/// A confidence interval for the location shift of `a` relative to `b`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ShiftInterval {
-    /// Lower bound, in the units of the samples.
+    /// The margin the p-value tests against.
+    pub margin: f64,
+    /// Lower confidence bound at level `1 − alpha`: the location is at least this with that
+    /// confidence.
     pub lower: f64,
-    /// Upper bound, in the units of the samples.
+    /// Upper confidence bound at level `1 − alpha`; `[lower, upper]` is a two-sided interval at
+    /// level `1 − 2·alpha`.
     pub upper: f64,
-    /// Nominal confidence level, e.g. 0.95.
-    pub confidence: f64,
+    /// The `alpha` the bounds were computed for.
+    pub alpha: f64,
 }
 
-impl ShiftInterval {
-    /// Whether the interval contains `value` (bounds included).
-    pub fn contains(&self, value: f64) -> bool {
-        self.lower <= value && value <= self.upper
-    }
-}
-
-/// Two-sided confidence interval for the Hodges-Lehmann shift of `a` relative to `b`, by
-/// inverting the Mann-Whitney test (Lehmann 1963; Hollander & Wolfe, *Nonparametric Statistical
-/// Methods*, §4.3).
+/// Tests whether the mean of the serially correlated values `xs` (in time order) is above
+/// `margin`, correcting for autocorrelation through the effective sample size (see the module
+/// doc). `p_value < alpha` exactly when `lower > margin`.
 ///
-/// With `D(1) ≤ … ≤ D(n_a·n_b)` the sorted pairwise differences `a_i − b_j`, the interval is
-/// `[D(k), D(n_a·n_b + 1 − k)]` where `k = ⌊n_a·n_b/2 + 1/2 − z·σ⌋`, `z` is the upper
-/// `(1 − confidence)/2` normal quantile and `σ` the tie-corrected standard deviation of U; the
-/// 1/2 is the continuity correction. For small untied samples this `k` agrees with the exact
-/// tables (e.g. `k = 3` for 5 + 5 values and `k = 2` for 5 + 4 values at 95%).
+/// With no spread at all (every value equal) the data carry no noise estimate: the estimate is
+/// the value, both bounds equal it and the p-value is 0 when it is above the margin, 1 otherwise.
 ///
-/// `None` when `confidence` is not strictly between 0 and 1, either sample is empty or holds a
-/// non-finite value, or the samples are too small to reach that confidence (`k < 1`; e.g. fewer
-/// than 4 + 4 values at 95%).
-pub fn shift_confidence_interval(a: &[f64], b: &[f64], confidence: f64) -> Option<ShiftInterval> {
-    let in_range = confidence > 0.0 && confidence < 1.0; // false for NaN
-    if !in_range {
+/// `None` with fewer than 2 values, a non-finite value or margin, or `alpha` outside (0, 0.5).
+pub fn autocorrelation_corrected_test(xs: &[f64], margin: f64, alpha: f64) -> Option<LocationTest> {
+    let alpha_ok = alpha > 0.0 && alpha < 0.5; // false for NaN
+    if xs.len() < 2 || !alpha_ok || !margin.is_finite() {
         return None;
     }
-    let a = sorted_finite(a)?;
-    let b = sorted_finite(b)?;
-    let u = UStatistic::of(&a, &b);
-    let z = normal_upper_quantile((1.0 - confidence) / 2.0);
-    let k = (u.mean + 0.5 - z * u.sigma).floor();
-    if k < 1.0 {
-        return None;
-    }
-    // k ≤ ⌊n_a·n_b/2 + 1/2⌋, so k ≤ n_a·n_b + 1 − k and the conversion is exact.
-    let k = k as usize;
-    let pairs = a.len() * b.len();
-    Some(ShiftInterval {
-        lower: kth_pairwise_difference(&a, &b, k)?,
-        upper: kth_pairwise_difference(&a, &b, pairs + 1 - k)?,
-        confidence,
+    let summary = Summary::of(xs)?;
+    // Equal values: their mean is the value (a computed mean may be off in the last bit).
+    let mean = if summary.min == summary.max {
+        summary.min
+    } else {
+        summary.mean
+    };
+    let hodges_lehmann = hodges_lehmann(xs)?;
+    let n = xs.len();
+    let autocorrelation = corrected_autocorrelation(xs)?;
+    let effective_samples = effective_sample_size(n, autocorrelation)
+        .min(n as f64 / integrated_autocorrelation_time(xs)?);
+    let degrees_of_freedom = (effective_samples - 1.0).max(1.0);
+    // Equal values have no spread, though their computed standard deviation may not be 0.
+    let spread = if summary.min == summary.max {
+        0.0
+    } else {
+        summary.std_dev
+    };
+    let std_error = spread / effective_samples.sqrt();
+    let (p_value, half_width) = if std_error > 0.0 {
+        (
+            student_t_sf((mean - margin) / std_error, degrees_of_freedom),
+            student_t_upper_quantile(alpha, degrees_of_freedom) * std_error,
+        )
+    } else {
+        (if mean > margin { 0.0 } else { 1.0 }, 0.0)
+    };
+    Some(LocationTest {
+        n,
+        mean,
+        hodges_lehmann,
+        std_error,
+        autocorrelation,
+        effective_samples,
+        degrees_of_freedom,
+        p_value,
+        lower: mean - half_width,
+        upper: mean + half_width,
+        margin,
+        alpha,
     })
 }
 
-/// Which way a significant difference goes, for `a` relative to `b`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// `a` is lower than `b`.
-    Lower,
-    /// `a` is higher than `b`.
-    Higher,
+/// Lag-1 sample autocorrelation `Σ(x_t − x̄)(x_{t+1} − x̄) / Σ(x_t − x̄)²` of `xs` in time order;
+/// 0 when the values do not vary. `None` with fewer than 2 values or a non-finite one.
+pub fn lag1_autocorrelation(xs: &[f64]) -> Option<f64> {
+    let Summary { mean, min, max, .. } = Summary::of(xs)?;
+    if xs.len() < 2 {
+        return None;
+    }
+    let denominator: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
+    if min == max || denominator <= 0.0 {
+        return Some(0.0);
+    }
+    let numerator: f64 = xs.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
+    Some(numerator / denominator)
 }
 
-/// The outcome of comparing `a` with `b` under some [`SignificanceCriteria`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Significance {
-    /// The p-value is below alpha: `a` differs from `b` in `direction`.
-    Significant {
-        /// Which way `a` differs from `b`.
-        direction: Direction,
-    },
-    /// Enough data, but no significant difference in the tested direction. An A/A comparison
-    /// (identical variants) should land here.
-    NotSignificant,
-    /// A sample has fewer values than the criteria's minimum; the test would say too little.
-    TooFewSamples,
-    /// A sample holds a non-finite value (NaN or ±∞), so no test was run. Filter or repair the
-    /// data first (Prometheus yields NaN for 0/0 ratios).
-    InvalidSamples,
+/// The lag-1 autocorrelation the effective sample size uses: the sample value plus the first
+/// order correction of its downward bias for an AR(1) process with unknown mean, `(1 + 3ρ)/n`
+/// (Marriott & Pope 1954; Kendall 1954), clamped to `[0, MAX_AUTOCORRELATION]`.
+pub fn corrected_autocorrelation(xs: &[f64]) -> Option<f64> {
+    let rho = lag1_autocorrelation(xs)?;
+    let corrected = rho + (1.0 + 3.0 * rho) / xs.len() as f64;
+    Some(corrected.clamp(0.0, MAX_AUTOCORRELATION))
 }
 
-impl Significance {
-    /// Whether the difference is significant, in either direction.
-    pub fn is_significant(&self) -> bool {
-        matches!(self, Significance::Significant { .. })
+/// Geyer's initial positive sequence estimate of the integrated autocorrelation time
+/// `τ = 1 + 2·Σ_{k≥1} ρ_k` of `xs` in time order (Geyer 1992, as Stan computes its effective
+/// sample size): sums of adjacent sample autocorrelations `ρ_{2m} + ρ_{2m+1}`, cut at the first
+/// one that is not positive and made non-increasing. Unlike the AR(1) figure it also sees slow
+/// correlation hidden under step-to-step noise (a persistent drift plus jitter has a small lag-1
+/// autocorrelation but a long memory). At least 1; 1 when the values do not vary. `None` with
+/// fewer than 2 values or a non-finite one.
+pub fn integrated_autocorrelation_time(xs: &[f64]) -> Option<f64> {
+    let Summary { mean, min, max, .. } = Summary::of(xs)?;
+    if xs.len() < 2 {
+        return None;
+    }
+    let denominator: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
+    if min == max || denominator <= 0.0 {
+        return Some(1.0);
+    }
+    let rho = |lag: usize| -> f64 {
+        xs.iter()
+            .zip(&xs[lag..])
+            .map(|(a, b)| (a - mean) * (b - mean))
+            .sum::<f64>()
+            / denominator
+    };
+    let mut sum = 0.0;
+    let mut previous = f64::INFINITY;
+    let mut m = 0;
+    while 2 * m + 1 < xs.len() {
+        let pair = (rho(2 * m) + rho(2 * m + 1)).min(previous);
+        if pair <= 0.0 {
+            break;
+        }
+        sum += pair;
+        previous = pair;
+        m += 1;
+    }
+    Some((2.0 * sum - 1.0).max(1.0))
+}
+
+/// How many independent values `n` values of an AR(1) process with lag-1 autocorrelation `rho`
+/// are worth for estimating its mean: `n·(1 − ρ)/(1 + ρ)` (`rho` clamped to
+/// `[0, MAX_AUTOCORRELATION]`).
+pub fn effective_sample_size(n: usize, rho: f64) -> f64 {
+    let rho = if rho.is_nan() {
+        MAX_AUTOCORRELATION
+    } else {
+        rho.clamp(0.0, MAX_AUTOCORRELATION)
+    };
+    n as f64 * (1.0 - rho) / (1.0 + rho)
+}
+
+/// One-sample Hodges-Lehmann estimate: the median of the `n(n+1)/2` Walsh averages
+/// `(x_i + x_j)/2`, `i ≤ j` (the mean of the two middle ones when their number is even).
+/// O(n log n) time and O(n) memory: the averages are never materialised.
+///
+/// `None` when `xs` is empty or holds a non-finite value.
+pub fn hodges_lehmann(xs: &[f64]) -> Option<f64> {
+    let sorted = sorted_finite(xs)?;
+    let n = sorted.len();
+    let pairs = n * (n + 1) / 2;
+    if pairs % 2 == 1 {
+        kth_walsh_average(&sorted, pairs.div_ceil(2))
+    } else {
+        Some(f64::midpoint(
+            kth_walsh_average(&sorted, pairs / 2)?,
+            kth_walsh_average(&sorted, pairs / 2 + 1)?,
+        ))
     }
 }
 
-/// When a Mann-Whitney result counts as significant.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SignificanceCriteria {
-    /// Significance level: a p-value strictly below it is significant. Meant to lie in (0, 1).
-    pub alpha: f64,
-    /// Minimum number of values in each sample; fewer gives [`Significance::TooFewSamples`].
-    pub min_samples: usize,
+/// The `k`-th smallest (1-based) Walsh average of `sorted` (ascending, finite, non-empty); `None`
+/// when `k` is out of range. Binary search over the `f64` values through an order-preserving map
+/// to `u64` (at most 64 rounds of an O(n) count), so the result is exactly one of the averages.
+fn kth_walsh_average(sorted: &[f64], k: usize) -> Option<f64> {
+    let n = sorted.len();
+    if k == 0 || k > n * (n + 1) / 2 {
+        return None;
+    }
+    let mut lo = order_key(*sorted.first()?);
+    let mut hi = order_key(*sorted.last()?);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if count_walsh_at_most(sorted, from_order_key(mid)) >= k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(from_order_key(lo))
 }
 
-impl SignificanceCriteria {
-    /// The conventional 5% significance level.
-    pub const DEFAULT_ALPHA: f64 = 0.05;
-
-    /// At least 5 values per side. With fewer, the test can barely or never reach 0.05: even
-    /// completely separated 3 + 3 samples give p ≈ 0.081 (exact p = 0.1), 4 + 4 give p ≈ 0.030.
-    /// At 5 + 5, complete separation gives p ≈ 0.012 (exact 0.0079), so a real difference can
-    /// show, while the normal approximation stays conservative there. Prefer 10+ per side when
-    /// the experiment can afford it: power grows quickly with sample size.
-    pub const DEFAULT_MIN_SAMPLES: usize = 5;
-
-    /// Classifies a finished test. The direction comes from the test's alternative: `Less` can
-    /// only be significantly lower, `Greater` only higher, and `TwoSided` goes by the sign of `z`.
-    pub fn classify(&self, test: &MannWhitney) -> Significance {
-        if test.n_a < self.min_samples || test.n_b < self.min_samples {
-            return Significance::TooFewSamples;
+/// How many Walsh averages `midpoint(x_i, x_j)`, `i ≤ j`, are ≤ `t`. For each `i` they form a
+/// prefix of the sorted values, and that prefix only shrinks as `x_i` grows (the midpoint is
+/// monotonic in each argument).
+fn count_walsh_at_most(sorted: &[f64], t: f64) -> usize {
+    let mut end = sorted.len();
+    let mut count = 0;
+    for (i, &x) in sorted.iter().enumerate() {
+        while end > 0 && f64::midpoint(x, sorted[end - 1]) > t {
+            end -= 1;
         }
-        let below_alpha = test.p_value < self.alpha; // false for NaN alpha: never significant
-        if !below_alpha {
-            return Significance::NotSignificant;
+        if end <= i {
+            break;
         }
-        let direction = match test.alternative {
-            Alternative::Less => Direction::Lower,
-            Alternative::Greater => Direction::Higher,
-            Alternative::TwoSided if test.z < 0.0 => Direction::Lower,
-            Alternative::TwoSided if test.z > 0.0 => Direction::Higher,
-            Alternative::TwoSided => return Significance::NotSignificant,
-        };
-        Significance::Significant { direction }
+        count += end - i;
     }
+    count
+}
 
-    /// Tests `a` against `b` for `alternative` and classifies the result. Sample sizes are
-    /// checked first, so an empty sample is [`Significance::TooFewSamples`]; a non-finite value
-    /// is [`Significance::InvalidSamples`]. Use [`mann_whitney_u_with`] and
-    /// [`SignificanceCriteria::classify`] when the p-value is needed too.
-    pub fn classify_samples(&self, a: &[f64], b: &[f64], alternative: Alternative) -> Significance {
-        if a.len() < self.min_samples.max(1) || b.len() < self.min_samples.max(1) {
-            return Significance::TooFewSamples;
+/// Upper tail of Student's t distribution with `df` (> 0, not necessarily whole) degrees of
+/// freedom, `P(T > t)`: `I_{df/(df+t²)}(df/2, 1/2) / 2` for `t ≥ 0`, mirrored below 0.
+pub fn student_t_sf(t: f64, df: f64) -> f64 {
+    if t.is_nan() || df.is_nan() || df <= 0.0 {
+        return f64::NAN;
+    }
+    if t.is_infinite() {
+        return if t > 0.0 { 0.0 } else { 1.0 };
+    }
+    let x = df / (df + t * t);
+    let tail = 0.5 * regularized_incomplete_beta(0.5 * df, 0.5, x);
+    if t >= 0.0 { tail } else { 1.0 - tail }
+}
+
+/// The `t` with `student_t_sf(t, df) = q`, for `q` in (0, 1/2] and `df` > 0. Bisection on the
+/// order keys of [0, 1e12]: obviously correct and exact to the last bit, and only used to size
+/// intervals.
+pub fn student_t_upper_quantile(q: f64, df: f64) -> f64 {
+    let (mut lo, mut hi) = (order_key(0.0), order_key(1e12));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if student_t_sf(from_order_key(mid), df) > q {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        match mann_whitney_u_with(a, b, alternative) {
-            Some(test) => self.classify(&test),
-            None => Significance::InvalidSamples,
-        }
+    }
+    from_order_key(lo)
+}
+
+/// Regularized incomplete beta function `I_x(a, b)` for `a, b > 0`, `x` in [0, 1]: the continued
+/// fraction of Numerical Recipes (3rd ed., §6.4, modified Lentz), on the side of `x` where it
+/// converges fast.
+fn regularized_incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        ln_front.exp() * beta_continued_fraction(a, b, x) / a
+    } else {
+        1.0 - ln_front.exp() * beta_continued_fraction(b, a, 1.0 - x) / b
     }
 }
 
-impl Default for SignificanceCriteria {
-    fn default() -> Self {
-        SignificanceCriteria {
-            alpha: Self::DEFAULT_ALPHA,
-            min_samples: Self::DEFAULT_MIN_SAMPLES,
+fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    const EPS: f64 = 1e-16;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..10_000 {
+        let m = f64::from(m);
+        let m2 = 2.0 * m;
+        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 + aa * d;
+        d = if d.abs() < TINY { TINY } else { d };
+        c = 1.0 + aa / c;
+        c = if c.abs() < TINY { TINY } else { c };
+        d = 1.0 / d;
+        h *= d * c;
+        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 + aa * d;
+        d = if d.abs() < TINY { TINY } else { d };
+        c = 1.0 + aa / c;
+        c = if c.abs() < TINY { TINY } else { c };
+        d = 1.0 / d;
+        let delta = d * c;
+        h *= delta;
+        if (delta - 1.0).abs() < EPS {
+            break;
         }
     }
+    h
+}
+
+/// `ln Γ(x)` for `x > 0`: the Lanczos approximation (g = 7, 9 coefficients), good to ~1e-15.
+fn ln_gamma(x: f64) -> f64 {
+    #[allow(clippy::excessive_precision)]
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_93,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_13,
+        -176.615_029_162_140_59,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_571_6e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection: Γ(x)Γ(1 − x) = π / sin(πx).
+        return (PI / (PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut sum = COEFFICIENTS[0];
+    for (i, c) in COEFFICIENTS.iter().enumerate().skip(1) {
+        sum += c / (x + i as f64);
+    }
+    let t = x + 7.5;
+    0.5 * (2.0 * PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
 }
 
 /// Descriptive statistics of one sample, for reports and the noise check.
@@ -330,211 +429,6 @@ pub fn coefficient_of_variation(xs: &[f64]) -> Option<f64> {
     Summary::of(xs)?.coefficient_of_variation()
 }
 
-/// Upper tail of the standard normal distribution, `P(Z > z)`, accurate in relative terms also
-/// deep in the tail: [`erfc`] is good to ~1e-15, and rounding `z/√2` adds about `z²·1e-16`
-/// (≈1e-14 at z = 8, ≈1e-13 at z = 30).
-pub fn normal_sf(z: f64) -> f64 {
-    0.5 * erfc(z / SQRT_2)
-}
-
-/// Standard normal distribution function, `P(Z ≤ z)`; as accurate as [`normal_sf`]`(−z)`.
-pub fn normal_cdf(z: f64) -> f64 {
-    0.5 * erfc(-z / SQRT_2)
-}
-
-/// Complementary error function `erfc(x) = 1 − erf(x)`.
-///
-/// W. J. Cody's rational Chebyshev approximations ("Rational Chebyshev approximations for the
-/// error function", Math. Comp. 23 (1969) 631–637), as in his public-domain SPECFUN routine
-/// `CALERF` (netlib, 1990), on the three intervals |x| ≤ 0.46875, ≤ 4 and > 4. The
-/// approximations themselves are good to better than 1e-18; in `f64` the result is within a few
-/// units in the last place, i.e. about 1e-15 *relative* error even where erfc is tiny — which is
-/// what keeps small p-values trustworthy. The tests check it against `scipy.special.erfc`.
-/// Underflows to 0 for x > 26.543 (erfc(26.543) ≈ 1e-308); NaN stays NaN.
-pub fn erfc(x: f64) -> f64 {
-    /// Boundary of the first interval, where erf itself is approximated.
-    const THRESHOLD: f64 = 0.46875;
-    /// Below this |x|, x² is negligible against the coefficients.
-    const X_SMALL: f64 = 1.11e-16;
-    /// Above this, erfc(x) underflows in `f64`.
-    const X_BIG: f64 = 26.543;
-    /// 1/√π.
-    const FRAC_1_SQRT_PI: f64 = FRAC_2_SQRT_PI / 2.0;
-
-    if x.is_nan() {
-        return x;
-    }
-    let y = x.abs();
-    if y <= THRESHOLD {
-        let ysq = if y > X_SMALL { y * y } else { 0.0 };
-        let mut num = ERF_A[4] * ysq;
-        let mut den = ysq;
-        for (a, b) in ERF_A[..3].iter().zip(&ERF_B[..3]) {
-            num = (num + a) * ysq;
-            den = (den + b) * ysq;
-        }
-        return 1.0 - x * (num + ERF_A[3]) / (den + ERF_B[3]);
-    }
-
-    // erfc(y) = exp(−y²)·R(y) with R a rational function on each interval.
-    let rational = if y <= 4.0 {
-        let mut num = ERFC_C[8] * y;
-        let mut den = y;
-        for (c, d) in ERFC_C[..7].iter().zip(&ERFC_D[..7]) {
-            num = (num + c) * y;
-            den = (den + d) * y;
-        }
-        (num + ERFC_C[7]) / (den + ERFC_D[7])
-    } else if y < X_BIG {
-        let ysq = 1.0 / (y * y);
-        let mut num = ERFC_P[5] * ysq;
-        let mut den = ysq;
-        for (p, q) in ERFC_P[..4].iter().zip(&ERFC_Q[..4]) {
-            num = (num + p) * ysq;
-            den = (den + q) * ysq;
-        }
-        (FRAC_1_SQRT_PI - ysq * (num + ERFC_P[4]) / (den + ERFC_Q[4])) / y
-    } else {
-        return if x < 0.0 { 2.0 } else { 0.0 };
-    };
-    // exp(−y²) as exp(−t²)·exp(−(y−t)(y+t)) with t = y rounded down to 1/16: t² is exact, so
-    // the rounding error of y² is not magnified by the exponential.
-    let t = (y * 16.0).trunc() / 16.0;
-    let upper = (-t * t).exp() * (-(y - t) * (y + t)).exp() * rational;
-    if x < 0.0 { 2.0 - upper } else { upper }
-}
-
-// Cody's coefficients, verbatim from CALERF so they can be checked against the source; they
-// carry more digits than an f64 holds.
-#[allow(clippy::excessive_precision)]
-const ERF_A: [f64; 5] = [
-    3.16112374387056560e00,
-    1.13864154151050156e02,
-    3.77485237685302021e02,
-    3.20937758913846947e03,
-    1.85777706184603153e-1,
-];
-#[allow(clippy::excessive_precision)]
-const ERF_B: [f64; 4] = [
-    2.36012909523441209e01,
-    2.44024637934444173e02,
-    1.28261652607737228e03,
-    2.84423683343917062e03,
-];
-#[allow(clippy::excessive_precision)]
-const ERFC_C: [f64; 9] = [
-    5.64188496988670089e-1,
-    8.88314979438837594e00,
-    6.61191906371416295e01,
-    2.98635138197400131e02,
-    8.81952221241769090e02,
-    1.71204761263407058e03,
-    2.05107837782607147e03,
-    1.23033935479799725e03,
-    2.15311535474403846e-8,
-];
-#[allow(clippy::excessive_precision)]
-const ERFC_D: [f64; 8] = [
-    1.57449261107098347e01,
-    1.17693950891312499e02,
-    5.37181101862009858e02,
-    1.62138957456669019e03,
-    3.29079923573345963e03,
-    4.36261909014324716e03,
-    3.43936767414372164e03,
-    1.23033935480374942e03,
-];
-#[allow(clippy::excessive_precision)]
-const ERFC_P: [f64; 6] = [
-    3.05326634961232344e-1,
-    3.60344899949804439e-1,
-    1.25781726111229246e-1,
-    1.60837851487422766e-2,
-    6.58749161529837803e-4,
-    1.63153871373020978e-2,
-];
-#[allow(clippy::excessive_precision)]
-const ERFC_Q: [f64; 5] = [
-    2.56852019228982242e00,
-    1.87295284992346047e00,
-    5.27905102951428412e-1,
-    6.05183413124413191e-2,
-    2.33520497626869185e-3,
-];
-
-/// The `z` with `normal_sf(z) = q`, for `q` in (0, 1/2]. Bisection on [0, 40]: slow-ish (~100
-/// evaluations) but obviously correct, and only used to size confidence intervals.
-fn normal_upper_quantile(q: f64) -> f64 {
-    let (mut lo, mut hi) = (0.0_f64, 40.0_f64);
-    loop {
-        let mid = 0.5 * (lo + hi);
-        if mid <= lo || mid >= hi {
-            return mid;
-        }
-        if normal_sf(mid) > q {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-}
-
-/// U of `a` with its null mean and tie-corrected standard deviation. Inputs sorted ascending.
-struct UStatistic {
-    /// `n_a·n_b`.
-    pairs: f64,
-    /// U of `a`.
-    u_a: f64,
-    /// Mean of U under the null hypothesis, `n_a·n_b/2`.
-    mean: f64,
-    /// Standard deviation of U under the null hypothesis, corrected for ties; 0 when every value
-    /// of both samples is the same.
-    sigma: f64,
-}
-
-impl UStatistic {
-    fn of(a: &[f64], b: &[f64]) -> UStatistic {
-        // Merge the two sorted samples, giving each group of equal values its average rank.
-        // Ranks are kept doubled so they stay integers, and the tie term Σ(t³ − t) is summed
-        // exactly, so "all values tied" yields exactly zero variance.
-        let (mut i, mut j) = (0, 0);
-        let mut rank_sum_a_doubled: u128 = 0;
-        let mut tie_term: u128 = 0;
-        loop {
-            let value = match (a.get(i), b.get(j)) {
-                (Some(&x), Some(&y)) => x.min(y),
-                (Some(&x), None) => x,
-                (None, Some(&y)) => y,
-                (None, None) => break,
-            };
-            let in_a = a[i..].iter().take_while(|&&x| x == value).count();
-            let in_b = b[j..].iter().take_while(|&&y| y == value).count();
-            // The group takes ranks start+1 ..= start+t; twice their average is 2·start + t + 1.
-            let start = (i + j) as u128;
-            let t = (in_a + in_b) as u128;
-            rank_sum_a_doubled += in_a as u128 * (2 * start + t + 1);
-            tie_term += t * t * t - t;
-            i += in_a;
-            j += in_b;
-        }
-
-        let (n_a, n_b) = (a.len() as u128, b.len() as u128);
-        let n = n_a + n_b;
-        let u_a = (rank_sum_a_doubled - n_a * (n_a + 1)) as f64 / 2.0;
-        let pairs = (n_a * n_b) as f64;
-        // Var(U) = n_a·n_b/12 · ((n + 1) − Σ(t³ − t)/(n(n − 1)))
-        //        = n_a·n_b · (n³ − n − Σ(t³ − t)) / (12·n·(n − 1)).
-        let untied = (n * n * n - n - tie_term) as f64;
-        let variance = pairs * untied / (12 * n * (n - 1)) as f64;
-        UStatistic {
-            pairs,
-            u_a,
-            mean: pairs / 2.0,
-            sigma: variance.sqrt(),
-        }
-    }
-}
-
 /// `xs` sorted ascending, with −0.0 folded into +0.0; `None` when empty or not all finite.
 fn sorted_finite(xs: &[f64]) -> Option<Vec<f64>> {
     if xs.is_empty() || !xs.iter().all(|x| x.is_finite()) {
@@ -543,58 +437,6 @@ fn sorted_finite(xs: &[f64]) -> Option<Vec<f64>> {
     let mut sorted: Vec<f64> = xs.iter().map(|x| x + 0.0).collect();
     sorted.sort_by(f64::total_cmp);
     Some(sorted)
-}
-
-/// Median of the pairwise differences `a_i − b_j`; inputs sorted ascending and non-empty.
-fn median_pairwise_difference(a: &[f64], b: &[f64]) -> Option<f64> {
-    let pairs = a.len() * b.len();
-    if pairs % 2 == 1 {
-        kth_pairwise_difference(a, b, pairs.div_ceil(2))
-    } else {
-        Some(f64::midpoint(
-            kth_pairwise_difference(a, b, pairs / 2)?,
-            kth_pairwise_difference(a, b, pairs / 2 + 1)?,
-        ))
-    }
-}
-
-/// The `k`-th smallest (1-based) of the `n_a·n_b` pairwise differences `a_i − b_j`, for `a` and
-/// `b` sorted ascending and finite; `None` when `k` is out of range.
-///
-/// Binary search over the `f64` values themselves (through an order-preserving map to `u64`),
-/// counting differences at or below a candidate in O(n_a + n_b): at most 64 rounds, no
-/// `n_a·n_b` allocation. The result is exactly one of the computed differences, because the
-/// count only changes at those values.
-fn kth_pairwise_difference(a: &[f64], b: &[f64], k: usize) -> Option<f64> {
-    if k == 0 || k > a.len() * b.len() {
-        return None;
-    }
-    let mut lo = order_key(a.first()? - b.last()?);
-    let mut hi = order_key(a.last()? - b.first()?);
-    // Invariant: the answer's key lies in lo..=hi. Every key in that range is a non-NaN f64.
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if count_differences_at_most(a, b, from_order_key(mid)) >= k {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    Some(from_order_key(lo))
-}
-
-/// How many computed differences `a_i − b_j` are ≤ `t`. For each `a_i` they form a suffix of the
-/// sorted `b` (rounding is monotonic), and that suffix only shrinks as `a_i` grows.
-fn count_differences_at_most(a: &[f64], b: &[f64], t: f64) -> usize {
-    let mut first = 0;
-    let mut count = 0;
-    for &x in a {
-        while first < b.len() && x - b[first] > t {
-            first += 1;
-        }
-        count += b.len() - first;
-    }
-    count
 }
 
 /// Maps non-NaN `f64`s to `u64`s with the same order.
@@ -618,11 +460,9 @@ fn from_order_key(key: u64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    //! Reference numbers were computed with SciPy 1.17.1 / NumPy in a throwaway virtualenv
-    //! (not part of the project), e.g.
-    //! `scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic",
-    //! use_continuity=True).pvalue`, `scipy.special.erfc(x)`, `scipy.stats.norm.sf(z)`, and
-    //! `numpy.median(numpy.subtract.outer(a, b))` for the Hodges-Lehmann shift.
+    //! The t distribution is checked against its closed forms (1 and 2 degrees of freedom) and
+    //! textbook quantiles; the test against known cases: its interval's coverage over many seeds
+    //! on independent and on AR(1) data, where an uncorrected interval visibly under-covers.
 
     use super::*;
 
@@ -635,372 +475,196 @@ mod tests {
         );
     }
 
-    const CLASSIC_A: [f64; 5] = [19.0, 22.0, 16.0, 29.0, 24.0];
-    const CLASSIC_B: [f64; 4] = [20.0, 11.0, 17.0, 12.0];
+    /// SplitMix64 with Box-Muller normals: deterministic data for coverage checks.
+    struct Rng(u64);
 
-    #[test]
-    fn classic_example_matches_scipy_and_hand_computation() {
-        // SciPy's documentation example. By hand: the pooled order is
-        // 11b 12b 16a 17b 19a 20b 22a 24a 29a, so R_a = 3+5+7+8+9 = 32 and
-        // U_a = 32 − 5·6/2 = 17, U_b = 20 − 17 = 3. Under H0, mean = 20/2 = 10 and
-        // Var = 5·4·10/12 = 16.667 (no ties), σ = 4.0825. z = (17 − 10 − 0.5)/4.0825 = 1.5922,
-        // two-sided p = 2·P(Z > 1.5922) = 0.11135; SciPy: 0.11134688653314041.
-        let test = mann_whitney_u(&CLASSIC_A, &CLASSIC_B).expect("valid samples");
-        assert_eq!((test.n_a, test.n_b), (5, 4));
-        assert_eq!(test.u_a, 17.0);
-        assert_eq!(test.u_b, 3.0);
-        assert_close(test.z, 6.5 / (50.0_f64 / 3.0).sqrt(), 1e-15);
-        assert_close(test.p_value, 0.11134688653314041, 1e-12);
-        assert_eq!(test.alternative, Alternative::TwoSided);
-        // Median of the 20 differences a_i − b_j (NumPy): 7.
-        assert_eq!(test.shift, 7.0);
-
-        let greater = mann_whitney_u_with(&CLASSIC_A, &CLASSIC_B, Alternative::Greater).unwrap();
-        assert_close(greater.p_value, 0.055673443266570206, 1e-12);
-        let less = mann_whitney_u_with(&CLASSIC_A, &CLASSIC_B, Alternative::Less).unwrap();
-        assert_close(less.p_value, 0.9669037101389033, 1e-12);
-        assert_eq!(less.u_a, 17.0, "U does not depend on the alternative");
-    }
-
-    #[test]
-    fn ties_use_average_ranks_and_the_tie_corrected_variance() {
-        // Pooled ties: 2 (×3), 3 (×4), 4 (×3), 5 (×2). SciPy: U_a = 15.5,
-        // p = 0.15768338784575409 (two-sided), 0.07884169392287704 (less),
-        // 0.9370718041351203 (greater). Shift (NumPy median of 56 differences): −1.
-        let a = [1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 7.0];
-        let b = [2.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0];
-        let two_sided = mann_whitney_u(&a, &b).unwrap();
-        assert_eq!(two_sided.u_a, 15.5);
-        assert_eq!(two_sided.u_b, 40.5);
-        assert!(two_sided.z < 0.0);
-        assert_close(two_sided.p_value, 0.15768338784575409, 1e-12);
-        assert_eq!(two_sided.shift, -1.0);
-        let less = mann_whitney_u_with(&a, &b, Alternative::Less).unwrap();
-        assert_close(less.p_value, 0.07884169392287704, 1e-12);
-        let greater = mann_whitney_u_with(&a, &b, Alternative::Greater).unwrap();
-        assert_close(greater.p_value, 0.9370718041351203, 1e-12);
-    }
-
-    #[test]
-    fn identical_samples_are_not_significantly_different() {
-        // A/A: U_a = 32 = n_a·n_b/2 exactly. SciPy: two-sided p = 1.0,
-        // one-sided p = 0.5211895779953962 (the continuity correction pushes it past 1/2).
-        let a = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0];
-        let test = mann_whitney_u(&a, &a).unwrap();
-        assert_eq!(test.u_a, 32.0);
-        assert_eq!(test.z, 0.0);
-        assert_eq!(test.p_value, 1.0);
-        assert_eq!(test.shift, 0.0);
-        for alternative in [Alternative::Less, Alternative::Greater] {
-            let one_sided = mann_whitney_u_with(&a, &a, alternative).unwrap();
-            assert_close(one_sided.p_value, 0.5211895779953962, 1e-12);
+    impl Rng {
+        fn uniform(&mut self) -> f64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            ((z >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         }
-        let criteria = SignificanceCriteria::default();
-        assert_eq!(criteria.classify(&test), Significance::NotSignificant);
-        assert_eq!(
-            criteria.classify_samples(&a, &a, Alternative::Less),
-            Significance::NotSignificant
-        );
-    }
 
-    #[test]
-    fn all_values_equal_carries_no_information() {
-        // Zero variance: SciPy gives p = 1.0 (U = 21 = 6·7/2).
-        let a = [2.0; 6];
-        let b = [2.0; 7];
-        for alternative in [
-            Alternative::TwoSided,
-            Alternative::Less,
-            Alternative::Greater,
-        ] {
-            let test = mann_whitney_u_with(&a, &b, alternative).unwrap();
-            assert_eq!(test.u_a, 21.0);
-            assert_eq!((test.z, test.p_value, test.shift), (0.0, 1.0, 0.0));
+        fn normal(&mut self) -> f64 {
+            let (u, v) = (self.uniform(), self.uniform());
+            (-2.0 * u.ln()).sqrt() * (2.0 * PI * v).cos()
         }
-        let interval = shift_confidence_interval(&a, &b, 0.95).unwrap();
-        assert_eq!((interval.lower, interval.upper), (0.0, 0.0));
-    }
 
-    #[test]
-    fn completely_separated_samples_are_significant() {
-        // a = 1..=10, b = 11..=20. SciPy: U_a = 0, two-sided p = 0.00018267179110955002,
-        // less 9.133589555477501e-05, greater 0.9999325785388228. Shift: −10.
-        let a: Vec<f64> = (1..=10).map(f64::from).collect();
-        let b: Vec<f64> = (11..=20).map(f64::from).collect();
-        let test = mann_whitney_u(&a, &b).unwrap();
-        assert_eq!((test.u_a, test.u_b), (0.0, 100.0));
-        assert_close(test.p_value, 0.00018267179110955002, 1e-12);
-        assert_eq!(test.shift, -10.0);
-        let less = mann_whitney_u_with(&a, &b, Alternative::Less).unwrap();
-        assert_close(less.p_value, 9.133589555477501e-05, 1e-12);
-        let greater = mann_whitney_u_with(&a, &b, Alternative::Greater).unwrap();
-        assert_close(greater.p_value, 0.9999325785388228, 1e-12);
-
-        let criteria = SignificanceCriteria::default();
-        let lower = Significance::Significant {
-            direction: Direction::Lower,
-        };
-        assert_eq!(criteria.classify(&test), lower);
-        assert_eq!(criteria.classify(&less), lower);
-        assert_eq!(criteria.classify(&greater), Significance::NotSignificant);
-        assert_eq!(
-            criteria.classify_samples(&b, &a, Alternative::TwoSided),
-            Significance::Significant {
-                direction: Direction::Higher
-            }
-        );
-    }
-
-    #[test]
-    fn tiny_p_values_stay_accurate_in_the_far_tail() {
-        // a = 0..200, b = 200..400. SciPy: two-sided 4.830856390397399e-67,
-        // less 2.4154281951986995e-67, greater 1.0.
-        let a: Vec<f64> = (0..200).map(f64::from).collect();
-        let b: Vec<f64> = (200..400).map(f64::from).collect();
-        assert_close(
-            mann_whitney_u(&a, &b).unwrap().p_value,
-            4.830856390397399e-67,
-            1e-11,
-        );
-        let less = mann_whitney_u_with(&a, &b, Alternative::Less).unwrap();
-        assert_close(less.p_value, 2.4154281951986995e-67, 1e-11);
-        let greater = mann_whitney_u_with(&a, &b, Alternative::Greater).unwrap();
-        assert_eq!(greater.p_value, 1.0);
-    }
-
-    #[test]
-    fn a_cheaper_candidate_is_significantly_lower_than_its_baseline() {
-        // Candidate = 0.8 × baseline. SciPy: U_a = 0, less p = 9.031736040376755e-05.
-        let baseline = [
-            100.0, 104.0, 98.0, 101.0, 99.0, 103.0, 97.0, 102.0, 100.0, 105.0,
-        ];
-        let candidate: Vec<f64> = baseline.iter().map(|x| x * 0.8).collect();
-        let test = mann_whitney_u_with(&candidate, &baseline, Alternative::Less).unwrap();
-        assert_eq!(test.u_a, 0.0);
-        assert_close(test.p_value, 9.031736040376755e-05, 1e-12);
-        assert!(test.shift < 0.0);
-        assert_eq!(
-            SignificanceCriteria::default().classify(&test),
-            Significance::Significant {
-                direction: Direction::Lower
-            }
-        );
-    }
-
-    /// Deterministic, unsorted, tie-rich samples with fractional values (exact in binary).
-    fn scrambled() -> (Vec<f64>, Vec<f64>) {
-        let a = (0..40)
-            .map(|i| f64::from(i * 37 % 101) * 0.25 + 3.0)
-            .collect();
-        let b = (0..35)
-            .map(|j| f64::from(j * 53 % 97) * 0.25 + 1.5)
-            .collect();
-        (a, b)
-    }
-
-    #[test]
-    fn larger_scrambled_samples_match_scipy() {
-        // SciPy: U_a = 844.5, two-sided p = 0.1261641134522095, less 0.9382229562678976,
-        // greater 0.06308205672610474. NumPy median of the 1400 differences: 2.75.
-        let (a, b) = scrambled();
-        let test = mann_whitney_u(&a, &b).unwrap();
-        assert_eq!(test.u_a, 844.5);
-        assert_close(test.p_value, 0.1261641134522095, 1e-12);
-        assert_eq!(test.shift, 2.75);
-        let less = mann_whitney_u_with(&a, &b, Alternative::Less).unwrap();
-        assert_close(less.p_value, 0.9382229562678976, 1e-12);
-        let greater = mann_whitney_u_with(&a, &b, Alternative::Greater).unwrap();
-        assert_close(greater.p_value, 0.06308205672610474, 1e-12);
-    }
-
-    #[test]
-    fn swapping_the_samples_mirrors_the_result() {
-        let (a, b) = scrambled();
-        for (x, y) in [(&CLASSIC_A[..], &CLASSIC_B[..]), (&a[..], &b[..])] {
-            let forward = mann_whitney_u(x, y).unwrap();
-            let backward = mann_whitney_u(y, x).unwrap();
-            assert_eq!((forward.u_a, forward.u_b), (backward.u_b, backward.u_a));
-            assert_eq!(forward.z, -backward.z);
-            assert_eq!(forward.p_value, backward.p_value);
-            assert_eq!(forward.shift, -backward.shift);
-            let less = mann_whitney_u_with(x, y, Alternative::Less).unwrap();
-            let greater = mann_whitney_u_with(y, x, Alternative::Greater).unwrap();
-            assert_eq!(less.p_value, greater.p_value);
+        /// `n` steps of a stationary AR(1) process with unit marginal variance.
+        fn ar1(&mut self, n: usize, rho: f64) -> Vec<f64> {
+            let innovation = (1.0 - rho * rho).sqrt();
+            let mut x = self.normal();
+            (0..n)
+                .map(|_| {
+                    let current = x;
+                    x = rho * x + innovation * self.normal();
+                    current
+                })
+                .collect()
         }
     }
 
-    #[test]
-    fn empty_or_non_finite_samples_are_rejected() {
-        let ok = [1.0, 2.0, 3.0];
-        assert_eq!(mann_whitney_u(&[], &ok), None);
-        assert_eq!(mann_whitney_u(&ok, &[]), None);
-        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            assert_eq!(mann_whitney_u(&[1.0, bad], &ok), None);
-            assert_eq!(mann_whitney_u(&ok, &[bad]), None);
-            assert_eq!(hodges_lehmann_shift(&ok, &[bad]), None);
-            assert_eq!(shift_confidence_interval(&[bad], &ok, 0.95), None);
-            assert_eq!(Summary::of(&[bad]), None);
+    /// Share of `runs` seeds whose `[lower, upper]` holds the true location 0, and share with
+    /// p < alpha (a false positive: the true location is 0).
+    fn coverage(runs: u64, n: usize, rho: f64) -> (f64, f64) {
+        let (mut covered, mut positives) = (0, 0);
+        for seed in 0..runs {
+            let xs = Rng(seed).ar1(n, rho);
+            let test = autocorrelation_corrected_test(&xs, 0.0, 0.05).unwrap();
+            covered += usize::from(test.lower <= 0.0 && 0.0 <= test.upper);
+            positives += usize::from(test.p_value < 0.05);
         }
-        let criteria = SignificanceCriteria::default();
-        let five = [1.0, 2.0, 3.0, 4.0, 5.0];
-        let five_with_nan = [1.0, 2.0, f64::NAN, 4.0, 5.0];
-        assert_eq!(
-            criteria.classify_samples(&[], &five, Alternative::TwoSided),
-            Significance::TooFewSamples
-        );
-        assert_eq!(
-            criteria.classify_samples(&five_with_nan, &five, Alternative::TwoSided),
-            Significance::InvalidSamples
-        );
+        (covered as f64 / runs as f64, positives as f64 / runs as f64)
     }
 
     #[test]
-    fn too_few_samples_are_never_significant() {
-        // Completely separated 4 + 4: p ≈ 0.030 (SciPy 0.03038282197657749) would pass 0.05,
-        // but the default minimum is 5 per side.
-        let a = [1.0, 2.0, 3.0, 4.0];
-        let b = [5.0, 6.0, 7.0, 8.0];
-        let test = mann_whitney_u(&a, &b).unwrap();
-        assert_close(test.p_value, 0.03038282197657749, 1e-12);
-        let criteria = SignificanceCriteria::default();
-        assert_eq!(criteria.classify(&test), Significance::TooFewSamples);
-        assert_eq!(
-            criteria.classify_samples(&a, &b, Alternative::TwoSided),
-            Significance::TooFewSamples
-        );
-        let lenient = SignificanceCriteria {
-            min_samples: 4,
-            ..criteria
-        };
-        assert!(lenient.classify(&test).is_significant());
+    fn the_interval_covers_independent_data_at_its_level() {
+        // Nominal two-sided level 90% (each bound 95%); the √(π/3) factor makes it a bit wider.
+        let (covered, positives) = coverage(2000, 40, 0.0);
+        assert!((0.88..=0.97).contains(&covered), "coverage {covered}");
+        assert!(positives <= 0.06, "false positives {positives}");
     }
 
     #[test]
-    fn the_shift_estimate_is_the_median_of_all_pairwise_differences() {
-        // Against brute force: materialise every difference, sort, take the median.
-        let (a, b) = scrambled();
-        let cases: [(&[f64], &[f64]); 4] = [
-            (&a, &b),
-            (&a[..7], &b[..4]),
-            (&[-0.0, 1e308, -1e308], &[-1e308, 0.0]), // overflow to ∞, signed zeros
-            (&[0.1, 0.2, 0.3], &[0.3, 0.1]),          // inexact differences
-        ];
-        for (x, y) in cases {
-            let mut differences: Vec<f64> = x
-                .iter()
-                .flat_map(|xi| y.iter().map(move |yj| xi - yj))
-                .collect();
-            differences.sort_by(f64::total_cmp);
-            let m = differences.len();
-            let expected = if m % 2 == 1 {
-                differences[m / 2]
-            } else {
-                f64::midpoint(differences[m / 2 - 1], differences[m / 2])
-            };
-            assert_eq!(hodges_lehmann_shift(x, y), Some(expected), "{x:?} − {y:?}");
+    fn the_interval_covers_strongly_autocorrelated_data() {
+        let (covered, positives) = coverage(2000, 120, 0.9);
+        assert!((0.85..=0.99).contains(&covered), "coverage {covered}");
+        assert!(positives <= 0.08, "false positives {positives}");
+        // The same data taken as independent: the naive interval covers far less often.
+        let mut naive = 0;
+        for seed in 0..2000 {
+            let xs = Rng(seed).ar1(120, 0.9);
+            let s = Summary::of(&xs).unwrap();
+            let margin = student_t_upper_quantile(0.05, 119.0) * s.std_dev / 120f64.sqrt();
+            naive += usize::from(s.mean.abs() <= margin);
         }
+        let naive = naive as f64 / 2000.0;
+        assert!(naive < 0.6, "naive coverage {naive}");
     }
 
     #[test]
-    fn shift_confidence_interval_matches_the_order_statistics() {
-        // Expected bounds from NumPy: sorted differences D, k = ⌊mn/2 + 1/2 − z·σ⌋ with
-        // z = scipy.stats.norm.isf((1 − c)/2) and σ the tie-corrected sd of U, then
-        // (D[k−1], D[mn−k]) zero-based.
-        // Classic 5 + 4 at 95%: k = 2 (the exact-table value), interval [−1, 17].
-        let classic = shift_confidence_interval(&CLASSIC_A, &CLASSIC_B, 0.95).unwrap();
-        assert_eq!((classic.lower, classic.upper), (-1.0, 17.0));
-        assert!(classic.contains(7.0) && classic.contains(0.0));
-        // 5 + 5 completely separated at 95%: k = 3 (exact table), interval [−8, −2].
-        let separated = shift_confidence_interval(
-            &[1.0, 2.0, 3.0, 4.0, 5.0],
-            &[6.0, 7.0, 8.0, 9.0, 10.0],
-            0.95,
-        )
-        .unwrap();
-        assert_eq!((separated.lower, separated.upper), (-8.0, -2.0));
-        assert!(!separated.contains(0.0));
-        // With ties: k = 11 of 56, interval [−3, 1].
-        let tied = shift_confidence_interval(
-            &[1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 4.0, 7.0],
-            &[2.0, 3.0, 4.0, 4.0, 5.0, 5.0, 6.0],
-            0.95,
-        )
-        .unwrap();
-        assert_eq!((tied.lower, tied.upper), (-3.0, 1.0));
-        // Scrambled 40 + 35: k = 515 → [−0.75, 6.25] at 95%; k = 545 → [−0.25, 5.75] at 90%.
-        let (a, b) = scrambled();
-        let wide = shift_confidence_interval(&a, &b, 0.95).unwrap();
+    fn a_real_shift_is_found() {
+        // 0.7 standard deviations above 0, AR(1) 0.5, 120 steps: n_eff ≈ 40, the shift is ≈ 4.3
+        // standard errors, so the one-sided 5% test finds it about 99% of the time.
+        let mut rng = Rng(7);
+        let mut found = 0;
+        for _ in 0..200 {
+            let xs: Vec<f64> = rng.ar1(120, 0.5).iter().map(|x| x + 0.7).collect();
+            let test = autocorrelation_corrected_test(&xs, 0.0, 0.05).unwrap();
+            found += usize::from(test.p_value < 0.05 && test.lower > 0.0);
+        }
+        assert!(found >= 190, "found {found} of 200");
+    }
+
+    #[test]
+    fn constant_values_have_no_noise() {
+        let test = autocorrelation_corrected_test(&[0.2; 10], 0.0, 0.05).unwrap();
         assert_eq!(
-            (wide.lower, wide.upper, wide.confidence),
-            (-0.75, 6.25, 0.95)
+            (test.hodges_lehmann, test.lower, test.upper),
+            (0.2, 0.2, 0.2)
         );
-        let narrow = shift_confidence_interval(&a, &b, 0.90).unwrap();
-        assert_eq!((narrow.lower, narrow.upper), (-0.25, 5.75));
-    }
-
-    #[test]
-    fn shift_confidence_interval_rejects_what_it_cannot_deliver() {
-        // 3 + 3 can never reach 95% (k = ⌊4.5 + 0.5 − 1.96·2.29⌋ = 0).
+        assert!((test.mean - 0.2).abs() < 1e-15);
+        assert_eq!((test.p_value, test.std_error), (0.0, 0.0));
+        // No variation: lag-1 autocorrelation 0, plus the bias correction 1/n.
+        assert_eq!(test.autocorrelation, 0.1);
+        assert_eq!(test.effective_samples, effective_sample_size(10, 0.1));
+        let zero = autocorrelation_corrected_test(&[0.0; 10], 0.0, 0.05).unwrap();
+        assert_eq!(zero.p_value, 1.0);
+        assert_eq!(autocorrelation_corrected_test(&[1.0], 0.0, 0.05), None);
         assert_eq!(
-            shift_confidence_interval(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], 0.95),
+            autocorrelation_corrected_test(&[1.0, f64::NAN], 0.0, 0.05),
             None
         );
-        for confidence in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
-            assert_eq!(
-                shift_confidence_interval(&CLASSIC_A, &CLASSIC_B, confidence),
-                None
-            );
-        }
-        assert_eq!(shift_confidence_interval(&[], &CLASSIC_B, 0.95), None);
+        assert_eq!(autocorrelation_corrected_test(&[1.0, 2.0], 0.0, 0.5), None);
     }
 
     #[test]
-    fn erfc_matches_scipy_across_all_three_intervals() {
-        // scipy.special.erfc(x).
-        let reference = [
-            (-3.0, 1.9999779095030015),
-            (-1.0, 1.8427007929497148),
-            (-0.3, 1.3286267594591274),
-            (0.0, 1.0),
-            (1e-10, 0.999999999887162),
-            (0.2, 0.7772974107895215),
-            (0.46875, 0.507386526782062),
-            (0.5, 0.4795001221869535),
-            (1.0, 0.15729920705028516),
-            (2.0, 0.004677734981047266),
-            (3.9, 3.479224859723178e-08),
-            (4.0, 1.541725790028002e-08),
-            (4.5, 1.9661604415428878e-10),
-            (6.0, 2.1519736712498913e-17),
-            (10.0, 2.0884875837625446e-45),
-            (26.0, 5.663192408856145e-296),
-        ];
-        for (x, expected) in reference {
-            assert_close(erfc(x), expected, 1e-14);
-        }
-        assert_eq!(erfc(27.0), 0.0);
-        assert_eq!(erfc(f64::INFINITY), 0.0);
-        assert_eq!(erfc(f64::NEG_INFINITY), 2.0);
-        assert!(erfc(f64::NAN).is_nan());
+    fn autocorrelation_and_effective_sample_size() {
+        // Deviations −1.5, −0.5, 0.5, 1.5: Σ products 1.25 over Σ squares 5.
+        assert_close(
+            lag1_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(),
+            0.25,
+            1e-15,
+        );
+        // 0.25 + (1 + 0.75)/4.
+        assert_close(
+            corrected_autocorrelation(&[1.0, 2.0, 3.0, 4.0]).unwrap(),
+            0.6875,
+            1e-15,
+        );
+        // Alternating values are negatively correlated: never credited beyond n.
+        assert_eq!(
+            corrected_autocorrelation(&[1.0, -1.0, 1.0, -1.0, 1.0, -1.0]),
+            Some(0.0)
+        );
+        assert_eq!(lag1_autocorrelation(&[3.0; 5]), Some(0.0));
+        assert_close(effective_sample_size(100, 0.9), 100.0 * 0.1 / 1.9, 1e-15);
+        assert_eq!(effective_sample_size(100, -0.5), 100.0);
+        assert_close(effective_sample_size(100, 1.0), 100.0 * 0.01 / 1.99, 1e-15);
+        // The AR(1) estimate lands near the truth on a long series.
+        let rho = lag1_autocorrelation(&Rng(3).ar1(20_000, 0.9)).unwrap();
+        assert!((rho - 0.9).abs() < 0.02, "{rho}");
     }
 
     #[test]
-    fn normal_tails_match_scipy() {
-        // scipy.stats.norm.sf(z). Tolerance 1e-13: rounding z/√2 costs about z²·1e-16.
-        let reference = [
-            (0.0, 0.5),
-            (1.0, 0.15865525393145707),
-            (1.959963984540054, 0.025),
-            (3.0, 0.0013498980316300933),
-            (-2.0, 0.9772498680518208),
-            (8.0, 6.22096057427174e-16),
-        ];
-        for (z, expected) in reference {
-            assert_close(normal_sf(z), expected, 1e-13);
-            assert_close(normal_cdf(-z), expected, 1e-13);
+    fn hodges_lehmann_is_the_median_of_the_walsh_averages() {
+        // Walsh averages of [1, 2, 3]: 1, 1.5, 2, 2, 2.5, 3.
+        assert_eq!(hodges_lehmann(&[3.0, 1.0, 2.0]), Some(2.0));
+        // [0, 0, 10]: 0, 0, 0, 5, 5, 10 → (0 + 5)/2.
+        assert_eq!(hodges_lehmann(&[0.0, 10.0, 0.0]), Some(2.5));
+        assert_eq!(hodges_lehmann(&[4.0]), Some(4.0));
+        assert_eq!(hodges_lehmann(&[]), None);
+        assert_eq!(hodges_lehmann(&[1.0, f64::INFINITY]), None);
+        // Against brute force on scrambled data with ties.
+        let mut rng = Rng(11);
+        for n in [2, 5, 16, 33] {
+            let xs: Vec<f64> = (0..n).map(|_| (rng.normal() * 4.0).round() / 2.0).collect();
+            let mut walsh = vec![];
+            for i in 0..n {
+                for j in i..n {
+                    walsh.push(f64::midpoint(xs[i], xs[j]));
+                }
+            }
+            walsh.sort_by(f64::total_cmp);
+            let m = walsh.len();
+            let median = if m % 2 == 1 {
+                walsh[m / 2]
+            } else {
+                f64::midpoint(walsh[m / 2 - 1], walsh[m / 2])
+            };
+            assert_eq!(hodges_lehmann(&xs), Some(median), "{xs:?}");
         }
-        // scipy.stats.norm.isf(0.025) = 1.959963984540054.
-        assert_close(normal_upper_quantile(0.025), 1.959963984540054, 1e-14);
+    }
+
+    #[test]
+    fn student_t_matches_its_closed_forms_and_tables() {
+        for t in [-3.0, -0.7, 0.0, 0.3, 1.0, 2.0, 6.3, 40.0] {
+            // 1 degree of freedom (Cauchy): 1/2 − atan(t)/π.
+            assert_close(student_t_sf(t, 1.0), 0.5 - f64::atan(t) / PI, 1e-12);
+            // 2 degrees of freedom: 1/2 − t / (2√(t² + 2)).
+            let two = 0.5 - t / (2.0 * (t * t + 2.0).sqrt());
+            assert_close(student_t_sf(t, 2.0), two, 1e-12);
+        }
+        // Textbook one-sided critical values.
+        for (q, df, t) in [
+            (0.05, 1.0, 6.3138),
+            (0.05, 2.0, 2.9200),
+            (0.025, 10.0, 2.2281),
+            (0.05, 30.0, 1.6973),
+            (0.01, 5.0, 3.3649),
+            (0.05, 1e7, 1.6449),
+        ] {
+            assert_close(student_t_upper_quantile(q, df), t, 1e-4);
+        }
+        assert_eq!(student_t_sf(f64::INFINITY, 3.0), 0.0);
+        assert!(student_t_sf(1.0, 0.0).is_nan());
+        // ln Γ: Γ(5) = 24, Γ(1/2) = √π, Γ(0.1) = 9.513507698668732.
+        assert_close(ln_gamma(5.0), 24f64.ln(), 1e-14);
+        assert_close(ln_gamma(0.5), PI.sqrt().ln(), 1e-14);
+        assert_close(ln_gamma(0.1), 9.513_507_698_668_732f64.ln(), 1e-13);
     }
 
     #[test]

@@ -153,11 +153,13 @@ async fn analyze(ctx: &Context, exp: &Experiment, inputs: &AnalysisInputs) -> An
             };
         }
     };
-    let window = Window {
-        start: inputs.window_start.0.as_second(),
-        end: inputs.window_end.0.as_second(),
-        step_secs: inputs.step_seconds,
-    };
+    // Each step looks back over the slower variant's two collection intervals.
+    let window = Window::new(
+        inputs.window_start.0.as_second(),
+        inputs.window_end.0.as_second(),
+        inputs.step_seconds,
+        inputs.collection_interval_seconds,
+    );
     let sel = |side: Side| VariantSelector {
         experiment: inputs.experiment_label.clone(),
         variant: side.as_str().to_string(),
@@ -215,6 +217,11 @@ fn basis(
             &exp.name_any(),
         ),
         critical_processes,
+        collection_interval_seconds: baseline
+            .spec
+            .collection_interval
+            .as_secs_f64()
+            .max(candidate.spec.collection_interval.as_secs_f64()),
         candidate: candidate.spec.clone(),
     })
 }
@@ -364,11 +371,7 @@ async fn refresh_topk(
         variant: Side::Baseline.as_str().to_string(),
     };
     let step = exp.spec.analysis.interval.as_secs_f64();
-    let window = Window {
-        start: since.as_second(),
-        end: now.as_second(),
-        step_secs: step,
-    };
+    let window = Window::new(since.as_second(), now.as_second(), step, 0.0);
     let url = prometheus_url(ctx, exp);
     let names = match ctx.settings.prometheus.client(&url) {
         Ok(prom) => measure::topk_names(&prom, &sel, k, &window)

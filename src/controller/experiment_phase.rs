@@ -87,6 +87,8 @@ pub struct AnalysisBasis {
     pub experiment_label: String,
     /// The critical-process patterns of both child Pipelines (union, sorted).
     pub critical_processes: Vec<String>,
+    /// The slower child Pipeline's collection interval, seconds.
+    pub collection_interval_seconds: f64,
     /// The candidate child's spec as it runs.
     pub candidate: PipelineSpec,
 }
@@ -493,6 +495,7 @@ pub fn snapshot(
         window_start: Time(start),
         window_end: Time(end),
         step_seconds: spec.analysis.interval.as_secs_f64(),
+        collection_interval_seconds: basis.collection_interval_seconds,
         prometheus_url: basis.prometheus_url.clone(),
         experiment_label: basis.experiment_label.clone(),
         critical_processes: basis.critical_processes.clone(),
@@ -759,6 +762,7 @@ mod tests {
             prometheus_url: "http://prom:9090".into(),
             experiment_label: "ns/e".into(),
             critical_processes: vec!["^nginx$".into(), "^postgres$".into()],
+            collection_interval_seconds: 10.0,
             candidate,
         }
     }

@@ -68,7 +68,9 @@ pub struct ExperimentSpec {
     #[x_kube(validation = duration::between("1m", "24h"))]
     pub duration: SpecDuration,
     /// Time after both collectors are ready that analysis ignores. Duration between 0s and 1h.
-    /// Default: 1m.
+    /// Default: 2m, so that when the window opens both collectors have been scraping, exporting
+    /// and reporting their own telemetry for longer than any range the analysis looks back over
+    /// (a step's range: the interval or two collection intervals; the collector CPU rate: 60s).
     #[serde(default = "default_warmup")]
     #[x_kube(validation = duration::between("0s", "1h"))]
     pub warmup: SpecDuration,
@@ -143,7 +145,9 @@ pub struct AnalysisSpec {
     #[serde(default = "default_interval")]
     #[x_kube(validation = duration::between("5s", "10m"))]
     pub interval: SpecDuration,
-    /// Significance level of the Mann-Whitney U test, 0.001 to 0.2. Default: 0.05.
+    /// Significance level of the verdict's test (see `status.results.confidence`), 0.001 to 0.2:
+    /// a Pass needs a one-sided p-value below it, and the confidence bounds are at level
+    /// `1 − significanceLevel`. Default: 0.05.
     #[serde(default = "default_alpha")]
     #[schemars(range(min = 0.001, max = 0.2))]
     pub significance_level: f64,
@@ -302,6 +306,9 @@ pub struct AnalysisInputs {
     pub window_end: Time,
     /// Step between measurements, seconds (`spec.analysis.interval`).
     pub step_seconds: f64,
+    /// The slower variant's collection interval, seconds: each step looks back over two of them.
+    #[serde(default)]
+    pub collection_interval_seconds: f64,
     /// The Prometheus queried.
     pub prometheus_url: String,
     /// The `phoenix_experiment` label value both variants' series carry.
@@ -378,7 +385,9 @@ pub struct Results {
     pub baseline: VariantResults,
     /// The candidate's measurements.
     pub candidate: VariantResults,
-    /// Reduction of active series, candidate versus baseline, percent.
+    /// Reduction of process series, candidate versus baseline, percent: the mean per-step
+    /// relative reduction `(baseline − candidate) / baseline` over the steps where both variants
+    /// had data (see `confidence` for its bounds and the Hodges-Lehmann estimate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_reduction_percent: Option<f64>,
     /// Reduction of datapoints per second, percent.
@@ -396,6 +405,13 @@ pub struct Results {
     /// The statistics behind the verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<Confidence>,
+    /// Whether both variants covered the window, from their process series and their
+    /// collectors' own telemetry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Coverage>,
+    /// Why the verdict is `Inconclusive` (absent for `Pass` and `Fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive_reason: Option<InconclusiveReason>,
     /// Each success criterion with its threshold, observed value and outcome.
     #[serde(default)]
     pub criteria: Vec<CriterionResult>,
@@ -423,9 +439,70 @@ pub struct VariantResults {
     /// Distinct critical executable names reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critical_processes_seen: Option<u32>,
-    /// Analysis steps with data.
+    /// Analysis steps with process series.
     #[serde(default)]
     pub samples: u32,
+}
+
+/// Why a completed Experiment's verdict is `Inconclusive`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum InconclusiveReason {
+    /// The candidate wrote no process series in the window, or its collectors' own telemetry
+    /// shows no scraping or no exporting (drop-everything processors, collectors not running,
+    /// samples Prometheus rejects). Missing data is never a reduction.
+    CandidateNoData,
+    /// Fewer than the required share of steps (`coverage.requiredPercent`) have data from both
+    /// variants, from the same number of collectors (a crash-looping or late collector).
+    DataGaps,
+    /// A collector of either variant failed to send, failed to queue, or refused points.
+    ExportFailures,
+    /// The variants' collectors reported from different nodes, so they did not see the same
+    /// processes.
+    NodeMismatch,
+    /// Too few steps with data from both variants for the test.
+    TooFewSamples,
+    /// A configured criterion could not be observed (e.g. no collector CPU data).
+    CriterionNotObserved,
+    /// The baseline's series count varies too much for a fair reference.
+    BaselineTooNoisy,
+    /// No significant series reduction above 1% (`confidence.pValue` ≥
+    /// `spec.analysis.significanceLevel`); identical variants end here.
+    NotSignificant,
+    /// The reduction is significant but its lower confidence bound is below the
+    /// `minSeriesReductionPercent` criterion.
+    ReductionUncertain,
+}
+
+/// Coverage of the window by both variants.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Coverage {
+    /// Steps in the window.
+    pub steps: u32,
+    /// Steps where the baseline had process series.
+    pub baseline_steps: u32,
+    /// Steps where the candidate had process series.
+    pub candidate_steps: u32,
+    /// Steps where both had process series from the same number of collectors: the steps compared.
+    pub paired_steps: u32,
+    /// `pairedSteps / steps × 100`.
+    pub percent: f64,
+    /// The share of paired steps a verdict other than `Inconclusive` needs, percent.
+    pub required_percent: f64,
+    /// Nodes whose baseline collector reported itself in the window.
+    pub baseline_nodes: u32,
+    /// Nodes whose candidate collector reported itself in the window.
+    pub candidate_nodes: u32,
+    /// Points the candidate's process receivers accepted in the window (its own telemetry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_scraped_points: Option<f64>,
+    /// Points the candidate's remote-write exporters sent in the window (its own telemetry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_exported_points: Option<f64>,
+    /// Points the baseline's collectors failed to send or queue, or refused, in the window.
+    pub baseline_failed_points: f64,
+    /// Points the candidate's collectors failed to send or queue, or refused, in the window.
+    pub candidate_failed_points: f64,
 }
 
 /// Estimated monthly cost per variant.
@@ -440,19 +517,55 @@ pub struct MonthlyCost {
     pub currency: String,
 }
 
-/// The statistical test behind the verdict.
+/// The statistics behind the verdict.
+///
+/// Each step where both variants had data gives one paired value, the candidate's relative
+/// reduction at that step `(baseline − candidate) / baseline`; `reductionPercent` is their mean.
+/// Neighbouring steps are correlated, so the steps count as `effectiveSamples` independent
+/// values (`samples / τ`, τ the larger of `(1 + ρ)/(1 − ρ)` with ρ = `autocorrelation` and the
+/// integrated autocorrelation time), and the p-value and bounds come from a one-sided Student-t
+/// test of the mean with that many values.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Confidence {
-    /// The test used, e.g. `mann-whitney-u`.
+    /// The method, in words.
     pub method: String,
-    /// p-value of "candidate series are lower than baseline series".
+    /// One-sided p-value of "the candidate reduces series by at most 1%" (a true mean per-step
+    /// reduction of 1% or less): how often a mean reduction at least this large would appear by
+    /// chance if that were so, with the steps' autocorrelation accounted for. It is not the
+    /// probability that the candidate is better. A pass needs it below
+    /// `spec.analysis.significanceLevel` (equivalently `lowerBoundPercent` above 1%). The 1%
+    /// margin absorbs the small real difference between identical collectors that scrape at
+    /// different moments (docs/verdict.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
-    /// `(1 - p) * 100`.
+    /// Mean per-step series reduction, percent: the estimate the p-value and bounds are about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidence_percent: Option<f64>,
-    /// Samples per variant used.
+    pub reduction_percent: Option<f64>,
+    /// Hodges-Lehmann estimate of the per-step series reduction (the median of the pairwise
+    /// averages of the per-step reductions), percent: a robust effect size, close to
+    /// `reductionPercent` unless a few steps are far off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hodges_lehmann_percent: Option<f64>,
+    /// Lower confidence bound of the series reduction at `levelPercent`: with that confidence
+    /// the true reduction is at least this (intervals computed this way contain the truth that
+    /// often; docs/verdict.md publishes the measured rates). A pass needs it at or above
+    /// `minSeriesReductionPercent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_bound_percent: Option<f64>,
+    /// Upper confidence bound of the series reduction at `levelPercent`; with the lower bound a
+    /// two-sided interval at level `100 − 2·(100 − levelPercent)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_bound_percent: Option<f64>,
+    /// Confidence level of each bound, percent: `(1 − significanceLevel) × 100`.
+    pub level_percent: f64,
+    /// Lag-1 autocorrelation of the per-step reductions used (bias-corrected, at least 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autocorrelation: Option<f64>,
+    /// How many independent steps the correlated steps are worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_samples: Option<f64>,
+    /// Steps compared (both variants had data).
     #[serde(default)]
     pub samples: u32,
     /// Why the result is (in)conclusive.
@@ -483,7 +596,7 @@ fn default_duration() -> SpecDuration {
 }
 
 fn default_warmup() -> SpecDuration {
-    SpecDuration::from_secs(60)
+    SpecDuration::from_secs(120)
 }
 
 fn default_interval() -> SpecDuration {
