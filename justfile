@@ -6,6 +6,16 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
+# What CI runs (.ci/run): lints, every test, then the images when buildah is there or installable.
+ci: lint test
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if command -v buildah >/dev/null 2>&1 || { [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; }; then
+      {{just_executable()}} images
+    else
+      echo "ci: images NOT built: no buildah, and apt-get cannot install it here" >&2
+    fi
+
 # All tests, unit and end-to-end (builds and caches the local control plane first).
 test: build-e2e
     cargo build --workspace --bins
@@ -47,6 +57,12 @@ demo: build-e2e
 # Benchmarks (print their figures).
 bench: build-e2e
     scripts/bench.sh
+
+# OCI image archives target/images/phoenix-{operator,simulator}.tar (buildah, no daemon), then
+# their checks (tests/images.rs).
+images:
+    scripts/images.sh
+    PHOENIX_REQUIRE_IMAGES=1 cargo test --test images
 
 # Formatting and lints, as CI wants them.
 lint:
