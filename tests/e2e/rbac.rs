@@ -470,7 +470,7 @@ fn the_chart_lints_and_renders_least_privilege() {
         "ghcr.io/phoenix-operator/phoenix-operator:v9"
     );
     // A registry of one's own: repository and tag of each image.
-    let docs = render(
+    let own = render(
         "phoenix",
         "phoenix-system",
         &[
@@ -480,13 +480,13 @@ fn the_chart_lints_and_renders_least_privilege() {
             "simulatorImage.tag=1.3",
         ],
     );
-    let d = find(&docs, "Deployment", "phoenix");
+    let own = find(&own, "Deployment", "phoenix");
     assert_eq!(
-        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        own["spec"]["template"]["spec"]["containers"][0]["image"],
         "registry.example/ops/phoenix-operator:1.2"
     );
     assert_eq!(
-        env(d, "PHOENIX_SIMULATOR_IMAGE")["value"],
+        env(own, "PHOENIX_SIMULATOR_IMAGE")["value"],
         "registry.example/ops/phoenix-simulator:1.3"
     );
     assert_eq!(
