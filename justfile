@@ -58,8 +58,7 @@ demo: build-e2e
 bench: build-e2e
     scripts/bench.sh
 
-# OCI image archives target/images/phoenix-{operator,simulator}.tar (buildah, no daemon), then
-# their checks (tests/images.rs).
+# Images as OCI archives target/images/phoenix-{operator,simulator}.tar (buildah, no daemon), checked.
 images:
     scripts/images.sh
     PHOENIX_REQUIRE_IMAGES=1 cargo test --test images
