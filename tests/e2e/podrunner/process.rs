@@ -387,8 +387,9 @@ mod tests {
     }
 
     /// Runs the image's entrypoint with `args`, confined, a host directory bind-mounted at /tmp;
-    /// returns the exit status, the log and the /tmp directory.
-    async fn run_confined(name: &str, args: &[&str]) -> Option<(ExitStatus, String, PathBuf)> {
+    /// returns the exit status, the log and how many entries the bound /tmp holds at the end.
+    /// The unpacked image is removed.
+    async fn run_confined(name: &str, args: &[&str]) -> Option<(ExitStatus, String, usize)> {
         let (dir, config) = unpacked_image(name)?;
         // An emptyDir as the kubelet makes it: mode 0777, so any container user can write.
         let tmp = dir.join("volumes/tmp");
@@ -421,7 +422,9 @@ mod tests {
             spawn_confined(&argv, &env, &dir, &log, None, Some(&confinement)).expect("spawn");
         let status = child.wait().await.expect("wait");
         let text = std::fs::read_to_string(&log).expect("read log");
-        Some((status, text, tmp))
+        let tmp_entries = std::fs::read_dir(&tmp).expect("read tmp").count();
+        let _ = std::fs::remove_dir_all(&dir);
+        Some((status, text, tmp_entries))
     }
 
     #[tokio::test]
@@ -452,7 +455,7 @@ mod tests {
             assert!(log.contains(r#""outcome":"completed""#), "{log}");
             assert!(log.contains(r#""spawnFailuresTotal":0"#), "{log}");
             // Its link directory came and went in the bound directory (removed at exit).
-            assert_eq!(std::fs::read_dir(&tmp).expect("read tmp").count(), 0);
+            assert_eq!(tmp, 0, "entries left in the bound /tmp");
         }
     }
 
