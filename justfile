@@ -6,14 +6,21 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# All tests, unit and end-to-end (builds and caches the local control plane first).
-test: build-e2e
+# Everything CI runs (the README's test command): lints, all tests, images where buildah installs.
+test: lint build-e2e
+    #!/usr/bin/env bash
+    set -euo pipefail
     cargo build --workspace --bins
     PHOENIX_REQUIRE_E2E=1 cargo test --workspace --lib --bins --tests -- --test-threads=8
+    if command -v buildah >/dev/null 2>&1 || { [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; }; then
+      {{just_executable()}} images
+    else
+      echo "test: images NOT built: no buildah, and apt-get cannot install it here" >&2
+    fi
 
 # Unit tests only (no control plane).
 test-unit:
-    cargo test --workspace --lib --bins --test api --test crds --test chart
+    cargo test --workspace --lib --bins --test api --test crds --test chart --test operator_contract
 
 # Build (or reuse from ~/.cache/phoenix-e2e) etcd, kube-*, kubectl, kwok, the collector; install Prometheus.
 build-e2e:
@@ -51,6 +58,11 @@ bench: build-e2e
 # The verdict study: the real analysis over many synthetic runs; prints docs/verdict.md's table (~2 min).
 verdict-study runs="1000" seed="1" duration_mins="10":
     cargo run --quiet --example verdict_study -- --runs {{runs}} --seed {{seed}} --duration-mins {{duration_mins}}
+
+# Images as OCI archives target/images/phoenix-{operator,simulator}.tar (buildah, no daemon), checked.
+images:
+    scripts/images.sh
+    PHOENIX_REQUIRE_IMAGES=1 cargo test --test images
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -42,11 +42,11 @@ pub struct Settings {
         default_value = ""
     )]
     pub allowed_collector_images: Vec<String>,
-    /// Image holding `phoenix-simulator`.
+    /// Image the simulator Jobs run; its `phoenix-simulator` is on PATH (`just images` builds it).
     #[arg(
         long,
         env = "PHOENIX_SIMULATOR_IMAGE",
-        default_value = "ghcr.io/phoenix-operator/phoenix:0.1.0"
+        default_value = concat!("ghcr.io/phoenix-operator/phoenix-simulator:", env!("CARGO_PKG_VERSION"))
     )]
     pub simulator_image: String,
     /// Namespaces to watch, comma-separated. Empty: all namespaces.

@@ -77,7 +77,7 @@ fn experiment_defaults() {
     )
     .expect("parses");
     assert_eq!(spec.duration, "10m");
-    assert_eq!(spec.warmup, "1m");
+    assert_eq!(spec.warmup, "2m");
     assert_eq!(spec.analysis.interval, "30s");
     assert_eq!(spec.analysis.significance_level, 0.05);
     assert_eq!(spec.success_criteria.min_critical_retention_percent, 100.0);

@@ -30,6 +30,18 @@ const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/e2e/otelcol/manifest.yaml"
 );
+/// The upstream contrib distribution's component list (the chart's default collector image).
+const CONTRIB_COMPONENTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/otelcol-contrib-components.yaml"
+);
+/// The four component kinds: manifest section, rendered config section, module name suffix.
+const KINDS: [(&str, &str); 4] = [
+    ("receivers", "receiver"),
+    ("processors", "processor"),
+    ("exporters", "exporter"),
+    ("extensions", "extension"),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Binaries, processes, temp dirs
@@ -500,6 +512,177 @@ fn known_component_types_match_the_collector_manifest() {
     assert_eq!(
         ours, modules,
         "collector_config's known types vs {MANIFEST}"
+    );
+}
+
+/// Module names (last path segment, e.g. `hostmetricsreceiver`) per section of a collector
+/// builder manifest (`receivers:` … each followed by `- gomod: <module> <version>` lines).
+fn manifest_modules(path: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let mut sections: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(section) = line
+            .strip_suffix(':')
+            .filter(|l| !l.starts_with([' ', '#']))
+        {
+            current = section.to_string();
+        } else if let Some(module) = line.trim().strip_prefix("- gomod:") {
+            let name = module
+                .split_whitespace()
+                .next()
+                .and_then(|m| m.rsplit('/').next());
+            sections
+                .entry(current.clone())
+                .or_default()
+                .extend(name.map(str::to_string));
+        }
+    }
+    sections
+}
+
+/// The builder module name of a component type: `health_check` extension → `healthcheckextension`.
+fn module_name(component_type: &str, kind: &str) -> String {
+    format!("{}{kind}", component_type.replace('_', ""))
+}
+
+/// Every component type the rendered configs use, per manifest section: every template and every
+/// example Pipeline in examples/, rendered through the library.
+fn rendered_component_modules() -> BTreeMap<String, BTreeSet<String>> {
+    let keys = secret_keys();
+    let mut all: Vec<(String, PipelineSpec)> = specs(&["^postgres$"], "probe")
+        .into_iter()
+        .map(|(name, spec)| (name.to_string(), spec))
+        .collect();
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    for entry in std::fs::read_dir(&examples).expect("read examples/") {
+        let path = entry.expect("examples/ entry").path();
+        let text = std::fs::read_to_string(&path).expect("read example");
+        let doc: Value = serde_yaml::from_str(&text).expect("example is YAML");
+        // A Pipeline's spec, or the inline pipelines of an Experiment's variants.
+        let pipelines = match doc["kind"].as_str() {
+            Some("Pipeline") => vec![doc["spec"].clone()],
+            Some("Experiment") => ["baseline", "candidate"]
+                .iter()
+                .map(|v| doc["spec"][v]["pipeline"].clone())
+                .filter(Value::is_object)
+                .collect(),
+            _ => Vec::new(),
+        };
+        for spec in pipelines {
+            let spec: PipelineSpec =
+                serde_json::from_value(spec).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            all.push((path.display().to_string(), spec));
+        }
+    }
+    assert!(
+        all.len() > specs(&[], "p").len(),
+        "examples/ holds pipelines"
+    );
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, spec) in &all {
+        let mut ctx = RenderContext::new("components", "http://prometheus:9090/api/v1/write");
+        ctx.extra_exporters_allowed = true;
+        ctx.secret_keys = &keys;
+        let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let config: Value = serde_yaml::from_str(&rendered.yaml).expect("rendered YAML parses");
+        for (section, kind) in KINDS {
+            let ids = config[section]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys());
+            used.entry(section.to_string())
+                .or_default()
+                .extend(ids.map(|id| module_name(id.split('/').next().unwrap_or(id), kind)));
+        }
+    }
+    used
+}
+
+/// The default collector image (operator flag and chart value) is the upstream contrib
+/// distribution, and every component any rendered config uses is in that distribution's manifest
+/// and in our test collector's; so is every type a custom spec may use.
+#[test]
+fn rendered_components_are_in_the_contrib_distribution() {
+    let contrib = manifest_modules(CONTRIB_COMPONENTS);
+    let ours = manifest_modules(MANIFEST);
+    let used = rendered_component_modules();
+    for (section, kind) in KINDS {
+        let known = match kind {
+            "receiver" => RECEIVER_TYPES,
+            "processor" => PROCESSOR_TYPES,
+            "exporter" => EXPORTER_TYPES,
+            _ => EXTENSION_TYPES,
+        };
+        let allowed: BTreeSet<String> = known.iter().map(|t| module_name(t, kind)).collect();
+        let rendered = &used[section];
+        assert!(!rendered.is_empty(), "configs render some {section}");
+        for (what, needed) in [
+            ("rendered", rendered),
+            ("allowed in custom specs", &allowed),
+        ] {
+            let missing: Vec<&String> = needed.difference(&contrib[section]).collect();
+            assert!(
+                missing.is_empty(),
+                "{section} {what} but not in otelcol-contrib ({CONTRIB_COMPONENTS}): {missing:?}"
+            );
+            let missing: Vec<&String> = needed.difference(&ours[section]).collect();
+            assert!(
+                missing.is_empty(),
+                "{section} {what} but not in our test collector ({MANIFEST}): {missing:?}"
+            );
+        }
+    }
+}
+
+/// The default collector image is the contrib release our test collector is built from, so the
+/// configs `otelcol validate` accepts here are those of the default image's release.
+#[test]
+fn default_collector_image_is_contrib_at_the_test_builds_version() {
+    let expected = format!(
+        "otel/opentelemetry-collector-contrib:{}",
+        manifest_version()
+    );
+    let settings = phoenix::settings::Settings::for_prometheus("http://p:9090");
+    assert_eq!(
+        settings.collector_image, expected,
+        "--collector-image default"
+    );
+    let values_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/phoenix/values.yaml");
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(values_path).expect("read values.yaml"))
+            .expect("values.yaml parses");
+    assert_eq!(values["collectorImage"], expected, "chart collectorImage");
+}
+
+/// The manifest parser sees sections and module names, not comments or other keys.
+#[test]
+fn manifest_modules_parse_sections() {
+    let dir = TempDir::new("manifest");
+    let file = dir.0.join("m.yaml");
+    std::fs::write(
+        &file,
+        "# receivers:\ndist:\n  name: x\nreceivers:\n  - gomod: a.io/receiver/otlpreceiver v1\n\
+         exporters:\n  - gomod: b.io/x/exporter/debugexporter v2\n    import: ignored\n",
+    )
+    .expect("write manifest");
+    let parsed = manifest_modules(&file.to_string_lossy());
+    assert_eq!(
+        parsed,
+        BTreeMap::from([
+            (
+                "receivers".to_string(),
+                BTreeSet::from(["otlpreceiver".to_string()])
+            ),
+            (
+                "exporters".to_string(),
+                BTreeSet::from(["debugexporter".to_string()])
+            ),
+        ])
+    );
+    assert_eq!(
+        module_name("health_check", "extension"),
+        "healthcheckextension"
     );
 }
 

@@ -386,6 +386,10 @@ fn the_chart_lints_and_renders_least_privilege() {
         "RuntimeDefault"
     );
     let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"], "ghcr.io/phoenix-operator/phoenix-operator:0.1.0",
+        "the operator image `just images` builds"
+    );
     let sc = &container["securityContext"];
     assert_eq!(sc["allowPrivilegeEscalation"], false, "{sc:?}");
     assert_eq!(sc["readOnlyRootFilesystem"], true, "{sc:?}");
@@ -415,8 +419,8 @@ fn the_chart_lints_and_renders_least_privilege() {
     );
     assert_eq!(
         env(deployment, "PHOENIX_SIMULATOR_IMAGE")["value"],
-        "ghcr.io/phoenix-operator/phoenix:0.1.0",
-        "the simulator defaults to the operator's own image"
+        "ghcr.io/phoenix-operator/phoenix-simulator:0.1.0",
+        "the simulator image `just images` builds"
     );
     assert_eq!(
         env(deployment, "POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
@@ -465,12 +469,36 @@ fn the_chart_lints_and_renders_least_privilege() {
         ),
         (
             "PHOENIX_SIMULATOR_IMAGE",
-            "ghcr.io/phoenix-operator/phoenix:v9",
+            "ghcr.io/phoenix-operator/phoenix-simulator:v9",
         ),
     ] {
         assert_eq!(env(d, key)["value"], value, "{key}");
     }
     assert_eq!(d["spec"]["template"]["spec"]["nodeSelector"]["disk"], "ssd");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "ghcr.io/phoenix-operator/phoenix-operator:v9"
+    );
+    // A registry of one's own: repository and tag of each image.
+    let own = render(
+        "phoenix",
+        "phoenix-system",
+        &[
+            "image.repository=registry.example/ops/phoenix-operator",
+            "image.tag=1.2",
+            "simulatorImage.repository=registry.example/ops/phoenix-simulator",
+            "simulatorImage.tag=1.3",
+        ],
+    );
+    let own = find(&own, "Deployment", "phoenix");
+    assert_eq!(
+        own["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example/ops/phoenix-operator:1.2"
+    );
+    assert_eq!(
+        env(own, "PHOENIX_SIMULATOR_IMAGE")["value"],
+        "registry.example/ops/phoenix-simulator:1.3"
+    );
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
         9000

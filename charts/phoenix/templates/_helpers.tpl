@@ -49,6 +49,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{/* The simulator image; its tag defaults to the operator's. */}}
+{{- define "phoenix.simulatorImage" -}}
+{{- $tag := .Values.simulatorImage.tag | default .Values.image.tag | default .Chart.AppVersion }}
+{{- printf "%s:%s" .Values.simulatorImage.repository $tag }}
+{{- end }}
+
 {{- define "phoenix.leaseName" -}}
 {{- default (include "phoenix.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}

@@ -2,7 +2,9 @@
 //! (so they die with the runner, even a SIGKILLed one), in a memory cgroup holding the container's
 //! memory limit (as a kubelet does: the kernel enforces it, and the process reads it from its
 //! cgroup), output appended to a log file, stopped with SIGTERM and, after the grace period,
-//! SIGKILL to the whole group.
+//! SIGKILL to the whole group. A process may be confined to an unpacked image ([`Confinement`]):
+//! its own mount namespace with the volumes bind-mounted and /proc mounted, chrooted, as the
+//! container's user.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -81,6 +83,144 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
     (value.is_finite() && value >= 0.0).then(|| value.ceil() as u64)
 }
 
+/// A container's view of the machine, as a runtime sets it up (requires root): the image's root
+/// filesystem, volumes bind-mounted into it, a fresh /proc, the standard /dev nodes, the
+/// container's user and working directory. No pid or network namespace.
+#[derive(Clone, Debug)]
+pub struct Confinement {
+    pub rootfs: PathBuf,
+    /// (directory on this machine, absolute path inside the container).
+    pub binds: Vec<(PathBuf, String)>,
+    pub uid: u32,
+    pub gid: u32,
+    /// Absolute path inside the container; empty means `/`.
+    pub working_dir: String,
+}
+
+/// The device nodes runc creates in /dev (without the tty): name, major, minor.
+const DEVICES: [(&str, u32, u32); 5] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+];
+
+/// Paths prepared before the fork, so the child only makes syscalls.
+struct Prepared {
+    binds: Vec<(CString, CString)>,
+    proc_dir: CString,
+    rootfs: CString,
+    working_dir: CString,
+    uid: u32,
+    gid: u32,
+}
+
+impl Confinement {
+    /// Creates the mount points, /proc and the /dev nodes in the root filesystem.
+    fn prepare(&self) -> std::io::Result<Prepared> {
+        let cstring = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|e| std::io::Error::other(e.to_string()))
+        };
+        let inside = |path: &str| self.rootfs.join(path.trim_start_matches('/'));
+        let mut binds = Vec::new();
+        for (host, path) in &self.binds {
+            let target = inside(path);
+            if host.is_dir() {
+                std::fs::create_dir_all(&target)?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                OpenOptions::new().create(true).append(true).open(&target)?;
+            }
+            binds.push((cstring(host)?, cstring(&target)?));
+        }
+        let proc_dir = inside("proc");
+        std::fs::create_dir_all(&proc_dir)?;
+        let dev = inside("dev");
+        std::fs::create_dir_all(&dev)?;
+        for (name, major, minor) in DEVICES {
+            let node = dev.join(name);
+            if node.exists() {
+                continue;
+            }
+            let c_node = cstring(&node)?;
+            // SAFETY: c_node is a valid NUL-terminated path that outlives the call.
+            let rc = unsafe {
+                libc::mknod(
+                    c_node.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(major, minor),
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::set_permissions(&node, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        }
+        let working_dir = match self.working_dir.as_str() {
+            "" => "/",
+            dir => dir,
+        };
+        Ok(Prepared {
+            binds,
+            proc_dir: cstring(&proc_dir)?,
+            rootfs: cstring(&self.rootfs)?,
+            working_dir: cstring(Path::new(working_dir))?,
+            uid: self.uid,
+            gid: self.gid,
+        })
+    }
+}
+
+/// In the forked child: a private mount namespace, the binds, /proc, chroot, chdir, the user.
+/// Only syscalls on memory prepared before the fork.
+fn enter(p: &Prepared) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: every pointer is a NUL-terminated string owned by `p` or null where allowed; these
+    // are plain syscalls, async-signal-safe between fork and exec.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(
+            none,
+            c"/".as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        for (source, target) in &p.binds {
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+        }
+        check(libc::mount(
+            c"proc".as_ptr(),
+            p.proc_dir.as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ))?;
+        check(libc::chroot(p.rootfs.as_ptr()))?;
+        check(libc::chdir(p.working_dir.as_ptr()))?;
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setgid(p.gid))?;
+        check(libc::setuid(p.uid))?;
+    }
+    Ok(())
+}
+
 /// Starts `argv` with exactly `env` (plus nothing inherited), in `cwd`, stdout and stderr appended
 /// to `log`, inside `cgroup` when given. Must be called from the runtime's one thread (see main):
 /// the death signal is tied to the thread that forks.
@@ -91,6 +231,20 @@ pub fn spawn(
     log: &Path,
     cgroup: Option<&MemoryCgroup>,
 ) -> std::io::Result<Child> {
+    spawn_confined(argv, env, cwd, log, cgroup, None)
+}
+
+/// [`spawn`], optionally confined to an image: then `cwd` is ignored (the confinement has the
+/// working directory) and `argv[0]` is looked up on the `PATH` in `env`, inside the image.
+pub fn spawn_confined(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    cwd: &Path,
+    log: &Path,
+    cgroup: Option<&MemoryCgroup>,
+    confinement: Option<&Confinement>,
+) -> std::io::Result<Child> {
+    let prepared = confinement.map(Confinement::prepare).transpose()?;
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command line"))?;
@@ -105,17 +259,18 @@ pub fn spawn(
     let parent = std::process::id();
     let procs = cgroup.map(|c| c.procs.clone());
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
+    cmd.args(args).env_clear().envs(env);
+    if prepared.is_none() {
+        cmd.current_dir(cwd);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
         .process_group(0)
         .kill_on_drop(true);
     // SAFETY: between fork and exec the closure only calls async-signal-safe functions (open,
-    // write, close, prctl, getppid, raise) and allocates nothing (the path was built before).
+    // write, close, prctl, getppid, raise, and in `enter` unshare, mount, chroot, chdir,
+    // setgroups, setgid, setuid) and allocates nothing (the paths were built before).
     unsafe {
         cmd.pre_exec(move || {
             if let Some(procs) = &procs {
@@ -144,7 +299,10 @@ pub fn spawn(
             if libc::getppid() as u32 != parent {
                 libc::raise(libc::SIGKILL);
             }
-            Ok(())
+            match &prepared {
+                Some(p) => enter(p),
+                None => Ok(()),
+            }
         });
     }
     cmd.spawn()
@@ -200,6 +358,106 @@ pub fn shell_words(argv: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `target/images/<name>.tar` unpacked into a fresh directory; `None` (skipped, said so) when
+    /// the archive is missing and `PHOENIX_REQUIRE_IMAGES` is unset, or when not root.
+    fn unpacked_image(name: &str) -> Option<(PathBuf, crate::oci::ImageConfig)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
+        let archive = root.join("target/images").join(format!("{name}.tar"));
+        if !archive.is_file() {
+            assert!(
+                std::env::var_os("PHOENIX_REQUIRE_IMAGES").is_none(),
+                "{} missing: run `just images`",
+                archive.display()
+            );
+            eprintln!("skipped: {} not built", archive.display());
+            return None;
+        }
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("skipped: confining a process needs root");
+            return None;
+        }
+        let dir =
+            std::env::temp_dir().join(format!("podrunner-confined-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = crate::oci::unpack(&archive, &dir.join("rootfs"), &dir.join("scratch"))
+            .expect("unpack the image");
+        Some((dir, config))
+    }
+
+    /// Runs the image's entrypoint with `args`, confined, a host directory bind-mounted at /tmp;
+    /// returns the exit status, the log and how many entries the bound /tmp holds at the end.
+    /// The unpacked image is removed.
+    async fn run_confined(name: &str, args: &[&str]) -> Option<(ExitStatus, String, usize)> {
+        let (dir, config) = unpacked_image(name)?;
+        // An emptyDir as the kubelet makes it: mode 0777, so any container user can write.
+        let tmp = dir.join("volumes/tmp");
+        std::fs::create_dir_all(&tmp).expect("mkdir");
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .expect("chmod");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let argv = crate::oci::argv(&config, None, Some(&args));
+        let env = crate::oci::env(&config, &BTreeMap::new());
+        let (uid, gid) = crate::oci::user(
+            &config.user,
+            crate::oci::UserOverride {
+                run_as_user: Some(10001),
+                run_as_non_root: true,
+                ..Default::default()
+            },
+            "",
+            "",
+        )
+        .expect("user");
+        let confinement = Confinement {
+            rootfs: dir.join("rootfs"),
+            binds: vec![(tmp.clone(), "/tmp".into())],
+            uid,
+            gid,
+            working_dir: config.working_dir.clone(),
+        };
+        let log = dir.join("log");
+        let mut child =
+            spawn_confined(&argv, &env, &dir, &log, None, Some(&confinement)).expect("spawn");
+        let status = child.wait().await.expect("wait");
+        let text = std::fs::read_to_string(&log).expect("read log");
+        let tmp_entries = std::fs::read_dir(&tmp).expect("read tmp").count();
+        let _ = std::fs::remove_dir_all(&dir);
+        Some((status, text, tmp_entries))
+    }
+
+    #[tokio::test]
+    async fn operator_runs_confined_in_its_image() {
+        if let Some((status, log, _)) = run_confined("phoenix-operator", &["--version"]).await {
+            assert!(status.success(), "{log}");
+            assert!(log.contains("phoenix-operator 0.1.0"), "{log}");
+        }
+    }
+
+    /// The simulator in its image, as its Job runs it (user 10001, an emptyDir at /tmp): it
+    /// re-executes itself through name symlinks in /tmp, which land in the bound host directory.
+    #[tokio::test]
+    async fn simulator_runs_confined_with_tmp_bound() {
+        let args = [
+            "--processes",
+            "2",
+            "--critical",
+            "postgres",
+            "--duration",
+            "2s",
+            "--seed",
+            "3",
+        ];
+        if let Some((status, log, tmp)) = run_confined("phoenix-simulator", &args).await {
+            assert!(status.success(), "{log}");
+            assert!(!log.contains("cannot create"), "{log}");
+            assert!(log.contains(r#""outcome":"completed""#), "{log}");
+            assert!(log.contains(r#""spawnFailuresTotal":0"#), "{log}");
+            // Its link directory came and went in the bound directory (removed at exit).
+            assert_eq!(tmp, 0, "entries left in the bound /tmp");
+        }
+    }
 
     #[test]
     fn memory_quantities_as_kubernetes_writes_them() {

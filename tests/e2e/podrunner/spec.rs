@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 /// `--image-map SUBSTRING=PATH`, then `otelcol` and `opentelemetry-collector` (the collector
 /// binary), then `simulator` and `phoenix` (the simulator binary). So `otelcol-phoenix:local` and
 /// `otel/opentelemetry-collector-contrib:0.149.0` are collectors; `phoenix-simulator:e2e` and
-/// `ghcr.io/phoenix-operator/phoenix:0.1.0` are the simulator.
+/// `ghcr.io/phoenix-operator/phoenix-simulator:0.1.0` are the simulator.
 #[derive(Clone, Debug, Default)]
 pub struct ImageMap {
     rules: Vec<(String, PathBuf)>,
@@ -243,7 +243,7 @@ mod tests {
         );
         assert_eq!(bin("phoenix-simulator:e2e").as_deref(), Some("/bin/sim"));
         assert_eq!(
-            bin("ghcr.io/phoenix-operator/phoenix:0.1.0").as_deref(),
+            bin("ghcr.io/phoenix-operator/phoenix-simulator:0.1.0").as_deref(),
             Some("/bin/sim")
         );
         assert_eq!(bin("nginx:1.27"), None);
