@@ -662,7 +662,7 @@ async fn requests_outside_the_charts_rules_are_denied() {
             "-n",
             n,
         ],
-        &["delete", "experiments.phoenix.io", "-n", n],
+        // (delete on experiments is granted: spec.ttlSecondsAfterFinished.)
         &["create", "experiments.phoenix.io", "-n", n],
         &["update", "pipelines.phoenix.io", "-n", n],
         &[
