@@ -372,6 +372,38 @@ fn the_chart_lints_and_renders_least_privilege() {
         rules(find(&docs, "Role", "phoenix-leader-election")),
         expected(LEASE_RULES, "phoenix")
     );
+    // The user-facing roles, aggregated into view / edit / admin.
+    let view = find(&docs, "ClusterRole", "phoenix-view");
+    let edit = find(&docs, "ClusterRole", "phoenix-edit");
+    let kinds3 = ["experiments", "pipelines", "simulations"];
+    let mut want_view: BTreeSet<String> = BTreeSet::new();
+    for r in kinds3 {
+        for sub in [r.to_string(), format!("{r}/status")] {
+            for v in ["get", "list", "watch"] {
+                want_view.insert(format!("phoenix.io/{sub} {v}"));
+            }
+        }
+    }
+    assert_eq!(rules(view), want_view);
+    let want_edit: BTreeSet<String> = kinds3
+        .iter()
+        .flat_map(|r| {
+            ["create", "update", "patch", "delete", "deletecollection"]
+                .map(|v| format!("phoenix.io/{r} {v}"))
+        })
+        .collect();
+    assert_eq!(rules(edit), want_edit);
+    for (role, aggregates) in [
+        (view, &["view", "edit", "admin"][..]),
+        (edit, &["edit", "admin"][..]),
+    ] {
+        for a in aggregates {
+            assert_eq!(
+                role["metadata"]["labels"][format!("rbac.authorization.k8s.io/aggregate-to-{a}")],
+                "true"
+            );
+        }
+    }
     let binding = find(&docs, "ClusterRoleBinding", "phoenix");
     assert_eq!(binding["subjects"][0]["name"], "phoenix");
     assert_eq!(binding["subjects"][0]["namespace"], "phoenix-system");
@@ -658,7 +690,7 @@ async fn requests_outside_the_charts_rules_are_denied() {
             "-n",
             n,
         ],
-        &["delete", "experiments.phoenix.io", "-n", n],
+        // (delete on experiments is granted: spec.ttlSecondsAfterFinished.)
         &["create", "experiments.phoenix.io", "-n", n],
         &["update", "pipelines.phoenix.io", "-n", n],
         &[

@@ -689,6 +689,21 @@ fn user_strings_cannot_expand_env_or_files() {
 }
 
 #[test]
+fn patterns_that_mean_something_else_in_re2_are_refused() {
+    for pattern in [r"^[a-z&&[^p]]+$", r"^[a-z--p]$", r"^[[:alpha:][0-9]]$"] {
+        let mut spec = example("priority-filter");
+        spec.keep_patterns = vec![pattern.into()];
+        let err = render(&spec, &RenderContext::new("p", RW)).expect_err(pattern);
+        assert_eq!(err.reason(), "InvalidRegex", "{pattern}");
+        assert!(err.to_string().contains("RE2"), "{pattern}: {err}");
+    }
+    // Classes RE2 reads the same way stay accepted, POSIX classes included.
+    let mut spec = example("priority-filter");
+    spec.keep_patterns = vec![r"^[a-z0-9_.-]+$".into(), r"^[[:alpha:]]+\d?$".into()];
+    render(&spec, &RenderContext::new("p", RW)).expect("accepted");
+}
+
+#[test]
 fn the_remote_write_url_cannot_expand_env_or_files() {
     let url = "http://prom/api/v1/write?t=${env:PHOENIX_HDR_X}${file:/etc/shadow}";
     let r = render(&example("baseline"), &RenderContext::new("c", url)).expect("renders");

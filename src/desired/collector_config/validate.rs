@@ -166,19 +166,57 @@ fn validate_custom(custom: &crate::crd::pipeline::CustomSpec) -> Result<(), Conf
 }
 
 fn check_regex(field: String, pattern: &str) -> Result<(), ConfigError> {
-    regex::Regex::new(pattern)
-        .map(|_| ())
-        .map_err(|e| ConfigError::InvalidRegex {
-            field,
-            pattern: pattern.to_string(),
-            message: e
-                .to_string()
+    let invalid = |message: String| ConfigError::InvalidRegex {
+        field: field.clone(),
+        pattern: pattern.to_string(),
+        message,
+    };
+    regex::Regex::new(pattern).map_err(|e| {
+        invalid(
+            e.to_string()
                 .lines()
                 .last()
                 .unwrap_or_default()
                 .trim()
                 .to_string(),
-        })
+        )
+    })?;
+    match rust_only_syntax(pattern) {
+        Some(why) => Err(invalid(why.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Syntax that Rust's regex crate (which validates here) and Go's RE2 (which the collector
+/// evaluates with) both accept but read differently, so the pattern would not mean in the
+/// collector what it meant here: nested classes and class set operations (`[a-z&&[^p]]` is an
+/// intersection in Rust, a class followed by a literal `]` in RE2).
+fn rust_only_syntax(pattern: &str) -> Option<&'static str> {
+    use regex_syntax::ast::{self, ClassSetBinaryOp, ClassSetItem, Visitor};
+    struct Find(Option<&'static str>);
+    impl Visitor for Find {
+        type Output = Option<&'static str>;
+        type Err = std::convert::Infallible;
+        fn finish(self) -> Result<Self::Output, Self::Err> {
+            Ok(self.0)
+        }
+        fn visit_class_set_binary_op_pre(&mut self, _: &ClassSetBinaryOp) -> Result<(), Self::Err> {
+            self.0.get_or_insert(
+                "class set operations (&&, --, ~~) mean something else in the collector's RE2, which reads them as literal characters",
+            );
+            Ok(())
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), Self::Err> {
+            if matches!(item, ClassSetItem::Bracketed(_)) {
+                self.0.get_or_insert(
+                    "nested character classes mean something else in the collector's RE2, which reads '[' inside a class as a literal",
+                );
+            }
+            Ok(())
+        }
+    }
+    let ast = ast::parse::Parser::new().parse(pattern).ok()?;
+    ast::visit(&ast, Find(None)).ok().flatten()
 }
 
 /// The type part of a component id `type[/name]`.
