@@ -51,6 +51,37 @@ fn shape(executables: usize, pids: usize, critical: &'static [&'static str]) -> 
     }
 }
 
+/// A collector's own telemetry at `steps` (ms): CPU, memory, and points scraped and sent (what the
+/// analysis reads to know the collector really scraped and exported).
+pub(crate) fn collector_telemetry(
+    base: &[(&str, &str)],
+    steps: &[i64],
+    rss_bytes: f64,
+) -> Vec<TimeSeries> {
+    let with = |key: &'static str, value: &'static str| {
+        let mut labels = base.to_vec();
+        labels.push((key, value));
+        labels
+    };
+    let mut cpu = TimeSeries::new(COLLECTOR_CPU_METRIC, base);
+    let mut rss = TimeSeries::new(COLLECTOR_MEMORY_METRIC, base);
+    let mut accepted = TimeSeries::new(
+        "otelcol_receiver_accepted_metric_points_total",
+        &with("receiver", "hostmetrics"),
+    );
+    let mut sent = TimeSeries::new(
+        "otelcol_exporter_sent_metric_points_total",
+        &with("exporter", "prometheusremotewrite"),
+    );
+    for (i, t) in steps.iter().enumerate() {
+        cpu = cpu.sample(*t, i as f64 * 0.05 * STEP as f64);
+        rss = rss.sample(*t, rss_bytes);
+        accepted = accepted.sample(*t, i as f64 * 100.0);
+        sent = sent.sample(*t, i as f64 * 100.0);
+    }
+    vec![cpu, rss, accepted, sent]
+}
+
 /// Remote-writes `shape` for one variant over `[from, from + DURATION]` (future samples are fine:
 /// nothing else writes these series), so the analysis window is fully covered.
 async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, from: i64) {
@@ -93,29 +124,7 @@ async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, fro
             }
         }
     }
-    // The collector's own telemetry: CPU, memory, points scraped and sent.
-    let with = |key: &'static str, value: &'static str| {
-        let mut labels = base.to_vec();
-        labels.push((key, value));
-        labels
-    };
-    let mut cpu = TimeSeries::new(COLLECTOR_CPU_METRIC, &base);
-    let mut rss = TimeSeries::new(COLLECTOR_MEMORY_METRIC, &base);
-    let mut accepted = TimeSeries::new(
-        "otelcol_receiver_accepted_metric_points_total",
-        &with("receiver", "hostmetrics"),
-    );
-    let mut sent = TimeSeries::new(
-        "otelcol_exporter_sent_metric_points_total",
-        &with("exporter", "prometheusremotewrite"),
-    );
-    for (i, t) in steps.iter().enumerate() {
-        cpu = cpu.sample(*t, i as f64 * 0.05 * STEP as f64);
-        rss = rss.sample(*t, shape.collector_rss);
-        accepted = accepted.sample(*t, i as f64 * 100.0);
-        sent = sent.sample(*t, i as f64 * 100.0);
-    }
-    series.extend([cpu, rss, accepted, sent]);
+    series.extend(collector_telemetry(&base, &steps, shape.collector_rss));
     let client = reqwest::Client::new();
     for chunk in series.chunks(500) {
         remote_write::push(&client, url, chunk)
@@ -1071,7 +1080,9 @@ async fn released_children_do_not_change_a_pending_analysis() {
         port,
     );
     prom.ready().await;
-    let _operator = Operator::start(&ns.name, &[]);
+    // The Experiment's own Prometheus must be allowed by the operator's settings.
+    let allowed = format!("http://127.0.0.1:{port}");
+    let _operator = Operator::start(&ns.name, &["--allowed-prometheus-url-prefixes", &allowed]);
     // Both variants by reference: their critical patterns live only in the child Pipelines.
     let pipelines = ns.api::<Pipeline>();
     for (name, template) in [("today", "baseline"), ("cheaper", "aggregate")] {

@@ -8,7 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
-use phoenix::analysis::queries::{COLLECTOR_CPU_METRIC, COLLECTOR_MEMORY_METRIC};
 use phoenix::analysis::remote_write::{self, TimeSeries};
 use phoenix::crd::conditions;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus};
@@ -235,13 +234,10 @@ async fn feed(client: &reqwest::Client, url: &str, experiment: &str, from: i64) 
                 series.push(ts);
             }
         }
-        let mut cpu = TimeSeries::new(COLLECTOR_CPU_METRIC, &base);
-        let mut rss = TimeSeries::new(COLLECTOR_MEMORY_METRIC, &base);
-        for k in 0..=DURATION / STEP {
-            cpu = cpu.sample((from + k * STEP) * 1000, k as f64 * 0.25);
-            rss = rss.sample((from + k * STEP) * 1000, 100e6);
-        }
-        series.extend([cpu, rss]);
+        let steps: Vec<i64> = (0..=DURATION / STEP)
+            .map(|k| (from + k * STEP) * 1000)
+            .collect();
+        series.extend(crate::experiment::collector_telemetry(&base, &steps, 100e6));
     }
     for chunk in series.chunks(500) {
         remote_write::push(client, &format!("{url}/api/v1/write"), chunk)
@@ -392,7 +388,12 @@ async fn tls_and_basic_auth_prometheus_and_named_failures() {
         "{:?}",
         done.message
     );
-    assert!(done.verdict.is_some(), "{:?}", done.message);
+    assert_eq!(
+        done.verdict,
+        Some(phoenix::crd::experiment::Verdict::Pass),
+        "{:?}",
+        done.results
+    );
     assert!(conditions::is_true(&done.conditions, "PrometheusReachable"));
     drop(hung);
     for case in [ok, unauthorized, untrusted, timeout] {

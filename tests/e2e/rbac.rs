@@ -16,7 +16,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use phoenix::analysis::queries::{COLLECTOR_CPU_METRIC, COLLECTOR_MEMORY_METRIC};
 use phoenix::analysis::remote_write::{self, TimeSeries};
 use phoenix::crd::Pipeline;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
@@ -769,15 +768,7 @@ async fn feed(experiment: &str, variant: &str, executables: usize, pids: usize, 
             }
         }
     }
-    let (mut cpu, mut rss) = (
-        TimeSeries::new(COLLECTOR_CPU_METRIC, &base),
-        TimeSeries::new(COLLECTOR_MEMORY_METRIC, &base),
-    );
-    for (i, t) in steps.iter().enumerate() {
-        cpu = cpu.sample(*t, i as f64 * 0.05 * STEP as f64);
-        rss = rss.sample(*t, 100e6);
-    }
-    series.extend([cpu, rss]);
+    series.extend(crate::experiment::collector_telemetry(&base, &steps, 100e6));
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL");
     let client = reqwest::Client::new();
     for chunk in series.chunks(500) {
