@@ -1,5 +1,6 @@
 //! The operator's /metrics, scraped by a real Prometheus: reconcile counters, error counters and
-//! durations per controller, and the experiment gauges are there.
+//! durations per controller, the experiment gauges and the outbound-call histograms are there,
+//! and `promtool check metrics` finds nothing to lint in the live exposition.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use kube::api::PostParams;
 use phoenix::crd::{Experiment, Pipeline};
 
-use crate::harness::{Operator, TestNamespace, eventually, http_get, repo_root};
+use crate::harness::{Operator, TestNamespace, eventually, http_get, repo_root, run_with_stdin};
 
 #[tokio::test]
 async fn prometheus_scrapes_the_operators_metrics() {
@@ -94,6 +95,49 @@ async fn prometheus_scrapes_the_operators_metrics() {
             "{family} missing from /metrics:\n{families}"
         );
     }
+    let families = eventually(
+        "the apiserver-request histogram has the Experiment status writes",
+        Duration::from_secs(30),
+        || async {
+            let m = operator.metrics();
+            m.contains("phoenix_kube_request_duration_seconds_count{verb=\"patch\",resource=\"experiments/status\",code=\"200\"}")
+                .then_some(m)
+        },
+    )
+    .await;
+    for family in [
+        "# TYPE phoenix_kube_request_duration_seconds histogram",
+        "phoenix_kube_request_duration_seconds_bucket{le=\"+Inf\",verb=\"watch\",resource=\"experiments\",code=\"200\"}",
+        // Created by server-side apply: 201 the first time.
+        "phoenix_kube_request_duration_seconds_count{verb=\"patch\",resource=\"pipelines\",code=\"201\"}",
+        "# TYPE phoenix_reconciles_in_flight gauge",
+        "phoenix_reconciles_in_flight{controller=\"experiment\"}",
+    ] {
+        assert!(
+            families.contains(family),
+            "{family} missing from /metrics:\n{families}"
+        );
+    }
+    let (_, exposition) = families
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response with a body");
+    let mut promtool = Command::new("promtool");
+    promtool.args(["check", "metrics"]);
+    let lint = run_with_stdin(promtool, exposition);
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    // Prometheus itself scraped the OpenMetrics form of the same histogram.
+    let query = "/api/v1/query?query=phoenix_kube_request_duration_seconds_count%7Bjob%3D%22phoenix-operator%22%2Cresource%3D%22experiments%2Fstatus%22%7D";
+    eventually(
+        "Prometheus has scraped the apiserver-request histogram",
+        Duration::from_secs(60),
+        || async { http_get(port, query).filter(|r| r.contains("experiments/status")) },
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
     ns.cleanup().await;
 }

@@ -4,7 +4,6 @@
 //! outside the chart's rules are denied.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -25,7 +24,7 @@ use prometheus_http_query::reqwest;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
+use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, run_with_stdin};
 
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
@@ -91,23 +90,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Runs `cmd` with `stdin` fed to it.
-fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("command starts");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("command finishes")
 }
 
 /// `helm template <release> charts/phoenix --namespace <namespace> --set …`.
