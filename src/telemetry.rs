@@ -3,6 +3,7 @@
 
 pub mod exposition;
 pub mod outbound;
+pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +61,8 @@ pub struct Metrics {
     pub result_verdict: Family<ResultLabels, Gauge>,
     /// The Experiments (namespace, name) that have series in the families above.
     experiments: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// The controllers' caches, exported at scrape time (see [`state`]).
+    pub state: state::State,
 }
 
 /// The values of the `phase` label of `experiment_phase`.
@@ -137,8 +140,20 @@ impl Default for Metrics {
             "Verdict of each completed Experiment: 1 Pass, 0 Fail, -1 Inconclusive",
             result_verdict.clone(),
         );
+        let state = state::State::default();
+        registry.register_collector(Box::new(state.clone()));
+        let build = prometheus_client::metrics::info::Info::new(vec![(
+            "version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]);
+        registry.register(
+            "build",
+            "The operator's version; present while the operator is up",
+            build,
+        );
         Metrics {
             registry,
+            state,
             reconciles,
             errors,
             duration,

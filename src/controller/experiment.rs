@@ -729,6 +729,7 @@ pub async fn run(
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
     let controller = Controller::new(exps, watcher::Config::default());
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
+    ctx.metrics.state.watch_experiments(controller.store());
     controller
         .owns(pipelines, children.clone())
         .owns(sims, children)

@@ -112,6 +112,19 @@ async fn prometheus_scrapes_the_operators_metrics() {
         "phoenix_kube_request_duration_seconds_count{verb=\"patch\",resource=\"pipelines\",code=\"201\"}",
         "# TYPE phoenix_reconciles_in_flight gauge",
         "phoenix_reconciles_in_flight{controller=\"experiment\"}",
+        "# TYPE phoenix_build_info gauge",
+        &format!(
+            "phoenix_experiment_info{{namespace=\"{}\",experiment=\"scraped\",schedule=\"\"}} 1",
+            ns.name
+        ),
+        &format!(
+            "phoenix_pipeline_collectors_desired{{namespace=\"{}\",pipeline=\"scraped-candidate\",experiment=\"scraped\",variant=\"candidate\"}}",
+            ns.name
+        ),
+        &format!(
+            "phoenix_pipeline_collectors_ready{{namespace=\"{}\",pipeline=\"scraped\",experiment=\"\",variant=\"\"}}",
+            ns.name
+        ),
     ] {
         assert!(
             families.contains(family),

@@ -109,7 +109,7 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<String, Str
     }
 }
 
-fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
+pub(crate) fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
     let yaml = template(release, namespace, sets)
         .unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"));
     serde_yaml::Deserializer::from_str(&yaml)
