@@ -3,6 +3,7 @@
 
 pub mod exposition;
 pub mod outbound;
+pub mod process;
 pub mod state;
 
 use std::sync::Arc;
@@ -142,6 +143,7 @@ impl Default for Metrics {
         );
         let state = state::State::default();
         registry.register_collector(Box::new(state.clone()));
+        registry.register_collector(Box::new(process::ProcessCollector));
         let build = prometheus_client::metrics::info::Info::new(vec![(
             "version".to_string(),
             env!("CARGO_PKG_VERSION").to_string(),

@@ -108,6 +108,7 @@ pub struct StateFamilies {
     pub time_to_verdict: Family<ExperimentLabels, FloatGauge>,
     pub collectors_ready: Family<PipelineLabels, Gauge>,
     pub collectors_desired: Family<PipelineLabels, Gauge>,
+    pub collection_interval: Family<PipelineLabels, FloatGauge>,
 }
 
 impl StateFamilies {
@@ -183,6 +184,9 @@ impl StateFamilies {
         });
         self.collectors_ready.get_or_create(&labels).set(ready);
         self.collectors_desired.get_or_create(&labels).set(desired);
+        self.collection_interval
+            .get_or_create(&labels)
+            .set(p.spec.collection_interval.as_secs_f64());
     }
 }
 
@@ -217,6 +221,13 @@ impl Collector for StateFamilies {
             "pipeline_collectors_desired",
             "Collector pods each Pipeline wants",
             &self.collectors_desired,
+        )?;
+        encode_family(
+            &mut encoder,
+            "pipeline_collection_interval_seconds",
+            "Seconds between two scrapes of the processes by each Pipeline's collectors: one \
+             datapoint per series per interval",
+            &self.collection_interval,
         )
     }
 }
@@ -289,6 +300,7 @@ mod tests {
             "phoenix_experiment_time_to_verdict_seconds{namespace=\"team\",experiment=\"nightly\"} 630.0",
             "phoenix_pipeline_collectors_ready{namespace=\"team\",pipeline=\"adhoc-candidate\",experiment=\"adhoc\",variant=\"candidate\"} 1",
             "phoenix_pipeline_collectors_desired{namespace=\"team\",pipeline=\"adhoc-candidate\",experiment=\"adhoc\",variant=\"candidate\"} 3",
+            "phoenix_pipeline_collection_interval_seconds{namespace=\"team\",pipeline=\"adhoc-candidate\",experiment=\"adhoc\",variant=\"candidate\"} 10.0",
         ] {
             assert!(text.contains(expected), "{expected} in\n{text}");
         }

@@ -2,13 +2,14 @@
 //! durations per controller, the experiment gauges and the outbound-call histograms are there,
 //! and `promtool check metrics` finds nothing to lint in the live exposition.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::api::PostParams;
 use phoenix::crd::{Experiment, Pipeline};
 
-use crate::harness::{Operator, TestNamespace, eventually, http_get, repo_root, run_with_stdin};
+use crate::harness::{Operator, TestNamespace, eventually, http_get, run_with_stdin};
+use crate::observability::ScrapingPrometheus;
 
 #[tokio::test]
 async fn prometheus_scrapes_the_operators_metrics() {
@@ -33,33 +34,8 @@ async fn prometheus_scrapes_the_operators_metrics() {
         .expect("created");
 
     // A Prometheus of this test's own that scrapes the operator every second.
-    let dir = repo_root().join(format!("target/e2e/prom-{}", ns.name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let config = format!(
-        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: phoenix-operator\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-        operator.http_port
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    // Stopped even when an assertion below fails.
-    let _prom = KillOnDrop(prom);
+    let prom = ScrapingPrometheus::start(&ns.name, operator.http_port).await;
+    let port = prom.port;
 
     let query = "/api/v1/query?query=phoenix_reconciles_total%7Bjob%3D%22phoenix-operator%22%2Ccontroller%3D%22pipeline%22%7D";
     let body = eventually(
@@ -151,15 +127,5 @@ async fn prometheus_scrapes_the_operators_metrics() {
         || async { http_get(port, query).filter(|r| r.contains("experiments/status")) },
     )
     .await;
-    let _ = std::fs::remove_dir_all(&dir);
     ns.cleanup().await;
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
