@@ -71,11 +71,13 @@ pub(crate) struct ScrapingPrometheus {
 
 impl ScrapingPrometheus {
     pub(crate) async fn start(name: &str, operator_port: u16) -> ScrapingPrometheus {
+        ScrapingPrometheus::start_on(free_port(), name, operator_port).await
+    }
+
+    /// Like [`ScrapingPrometheus::start`], on a port chosen beforehand (e.g. to allow its URL in
+    /// the operator's settings).
+    pub(crate) async fn start_on(port: u16, name: &str, operator_port: u16) -> ScrapingPrometheus {
         let dir = repo_root().join(format!("target/e2e/prom-{name}"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
         let config = format!(
             "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: phoenix-operator\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{operator_port}']}}]\n"
         );
@@ -99,6 +101,13 @@ impl Drop for ScrapingPrometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn dashboard(name: &str) -> serde_json::Value {
@@ -140,8 +149,14 @@ async fn has_data(prom: &prometheus_http_query::Client, expr: &str, start: i64) 
 #[tokio::test]
 async fn every_dashboard_panel_shows_data_after_an_experiment() {
     let ns = TestNamespace::new("dashboards").await;
-    let operator = Operator::start(&ns.name, &[]);
-    let prom = ScrapingPrometheus::start(&ns.name, operator.http_port).await;
+    // The Experiment's own Prometheus must be allowed by the operator's settings.
+    let port = free_port();
+    let allowed = format!("http://127.0.0.1:{port}");
+    let operator = Operator::start(
+        &ns.name,
+        &["--allowed-prometheus-url-prefixes", allowed.as_str()],
+    );
+    let prom = ScrapingPrometheus::start_on(port, &ns.name, operator.http_port).await;
     let start = k8s_openapi::jiff::Timestamp::now().as_second();
     let api = ns.api::<Experiment>();
     let extra = format!("  prometheus: {{url: '{}'}}\n", prom.url());
