@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use clap::Parser;
-use kube::Client;
+use kube::client::ClientBuilder;
 use kube_lease_manager::LeaseManagerBuilder;
 use phoenix::controller::{self, Context};
 use phoenix::settings::Settings;
@@ -17,7 +17,10 @@ use tokio::sync::watch;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::parse();
     telemetry::init_logging(&settings);
-    let client = Client::try_default().await?;
+    // Every apiserver request is timed into phoenix_kube_request_duration_seconds.
+    let client = ClientBuilder::try_from(kube::Config::infer().await?)?
+        .with_layer(&telemetry::outbound::KubeMetricsLayer::default())
+        .build();
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
 

@@ -1,5 +1,10 @@
 //! The operator's own telemetry: Prometheus metrics, the /metrics /healthz /readyz endpoint, and
-//! log setup.
+//! log setup. Outbound-call metrics (apiserver, Prometheus) live in [`outbound`].
+
+pub mod exposition;
+pub mod outbound;
+pub mod process;
+pub mod state;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +51,9 @@ pub struct Metrics {
     pub reconciles: Family<ControllerLabel, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<ControllerLabel, Histogram>,
+    /// Reconciles running now, per controller. kube-runtime does not expose its scheduler's
+    /// queue, so this is the nearest honest measure of a controller's backlog.
+    pub in_flight: Family<ControllerLabel, Gauge>,
     /// 1 for the phase each Experiment is in.
     pub experiment_phase: Family<PhaseLabels, Gauge>,
     pub result_series_reduction: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -54,6 +62,8 @@ pub struct Metrics {
     pub result_verdict: Family<ResultLabels, Gauge>,
     /// The Experiments (namespace, name) that have series in the families above.
     experiments: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// The controllers' caches, exported at scrape time (see [`state`]).
+    pub state: state::State,
 }
 
 /// The values of the `phase` label of `experiment_phase`.
@@ -75,6 +85,7 @@ impl Default for Metrics {
         let duration = Family::<ControllerLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
+        let in_flight = Family::<ControllerLabel, Gauge>::default();
         let experiment_phase = Family::<PhaseLabels, Gauge>::default();
         let result_series_reduction = Family::default();
         let result_retention = Family::default();
@@ -93,6 +104,22 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Reconcile duration per controller",
             duration.clone(),
+        );
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now per controller",
+            in_flight.clone(),
+        );
+        let outbound = outbound::outbound();
+        registry.register(
+            "kube_request_duration_seconds",
+            "Duration of apiserver requests (to the response headers) by verb, resource and code",
+            outbound.kube_requests.clone(),
+        );
+        registry.register(
+            "prometheus_query_duration_seconds",
+            "Duration of Prometheus API requests by kind and outcome",
+            outbound.prometheus_queries.clone(),
         );
         registry.register(
             "experiment_phase",
@@ -114,11 +141,25 @@ impl Default for Metrics {
             "Verdict of each completed Experiment: 1 Pass, 0 Fail, -1 Inconclusive",
             result_verdict.clone(),
         );
+        let state = state::State::default();
+        registry.register_collector(Box::new(state.clone()));
+        registry.register_collector(Box::new(process::ProcessCollector));
+        let build = prometheus_client::metrics::info::Info::new(vec![(
+            "version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]);
+        registry.register(
+            "build",
+            "The operator's version; present while the operator is up",
+            build,
+        );
         Metrics {
             registry,
+            state,
             reconciles,
             errors,
             duration,
+            in_flight,
             experiment_phase,
             result_series_reduction,
             result_retention,
@@ -135,6 +176,7 @@ impl Metrics {
             controller: controller.to_string(),
         };
         self.reconciles.get_or_create(&label).inc();
+        self.in_flight.get_or_create(&label).inc();
         ReconcileTimer {
             metrics: self,
             label,
@@ -195,7 +237,7 @@ impl Metrics {
     }
 }
 
-/// Records a reconcile's duration on drop.
+/// Records a reconcile's duration, and that it is no longer in flight, on drop.
 pub struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
     label: ControllerLabel,
@@ -204,6 +246,7 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
+        self.metrics.in_flight.get_or_create(&self.label).dec();
         self.metrics
             .duration
             .get_or_create(&self.label)
@@ -257,10 +300,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let reply = match path {
+                "/metrics" if exposition::wants_openmetrics(&request) => {
+                    response("200 OK", exposition::OPENMETRICS, &metrics.render())
+                }
                 "/metrics" => response(
                     "200 OK",
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    &metrics.render(),
+                    exposition::PROMETHEUS_TEXT,
+                    &exposition::to_prometheus_text(&metrics.render()),
                 ),
                 "/healthz" => response("200 OK", "text/plain", "ok\n"),
                 "/readyz" if readiness.is_ready() => response("200 OK", "text/plain", "ready\n"),
@@ -312,7 +358,12 @@ mod tests {
     #[test]
     fn reconciles_errors_and_durations_are_exported() {
         let m = Metrics::default();
-        drop(m.reconcile("pipeline"));
+        let running = m.reconcile("pipeline");
+        assert!(
+            m.render()
+                .contains("phoenix_reconciles_in_flight{controller=\"pipeline\"} 1")
+        );
+        drop(running);
         m.error("pipeline", "KubeApi");
         let text = m.render();
         assert!(
@@ -325,6 +376,7 @@ mod tests {
         assert!(
             text.contains("phoenix_reconcile_duration_seconds_count{controller=\"pipeline\"} 1")
         );
+        assert!(text.contains("phoenix_reconciles_in_flight{controller=\"pipeline\"} 0"));
     }
 
     #[test]

@@ -327,12 +327,14 @@ pub async fn topk_names(
         return Ok(Vec::new());
     }
     let query = queries::topk_by_cpu(sel, k, window.seconds());
-    let result = prom
-        .query(&query)
-        .at(window.end)
-        .post()
-        .await
-        .map_err(classify)?;
+    let result = observed("instant", async {
+        prom.query(&query)
+            .at(window.end)
+            .post()
+            .await
+            .map_err(classify)
+    })
+    .await?;
     let vector = result
         .data()
         .as_vector()
@@ -352,7 +354,11 @@ pub async fn topk_names(
 /// Whether Prometheus answers queries (a `vector(1)` query, which also works behind
 /// Prometheus-compatible APIs without `/-/ready`).
 pub async fn reachable(prom: &Client) -> bool {
-    prom.query("vector(1)").get().await.is_ok()
+    observed("probe", async {
+        prom.query("vector(1)").get().await.map_err(classify)
+    })
+    .await
+    .is_ok()
 }
 
 /// The query recorded for a measurement that needed none.
@@ -400,11 +406,13 @@ async fn range(
             continue;
         };
         // Grid times are whole seconds (whole-second start, range and step).
-        let result = prom
-            .query_range(query, first / 1000, last / 1000, window.step_secs)
-            .post()
-            .await
-            .map_err(classify)?;
+        let result = observed("range", async {
+            prom.query_range(query, first / 1000, last / 1000, window.step_secs)
+                .post()
+                .await
+                .map_err(classify)
+        })
+        .await?;
         let matrix = result
             .data()
             .as_matrix()
@@ -429,7 +437,10 @@ async fn instant_labels(
     let Some(query) = query else {
         return Ok(Vec::new());
     };
-    let result = prom.query(query).at(time).post().await.map_err(classify)?;
+    let result = observed("instant", async {
+        prom.query(query).at(time).post().await.map_err(classify)
+    })
+    .await?;
     let vector = result
         .data()
         .as_vector()
@@ -446,7 +457,10 @@ async fn instant_optional(
     query: &str,
     time: i64,
 ) -> Result<Option<f64>, MeasureError> {
-    let result = prom.query(query).at(time).post().await.map_err(classify)?;
+    let result = observed("instant", async {
+        prom.query(query).at(time).post().await.map_err(classify)
+    })
+    .await?;
     let vector = result
         .data()
         .as_vector()
@@ -478,6 +492,13 @@ struct ApiResponse<T> {
 /// structured `Selector` (unescaped); this sends the exact `match[]` string built and tested in
 /// [`queries`].
 async fn label_values(
+    prom: &Client,
+    request: &LabelValuesRequest,
+) -> Result<Vec<String>, MeasureError> {
+    observed("label_values", label_values_unobserved(prom, request)).await
+}
+
+async fn label_values_unobserved(
     prom: &Client,
     request: &LabelValuesRequest,
 ) -> Result<Vec<String>, MeasureError> {
@@ -524,6 +545,25 @@ async fn label_values(
             })
         }
     }
+}
+
+/// Times one Prometheus request of `kind` into `phoenix_prometheus_query_duration_seconds`,
+/// labelled with its outcome.
+async fn observed<T>(
+    kind: &'static str,
+    request: impl Future<Output = Result<T, MeasureError>>,
+) -> Result<T, MeasureError> {
+    crate::telemetry::outbound::observe_prometheus(
+        kind,
+        |result| match result {
+            Ok(_) => "success",
+            Err(MeasureError::Unreachable(_)) => "unreachable",
+            Err(MeasureError::Access(_)) => "access_error",
+            Err(_) => "bad_response",
+        },
+        request,
+    )
+    .await
 }
 
 /// Sorts a client error into retry-later or give-up; credentials, TLS and timeouts are named.

@@ -631,6 +631,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         decision.status.topk =
             Some(refresh_topk(&ctx, &exp, &pipelines, child, since, observed.now).await?);
     }
+    decision.status.summary = crate::crd::summary::of(&decision.status);
     // Status first, guarded by the resourceVersion this pass read: a stale cached Experiment can
     // neither move the run backwards nor act on children (creating or releasing them) for it.
     let version = exp.resource_version();
@@ -729,6 +730,7 @@ pub async fn run(
     let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
     let controller = Controller::new(exps, watcher::Config::default());
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
+    ctx.metrics.state.watch_experiments(controller.store());
     controller
         .owns(pipelines, children.clone())
         .owns(sims, children)

@@ -602,7 +602,9 @@ pub async fn run(
     };
     let managed = watcher::Config::default()
         .labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
-    Controller::new(pipelines, watcher::Config::default())
+    let controller = Controller::new(pipelines, watcher::Config::default());
+    ctx.metrics.state.watch_pipelines(controller.store());
+    controller
         .owns(config_maps, managed.clone())
         .owns(daemonsets, managed.clone())
         .owns(deployments, managed)

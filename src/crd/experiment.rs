@@ -30,8 +30,10 @@ pub const MAX_NAME_LEN: usize = 40;
     category = "phoenix",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Verdict","type":"string","jsonPath":".status.verdict"}"#,
-    printcolumn = r#"{"name":"Reduction","type":"number","format":"float","description":"Series reduction of the candidate, percent","jsonPath":".status.results.seriesReductionPercent"}"#,
-    printcolumn = r#"{"name":"Retention","type":"number","format":"float","description":"Critical processes the candidate kept, percent","jsonPath":".status.results.criticalRetentionPercent"}"#,
+    printcolumn = r#"{"name":"Reduction","type":"string","description":"Series reduction of the candidate (precise: .status.results.seriesReductionPercent)","jsonPath":".status.summary.seriesReduction"}"#,
+    printcolumn = r#"{"name":"Retention","type":"string","description":"Critical processes the candidate kept (precise: .status.results.criticalRetentionPercent)","jsonPath":".status.summary.criticalRetention"}"#,
+    printcolumn = r#"{"name":"Cost-Saved","type":"string","priority":1,"description":"Estimated cost reduction (precise: .status.results.costReductionPercent)","jsonPath":".status.summary.costReduction"}"#,
+    printcolumn = r#"{"name":"P-Value","type":"string","priority":1,"description":"p-value of the test behind the verdict (precise: .status.results.confidence.pValue)","jsonPath":".status.summary.pValue"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = kube::core::Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters (child Pipelines are named <name>-candidate)"),
 )]
@@ -278,6 +280,10 @@ pub struct ExperimentStatus {
     /// The measurements and their comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub results: Option<Results>,
+    /// The results rounded for people (printer columns, `kubectl describe`); `results` keeps
+    /// full precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<super::summary::ExperimentSummary>,
     /// On `Pass`: the candidate Pipeline spec, ready to commit to Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<PipelineSpec>,

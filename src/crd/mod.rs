@@ -7,6 +7,7 @@ pub mod duration;
 pub mod experiment;
 pub mod pipeline;
 pub mod simulation;
+pub mod summary;
 pub mod validation;
 
 pub use conditions::{Condition, ConditionStatus};

@@ -8,9 +8,9 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -139,6 +139,23 @@ pub fn memory_budget(spec: &SimulationSpec) -> MemoryBudget {
     }
 }
 
+/// Port of the simulator's Prometheus endpoint (`--metrics-addr`, container port `metrics`):
+/// `phoenix_simulator_active_processes` and the rest of its counters.
+pub const SIMULATOR_METRICS_PORT: i32 = 9464;
+
+/// The `prometheus.io/*` annotations by which annotation-based Prometheus scrape configs find the
+/// simulator pods' metrics.
+fn scrape_annotations() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        (
+            "prometheus.io/port".to_string(),
+            SIMULATOR_METRICS_PORT.to_string(),
+        ),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ])
+}
+
 /// The Job `<simulation>-load`.
 pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
     let labels = labels::simulation_labels(p.name, &p.ownership);
@@ -161,6 +178,16 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
         name: "simulator".to_string(),
         image: Some(p.image.to_string()),
         command: Some(vec!["phoenix-simulator".to_string()]),
+        args: Some(vec![
+            "--metrics-addr".to_string(),
+            format!("0.0.0.0:{SIMULATOR_METRICS_PORT}"),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".to_string()),
+            container_port: SIMULATOR_METRICS_PORT,
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
         env: Some(vec![
             EnvVar {
                 name: CONFIG_ENV.to_string(),
@@ -263,6 +290,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: Some(scrape_annotations()),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -366,6 +394,28 @@ mod tests {
             Some("kwok".into())
         );
         assert_eq!(job.metadata.name.as_deref(), Some("load-load"));
+    }
+
+    #[test]
+    fn the_simulator_serves_its_metrics_on_a_named_port_with_scrape_annotations() {
+        let template = job(&spec(), &params(1)).spec.expect("spec").template;
+        let annotations = template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/port"], "9464");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        let container = &template.spec.expect("pod").containers[0];
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["--metrics-addr".to_string(), "0.0.0.0:9464".to_string()][..])
+        );
+        let port = &container.ports.as_deref().expect("ports")[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9464)
+        );
     }
 
     #[test]

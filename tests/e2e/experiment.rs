@@ -2,7 +2,7 @@
 //! data by remote write: verdicts, failures that are not verdicts, restarts, abort and deletion.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -17,14 +17,14 @@ use phoenix::crd::pipeline::SensitiveAttributes;
 use phoenix::crd::{Pipeline, Simulation, conditions};
 use prometheus_http_query::reqwest;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
+use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, spawn_prometheus};
 
 /// The analysis step of every test Experiment, and the spacing of fed samples.
 const STEP: i64 = 5;
 /// The run length of every test Experiment.
 const DURATION: i64 = 60;
 
-fn experiment(name: &str, criteria: &str, extra: &str) -> Experiment {
+pub(crate) fn experiment(name: &str, criteria: &str, extra: &str) -> Experiment {
     serde_yaml::from_str(&format!(
         "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  baseline: {{pipeline: {{template: baseline, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  candidate: {{pipeline: {{template: aggregate, sensitiveAttributes: Drop, criticalProcesses: ['^postgres$', '^nginx$']}}}}\n  duration: {DURATION}s\n  warmup: 0s\n  analysis: {{interval: {STEP}s}}\n  successCriteria: {{{criteria}}}\n{extra}"
     ))
@@ -134,7 +134,7 @@ async fn feed(url: &str, experiment: &str, variant: &str, shape: &Shape<'_>, fro
 }
 
 /// A baseline of 208 process series and a candidate of 10 that keeps both critical processes.
-async fn feed_reducing(url: &str, label: &str, since: i64) {
+pub(crate) async fn feed_reducing(url: &str, label: &str, since: i64) {
     feed(
         url,
         label,
@@ -153,7 +153,7 @@ async fn feed_reducing(url: &str, label: &str, since: i64) {
     .await;
 }
 
-async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
+pub(crate) async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
     let status = phase(api, name, &[ExperimentPhase::Running], 90).await;
     status
         .running_since
@@ -162,7 +162,7 @@ async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
         .as_second()
 }
 
-async fn phase(
+pub(crate) async fn phase(
     api: &Api<Experiment>,
     name: &str,
     phases: &[ExperimentPhase],
@@ -176,7 +176,7 @@ async fn phase(
     .await
 }
 
-const FINAL: &[ExperimentPhase] = &[
+pub(crate) const FINAL: &[ExperimentPhase] = &[
     ExperimentPhase::Completed,
     ExperimentPhase::Failed,
     ExperimentPhase::Aborted,
@@ -452,25 +452,7 @@ struct OwnPrometheus {
 
 impl OwnPrometheus {
     fn start(dir: PathBuf, port: u16) -> OwnPrometheus {
-        std::fs::create_dir_all(&dir).expect("prometheus dir");
-        let config = dir.join("prometheus.yml");
-        std::fs::write(&config, "global: {scrape_interval: 1m}\n").expect("config written");
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("prometheus.log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("prometheus starts");
+        let child = spawn_prometheus(&dir, port, "global: {scrape_interval: 1m}\n");
         OwnPrometheus {
             child: Some(child),
             dir,

@@ -358,3 +358,45 @@ impl Operator {
         Operator { child, http_port }
     }
 }
+
+/// Runs `cmd` with `stdin` fed to it.
+pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command starts");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(stdin.as_bytes())
+        .expect("stdin written");
+    child.wait_with_output().expect("command finishes")
+}
+
+/// Starts Debian's `prometheus` on 127.0.0.1:`port` with `config` (prometheus.yml text), its TSDB
+/// in `dir`/data and the remote-write receiver on; stderr goes to `dir`/prometheus.log.
+pub fn spawn_prometheus(dir: &Path, port: u16, config: &str) -> Child {
+    std::fs::create_dir_all(dir).expect("prometheus dir");
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).expect("prometheus config written");
+    Command::new("prometheus")
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::File::create(dir.join("prometheus.log"))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        )
+        .spawn()
+        .expect("prometheus starts")
+}

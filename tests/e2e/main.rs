@@ -6,6 +6,7 @@ mod experiment;
 mod harness;
 mod leader;
 mod metrics;
+mod observability;
 mod pipeline;
 mod podrunner_test;
 mod prometheus_access;

@@ -1,13 +1,15 @@
 //! The operator's /metrics, scraped by a real Prometheus: reconcile counters, error counters and
-//! durations per controller, and the experiment gauges are there.
+//! durations per controller, the experiment gauges and the outbound-call histograms are there,
+//! and `promtool check metrics` finds nothing to lint in the live exposition.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::api::PostParams;
 use phoenix::crd::{Experiment, Pipeline};
 
-use crate::harness::{Operator, TestNamespace, eventually, http_get, repo_root};
+use crate::harness::{Operator, TestNamespace, eventually, http_get, run_with_stdin};
+use crate::observability::ScrapingPrometheus;
 
 #[tokio::test]
 async fn prometheus_scrapes_the_operators_metrics() {
@@ -32,33 +34,8 @@ async fn prometheus_scrapes_the_operators_metrics() {
         .expect("created");
 
     // A Prometheus of this test's own that scrapes the operator every second.
-    let dir = repo_root().join(format!("target/e2e/prom-{}", ns.name));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let config = format!(
-        "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: phoenix-operator\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-        operator.http_port
-    );
-    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-    let prom = Command::new("prometheus")
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus starts");
-    // Stopped even when an assertion below fails.
-    let _prom = KillOnDrop(prom);
+    let prom = ScrapingPrometheus::start(&ns.name, operator.http_port).await;
+    let port = prom.port;
 
     let query = "/api/v1/query?query=phoenix_reconciles_total%7Bjob%3D%22phoenix-operator%22%2Ccontroller%3D%22pipeline%22%7D";
     let body = eventually(
@@ -94,15 +71,61 @@ async fn prometheus_scrapes_the_operators_metrics() {
             "{family} missing from /metrics:\n{families}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    ns.cleanup().await;
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    let families = eventually(
+        "the apiserver-request histogram has the Experiment status writes",
+        Duration::from_secs(30),
+        || async {
+            let m = operator.metrics();
+            m.contains("phoenix_kube_request_duration_seconds_count{verb=\"patch\",resource=\"experiments/status\",code=\"200\"}")
+                .then_some(m)
+        },
+    )
+    .await;
+    for family in [
+        "# TYPE phoenix_kube_request_duration_seconds histogram",
+        "phoenix_kube_request_duration_seconds_bucket{le=\"+Inf\",verb=\"watch\",resource=\"experiments\",code=\"200\"}",
+        // The child Pipelines were created (201), by server-side apply or a POST.
+        "resource=\"pipelines\",code=\"201\"}",
+        "# TYPE phoenix_reconciles_in_flight gauge",
+        "phoenix_reconciles_in_flight{controller=\"experiment\"}",
+        "# TYPE phoenix_build_info gauge",
+        &format!(
+            "phoenix_experiment_info{{namespace=\"{}\",experiment=\"scraped\",schedule=\"\"}} 1",
+            ns.name
+        ),
+        &format!(
+            "phoenix_pipeline_collectors_desired{{namespace=\"{}\",pipeline=\"scraped-candidate\",experiment=\"scraped\",variant=\"candidate\"}}",
+            ns.name
+        ),
+        &format!(
+            "phoenix_pipeline_collectors_ready{{namespace=\"{}\",pipeline=\"scraped\",experiment=\"\",variant=\"\"}}",
+            ns.name
+        ),
+    ] {
+        assert!(
+            families.contains(family),
+            "{family} missing from /metrics:\n{families}"
+        );
     }
+    let (_, exposition) = families
+        .split_once("\r\n\r\n")
+        .expect("an HTTP response with a body");
+    let mut promtool = Command::new("promtool");
+    promtool.args(["check", "metrics"]);
+    let lint = run_with_stdin(promtool, exposition);
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    // Prometheus itself scraped the OpenMetrics form of the same histogram.
+    let query = "/api/v1/query?query=phoenix_kube_request_duration_seconds_count%7Bjob%3D%22phoenix-operator%22%2Cresource%3D%22experiments%2Fstatus%22%7D";
+    eventually(
+        "Prometheus has scraped the apiserver-request histogram",
+        Duration::from_secs(60),
+        || async { http_get(port, query).filter(|r| r.contains("experiments/status")) },
+    )
+    .await;
+    ns.cleanup().await;
 }

@@ -151,6 +151,8 @@ fn simulator_pod_spec(node: &str, args: &[&str]) -> serde_json::Value {
 }
 
 fn simulator_pod_spec_limited(node: &str, args: &[&str], memory: &str) -> serde_json::Value {
+    // As the Job builder does: metrics on 0.0.0.0:9464, the container port named `metrics`.
+    let args = [&["--metrics-addr", "0.0.0.0:9464"][..], args].concat();
     serde_json::json!({
         "nodeSelector": {"kubernetes.io/hostname": node},
         "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
@@ -162,6 +164,7 @@ fn simulator_pod_spec_limited(node: &str, args: &[&str], memory: &str) -> serde_
             "image": "phoenix-simulator:e2e",
             "command": ["phoenix-simulator"],
             "args": args,
+            "ports": [{"name": "metrics", "containerPort": 9464}],
             "env": [{"name": "PHOENIX_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             "resources": {"limits": {"memory": memory}},
@@ -329,6 +332,53 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
             "process {p} is not held to the container's 512Mi memory limit"
         );
     }
+    // Its metrics endpoint is on a host port of its own (the runner's stand-in for the pod's
+    // network namespace), so a second simulator on the node listening on 9464 too still starts.
+    let metrics_port = |pid: u32| -> Option<u16> {
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&str> = cmdline.split('\0').collect();
+        let i = args.iter().position(|a| *a == "--metrics-addr")?;
+        args.get(i + 1)?.strip_prefix("127.0.0.1:")?.parse().ok()
+    };
+    let port = metrics_port(pid).expect("--metrics-addr moved to a host port on 127.0.0.1");
+    let served = eventually(
+        "the simulator's /metrics",
+        Duration::from_secs(30),
+        || async {
+            crate::harness::http_get(port, "/metrics")
+                .filter(|m| m.contains("phoenix_simulator_active_processes 5"))
+        },
+    )
+    .await;
+    assert!(
+        served.contains("phoenix_simulator_planned_processes"),
+        "{served}"
+    );
+    let second: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "second"},
+        "spec": simulator_pod_spec(&node, &["--duration", "5m", "--processes", "2"]),
+    }))
+    .expect("test Pod parses");
+    pods.create(&PostParams::default(), &second)
+        .await
+        .expect("second Pod created");
+    let second_pid = eventually(
+        "the second simulator serving",
+        Duration::from_secs(60),
+        || async {
+            let pid = container_pid(&pods.get("second").await.ok()?)?;
+            let port = metrics_port(pid)?;
+            crate::harness::http_get(port, "/metrics")
+                .filter(|m| m.contains("phoenix_simulator_active_processes 2"))
+                .map(|_| pid)
+        },
+    )
+    .await;
+    assert_ne!(metrics_port(second_pid), Some(port));
+    pods.delete("second", &DeleteParams::default())
+        .await
+        .expect("second Pod deleted");
     pods.delete("long", &DeleteParams::default())
         .await
         .expect("Pod deleted");

@@ -4,7 +4,6 @@
 //! outside the chart's rules are denied.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -24,7 +23,7 @@ use prometheus_http_query::reqwest;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root};
+use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, run_with_stdin};
 
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
@@ -92,23 +91,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// Runs `cmd` with `stdin` fed to it.
-fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("command starts");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    child.wait_with_output().expect("command finishes")
-}
-
 /// `helm template <release> charts/phoenix --namespace <namespace> --set …`.
 fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
@@ -126,7 +108,7 @@ fn template(release: &str, namespace: &str, sets: &[&str]) -> Result<String, Str
     }
 }
 
-fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
+pub(crate) fn render(release: &str, namespace: &str, sets: &[&str]) -> Vec<Value> {
     let yaml = template(release, namespace, sets)
         .unwrap_or_else(|e| panic!("helm template {sets:?} failed: {e}"));
     serde_yaml::Deserializer::from_str(&yaml)

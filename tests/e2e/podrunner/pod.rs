@@ -500,7 +500,10 @@ impl Worker {
             if let Some(tmp) = mounts.translate("/tmp") {
                 env.insert("TMPDIR".into(), tmp.display().to_string());
             }
-            let argv = spec::command_line(c, &binary, &env, &mounts);
+            let argv: Vec<String> = spec::command_line(c, &binary, &env, &mounts)
+                .into_iter()
+                .map(|a| rewrite::rewrite_arg(&a, &self.ports))
+                .collect();
             let cwd = c
                 .working_dir
                 .as_deref()

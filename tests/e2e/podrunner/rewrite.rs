@@ -221,6 +221,25 @@ fn rewrite_mapping(m: &mut Mapping, ports: &PortMap, changes: &mut Vec<String>) 
     }
 }
 
+/// A command-line argument that is a local listen address on a declared port
+/// (`0.0.0.0:9464`, `--metrics-addr=0.0.0.0:9464`), moved to the pod's host port as a network
+/// namespace would; any other argument unchanged.
+pub fn rewrite_arg(arg: &str, ports: &PortMap) -> String {
+    let (flag, value) = match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with('-') => (format!("{flag}="), value),
+        _ => (String::new(), arg),
+    };
+    match parse_endpoint(value) {
+        Some(e) if is_local(e.host) && e.scheme.is_empty() && e.rest.is_empty() => {
+            match ports.get(&e.port) {
+                Some(host_port) => format!("{flag}127.0.0.1:{host_port}"),
+                None => arg.to_string(),
+            }
+        }
+        _ => arg.to_string(),
+    }
+}
+
 /// The rewritten config file: a comment naming the changes, then the YAML.
 pub fn render(doc: &Value, changes: &[String]) -> Result<String, serde_yaml::Error> {
     let mut out = String::from("# Materialised by phoenix-e2e-podrunner");
@@ -346,5 +365,18 @@ service:
             get(&doc, &["receivers", "hostmetrics", "root_path"]).and_then(Value::as_str),
             Some("/elsewhere")
         );
+    }
+
+    #[test]
+    fn listen_arguments_move_to_the_pods_host_port() {
+        let ports = PortMap::from([(9464, 10042)]);
+        assert_eq!(rewrite_arg("0.0.0.0:9464", &ports), "127.0.0.1:10042");
+        assert_eq!(
+            rewrite_arg("--metrics-addr=0.0.0.0:9464", &ports),
+            "--metrics-addr=127.0.0.1:10042"
+        );
+        assert_eq!(rewrite_arg("0.0.0.0:9465", &ports), "0.0.0.0:9465");
+        assert_eq!(rewrite_arg("10.0.0.7:9464", &ports), "10.0.0.7:9464");
+        assert_eq!(rewrite_arg("--metrics-addr", &ports), "--metrics-addr");
     }
 }
