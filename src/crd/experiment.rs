@@ -45,6 +45,8 @@ pub const MAX_NAME_LEN: usize = 40;
     validation = kube::core::Rule::new("has(self.simulation) == has(oldSelf.simulation) && (!has(self.simulation) || self.simulation == oldSelf.simulation)").message("spec.simulation is immutable").field_path(".simulation"),
     validation = kube::core::Rule::new("has(self.prometheus) == has(oldSelf.prometheus) && (!has(self.prometheus) || self.prometheus == oldSelf.prometheus)").message("spec.prometheus is immutable: the analysis must query the Prometheus the collectors pushed to").field_path(".prometheus"),
     validation = kube::core::Rule::new("self.duration == oldSelf.duration && self.warmup == oldSelf.warmup").message("spec.duration and spec.warmup are immutable").field_path(".duration"),
+    validation = kube::core::Rule::new("self.analysis == oldSelf.analysis").message("spec.analysis is immutable: a run is judged as it was planned").field_path(".analysis"),
+    validation = kube::core::Rule::new("self.successCriteria == oldSelf.successCriteria").message("spec.successCriteria is immutable: create a new Experiment to judge by other criteria").field_path(".successCriteria"),
     validation = kube::core::Rule::new("!has(oldSelf.abort) || !oldSelf.abort || self.abort").message("an aborted Experiment cannot be resumed").field_path(".abort"),
     validation = kube::core::Rule::new("duration(self.warmup) < duration(self.duration)").message("spec.warmup must be shorter than spec.duration").field_path(".warmup"),
 )]

@@ -420,6 +420,28 @@ async fn immutable_fields_cannot_change() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The verdict is judged by the criteria and analysis the run was planned with.
+    for (field, extra) in [
+        (
+            "spec.successCriteria",
+            "  successCriteria: {minSeriesReductionPercent: 1}\n",
+        ),
+        ("spec.analysis", "  analysis: {significanceLevel: 0.2}\n"),
+    ] {
+        let loosened = experiment("frozen", &format!("{VARIANTS}{extra}"));
+        let out = kubectl_stdin(
+            &ns.name,
+            &["apply", "--server-side", "--force-conflicts"],
+            &loosened,
+        );
+        assert!(!out.status.success(), "changing {field} must be refused");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(field),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     let aborted = experiment("frozen", &format!("{VARIANTS}  abort: true"));
     let out = kubectl_stdin(
         &ns.name,
