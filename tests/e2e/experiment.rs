@@ -17,7 +17,9 @@ use phoenix::crd::pipeline::SensitiveAttributes;
 use phoenix::crd::{Pipeline, Simulation, conditions};
 use prometheus_http_query::reqwest;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, spawn_prometheus};
+use crate::harness::{
+    Operator, TestNamespace, cluster, eventually, free_port, repo_root, spawn_prometheus,
+};
 
 /// The analysis step of every test Experiment, and the spacing of fed samples.
 const STEP: i64 = 5;
@@ -491,13 +493,6 @@ impl Drop for OwnPrometheus {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 #[tokio::test]

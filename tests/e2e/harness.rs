@@ -265,7 +265,8 @@ pub struct Operator {
     pub http_port: u16,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -380,11 +381,17 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &str) -> std::process::Output {
 /// Starts Debian's `prometheus` on 127.0.0.1:`port` with `config` (prometheus.yml text), its TSDB
 /// in `dir`/data and the remote-write receiver on; stderr goes to `dir`/prometheus.log.
 pub fn spawn_prometheus(dir: &Path, port: u16, config: &str) -> Child {
+    spawn_prometheus_with(dir, port, config, &[])
+}
+
+/// [`spawn_prometheus`] with further flags (e.g. `--web.config.file=…` for TLS and basic auth).
+pub fn spawn_prometheus_with(dir: &Path, port: u16, config: &str, extra: &[String]) -> Child {
     std::fs::create_dir_all(dir).expect("prometheus dir");
     let config_file = dir.join("prometheus.yml");
     std::fs::write(&config_file, config).expect("prometheus config written");
     Command::new("prometheus")
         .arg(format!("--config.file={}", config_file.display()))
+        .args(extra)
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("data").display()

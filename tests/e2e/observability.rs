@@ -11,7 +11,7 @@ use serde_yaml::Value;
 
 use crate::experiment::{FINAL, experiment, feed_reducing, phase, running_since};
 use crate::harness::{
-    Operator, TestNamespace, cluster, eventually, http_get, repo_root, spawn_prometheus,
+    Operator, TestNamespace, cluster, eventually, free_port, http_get, repo_root, spawn_prometheus,
 };
 use crate::rbac::render;
 
@@ -101,13 +101,6 @@ impl Drop for ScrapingPrometheus {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 fn dashboard(name: &str) -> serde_json::Value {

@@ -4,7 +4,7 @@
 //! each leave `PrometheusReachable=False` with a reason naming the problem.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use kube::api::{Api, PostParams};
@@ -13,19 +13,14 @@ use phoenix::crd::conditions;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus};
 use prometheus_http_query::reqwest;
 
-use crate::harness::{Operator, TestNamespace, eventually, repo_root};
+use crate::harness::{
+    Operator, TestNamespace, eventually, free_port, repo_root, spawn_prometheus_with,
+};
 
 const USER: &str = "phoenix";
 const PASSWORD: &str = "correct-horse-battery-staple";
 const STEP: i64 = 5;
 const DURATION: i64 = 60;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -136,34 +131,15 @@ impl SecurePrometheus {
             ),
         )
         .expect("web config");
-        std::fs::write(
-            dir.join("prometheus.yml"),
+        let child = spawn_prometheus_with(
+            dir,
+            port,
             "global: {scrape_interval: 1m}\n",
-        )
-        .expect("config");
-        let child = Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
+            &[format!(
                 "--web.config.file={}",
                 dir.join("web.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(dir.join("prometheus.log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("prometheus starts");
+            )],
+        );
         SecurePrometheus { child, port }
     }
 
