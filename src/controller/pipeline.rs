@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
+use super::{Context, apply, apply_if_changed, collector_uid, namespaced_api, now, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
@@ -31,6 +31,8 @@ pub const NAME: &str = "pipeline";
 /// Condition reason when the apiserver refused a generated object for good (400/422): the
 /// message is the apiserver's.
 pub const REFUSED: &str = "Invalid";
+/// Condition reason when the operator's collector UID ledger cannot give this namespace a UID.
+pub const UID_UNAVAILABLE: &str = "CollectorUidUnavailable";
 /// Hash-named ConfigMaps kept besides the current one (for quick rollback and in-flight pods).
 pub const KEEP_OLD_CONFIGMAPS: usize = 2;
 
@@ -284,6 +286,27 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         }
     };
 
+    // The namespace's own collector UID, from the operator's ledger.
+    let uid = match collector_uid::collector_uid(&ctx, &namespace).await? {
+        Ok(uid) => uid,
+        Err(e) => {
+            let status = invalid_status(&pipeline, UID_UNAVAILABLE, &e.to_string(), &previous);
+            if previous.message != status.message {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    UID_UNAVAILABLE,
+                    "Validate",
+                    e.to_string(),
+                )
+                .await;
+            }
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // The cluster admin's to fix (range or ledger), not the spec's: look again later.
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    };
+
     // Apply: the ConfigMap first, so the pods never reference a missing config.
     let owner = pipeline
         .controller_owner_ref(&())
@@ -297,6 +320,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         config_hash: &rendered.hash,
         default_image: &ctx.settings.collector_image,
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
+        uid,
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {

@@ -482,3 +482,108 @@ async fn collector_images_come_from_the_operators_settings() {
     assert_eq!(image.as_deref(), Some("otelcol-phoenix:allowed"));
     ns.cleanup().await;
 }
+
+/// The pod-level `runAsUser`, `runAsGroup`, `fsGroup` and `runAsNonRoot` of a collector DaemonSet.
+fn pod_identity(ds: &DaemonSet) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
+    let sc = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.security_context.clone())
+        .unwrap_or_default();
+    (
+        sc.run_as_user,
+        sc.run_as_group,
+        sc.fs_group,
+        sc.run_as_non_root,
+    )
+}
+
+/// Creates a baseline Pipeline `name` in `ns` and returns its collector DaemonSet's pod identity.
+async fn collector_identity(
+    ns: &TestNamespace,
+    name: &str,
+) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
+    let p: Pipeline = serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline}}"
+    ))
+    .expect("test Pipeline parses");
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("Pipeline created");
+    let ds = eventually(
+        &format!("DaemonSet {name}-collector in {}", ns.name),
+        Duration::from_secs(60),
+        || async {
+            ns.api::<DaemonSet>()
+                .get_opt(&format!("{name}-collector"))
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    pod_identity(&ds)
+}
+
+/// Path 1, second half: collectors of different namespaces never share a UID (a same-UID process
+/// can read another's `/proc/<pid>/environ`, which holds exporter credentials). Each namespace's
+/// collectors run as their own UID (also GID and fsGroup) from the operator's range, recorded in
+/// the operator's ledger, so a namespace keeps its UID when the operator restarts.
+#[tokio::test]
+async fn collectors_of_different_namespaces_never_share_a_uid() {
+    let (a, b) = (
+        TestNamespace::new("uid-a").await,
+        TestNamespace::new("uid-b").await,
+    );
+    let ledger = format!("{}/collector-uids", a.name);
+    let args = [
+        "--collector-uid-range",
+        "2100000000-2100000009",
+        "--collector-uid-ledger",
+        ledger.as_str(),
+    ];
+    let watched = format!("{},{}", a.name, b.name);
+    let operator = Operator::start(&watched, &args);
+    // b first, so a holds the second UID: an operator that forgot the ledger on restart would hand
+    // a the first one again.
+    let (b_uid, b_gid, b_fs, b_nonroot) = collector_identity(&b, "collector").await;
+    let (a_uid, a_gid, a_fs, a_nonroot) = collector_identity(&a, "collector").await;
+    assert!(a_uid.is_some() && b_uid.is_some(), "runAsUser is set");
+    assert_ne!(a_uid, b_uid, "two namespaces' collectors share a UID");
+    for (uid, gid, fs, nonroot) in [
+        (a_uid, a_gid, a_fs, a_nonroot),
+        (b_uid, b_gid, b_fs, b_nonroot),
+    ] {
+        let uid = uid.expect("runAsUser");
+        assert!(
+            (2_100_000_000..=2_100_000_009).contains(&uid),
+            "{uid} comes from the operator's range"
+        );
+        assert_eq!((gid, fs, nonroot), (Some(uid), Some(uid), Some(true)));
+    }
+    let recorded = a
+        .api::<ConfigMap>()
+        .get("collector-uids")
+        .await
+        .expect("the ledger exists")
+        .data
+        .unwrap_or_default();
+    assert_eq!(
+        recorded.get(&a.name).and_then(|v| v.parse::<i64>().ok()),
+        a_uid
+    );
+    assert_eq!(
+        recorded.get(&b.name).and_then(|v| v.parse::<i64>().ok()),
+        b_uid
+    );
+
+    // A restarted operator gives a's next collectors the UID a already holds.
+    operator.kill();
+    let _operator = Operator::start(&watched, &args);
+    let (again, ..) = collector_identity(&a, "second").await;
+    assert_eq!(again, a_uid, "a namespace keeps its UID across restarts");
+    a.cleanup().await;
+    b.cleanup().await;
+}

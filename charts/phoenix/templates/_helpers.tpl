@@ -59,6 +59,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "phoenix.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The ConfigMap recording each namespace's collector UID, in the release namespace. */}}
+{{- define "phoenix.uidLedgerName" -}}
+{{- printf "%s-collector-uids" (include "phoenix.fullname" .) }}
+{{- end }}
+
 {{/* Fails the render on settings that cannot work together. */}}
 {{- define "phoenix.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
