@@ -420,6 +420,19 @@ async fn experiment_prometheus_urls_are_limited_by_the_operator_and_immutable() 
     ns.cleanup().await;
 }
 
+/// Creates a baseline Pipeline `name` in `ns` with `deployment` as the inner YAML of its
+/// `spec.deployment` (e.g. `image: x`).
+async fn create_baseline(ns: &TestNamespace, name: &str, deployment: &str) {
+    let p: Pipeline = serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{{deployment}}}}}"
+    ))
+    .expect("test Pipeline parses");
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("the schema admits the Pipeline");
+}
+
 /// Path 1: collectors mount the host's /proc, so a Pipeline may not pick an arbitrary image:
 /// only the operator's collector image or one its settings allow.
 #[tokio::test]
@@ -434,14 +447,7 @@ async fn collector_images_come_from_the_operators_settings() {
         ("shell", "evil/shell:latest"),
         ("allowed", "otelcol-phoenix:allowed"),
     ] {
-        let p: Pipeline = serde_yaml::from_str(&format!(
-            "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{image: '{image}'}}}}"
-        ))
-        .expect("test Pipeline parses");
-        pipelines
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("Pipeline created");
+        create_baseline(&ns, name, &format!("image: '{image}'")).await;
     }
     let refused = eventually(
         "Pipeline shell refused",
@@ -505,14 +511,7 @@ async fn collector_identity(
     ns: &TestNamespace,
     name: &str,
 ) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
-    let p: Pipeline = serde_yaml::from_str(&format!(
-        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline}}"
-    ))
-    .expect("test Pipeline parses");
-    ns.api::<Pipeline>()
-        .create(&PostParams::default(), &p)
-        .await
-        .expect("Pipeline created");
+    create_baseline(ns, name, "").await;
     let ds = eventually(
         &format!("DaemonSet {name}-collector in {}", ns.name),
         Duration::from_secs(60),
@@ -586,4 +585,70 @@ async fn collectors_of_different_namespaces_never_share_a_uid() {
     assert_eq!(again, a_uid, "a namespace keeps its UID across restarts");
     a.cleanup().await;
     b.cleanup().await;
+}
+
+/// Path 6: what the schema does not check (a node-selector or toleration key whose prefix is
+/// longer than a DNS subdomain's 253 characters) is checked by the operator with Kubernetes' rules
+/// before anything is applied: the Pipeline is `Invalid` (`InvalidPlacement`) naming the field,
+/// no collector workload is created, and nothing is retried (no reconcile error) until the spec
+/// changes.
+#[tokio::test]
+async fn placements_kubernetes_would_refuse_are_a_condition_before_any_apply() {
+    let ns = TestNamespace::new("placement").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let long_prefix = format!("{}/k", "a".repeat(254));
+    let cases = [
+        (
+            "long-selector",
+            format!("nodeSelector: {{'{long_prefix}': v}}"),
+            "spec.deployment.nodeSelector",
+        ),
+        (
+            "long-toleration",
+            format!("tolerations: [{{key: '{long_prefix}', operator: Exists}}]"),
+            "spec.deployment.tolerations[0].key",
+        ),
+    ];
+    let pipelines = ns.api::<Pipeline>();
+    for (name, deployment, _) in &cases {
+        create_baseline(&ns, name, deployment).await;
+    }
+    for (name, _, field) in &cases {
+        let status = eventually(
+            &format!("Pipeline {name} Invalid"),
+            Duration::from_secs(60),
+            || async {
+                let s = pipelines.get(name).await.ok()?.status?;
+                (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+            },
+        )
+        .await;
+        let valid = conditions::find(&status.conditions, "ConfigValid").expect("ConfigValid");
+        assert_eq!(
+            valid.reason, "InvalidPlacement",
+            "{name}: {}",
+            valid.message
+        );
+        assert!(
+            valid.message.starts_with(field),
+            "{name}: {}",
+            valid.message
+        );
+        assert!(
+            ns.api::<DaemonSet>()
+                .get_opt(&format!("{name}-collector"))
+                .await
+                .expect("get DaemonSet")
+                .is_none(),
+            "{name}: nothing is applied"
+        );
+    }
+    let errors: Vec<String> = operator
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
+        .map(str::to_string)
+        .collect();
+    assert!(errors.is_empty(), "no retry loop: {errors:?}");
+    ns.cleanup().await;
 }
