@@ -300,6 +300,7 @@ fn the_chart_lints_and_renders_least_privilege() {
         vec![],
         vec!["replicas=3", "serviceMonitor.enabled=true"],
         vec!["watchNamespaces={a,b}", "leaderElection.enabled=false"],
+        vec!["watchNamespaces={a,b}", "networkPolicy.enabled=true"],
     ] {
         let mut cmd = Command::new(helm());
         cmd.args(["lint", "--strict"]).arg(chart_dir());
@@ -955,4 +956,123 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
             .join("\n")
     );
     ns.cleanup().await;
+}
+
+/// The TCP ports of a NetworkPolicy rule.
+fn rule_ports(rule: &Value) -> Vec<(String, i64)> {
+    rule["ports"]
+        .as_sequence()
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|p| Some((p["protocol"].as_str()?.to_string(), p["port"].as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Path 9: optional NetworkPolicies (off by default) for the operator (ingress to its http port;
+/// egress to DNS, the apiserver and Prometheus) and the collectors of each watched namespace
+/// (ingress to the health port; egress to DNS, the remote-write port and the admin's rules).
+/// Rendered only: the local cluster has no CNI that enforces NetworkPolicy.
+#[test]
+fn the_chart_renders_network_policies_on_request() {
+    let none = render("phoenix", "phoenix-system", &["watchNamespaces={a,b}"]);
+    assert!(
+        !none.iter().any(|d| kind(d) == "NetworkPolicy"),
+        "off by default"
+    );
+    let docs = render(
+        "phoenix",
+        "phoenix-system",
+        &[
+            "networkPolicy.enabled=true",
+            "watchNamespaces={a,b}",
+            "prometheusUrl=http://prom.monitoring:9090",
+            "remoteWriteUrl=https://rw.example/api/v1/write",
+            "allowedPrometheusUrlPrefixes={http://thanos:10902}",
+            "networkPolicy.operator.apiServer.cidrs={10.0.0.1/32}",
+            "networkPolicy.collectors.extraEgress[0].ports[0].port=4318",
+            "networkPolicy.collectors.extraEgress[0].ports[0].protocol=TCP",
+        ],
+    );
+    let policies: Vec<&Value> = docs.iter().filter(|d| kind(d) == "NetworkPolicy").collect();
+    let at = |ns: &str, n: &str| {
+        policies
+            .iter()
+            .copied()
+            .find(|p| p["metadata"]["namespace"] == ns && name(p) == n)
+            .unwrap_or_else(|| panic!("NetworkPolicy {ns}/{n}"))
+    };
+    assert_eq!(
+        policies.len(),
+        3,
+        "the operator's and one per watched namespace"
+    );
+    let tcp = |ports: &[i64]| -> Vec<(String, i64)> {
+        ports.iter().map(|p| ("TCP".to_string(), *p)).collect()
+    };
+    let dns = vec![("UDP".to_string(), 53), ("TCP".to_string(), 53)];
+
+    let operator = &at("phoenix-system", "phoenix")["spec"];
+    let deployment = find(&docs, "Deployment", "phoenix");
+    assert_eq!(
+        operator["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+        "selects exactly the operator's pods"
+    );
+    assert_eq!(strings(&operator["policyTypes"]), ["Ingress", "Egress"]);
+    let ingress = operator["ingress"].as_sequence().expect("ingress rules");
+    assert_eq!(ingress.len(), 1);
+    assert_eq!(rule_ports(&ingress[0]), tcp(&[8080]), "only the http port");
+    let egress = operator["egress"].as_sequence().expect("egress rules");
+    let egress_ports: Vec<Vec<(String, i64)>> = egress.iter().map(rule_ports).collect();
+    assert_eq!(
+        egress_ports,
+        [dns.clone(), tcp(&[443, 6443]), tcp(&[9090, 10902])],
+        "DNS, the apiserver, Prometheus and the allowed prefix; nothing else"
+    );
+    assert_eq!(
+        egress[0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(egress[1]["to"][0]["ipBlock"]["cidr"], "10.0.0.1/32");
+
+    for ns in ["a", "b"] {
+        let collectors = &at(ns, "phoenix-collectors")["spec"];
+        let selector = &collectors["podSelector"]["matchLabels"];
+        assert_eq!(selector["app.kubernetes.io/name"], "phoenix-collector");
+        assert_eq!(selector["app.kubernetes.io/managed-by"], "phoenix");
+        assert_eq!(strings(&collectors["policyTypes"]), ["Ingress", "Egress"]);
+        let ingress = collectors["ingress"].as_sequence().expect("ingress rules");
+        assert_eq!(ingress.len(), 1);
+        assert_eq!(
+            rule_ports(&ingress[0]),
+            tcp(&[13133]),
+            "only the health port"
+        );
+        let egress: Vec<Vec<(String, i64)>> = collectors["egress"]
+            .as_sequence()
+            .expect("egress rules")
+            .iter()
+            .map(rule_ports)
+            .collect();
+        assert_eq!(
+            egress,
+            [
+                dns.clone(),
+                tcp(&[443, 10902]),
+                vec![("TCP".to_string(), 4318)]
+            ],
+            "DNS, the remote-write port (https), the allowed prefix, the admin's exporter rule"
+        );
+    }
+
+    // All namespaces: the chart cannot know where collectors run, so it renders none for them.
+    let docs = render("phoenix", "phoenix-system", &["networkPolicy.enabled=true"]);
+    let names: Vec<&str> = docs
+        .iter()
+        .filter(|d| kind(d) == "NetworkPolicy")
+        .map(name)
+        .collect();
+    assert_eq!(names, ["phoenix"]);
 }

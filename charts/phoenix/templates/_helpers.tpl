@@ -82,3 +82,24 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- join "," $pairs -}}
 {{- end }}
+
+{{/* The TCP port of a URL: its explicit port, else 443 for https and 80 otherwise. */}}
+{{- define "phoenix.urlPort" -}}
+{{- $u := urlParse . -}}
+{{- $host := $u.host -}}
+{{- if and (contains ":" $host) (not (hasSuffix "]" $host)) -}}
+{{- last (splitList ":" $host) -}}
+{{- else if eq $u.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end }}
+
+{{/* NetworkPolicy ports (TCP) from a list of port numbers. */}}
+{{- define "phoenix.tcpPorts" -}}
+{{- range (uniq .) }}
+- protocol: TCP
+  port: {{ int . }}
+{{- end }}
+{{- end }}
