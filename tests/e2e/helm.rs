@@ -30,7 +30,9 @@ use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
 
 use crate::experiment::{FINAL, experiment, feed_reducing, phase, running_since};
 use crate::harness::{TestNamespace, cluster, eventually, helm, image_archive, repo_root};
-use crate::podrunner_test::{Runner, TAINT_KEY, node_ready};
+use crate::podrunner_test::{
+    Runner, TAINT_KEY, cgroup_memory_limit, container_pid, node_ready, process_uid,
+};
 
 /// `helm <args> --namespace <ns> --kubeconfig <cluster>`; panics with helm's output on failure.
 fn run_helm(namespace: &str, args: &[&str]) -> String {
@@ -183,6 +185,12 @@ async fn helm_install_runs_the_operator_in_cluster_to_a_verdict_and_upgrades_and
             .is_some(),
         "{container:?}"
     );
+    // The image's process, chrooted, as the chart's runAsUser, under the chart's memory limit.
+    let pid = container_pid(&first).expect("the operator's pid");
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("the process's root");
+    assert!(root.ends_with("rootfs/operator"), "{}", root.display());
+    assert_eq!(process_uid(pid), Some(65532));
+    assert_eq!(cgroup_memory_limit(pid), Some(256 << 20));
     let (user, bound_pods) = token_identity(&ns.client, &runner_dir, &first).await;
     assert_eq!(
         user,

@@ -126,7 +126,7 @@ pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
 }
 
 /// The pid behind a pod's first container (`podrunner://<pid>`), while it runs.
-fn container_pid(pod: &Pod) -> Option<u32> {
+pub(crate) fn container_pid(pod: &Pod) -> Option<u32> {
     let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
     status.state.as_ref()?.running.as_ref()?;
     status
@@ -185,7 +185,7 @@ fn simulator_pod_spec_limited(node: &str, args: &[&str], memory: &str) -> serde_
 }
 
 /// The memory limit of the cgroup `pid` runs in (v2 `memory.max` or v1 `memory.limit_in_bytes`).
-fn cgroup_memory_limit(pid: u32) -> Option<u64> {
+pub(crate) fn cgroup_memory_limit(pid: u32) -> Option<u64> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     cgroups.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
@@ -442,7 +442,7 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
 }
 
 /// The uid a process runs as (the real uid of /proc/<pid>/status).
-fn process_uid(pid: u32) -> Option<u32> {
+pub(crate) fn process_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
