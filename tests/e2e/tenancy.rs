@@ -526,6 +526,21 @@ async fn collector_identity(
     pod_identity(&ds)
 }
 
+/// An operator watching `a` and `b` whose collector UIDs come from `range`, recorded in the
+/// ledger `<a>/collector-uids` (a test's own, so other tests' namespaces do not take its UIDs).
+fn uid_operator(a: &TestNamespace, b: &TestNamespace, range: &str) -> Operator {
+    let ledger = format!("{}/collector-uids", a.name);
+    Operator::start(
+        &format!("{},{}", a.name, b.name),
+        &[
+            "--collector-uid-range",
+            range,
+            "--collector-uid-ledger",
+            &ledger,
+        ],
+    )
+}
+
 /// Path 1, second half: collectors of different namespaces never share a UID (a same-UID process
 /// can read another's `/proc/<pid>/environ`, which holds exporter credentials). Each namespace's
 /// collectors run as their own UID (also GID and fsGroup) from the operator's range, recorded in
@@ -536,15 +551,7 @@ async fn collectors_of_different_namespaces_never_share_a_uid() {
         TestNamespace::new("uid-a").await,
         TestNamespace::new("uid-b").await,
     );
-    let ledger = format!("{}/collector-uids", a.name);
-    let args = [
-        "--collector-uid-range",
-        "2100000000-2100000009",
-        "--collector-uid-ledger",
-        ledger.as_str(),
-    ];
-    let watched = format!("{},{}", a.name, b.name);
-    let operator = Operator::start(&watched, &args);
+    let operator = uid_operator(&a, &b, "2100000000-2100000009");
     // b first, so a holds the second UID: an operator that forgot the ledger on restart would hand
     // a the first one again.
     let (b_uid, b_gid, b_fs, b_nonroot) = collector_identity(&b, "collector").await;
@@ -580,7 +587,7 @@ async fn collectors_of_different_namespaces_never_share_a_uid() {
 
     // A restarted operator gives a's next collectors the UID a already holds.
     operator.kill();
-    let _operator = Operator::start(&watched, &args);
+    let _operator = uid_operator(&a, &b, "2100000000-2100000009");
     let (again, ..) = collector_identity(&a, "second").await;
     assert_eq!(again, a_uid, "a namespace keeps its UID across restarts");
     a.cleanup().await;
@@ -651,4 +658,67 @@ async fn placements_kubernetes_would_refuse_are_a_condition_before_any_apply() {
         .collect();
     assert!(errors.is_empty(), "no retry loop: {errors:?}");
     ns.cleanup().await;
+}
+
+/// The message of Pipeline `name`'s `CollectorUidUnavailable` condition, once it has one.
+async fn uid_refusal(ns: &TestNamespace, name: &str) -> String {
+    let api = ns.api::<Pipeline>();
+    eventually(
+        &format!("Pipeline {name} CollectorUidUnavailable"),
+        Duration::from_secs(60),
+        || async {
+            let s = api.get(name).await.ok()?.status?;
+            let c = conditions::find(&s.conditions, "ConfigValid")?;
+            (c.reason == "CollectorUidUnavailable").then(|| c.message.clone())
+        },
+    )
+    .await
+}
+
+/// Path 1: when the operator's UID range is used up, or its ledger records one UID for two
+/// namespaces (a hand edit), a Pipeline gets `CollectorUidUnavailable` naming the cause and no
+/// collector runs: a UID is never guessed or shared.
+#[tokio::test]
+async fn collector_uids_are_never_guessed_when_the_ledger_cannot_give_one() {
+    let (a, b) = (
+        TestNamespace::new("uid-full-a").await,
+        TestNamespace::new("uid-full-b").await,
+    );
+    let operator = uid_operator(&a, &b, "2100000100-2100000100");
+    let (a_uid, ..) = collector_identity(&a, "first").await;
+    assert_eq!(a_uid, Some(2_100_000_100));
+
+    // The range has one UID, and a holds it.
+    create_baseline(&b, "second", "").await;
+    let message = uid_refusal(&b, "second").await;
+    assert!(message.contains("collectorUidRange"), "{message}");
+    assert!(
+        b.api::<DaemonSet>()
+            .get_opt("second-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector without a UID of its own"
+    );
+
+    // A ledger edited to give a's UID to another namespace too stops every new assignment.
+    a.api::<ConfigMap>()
+        .patch(
+            "collector-uids",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"intruder": "2100000100"}})),
+        )
+        .await
+        .expect("ledger edited");
+    // A fresh operator (its cache is empty) reads the ledger for a's next Pipeline.
+    operator.kill();
+    let _operator = uid_operator(&a, &b, "2100000100-2100000101");
+    create_baseline(&a, "second", "").await;
+    let message = uid_refusal(&a, "second").await;
+    assert!(
+        message.contains("2100000100") && message.contains("intruder"),
+        "{message}"
+    );
+    a.cleanup().await;
+    b.cleanup().await;
 }
