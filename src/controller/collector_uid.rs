@@ -26,6 +26,10 @@ impl UidCache {
         self.0.lock().ok()?.get(namespace).copied()
     }
 
+    fn all(&self) -> BTreeMap<String, u32> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
     fn put(&self, namespace: &str, uid: u32) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(namespace.to_string(), uid);
@@ -78,10 +82,12 @@ pub async fn collector_uid(
             .get_opt(&r.name)
             .await
             .map_err(Error::kube("get collector UID ledger"))?;
-        let data = current
+        let recorded = current
             .as_ref()
             .and_then(|cm| cm.data.clone())
             .unwrap_or_default();
+        // UIDs this process gave out stay taken even if the ledger lost them.
+        let data = collector_uid::with_known(recorded, &ctx.uids.all());
         let ledger = match collector_uid::parse_ledger(&data) {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),

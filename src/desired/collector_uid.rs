@@ -141,6 +141,20 @@ pub fn parse_ledger(data: &BTreeMap<String, String>) -> Result<BTreeMap<String, 
     Ok(ledger)
 }
 
+/// Adds to the ledger's `data` every assignment in `known` (what this operator has read or
+/// written before) that the ledger lacks, so a ledger deleted or truncated by hand is written back
+/// with them and none of their UIDs is handed out again. Recorded entries win. Pure.
+pub fn with_known(
+    mut data: BTreeMap<String, String>,
+    known: &BTreeMap<String, u32>,
+) -> BTreeMap<String, String> {
+    for (namespace, uid) in known {
+        data.entry(namespace.clone())
+            .or_insert_with(|| uid.to_string());
+    }
+    data
+}
+
 /// A namespace's UID: already recorded, or newly chosen and still to be recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Assignment {
@@ -242,6 +256,20 @@ mod tests {
             assign(&ledger, "c", moved),
             Err(LedgerError::Exhausted(moved))
         );
+    }
+
+    #[test]
+    fn a_ledger_lost_while_running_keeps_the_uids_already_given() {
+        let range: UidRange = "100000-100009".parse().expect("range");
+        let known = BTreeMap::from([("a".to_string(), 100000)]);
+        // The ledger was deleted: the next assignment must not hand a's UID to b.
+        let repaired = with_known(BTreeMap::new(), &known);
+        let ledger = parse_ledger(&repaired).expect("ledger");
+        assert_eq!(assign(&ledger, "b", range), Ok(Assignment::New(100001)));
+        assert_eq!(repaired.get("a").map(String::as_str), Some("100000"));
+        // What the ledger records wins over what this process remembers.
+        let kept = with_known(data(&[("a", "100005")]), &known);
+        assert_eq!(kept.get("a").map(String::as_str), Some("100005"));
     }
 
     #[test]
