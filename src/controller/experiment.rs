@@ -44,6 +44,13 @@ fn pipeline_child(p: Option<&Pipeline>) -> Child {
     if status.observed_generation != p.metadata.generation {
         return Child::Progressing;
     }
+    // Collector pods refused by admission (Pod Security, a webhook, a quota) never come without
+    // a change to the namespace or its policies: fail with the apiserver's words, not a timeout.
+    if let Some(c) = conditions::find(&status.conditions, "Available")
+        .filter(|c| c.reason == super::pod_admission::PODS_REFUSED)
+    {
+        return Child::Broken(c.reason.clone(), c.message.clone());
+    }
     match status.phase {
         Some(PipelinePhase::Ready) => Child::Ready,
         Some(PipelinePhase::Invalid) => {
@@ -769,6 +776,27 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_whose_pods_admission_refuses_is_a_broken_child() {
+        let mut pipeline = Pipeline::new(
+            "exp-baseline",
+            serde_yaml::from_str("template: baseline").expect("spec"),
+        );
+        let mut status = crate::crd::pipeline::PipelineStatus {
+            phase: Some(PipelinePhase::Pending),
+            ..Default::default()
+        };
+        super::super::pod_admission::mark_refused(&mut status, "violates PodSecurity", None);
+        pipeline.status = Some(status);
+        assert_eq!(
+            pipeline_child(Some(&pipeline)),
+            Child::Broken(
+                super::super::pod_admission::PODS_REFUSED.into(),
+                "violates PodSecurity".into()
+            )
+        );
+    }
 
     #[test]
     fn finished_experiments_expire_only_with_a_ttl() {

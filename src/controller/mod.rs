@@ -4,6 +4,7 @@
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
+pub mod pod_admission;
 pub mod simulation;
 
 use std::fmt::Debug;

@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
+use super::{Context, apply, apply_if_changed, namespaced_api, now, pod_admission, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
@@ -328,7 +328,21 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     }
 
     // Status, and Events on what changed.
-    let status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    let mut status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    if let Some(refused) = pod_admission::refusal(&ctx.client, &applied).await? {
+        let message = pod_admission::refusal_message(&namespace, &refused);
+        pod_admission::mark_refused(&mut status, &message, pipeline.metadata.generation);
+        if previous.message != status.message {
+            ctx.event(
+                pipeline.as_ref(),
+                EventType::Warning,
+                pod_admission::PODS_REFUSED,
+                "Rollout",
+                message,
+            )
+            .await;
+        }
+    }
     if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
         let note = match &previous.config_hash {
             Some(old) => format!("collector config changed {old} → {}", rendered.hash),
@@ -361,8 +375,15 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         info!(hash = %rendered.hash, "collectors rolled out");
     }
     write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+    if pod_admission::pods_missing(&applied) {
+        // The refusal arrives as Events, which are not watched: look again in a while.
+        return Ok(Action::requeue(PODS_MISSING_RECHECK));
+    }
     Ok(Action::await_change())
 }
+
+/// Re-check interval while collector pods are missing (their refusal comes as Events).
+pub const PODS_MISSING_RECHECK: Duration = Duration::from_secs(15);
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
 /// workload, deleting the workload of the other mode.

@@ -8,6 +8,7 @@ mod leader;
 mod metrics;
 mod observability;
 mod pipeline;
+mod pod_security;
 mod podrunner_test;
 mod prometheus_access;
 mod rbac;
