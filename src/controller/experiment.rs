@@ -105,12 +105,18 @@ async fn resolve(
 
 /// Why the operator's settings refuse the Experiment's own Prometheus URL, if they do.
 fn prometheus_refusal(ctx: &Context, exp: &Experiment) -> Option<String> {
-    let url = &exp.spec.prometheus.as_ref()?.url;
-    (!ctx.settings.prometheus_url_allowed(url)).then(|| {
+    let prometheus = exp.spec.prometheus.as_ref()?;
+    let refused = |field: &str, url: &str| {
         format!(
-            "spec.prometheus.url {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
+            "spec.prometheus.{field} {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
         )
-    })
+    };
+    if !ctx.settings.prometheus_url_allowed(&prometheus.url) {
+        return Some(refused("url", &prometheus.url));
+    }
+    let remote_write = prometheus.remote_write_url.as_deref()?;
+    (!ctx.settings.remote_write_url_allowed(remote_write))
+        .then(|| refused("remoteWriteUrl", remote_write))
 }
 
 fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
