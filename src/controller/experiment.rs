@@ -51,6 +51,16 @@ fn pipeline_child(p: Option<&Pipeline>) -> Child {
     {
         return Child::Broken(c.reason.clone(), c.message.clone());
     }
+    // Collectors whose remote-write endpoint refuses their credentials or certificates would
+    // measure nothing: fail with the reason, not with no data.
+    if let Some(c) = conditions::find(&status.conditions, super::remote_write_check::CONDITION)
+        .filter(|c| {
+            c.status == conditions::ConditionStatus::False
+                && super::remote_write_check::needs_a_fix(&c.reason)
+        })
+    {
+        return Child::Broken(c.reason.clone(), c.message.clone());
+    }
     match status.phase {
         Some(PipelinePhase::Ready) => Child::Ready,
         Some(PipelinePhase::Invalid) => {

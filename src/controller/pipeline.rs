@@ -16,7 +16,10 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_if_changed, namespaced_api, now, pod_admission, write_status};
+use super::{
+    Context, apply, apply_if_changed, namespaced_api, now, pod_admission, remote_write_check,
+    write_status,
+};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
@@ -241,7 +244,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             .map(|auth| (keys, auth)),
         Err(refusal) => Err(refusal),
     };
-    let (secret_keys, remote_write_auth) = match resolved {
+    let (secret_keys, (remote_write_auth, remote_write_secret)) = match resolved {
         Ok(resolved) => resolved,
         Err(refusal) => {
             let (reason, message) = (refusal.reason(), refusal.to_string());
@@ -351,6 +354,32 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             .await;
         }
     }
+    let recheck_remote_write = check_remote_write(
+        &remote_write,
+        &remote_write_auth,
+        remote_write_secret.as_ref(),
+        &previous,
+        &rendered.hash,
+        &mut status,
+        pipeline.metadata.generation,
+    )
+    .await;
+    let refused = conditions::find(&status.conditions, remote_write_check::CONDITION)
+        .filter(|c| c.status == ConditionStatus::False)
+        .filter(|c| {
+            conditions::find(&previous.conditions, remote_write_check::CONDITION) != Some(*c)
+        });
+    if let Some(c) = refused {
+        let (reason, message) = (c.reason.clone(), c.message.clone());
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Warning,
+            &reason,
+            "Check",
+            message,
+        )
+        .await;
+    }
     if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
         let note = match &previous.config_hash {
             Some(old) => format!("collector config changed {old} → {}", rendered.hash),
@@ -383,15 +412,40 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         info!(hash = %rendered.hash, "collectors rolled out");
     }
     write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-    if pod_admission::pods_missing(&applied) {
+    if pod_admission::pods_missing(&applied) || recheck_remote_write {
         // The refusal arrives as Events, which are not watched: look again in a while.
         return Ok(Action::requeue(PODS_MISSING_RECHECK));
     }
     Ok(Action::await_change())
 }
 
-/// Re-check interval while collector pods are missing (their refusal comes as Events).
+/// Re-check interval while collector pods are missing (their refusal comes as Events) or the
+/// remote-write endpoint refuses the collectors (Secrets are not watched).
 pub const PODS_MISSING_RECHECK: Duration = Duration::from_secs(15);
+
+/// Checks the remote-write endpoint with the collectors' credentials when due (see
+/// [`remote_write_check::due`]) and records it in `status`; true while it does not pass.
+async fn check_remote_write(
+    url: &str,
+    auth: &RemoteWriteAuth,
+    secret: Option<&Secret>,
+    previous: &PipelineStatus,
+    hash: &str,
+    status: &mut PipelineStatus,
+    generation: Option<i64>,
+) -> bool {
+    if !remote_write_check::due(previous, hash) {
+        return false;
+    }
+    let outcome = match remote_write_check::credentials(auth, secret) {
+        Ok(credentials) => {
+            remote_write_check::probe(url, &credentials, remote_write_check::TIMEOUT).await
+        }
+        Err(e) => Err(e),
+    };
+    remote_write_check::record(status, url, &outcome, generation);
+    outcome.is_err()
+}
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
 /// workload, deleting the workload of the other mode.
@@ -545,11 +599,12 @@ fn key_names(secret: Secret) -> Vec<String> {
 /// How the collectors authenticate to their remote-write endpoint: with an Experiment's own
 /// Prometheus, its `remoteWriteSecretRef` (opted in) and nothing of the operator's; with the
 /// operator's `--remote-write-url`, its `--remote-write-secret` and `--remote-write-header`.
+/// Also the Secret itself, for [`remote_write_check`].
 async fn remote_write_auth(
     ctx: &Context,
     namespace: &str,
     grant: Option<&Grant>,
-) -> Result<std::result::Result<RemoteWriteAuth, SecretRefusal>> {
+) -> Result<std::result::Result<(RemoteWriteAuth, Option<Secret>), SecretRefusal>> {
     let own = grant.filter(|g| g.remote_write_url.is_some());
     let (secret, headers) = match own {
         Some(g) => (g.remote_write_secret.clone(), vec![]),
@@ -559,10 +614,11 @@ async fn remote_write_auth(
         },
     };
     let Some(name) = secret.filter(|s| !s.is_empty()) else {
-        return Ok(Ok(RemoteWriteAuth {
+        let auth = RemoteWriteAuth {
             secret: None,
             headers,
-        }));
+        };
+        return Ok(Ok((auth, None)));
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let found = secrets
@@ -570,9 +626,12 @@ async fn remote_write_auth(
         .await
         .map_err(Error::kube("get remote-write credentials Secret"))?;
     Ok(
-        remote_write_secret_keys(&name, found, own.is_some()).map(|keys| RemoteWriteAuth {
-            secret: Some((name, keys)),
-            headers,
+        remote_write_secret_keys(&name, found.clone(), own.is_some()).map(|keys| {
+            let auth = RemoteWriteAuth {
+                secret: Some((name, keys)),
+                headers,
+            };
+            (auth, found)
         }),
     )
 }

@@ -13,6 +13,7 @@ mod podrunner_test;
 mod prometheus_access;
 mod rbac;
 mod realrun;
+mod remote_write_auth;
 mod simulation;
 mod smoke;
 mod tenancy;
