@@ -57,6 +57,19 @@ impl Runner {
         Runner { child: Some(child) }
     }
 
+    /// Starts a runner for `node` and waits until its Node is registered.
+    pub(crate) async fn start_registered(node: &str, client: &kube::Client) -> Runner {
+        let runner = Runner::start(node);
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        eventually(
+            "the runner's node is registered",
+            Duration::from_secs(30),
+            || async { nodes.get_opt(node).await.ok()?.map(|_| ()) },
+        )
+        .await;
+        runner
+    }
+
     /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
