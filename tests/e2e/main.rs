@@ -15,3 +15,4 @@ mod realrun;
 mod simulation;
 mod smoke;
 mod tenancy;
+mod traces;
