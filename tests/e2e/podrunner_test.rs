@@ -48,6 +48,20 @@ impl Runner {
         Runner { child: Some(child) }
     }
 
+    /// Starts a runner for node `local-<namespace>` and waits until the node is registered.
+    pub(crate) async fn on_own_node(ns: &TestNamespace) -> (Runner, String) {
+        let node = format!("local-{}", ns.name);
+        let runner = Runner::start(&node);
+        let nodes: Api<Node> = Api::all(ns.client.clone());
+        eventually(
+            "the runner's node is registered",
+            Duration::from_secs(30),
+            || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
+        )
+        .await;
+        (runner, node)
+    }
+
     /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
