@@ -28,6 +28,9 @@ pub const NAME: &str = "simulation";
 /// How often a running Simulation's `status.activeProcesses` is read again.
 pub const ACTIVE_PROCESSES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// How long one read of `status.activeProcesses` may take before the last known figure stays.
+pub const ACTIVE_PROCESSES_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `status.activeProcesses` for a Simulation in `phase`. Pure. While it runs: the simulators'
 /// own figure (`reported`: `Ok(None)` when Prometheus holds none, e.g. nothing scrapes the pods),
 /// the last known one when Prometheus could not answer. Finished: 0 (its Job's pods are done).
@@ -62,9 +65,14 @@ async fn reported_active_processes(
         .map_err(|e| tracing::debug!(error = %e, "no Prometheus client for activeProcesses"))?;
     let query = crate::analysis::queries::simulator_active_processes(namespace, job);
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    crate::analysis::measure::instant_optional(&prom, &query, now)
-        .await
-        .map_err(|e| tracing::debug!(error = %e, "activeProcesses not read from Prometheus"))
+    // An informational figure: a slow Prometheus must not hold up following the Job.
+    let answer = tokio::time::timeout(
+        ACTIVE_PROCESSES_QUERY_TIMEOUT,
+        crate::analysis::measure::instant_optional(&prom, &query, now),
+    )
+    .await
+    .map_err(|_| tracing::debug!("activeProcesses: Prometheus did not answer in time"))?;
+    answer.map_err(|e| tracing::debug!(error = %e, "activeProcesses not read from Prometheus"))
 }
 
 /// The Simulation's status as read from its Job. Pure.
