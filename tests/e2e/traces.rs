@@ -224,15 +224,21 @@ async fn a_reconcile_arrives_over_otlp_as_one_trace_with_apiserver_and_prometheu
     ns.cleanup().await;
 }
 
+/// The chart passes tracing.otlpEndpoint to the operator, and its NetworkPolicy lets the
+/// operator reach that port; neither without the value.
 #[test]
 fn the_chart_sets_the_otlp_endpoint_only_when_given() {
-    let env = |sets: &[&str]| -> Vec<(String, String)> {
-        let docs = crate::rbac::render("phoenix", "phoenix-system", sets);
-        let deployment = docs
-            .iter()
-            .find(|d| d["kind"] == "Deployment")
-            .expect("the chart renders a Deployment");
-        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    // (the operator's env, the TCP ports its NetworkPolicy lets it reach)
+    let render = |sets: &[&str]| -> (Vec<(String, String)>, Vec<i64>) {
+        let mut sets = sets.to_vec();
+        sets.push("networkPolicy.enabled=true");
+        let docs = crate::rbac::render("phoenix", "phoenix-system", &sets);
+        let find = |kind: &str| {
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == "phoenix")
+                .unwrap_or_else(|| panic!("the chart renders the {kind} phoenix"))
+        };
+        let env = find("Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
             .as_sequence()
             .into_iter()
             .flatten()
@@ -240,22 +246,33 @@ fn the_chart_sets_the_otlp_endpoint_only_when_given() {
                 let get = |k: &str| e[k].as_str().unwrap_or_default().to_string();
                 (get("name"), get("value"))
             })
-            .collect()
+            .collect();
+        let ports = find("NetworkPolicy")["spec"]["egress"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .flat_map(|rule| rule["ports"].as_sequence().cloned().unwrap_or_default())
+            .filter(|p| p["protocol"] == "TCP")
+            .filter_map(|p| p["port"].as_i64())
+            .collect();
+        (env, ports)
     };
-    let off = env(&[]);
+    let (env, ports) = render(&[]);
     assert!(
-        !off.iter()
+        !env.iter()
             .any(|(name, _)| name == "OTEL_EXPORTER_OTLP_ENDPOINT"),
-        "{off:?}"
+        "{env:?}"
     );
-    let on = env(&["tracing.otlpEndpoint=http://otel-collector.monitoring:4318"]);
+    assert!(!ports.contains(&4318), "{ports:?}");
+    let (env, ports) = render(&["tracing.otlpEndpoint=http://otel-collector.monitoring:4318"]);
     assert!(
-        on.contains(&(
+        env.contains(&(
             "OTEL_EXPORTER_OTLP_ENDPOINT".to_string(),
             "http://otel-collector.monitoring:4318".to_string()
         )),
-        "{on:?}"
+        "{env:?}"
     );
+    assert!(ports.contains(&4318), "{ports:?}");
 }
 
 #[test]
