@@ -134,6 +134,10 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub remote_write_headers: Vec<String>,
+    /// OTLP/HTTP endpoint to export traces to, e.g. `http://otel-collector:4318` (spans are sent
+    /// to `<endpoint>/v1/traces`). Empty (default): no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// How queries reach Prometheus: credentials, TLS, timeout, answer size cap.
     #[command(flatten)]
     pub prometheus: crate::analysis::access::PrometheusAccess,

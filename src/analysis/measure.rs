@@ -457,7 +457,7 @@ async fn instant_labels(
 }
 
 /// The sum of an instant query's finite values at `time`, `None` when it returned nothing.
-async fn instant_optional(
+pub async fn instant_optional(
     prom: &Prometheus,
     query: &str,
     time: i64,

@@ -18,3 +18,4 @@ mod remote_write_auth;
 mod simulation;
 mod smoke;
 mod tenancy;
+mod traces;

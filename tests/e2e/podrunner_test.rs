@@ -70,6 +70,12 @@ impl Runner {
         runner
     }
 
+    /// Starts a runner for node `local-<namespace>` and waits until the node is registered.
+    pub(crate) async fn on_own_node(ns: &TestNamespace) -> (Runner, String) {
+        let node = format!("local-{}", ns.name);
+        (Runner::start_registered(&node, &ns.client).await, node)
+    }
+
     /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

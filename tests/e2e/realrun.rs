@@ -26,8 +26,7 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let node = format!("local-{}", ns.name);
-    let _runner = Runner::start_registered(&node, &ns.client).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
     let api = ns.api::<Experiment>();
