@@ -3,8 +3,12 @@
 //! renderer (`desired`), the CRDs and their validation (`crd`), the queries and verdict
 //! (`analysis`); nothing here re-implements them.
 
+pub mod cel;
 pub mod documents;
 pub mod render;
+pub mod schema;
+pub mod table;
+pub mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -76,6 +80,10 @@ pub enum Command {
     /// The exact collector config Phoenix would put in a Pipeline's ConfigMap.
     #[command(after_help = render::EXAMPLES)]
     Render(render::Args),
+    /// Check Phoenix manifests offline: CRD schema, CEL rules, the operator's own checks and,
+    /// with --collector-bin, the real collector's `validate`.
+    #[command(after_help = validate::EXAMPLES)]
+    Validate(validate::Args),
     /// Shell completion script for bash, zsh, fish, elvish or PowerShell.
     #[command(
         after_help = "Examples:\n  kubectl-phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix\n  kubectl-phoenix completion zsh > \"${fpath[1]}/_kubectl-phoenix\""
@@ -117,6 +125,7 @@ pub enum Outcome {
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => render::run(&args, out),
+        Command::Validate(args) => validate::run(&args, &cli.global, out).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-phoenix", out);
             Ok(Outcome::Clean)
