@@ -4,7 +4,9 @@
 //! (`analysis`); nothing here re-implements them.
 
 pub mod cel;
+pub mod cluster;
 pub mod documents;
+pub mod promote;
 pub mod render;
 pub mod schema;
 pub mod table;
@@ -84,6 +86,9 @@ pub enum Command {
     /// with --collector-bin, the real collector's `validate`.
     #[command(after_help = validate::EXAMPLES)]
     Validate(validate::Args),
+    /// The winning candidate of a passed Experiment as a Pipeline manifest ready to commit.
+    #[command(after_help = promote::EXAMPLES)]
+    Promote(promote::Args),
     /// Shell completion script for bash, zsh, fish, elvish or PowerShell.
     #[command(
         after_help = "Examples:\n  kubectl-phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix\n  kubectl-phoenix completion zsh > \"${fpath[1]}/_kubectl-phoenix\""
@@ -126,6 +131,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode
     let result = match cli.command {
         Command::Render(args) => render::run(&args, out),
         Command::Validate(args) => validate::run(&args, &cli.global, out).await,
+        Command::Promote(args) => promote::run(&args, &cli.global, out).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-phoenix", out);
             Ok(Outcome::Clean)

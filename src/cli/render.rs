@@ -116,10 +116,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Outcome, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use crate::desired::labels::Ownership;
     use crate::desired::workload::{CollectorParams, config_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use std::path::PathBuf;
 
     fn example_pipelines() -> Vec<Document> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

@@ -3,6 +3,7 @@
 
 mod admission;
 mod admission_cases;
+mod cli;
 mod experiment;
 mod harness;
 mod leader;
