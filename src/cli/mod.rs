@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod documents;
 pub mod promote;
 pub mod render;
+pub mod report;
 pub mod schema;
 pub mod table;
 pub mod validate;
@@ -89,6 +90,9 @@ pub enum Command {
     /// The winning candidate of a passed Experiment as a Pipeline manifest ready to commit.
     #[command(after_help = promote::EXAMPLES)]
     Promote(promote::Args),
+    /// An Experiment's results as a table, JSON or a self-contained HTML page.
+    #[command(after_help = report::EXAMPLES)]
+    Report(report::Args),
     /// Shell completion script for bash, zsh, fish, elvish or PowerShell.
     #[command(
         after_help = "Examples:\n  kubectl-phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix\n  kubectl-phoenix completion zsh > \"${fpath[1]}/_kubectl-phoenix\""
@@ -132,6 +136,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode
         Command::Render(args) => render::run(&args, out),
         Command::Validate(args) => validate::run(&args, &cli.global, out).await,
         Command::Promote(args) => promote::run(&args, &cli.global, out).await,
+        Command::Report(args) => report::run(&args, &cli.global, out).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-phoenix", out);
             Ok(Outcome::Clean)
@@ -195,7 +200,15 @@ mod tests {
             &mut script,
         );
         let script = String::from_utf8(script).expect("utf-8");
-        for sub in ["render", "completion", "--namespace", "--kubeconfig"] {
+        for sub in [
+            "render",
+            "validate",
+            "promote",
+            "report",
+            "completion",
+            "--namespace",
+            "--kubeconfig",
+        ] {
             assert!(script.contains(sub), "{sub}");
         }
     }

@@ -1,7 +1,9 @@
 //! `kubectl-phoenix` against the real control plane: `promote` refuses an Experiment that has not
 //! passed, and after a Pass prints a manifest that `kubectl apply` accepts as it is, whose Pipeline
 //! the operator renders into exactly the collector config of the candidate that ran (and of
-//! `kubectl phoenix render` on the same manifest).
+//! `kubectl phoenix render` on the same manifest); `report -o html` of that Experiment, loaded in
+//! headless Chromium (Debian's package, installed by tests/e2e/build.sh), shows the verdict and a
+//! chart of both variants' series from Prometheus, without console messages.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -27,7 +29,7 @@ fn phoenix_cli(ns: &str, args: &[&str]) -> Output {
 }
 
 #[tokio::test]
-async fn promote_prints_a_manifest_that_applies_and_renders_the_candidates_config() {
+async fn promote_and_report_a_passed_experiment() {
     let ns = TestNamespace::new("cli-promote").await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
@@ -122,5 +124,83 @@ async fn promote_prints_a_manifest_that_applies_and_renders_the_candidates_confi
     );
     assert!(rendered.status.success());
     assert_eq!(String::from_utf8_lossy(&rendered.stdout), deployed);
+
+    let table = phoenix_cli(&ns.name, &["report", "exp"]);
+    assert_eq!(table.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("verdict               Pass (Completed"),
+        "{table}"
+    );
+    assert!(
+        table.contains("active series (mean)      208.0      10.0"),
+        "{table}"
+    );
+
+    let page = phoenix_cli(&ns.name, &["report", "exp", "-o", "html"]);
+    assert_eq!(
+        page.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    let dir = crate::harness::repo_root().join(format!("target/e2e/{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("report dir");
+    let file = dir.join("report.html");
+    std::fs::write(&file, &page.stdout).expect("report written");
+    let (dom, console) = chromium(&dir, &file);
+    assert!(
+        dom.contains(r#"<p id="verdict" class="verdict pass">Verdict: <strong>Pass</strong>"#),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"<svg id="series-chart""#), "{dom}");
+    for variant in ["baseline", "candidate"] {
+        assert!(
+            dom.contains(&format!(r#"data-variant="{variant}""#)),
+            "{variant} line in {dom}"
+        );
+    }
+    assert_eq!(console, Vec::<String>::new(), "console messages");
+
+    // The console check can fail: a page that logs an error is caught.
+    let noisy = dir.join("noisy.html");
+    std::fs::write(
+        &noisy,
+        "<!DOCTYPE html><script>console.error('noisy')</script>",
+    )
+    .expect("written");
+    let (_, console) = chromium(&dir, &noisy);
+    assert!(console.iter().any(|l| l.contains("noisy")), "{console:?}");
     ns.cleanup().await;
+}
+
+/// Loads `file` in headless Chromium: the DOM after load, and the console messages it logged.
+fn chromium(dir: &std::path::Path, file: &std::path::Path) -> (String, Vec<String>) {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--enable-logging=stderr",
+            "--log-level=0",
+            "--dump-dom",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .expect("chromium runs (tests/e2e/build.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(String::from)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
 }
