@@ -150,6 +150,7 @@ mod tests {
             config_hash: &rendered.hash,
             default_image: "img",
             extra_env: vec![],
+            uid: 2_000_000_000,
         });
         let data = cm.data.expect("data");
         assert_eq!(data.len(), 1);

@@ -6,6 +6,7 @@ mod admission_cases;
 mod cli;
 mod experiment;
 mod harness;
+mod helm;
 mod leader;
 mod metrics;
 mod observability;
