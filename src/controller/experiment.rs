@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -727,8 +726,8 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
-    let controller = Controller::new(exps, watcher::Config::default());
+    let children = super::owned_children("app.kubernetes.io/managed-by=phoenix");
+    let controller = super::trimmed_controller(exps);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
     controller

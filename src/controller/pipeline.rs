@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
@@ -323,7 +322,13 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
     // status-only event costs no LIST (which would grow with every ConfigMap in the namespace).
-    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+    // A Pipeline that never recorded a hash has no older config to prune: a burst of new
+    // Pipelines makes no LIST at all.
+    if previous
+        .config_hash
+        .as_deref()
+        .is_some_and(|old| old != rendered.hash)
+    {
         prune_config_maps(&config_maps, &name, &rendered.hash).await?;
     }
 

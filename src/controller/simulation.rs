@@ -8,9 +8,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
@@ -286,10 +285,10 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    Controller::new(sims, watcher::Config::default())
+    super::trimmed_controller(sims)
         .owns(
             jobs,
-            watcher::Config::default().labels(
+            super::owned_children(
                 "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
             ),
         )
