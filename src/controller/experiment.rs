@@ -275,34 +275,50 @@ async fn ensure_children(
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
     let remote_write = children::remote_write_url(&exp.spec);
-    for (side, current, variant) in [
-        (Side::Baseline, existing[0], &exp.spec.baseline),
-        (Side::Candidate, existing[1], &exp.spec.candidate),
-    ] {
-        if current.is_some() {
-            continue; // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
-        }
-        let Some(resolved) = resolve(pipelines, variant).await? else {
-            continue;
+    // The children are independent of each other: created concurrently, so the chain
+    // Experiment → workloads waits for one create, not three.
+    let pipeline = |side: Side| {
+        let (name, namespace, owner) = (&name, &namespace, &owner);
+        let remote_write = remote_write.as_deref();
+        let (exists, variant) = match side {
+            Side::Baseline => (existing[0].is_some(), &exp.spec.baseline),
+            Side::Candidate => (existing[1].is_some(), &exp.spec.candidate),
         };
-        let child = children::pipeline(
-            &name,
-            &namespace,
-            &owner,
-            &exp.spec,
-            side,
-            &resolved,
-            remote_write.as_deref(),
-        );
-        create_child(pipelines, &child, "create child Pipeline").await?;
-    }
+        async move {
+            if exists {
+                return Ok(()); // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
+            }
+            let Some(resolved) = resolve(pipelines, variant).await? else {
+                return Ok(());
+            };
+            let child = children::pipeline(
+                name,
+                namespace,
+                owner,
+                &exp.spec,
+                side,
+                &resolved,
+                remote_write,
+            );
+            create_child(pipelines, &child, "create child Pipeline").await
+        }
+    };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
-    if sim.is_none()
-        && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
-    {
-        let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-        create_child(&sims, &child, "create child Simulation").await?;
-    }
+    let simulation = async {
+        if sim.is_none()
+            && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
+        {
+            let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
+            create_child(&sims, &child, "create child Simulation").await?;
+        }
+        Ok(())
+    };
+    futures::future::try_join3(
+        pipeline(Side::Baseline),
+        pipeline(Side::Candidate),
+        simulation,
+    )
+    .await?;
     Ok(())
 }
 
@@ -548,20 +564,29 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // Observe: only what this Experiment controls; a taken name is a conflict.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let mut conflicts = vec![];
-    let baseline = pipelines
-        .get_opt(&children::pipeline_name(&name, Side::Baseline))
-        .await
-        .map_err(Error::kube("get baseline Pipeline"))?;
+    // The three reads are independent: one round trip instead of three.
+    let (baseline, candidate, sim) = futures::future::try_join3(
+        async {
+            pipelines
+                .get_opt(&children::pipeline_name(&name, Side::Baseline))
+                .await
+                .map_err(Error::kube("get baseline Pipeline"))
+        },
+        async {
+            pipelines
+                .get_opt(&children::pipeline_name(&name, Side::Candidate))
+                .await
+                .map_err(Error::kube("get candidate Pipeline"))
+        },
+        async {
+            sims.get_opt(&children::simulation_name(&name))
+                .await
+                .map_err(Error::kube("get Simulation"))
+        },
+    )
+    .await?;
     let baseline = owned(baseline, &uid, &mut conflicts);
-    let candidate = pipelines
-        .get_opt(&children::pipeline_name(&name, Side::Candidate))
-        .await
-        .map_err(Error::kube("get candidate Pipeline"))?;
     let candidate = owned(candidate, &uid, &mut conflicts);
-    let sim = sims
-        .get_opt(&children::simulation_name(&name))
-        .await
-        .map_err(Error::kube("get Simulation"))?;
     // Without a simulation in the spec, a Simulation of that name is none of our business.
     let sim = match exp.spec.simulation {
         Some(_) => owned(sim, &uid, &mut conflicts),

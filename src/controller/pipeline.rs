@@ -378,28 +378,42 @@ async fn apply_collectors(
     params: &CollectorParams<'_>,
 ) -> Result<Workload> {
     let (name, namespace) = (params.name, params.namespace);
-    if config_maps
-        .get_opt(&labels::config_map_name(name, params.config_hash))
-        .await
-        .map_err(Error::kube("get ConfigMap"))?
-        .is_none()
-    {
-        apply(
-            config_maps,
-            &workload::config_map(params),
-            "apply ConfigMap",
-        )
-        .await?;
-    }
+    let config_map = async {
+        if config_maps
+            .get_opt(&labels::config_map_name(name, params.config_hash))
+            .await
+            .map_err(Error::kube("get ConfigMap"))?
+            .is_none()
+        {
+            apply(
+                config_maps,
+                &workload::config_map(params),
+                "apply ConfigMap",
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    // The ConfigMap and the removal of the other mode's workload are independent: one round trip
+    // of waiting for both, then the workload (which must not reference a missing ConfigMap).
+    let collector = labels::collector_name(name);
     Ok(match workload::workload(spec, params) {
         Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
-            delete_if_exists::<Deployment>(ctx, namespace, &labels::collector_name(name)).await?;
+            futures::future::try_join(
+                config_map,
+                delete_if_exists::<Deployment>(ctx, namespace, &collector),
+            )
+            .await?;
             Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-            delete_if_exists::<DaemonSet>(ctx, namespace, &labels::collector_name(name)).await?;
+            futures::future::try_join(
+                config_map,
+                delete_if_exists::<DaemonSet>(ctx, namespace, &collector),
+            )
+            .await?;
             Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
         }
     })
@@ -605,9 +619,10 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let managed = watcher::Config::default()
-        .labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
-    let controller = Controller::new(pipelines, watcher::Config::default());
+    let managed = super::owned_children(
+        "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
+    );
+    let controller = super::trimmed_controller(pipelines);
     ctx.metrics.state.watch_pipelines(controller.store());
     controller
         .owns(config_maps, managed.clone())

@@ -157,17 +157,28 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let previous = sim.status.clone().unwrap_or_default();
 
     // A run is one-shot: once its Job exists, the Job is the truth; spec edits do not restart it.
-    let mut job = jobs
-        .get_opt(&labels::job_name(&name))
-        .await
-        .map_err(Error::kube("get Job"))?;
-    if job.is_none()
-        && !matches!(
-            previous.phase,
-            Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
-        )
-    {
-        let selector = match labels::node_selector(&sim.spec.node_selector) {
+    let finished = matches!(
+        previous.phase,
+        Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
+    );
+    let selector = labels::node_selector(&sim.spec.node_selector);
+    let get_job = async {
+        jobs.get_opt(&labels::job_name(&name))
+            .await
+            .map_err(Error::kube("get Job"))
+    };
+    // A Simulation that never recorded a Job will most likely create one: its target nodes are
+    // counted in the same round trip as the read of the Job.
+    let (mut job, counted) = match &selector {
+        Ok(selector) if previous.job.is_none() && !finished => {
+            let (job, nodes) =
+                futures::future::try_join(get_job, count_target_nodes(&ctx, selector)).await?;
+            (job, Some(nodes))
+        }
+        _ => (get_job.await?, None),
+    };
+    if job.is_none() && !finished {
+        let selector = match selector {
             Ok(selector) => selector,
             Err(message) => {
                 let status = refused_status(&sim, &message, &previous);
@@ -183,7 +194,10 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
                 return Ok(Action::await_change());
             }
         };
-        let nodes = count_target_nodes(&ctx, &selector).await?;
+        let nodes = match counted {
+            Some(nodes) => nodes,
+            None => count_target_nodes(&ctx, &selector).await?,
+        };
         let params = JobParams {
             name: &name,
             namespace: &namespace,
