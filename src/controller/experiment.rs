@@ -141,6 +141,27 @@ fn owned<K: Resource<DynamicType = ()>>(
     None
 }
 
+/// [`analyze`] once a permit for an analysis in flight is free (`--max-concurrent-analyses`),
+/// recording its duration and Prometheus requests.
+async fn analyze_in_turn(
+    ctx: &Context,
+    exp: &Experiment,
+    inputs: &AnalysisInputs,
+) -> AnalysisOutcome {
+    ctx.metrics.analyses_waiting.inc();
+    let permit = ctx.analyses.acquire().await;
+    ctx.metrics.analyses_waiting.dec();
+    let start = std::time::Instant::now();
+    let (outcome, queries) =
+        crate::telemetry::outbound::count_prometheus_queries(analyze(ctx, exp, inputs)).await;
+    drop(permit);
+    ctx.metrics
+        .analysis_duration
+        .observe(start.elapsed().as_secs_f64());
+    ctx.metrics.analysis_queries.observe(queries as f64);
+    outcome
+}
+
 /// Measures the window described by `inputs` (and nothing else: not the live children).
 async fn analyze(ctx: &Context, exp: &Experiment, inputs: &AnalysisInputs) -> AnalysisOutcome {
     let prom = match ctx.settings.prometheus.client(&inputs.prometheus_url) {
@@ -642,7 +663,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         .find(|e| matches!(e, Effect::Analyze(_)))
         .cloned()
     {
-        let outcome = analyze(&ctx, &exp, &inputs).await;
+        let outcome = analyze_in_turn(&ctx, &exp, &inputs).await;
         decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
     if let Some(Effect::RefreshTopK { since }) = decision

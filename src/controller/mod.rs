@@ -75,11 +75,13 @@ impl Context {
             instance: settings.identity.clone(),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let analyses = tokio::sync::Semaphore::new(settings.max_concurrent_analyses.max(1));
         Context {
             client,
             settings,
             metrics,
             recorder,
+            analyses,
         }
     }
 
