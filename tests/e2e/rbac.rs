@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,7 +22,9 @@ use prometheus_http_query::reqwest;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, run_with_stdin};
+use crate::harness::{
+    Operator, TestNamespace, cluster, eventually, helm, repo_root, run_with_stdin,
+};
 
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
@@ -64,23 +65,6 @@ const RBAC_KINDS: &[&str] = &[
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/phoenix")
-}
-
-/// The `helm` binary, built once by tests/e2e/install-helm.sh (cached after the first build).
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new(repo_root().join("tests/e2e/install-helm.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("tests/e2e/install-helm.sh runs");
-        assert!(out.status.success(), "install-helm.sh failed (see above)");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("HELM_BIN="))
-            .map(PathBuf::from)
-            .expect("install-helm.sh prints HELM_BIN=")
-    })
 }
 
 fn text(out: &Output) -> String {
