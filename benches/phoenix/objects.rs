@@ -24,7 +24,31 @@ const NS: &str = "bench-objects";
 /// The target for the operator's peak RSS, MiB.
 const RSS_TARGET_MIB: f64 = 64.0;
 
+/// Runs the part, then deletes its namespace whatever happened (an operator of a later part must
+/// not find these objects), waiting up to 10 minutes for its Experiments to be gone.
 pub async fn run(
+    plan: &Plan,
+    cluster: &Cluster,
+    tracker: &mut Tracker,
+    report: &mut Report,
+) -> Result<()> {
+    let client = cluster.client().await?;
+    let result = measure(plan, cluster, tracker, report).await;
+    let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
+    let namespaces: Api<Namespace> = Api::all(client);
+    let _ = namespaces.delete(NS, &DeleteParams::background()).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(l) if l.items.is_empty() => break,
+            _ => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+    eprintln!("bench: scale without pods: namespace {NS} deleted");
+    result
+}
+
+async fn measure(
     plan: &Plan,
     cluster: &Cluster,
     tracker: &mut Tracker,
@@ -187,20 +211,7 @@ pub async fn run(
 
     let resources = (created * if sim { 4 } else { 3 }) as f64;
     let steady_rss = steady(plan, cluster, &mut operator, report, resources, created).await?;
-    restart(plan, cluster, operator, report, resources, steady_rss).await?;
-
-    // Leave an empty cluster to the parts after this one.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(NS, &DeleteParams::background()).await;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while Instant::now() < deadline {
-        match api.list(&ListParams::default().limit(1)).await {
-            Ok(l) if l.items.is_empty() => break,
-            _ => tokio::time::sleep(Duration::from_secs(2)).await,
-        }
-    }
-    eprintln!("bench: scale without pods: namespace {NS} deleted");
-    Ok(())
+    restart(plan, cluster, operator, report, resources, steady_rss).await
 }
 
 /// The steady-state window: writes per idle object per minute and the operator's RSS sampled
