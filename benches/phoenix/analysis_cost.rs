@@ -146,7 +146,7 @@ pub async fn run(
     let api: Api<Experiment> = Api::namespaced(client.clone(), NS);
     let names: Vec<String> = (0..n).map(|i| format!("analysis-{i:04}")).collect();
     let t0 = Instant::now();
-    let failed_creates = futures::stream::iter(names.clone())
+    let create_errors: Vec<String> = futures::stream::iter(names.clone())
         .map(|name| {
             let api = api.clone();
             async move {
@@ -159,13 +159,23 @@ pub async fn run(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .filter(|r| r.is_err())
-        .count();
+        .filter_map(|r| r.err().map(|e| e.to_string()))
+        .collect();
     eprintln!(
         "bench: analysis cost: {} of {n} created in {:.1} s",
-        n - failed_creates,
+        n - create_errors.len(),
         t0.elapsed().as_secs_f64()
     );
+    if let Some(first) = create_errors.first() {
+        report.info(
+            "analysis cost: creates that failed",
+            format!("{} (first: {first})", create_errors.len()),
+        );
+        if create_errors.len() == n {
+            operator.stop();
+            return Err(format!("analysis cost: no Experiment could be created: {first}").into());
+        }
+    }
 
     // Feed each Experiment's window once it is Running; wait until all have a result.
     let keys: Vec<String> = names.iter().map(|e| format!("{NS}/{e}")).collect();
