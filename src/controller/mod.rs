@@ -1,9 +1,12 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
+pub mod collector_uid;
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
+pub mod pod_admission;
+pub mod remote_write_check;
 pub mod simulation;
 
 use std::fmt::Debug;
@@ -66,6 +69,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Permits for analyses in flight (`--max-concurrent-analyses`).
     pub analyses: tokio::sync::Semaphore,
+    /// Collector UIDs already read from or recorded in the ledger.
+    pub uids: collector_uid::UidCache,
 }
 
 impl Context {
@@ -82,6 +87,7 @@ impl Context {
             metrics,
             recorder,
             analyses,
+            uids: collector_uid::UidCache::default(),
         }
     }
 

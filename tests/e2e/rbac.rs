@@ -46,6 +46,7 @@ const NAMESPACED_RULES: &[(&str, &str)] = &[
     ("apps/daemonsets", "get list watch create patch delete"),
     ("apps/deployments", "get list watch create patch delete"),
     ("batch/jobs", "get list watch create patch"),
+    ("core/events", "list"),
     ("events.k8s.io/events", "create patch"),
 ];
 const CLUSTER_RULES: &[(&str, &str)] = &[("core/nodes", "list")];
@@ -53,6 +54,12 @@ const CLUSTER_RULES: &[(&str, &str)] = &[("core/nodes", "list")];
 const LEASE_RULES: &[(&str, &str)] = &[
     ("coordination.k8s.io/leases", "create"),
     ("coordination.k8s.io/leases[{lease}]", "get patch"),
+];
+
+/// The collector UID ledger's Role; `{lease}` is the ledger ConfigMap's name.
+const UID_LEDGER_RULES: &[(&str, &str)] = &[
+    ("core/configmaps", "create"),
+    ("core/configmaps[{lease}]", "get update"),
 ];
 
 const RBAC_KINDS: &[&str] = &[
@@ -278,6 +285,7 @@ fn the_chart_lints_and_renders_least_privilege() {
         vec![],
         vec!["replicas=3", "serviceMonitor.enabled=true"],
         vec!["watchNamespaces={a,b}", "leaderElection.enabled=false"],
+        vec!["watchNamespaces={a,b}", "networkPolicy.enabled=true"],
     ] {
         let mut cmd = Command::new(helm());
         cmd.args(["lint", "--strict"]).arg(chart_dir());
@@ -336,6 +344,10 @@ fn the_chart_lints_and_renders_least_privilege() {
     assert_eq!(
         rules(find(&docs, "Role", "phoenix-leader-election")),
         expected(LEASE_RULES, "phoenix")
+    );
+    assert_eq!(
+        rules(find(&docs, "Role", "phoenix-collector-uids")),
+        expected(UID_LEDGER_RULES, "phoenix-collector-uids")
     );
     // The user-facing roles, aggregated into view / edit / admin.
     let view = find(&docs, "ClusterRole", "phoenix-view");
@@ -426,6 +438,14 @@ fn the_chart_lints_and_renders_least_privilege() {
     assert_eq!(
         env(deployment, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
+    );
+    assert_eq!(
+        env(deployment, "PHOENIX_COLLECTOR_UID_LEDGER")["value"],
+        "phoenix-system/phoenix-collector-uids"
+    );
+    assert_eq!(
+        env(deployment, "PHOENIX_COLLECTOR_UID_RANGE")["value"],
+        "2000000000-2000099999"
     );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
 
@@ -531,13 +551,18 @@ fn the_chart_lints_and_renders_least_privilege() {
         d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"],
         "/healthz"
     );
-    // No leader election: no Lease Role.
+    // No leader election: no Lease Role (the UID ledger's stays).
     let docs = render(
         "phoenix",
         "phoenix-system",
         &["leaderElection.enabled=false"],
     );
-    assert!(!docs.iter().any(|d| kind(d) == "Role"));
+    let roles: Vec<&str> = docs
+        .iter()
+        .filter(|d| kind(d) == "Role")
+        .map(name)
+        .collect();
+    assert_eq!(roles, ["phoenix-collector-uids"]);
 
     // The ServiceMonitor only on request.
     let docs = render(
@@ -627,10 +652,13 @@ async fn requests_outside_the_charts_rules_are_denied() {
         }
     }
     let lease = format!("leases.coordination.k8s.io/{fullname}");
+    let ledger = format!("configmaps/{fullname}-collector-uids");
     for args in [
         ["create", "leases.coordination.k8s.io", "-n", n],
         ["get", &lease, "-n", n],
         ["patch", &lease, "-n", n],
+        ["get", &ledger, "-n", n],
+        ["update", &ledger, "-n", n],
     ] {
         assert!(can_i(&kubeconfig, &args), "{args:?} should be allowed");
     }
@@ -668,11 +696,20 @@ async fn requests_outside_the_charts_rules_are_denied() {
         ],
         &["update", "daemonsets.apps", "-n", n],
         &["delete", "jobs.batch", "-n", n],
-        &["list", "events", "-n", n],
+        // (list on core events is granted: a collector DaemonSet's FailedCreate Events.)
+        &["list", "events.events.k8s.io", "-n", n],
+        &["watch", "events", "-n", n],
         &["delete", "customresourcedefinitions.apiextensions.k8s.io"],
         &["get", "leases.coordination.k8s.io/someone-else", "-n", n],
         &["patch", "leases.coordination.k8s.io/someone-else", "-n", n],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
+        &["update", "configmaps/someone-else", "-n", n],
+        &[
+            "update",
+            "configmaps/phoenix-collector-uids",
+            "-n",
+            "default",
+        ],
     ];
     for args in denied {
         assert!(!can_i(&kubeconfig, args), "{args:?} should be denied");
@@ -776,6 +813,8 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
             &fullname,
             "--identity",
             "rbac-e2e",
+            "--collector-uid-ledger",
+            &format!("{}/{fullname}-collector-uids", ns.name),
         ],
     );
 
