@@ -3,7 +3,10 @@
 //!
 //! Each test starts its own `prometheus` (Debian's 2.42 in CI; `PHOENIX_PROMETHEUS_BIN` overrides)
 //! on a free loopback port with the remote-write receiver on and a throwaway TSDB, and stops it on
-//! drop. Without the binary the tests are skipped, unless `PHOENIX_REQUIRE_E2E=1` (as in CI).
+//! drop. Without the binary the tests are skipped, unless `PHOENIX_REQUIRE_E2E` is set (`just test`;
+//! see tests/support).
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -41,12 +44,9 @@ impl Prometheus {
     /// Starts Prometheus, or returns None (test skipped) when the binary is missing.
     fn start() -> Option<Prometheus> {
         let Some(binary) = prometheus_binary() else {
-            assert!(
-                std::env::var("PHOENIX_REQUIRE_E2E").as_deref() != Ok("1"),
-                "prometheus not found (PATH, /usr/bin/prometheus or PHOENIX_PROMETHEUS_BIN); \
-                 tests/e2e/build.sh prometheus installs it"
+            support::missing(
+                "prometheus not found (PATH, /usr/bin/prometheus or PHOENIX_PROMETHEUS_BIN)",
             );
-            eprintln!("skipped: no prometheus binary");
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0")
