@@ -8,6 +8,7 @@ pub mod analysis;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod leader;
 pub mod settings;
 pub mod telemetry;
 

@@ -407,3 +407,23 @@ pub fn spawn_prometheus_with(dir: &Path, port: u16, config: &str, extra: &[Strin
         .spawn()
         .expect("prometheus starts")
 }
+
+impl Operator {
+    /// Sends SIGTERM, as the kubelet does when it stops a pod.
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits in i32");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM sent to the operator");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns how it did.
+    pub async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually("the operator process exits", timeout, || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+}
