@@ -234,27 +234,29 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
-    let secret_keys =
-        match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
-            Ok(keys) => keys,
-            Err(refusal) => {
-                let (reason, message) = (refusal.reason(), refusal.to_string());
-                let status = invalid_status(&pipeline, reason, &message, &previous);
-                if previous.message != status.message {
-                    ctx.event(
-                        pipeline.as_ref(),
-                        EventType::Warning,
-                        reason,
-                        "Validate",
-                        message,
-                    )
-                    .await;
-                }
-                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-                // Secrets are not watched: look again in a while.
-                return Ok(Action::requeue(Duration::from_secs(30)));
+    let HeaderSecrets {
+        keys: secret_keys,
+        version: secrets_version,
+    } = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+        Ok(secrets) => secrets,
+        Err(refusal) => {
+            let (reason, message) = (refusal.reason(), refusal.to_string());
+            let status = invalid_status(&pipeline, reason, &message, &previous);
+            if previous.message != status.message {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    reason,
+                    "Validate",
+                    message,
+                )
+                .await;
             }
-        };
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Secrets are not watched: look again in a while.
+            return Ok(Action::requeue(SECRET_RECHECK));
+        }
+    };
     let render_ctx = RenderContext {
         experiment: experiment_label.as_deref(),
         variant: ownership.variant.as_deref(),
@@ -297,6 +299,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         config_hash: &rendered.hash,
         default_image: &ctx.settings.collector_image,
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
+        secrets_version: secrets_version.clone(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
@@ -361,8 +364,16 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         info!(hash = %rendered.hash, "collectors rolled out");
     }
     write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
+    Ok(match secrets_version {
+        // Secrets are not watched: look again in a while, so a rotated one rolls the collectors.
+        Some(_) => Action::requeue(SECRET_RECHECK),
+        None => Action::await_change(),
+    })
 }
+
+/// How often a Pipeline whose exporters read Secrets looks at them again (Secrets are not
+/// watched): a missing Secret that appears, or a rotated one, takes effect within this time.
+const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
 /// workload, deleting the workload of the other mode.
@@ -475,37 +486,50 @@ pub fn exporter_secret_keys(
     Ok(names)
 }
 
-/// The key names (never the values) of the Secrets `spec.exporters` reference, or why one of
-/// them cannot be used.
+/// What the Secrets `spec.exporters` reference give the collectors.
+struct HeaderSecrets {
+    /// Each Secret's key names (never the values): the header names.
+    keys: BTreeMap<String, Vec<String>>,
+    /// `name=resourceVersion` of each Secret, comma-separated; `None` when no Secret is read.
+    version: Option<String>,
+}
+
+/// The key names and versions of the Secrets `spec.exporters` reference, or why one of them
+/// cannot be used.
 async fn header_secret_keys(
     ctx: &Context,
     namespace: &str,
     pipeline: &Pipeline,
     allowed: bool,
-) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, SecretRefusal>> {
+) -> Result<std::result::Result<HeaderSecrets, SecretRefusal>> {
     let mut keys = BTreeMap::new();
-    if !allowed {
-        return Ok(Ok(keys));
-    }
+    let mut versions = Vec::new();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for r in pipeline
+    let refs = pipeline
         .spec
         .exporters
         .iter()
         .filter_map(|e| e.headers_secret_ref.as_ref())
-    {
+        .filter(|_| allowed);
+    for r in refs {
         let secret = secrets
             .get_opt(&r.name)
             .await
             .map_err(Error::kube("get exporter Secret"))?;
+        let version = secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone())
+            .unwrap_or_default();
         match exporter_secret_keys(&r.name, secret) {
             Ok(names) => {
                 keys.insert(r.name.clone(), names);
+                versions.push(format!("{}={version}", r.name));
             }
             Err(refusal) => return Ok(Err(refusal)),
         }
     }
-    Ok(Ok(keys))
+    let version = (!versions.is_empty()).then(|| versions.join(","));
+    Ok(Ok(HeaderSecrets { keys, version }))
 }
 
 async fn delete_if_exists<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>

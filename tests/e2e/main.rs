@@ -3,6 +3,7 @@
 
 mod admission;
 mod experiment;
+mod exporters;
 mod harness;
 mod leader;
 mod metrics;
