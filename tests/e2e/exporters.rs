@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase};
 use phoenix::crd::pipeline::PipelinePhase;
@@ -17,7 +17,7 @@ use phoenix::crd::{Pipeline, conditions};
 
 use crate::experiment::phase;
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
-use crate::podrunner_test::Runner;
+use crate::podrunner_test::{local_node, on_local};
 
 /// The header the test Secret's key becomes.
 const HEADER: &str = "api-key";
@@ -127,31 +127,10 @@ fn secret(name: &str, value: &str) -> Secret {
     .expect("Secret parses")
 }
 
-/// Placement on the pod runner's node `node` (its taint tolerated).
-fn on(node: &str) -> String {
-    format!(
-        "{{nodeSelector: {{kubernetes.io/hostname: {node}}}, tolerations: [{{key: phoenix.io/local, operator: Exists, effect: NoSchedule}}]}}"
-    )
-}
-
-/// A pod runner playing the kubelet of node `local-<namespace>`, registered; returns its name.
-async fn local_node(ns: &TestNamespace) -> (Runner, String) {
-    let node = format!("local-{}", ns.name);
-    let runner = Runner::start(&node);
-    let nodes: kube::Api<Node> = kube::Api::all(ns.client.clone());
-    eventually(
-        "the runner's node is registered",
-        Duration::from_secs(30),
-        || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
-    )
-    .await;
-    (runner, node)
-}
-
 fn exporting_pipeline(name: &str, node: &str, endpoint: &str, secret: &str) -> Pipeline {
     serde_yaml::from_str(&format!(
         "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec:\n  template: baseline\n  collectionInterval: 2s\n  deployment: {}\n  exporters: [{{name: vendor, endpoint: '{endpoint}', headersSecretRef: {{name: {secret}}}}}]",
-        on(node)
+        on_local(node)
     ))
     .expect("test Pipeline parses")
 }
@@ -248,7 +227,7 @@ async fn secret_headers_reach_the_receiver_and_a_rotated_key_replaces_the_old_on
 fn experiment(name: &str, node: &str, endpoint: &str, allow: bool) -> Experiment {
     serde_yaml::from_str(&format!(
         "apiVersion: phoenix.io/v1alpha1\nkind: Experiment\nmetadata: {{name: {name}}}\nspec:\n  targets: {}\n  baseline: {{pipeline: {{template: baseline, collectionInterval: 2s}}}}\n  candidate: {{pipeline: {{template: aggregate, collectionInterval: 2s, exporters: [{{name: vendor, endpoint: '{endpoint}', headersSecretRef: {{name: vendor-key}}}}]}}}}\n  allowExtraExporters: {allow}\n  duration: 10m\n  warmup: 0s\n  analysis: {{interval: 5s}}\n  successCriteria: {{}}",
-        on(node)
+        on_local(node)
     ))
     .expect("test Experiment parses")
 }

@@ -4,6 +4,7 @@
 mod admission;
 mod experiment;
 mod exporters;
+mod failures;
 mod harness;
 mod leader;
 mod metrics;

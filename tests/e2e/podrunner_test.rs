@@ -66,6 +66,28 @@ impl Runner {
     }
 }
 
+/// A runner playing the kubelet of a node of its own, `local-<namespace>`, once registered; and
+/// that node's name.
+pub(crate) async fn local_node(ns: &TestNamespace) -> (Runner, String) {
+    let node = format!("local-{}", ns.name);
+    let runner = Runner::start(&node);
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    eventually(
+        "the runner's node is registered",
+        Duration::from_secs(30),
+        || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
+    )
+    .await;
+    (runner, node)
+}
+
+/// Placement (YAML flow mapping) on the runner's node `node`, its taint tolerated.
+pub(crate) fn on_local(node: &str) -> String {
+    format!(
+        "{{nodeSelector: {{kubernetes.io/hostname: {node}}}, tolerations: [{{key: {TAINT_KEY}, operator: Exists, effect: NoSchedule}}]}}"
+    )
+}
+
 impl Drop for Runner {
     fn drop(&mut self) {
         self.stop();

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
-use crate::podrunner_test::Runner;
+use crate::podrunner_test::local_node;
 
 fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Experiment {
     let simulation = if simulation {
@@ -27,15 +26,7 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let node = format!("local-{}", ns.name);
-    let _runner = Runner::start(&node);
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    eventually(
-        "the runner's node is registered",
-        Duration::from_secs(30),
-        || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
-    )
-    .await;
+    let (_runner, node) = local_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
     let api = ns.api::<Experiment>();
@@ -117,8 +108,7 @@ async fn a_simulation_only_the_simulator_can_refuse_goes_failed_with_the_reason(
     use phoenix::crd::Simulation;
     use phoenix::crd::simulation::SimulationPhase;
     let ns = TestNamespace::new("simrefused").await;
-    let node = format!("local-{}", ns.name);
-    let _runner = Runner::start(&node);
+    let (_runner, node) = local_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     // Admission accepts it (each field in range), but 100 × 256 MiB is over the simulator's total
     // memory cap: the real simulator refuses it at start (exit code 2).
