@@ -662,8 +662,9 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
     feed_reducing(&url, &label, since).await;
-    // Killed while Running: the restarted one keeps the same clock and children.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Killed while Running: the restarted one keeps the same clock and children (counted once
+    // it has reconciled the Running Experiment).
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         children_count(&ns).await,
         (2, 1, 2, 2),
@@ -693,9 +694,19 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     };
     let before = versions(&ns).await;
     operator.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let operator = Operator::start(&ns.name, &[]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The restarted operator has resynced every child (both Pipelines, the Simulation) and
+    // reconciled the Experiment before anything is compared.
+    eventually(
+        "the restarted operator reconciled both Pipelines and the Simulation",
+        Duration::from_secs(60),
+        || async {
+            (operator.reconciled("pipeline") >= 2 && operator.reconciled("simulation") >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         children_count(&ns).await,
         (2, 1, 2, 2),
@@ -739,7 +750,7 @@ async fn a_restarted_operator_resumes_without_duplicates() {
 #[tokio::test]
 async fn abort_ends_the_run_and_releases_children() {
     let ns = TestNamespace::new("exp-abort").await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     api.create(&PostParams::default(), &experiment("exp", "", ""))
         .await
@@ -757,8 +768,8 @@ async fn abort_ends_the_run_and_releases_children() {
         (p + s + d == 0).then_some(())
     })
     .await;
-    // Terminal phases never change.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Terminal phases never change, reconciled again or not.
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         api.get("exp")
             .await
@@ -902,7 +913,7 @@ fn user_pipeline(name: &str) -> Pipeline {
 #[tokio::test]
 async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_it_alone() {
     let ns = TestNamespace::new("exp-conflict").await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let pipelines = ns.api::<Pipeline>();
     pipelines
         .create(&PostParams::default(), &user_pipeline("exp-candidate"))
@@ -934,8 +945,9 @@ async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_i
         ready.message
     );
     assert_eq!(status.verdict, None);
-    // The terminal Experiment keeps reconciling (releasing what it controls); give it time.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The terminal Experiment keeps reconciling (releasing what it controls): once it has been
+    // reconciled again, the user's Pipeline is still untouched.
+    operator.nudge(&api, "exp", "experiment").await;
     let after = pipelines
         .get("exp-candidate")
         .await

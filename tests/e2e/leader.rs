@@ -13,20 +13,19 @@ use phoenix::crd::pipeline::PipelinePhase;
 
 use crate::harness::{Operator, TestNamespace, eventually};
 
-/// The operator's count of Pipeline reconciles; panics when /metrics does not answer, so a zero
-/// always comes from a live process.
+/// Pipeline reconciles the operator finished (panics when it does not answer).
 fn reconciles(op: &Operator) -> u64 {
-    let metrics = op.metrics();
-    assert!(
-        metrics.contains("phoenix_"),
-        "the operator's /metrics answers"
-    );
-    metrics
-        .lines()
-        .find(|l| l.starts_with("phoenix_reconciles_total{controller=\"pipeline\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    op.reconciled("pipeline")
+}
+
+/// Waits until `op` has finished a Pipeline reconcile.
+async fn reconciling(op: &Operator, who: &str) {
+    eventually(
+        &format!("{who} finishes a Pipeline reconcile"),
+        Duration::from_secs(30),
+        || async { (reconciles(op) > 0).then_some(()) },
+    )
+    .await;
 }
 
 /// A replica `id` electing on the Lease in `ns`, lasting `duration` seconds, tried every second.
@@ -108,7 +107,7 @@ async fn leader_and_standby(ns: &TestNamespace, duration: u64) -> (Operator, Ope
         .await
         .expect("created");
     ready(&pipelines, "first").await;
-    assert!(reconciles(&a) > 0, "the leader reconciles");
+    reconciling(&a, "the leader").await;
     assert_eq!(reconciles(&b), 0, "the standby does not reconcile");
     assert!(
         crate::harness::http_get(b.http_port, "/readyz")
@@ -127,7 +126,7 @@ async fn standby_took_over(ns: &TestNamespace, b: &Operator) {
         .await
         .expect("created");
     ready(&pipelines, "second").await;
-    assert!(reconciles(b) > 0, "the new leader reconciles");
+    reconciling(b, "the new leader").await;
 }
 
 #[tokio::test]
