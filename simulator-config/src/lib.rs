@@ -302,7 +302,10 @@ mod tests {
             r#"{"profile":"realistic","limits":{"maxProcesess":5}}"#,
         ] {
             let error = SimulatorConfig::from_json(json).expect_err(json);
-            assert!(error.to_string().contains("unknown field"), "{json}: {error}");
+            assert!(
+                error.to_string().contains("unknown field"),
+                "{json}: {error}"
+            );
         }
     }
 
