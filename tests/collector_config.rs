@@ -752,12 +752,28 @@ fn every_template_passes_collector_validate() {
 }
 
 const RUN_FOR: Duration = Duration::from_secs(35);
+
+/// Series reduction against baseline each reducing template must reach here, in percent.
+/// docs/benchmarks.md measured, on the simulator's `realistic` profile, −79.1% for
+/// `priority-filter`, −77.4% for `topk` and −58.7% for `aggregate`; this run reads the machine's
+/// own /proc instead, so the floors keep a wide margin: 60% where only named processes, the top
+/// 3 and the critical ones are kept (`custom` here drops everything else, `aggregate-category`
+/// rolls everything into two categories and "other"), 25% for the per-name rollup, whose
+/// reduction depends on how many processes share a name. (This machine, 2 cores and ~2,000
+/// baseline series: 91%, 55%, 91%, 91%, 92%.)
+const REDUCTION_FLOORS: [(&str, f64); 5] = [
+    ("priority-filter", 60.0),
+    ("aggregate", 25.0),
+    ("aggregate-category", 60.0),
+    ("topk", 60.0),
+    ("custom", 60.0),
+];
 const PROBE: &str = "phx-sum-probe";
 const PROBES: usize = 3;
 
 /// (b) Every template against this machine's /proc and a real Prometheus: the reducing templates
-/// produce fewer series than baseline, sum same-named processes exactly, and keep every critical
-/// process baseline sees.
+/// reduce series at least by their [`REDUCTION_FLOORS`], sum same-named processes exactly, and
+/// keep every critical process baseline sees.
 #[test]
 fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     let Some((collector, dir, mut procs, prom_port)) = start_data_plane("dataplane") else {
@@ -825,17 +841,12 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     }
     let baseline = series.get("baseline").copied().unwrap_or(0.0);
     assert!(baseline > 0.0, "baseline produced no series: {series:?}");
-    for name in [
-        "priority-filter",
-        "aggregate",
-        "aggregate-category",
-        "topk",
-        "custom",
-    ] {
+    for (name, floor) in REDUCTION_FLOORS {
         let n = series.get(name).copied().unwrap_or(0.0);
+        let reduction = 100.0 * (1.0 - n / baseline);
         assert!(
-            n > 0.0 && n < baseline,
-            "{name}: {n} series, baseline {baseline}"
+            n > 0.0 && reduction >= floor,
+            "{name}: {n} series against baseline's {baseline}, a {reduction:.1}% reduction; at least {floor}% expected"
         );
     }
 
