@@ -191,6 +191,39 @@ async fn run(
     baseline: Shape<'_>,
     candidate: Shape<'_>,
 ) -> (TestNamespace, ExperimentStatus) {
+    let (ns, status, _) = run_keeping_configs(prefix, criteria, baseline, candidate).await;
+    (ns, status)
+}
+
+/// The collector config (ConfigMap text) the Pipeline `name` runs, once it is Ready.
+async fn running_config(ns: &TestNamespace, name: &str) -> String {
+    let pipelines = ns.api::<Pipeline>();
+    let config_map = eventually(
+        &format!("Pipeline {name} Ready"),
+        Duration::from_secs(90),
+        || async {
+            let s = pipelines.get(name).await.ok()?.status?;
+            let ready = s.phase == Some(phoenix::crd::pipeline::PipelinePhase::Ready);
+            ready.then_some(s.config_map).flatten()
+        },
+    )
+    .await;
+    ns.api::<ConfigMap>()
+        .get(&config_map)
+        .await
+        .expect("the Pipeline's ConfigMap")
+        .data
+        .and_then(|d| d.get(phoenix::desired::workload::CONFIG_FILE).cloned())
+        .expect("the collector config")
+}
+
+/// [`run`], also returning the baseline's and the candidate's collector configs as they ran.
+async fn run_keeping_configs(
+    prefix: &str,
+    criteria: &str,
+    baseline: Shape<'_>,
+    candidate: Shape<'_>,
+) -> (TestNamespace, ExperimentStatus, [String; 2]) {
     let ns = TestNamespace::new(prefix).await;
     let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
@@ -198,6 +231,10 @@ async fn run(
         .await
         .expect("Experiment created");
     let since = running_since(&api, "exp").await;
+    let configs = [
+        running_config(&ns, "exp-baseline").await,
+        running_config(&ns, "exp-candidate").await,
+    ];
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
     feed(&url, &label, "baseline", &baseline, since).await;
@@ -214,12 +251,35 @@ async fn run(
         },
     )
     .await;
-    (ns, status)
+    (ns, status, configs)
+}
+
+/// A collector config with the labels naming its Pipeline, Experiment and variant blanked: what
+/// is left is what the collector does.
+fn without_names(config: &str) -> serde_yaml::Value {
+    fn blank(v: &mut serde_yaml::Value) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                let naming = m.get("key").and_then(|k| k.as_str()).is_some_and(|k| {
+                    ["phoenix_experiment", "phoenix_variant", "phoenix_pipeline"].contains(&k)
+                });
+                if naming {
+                    m.insert("value".into(), "-".into());
+                }
+                m.values_mut().for_each(blank);
+            }
+            serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(blank),
+            _ => {}
+        }
+    }
+    let mut value = serde_yaml::from_str(config).expect("collector config parses");
+    blank(&mut value);
+    value
 }
 
 #[tokio::test]
 async fn a_reducing_candidate_passes_and_releases_its_children() {
-    let (ns, status) = run(
+    let (ns, status, [baseline_config, candidate_config]) = run_keeping_configs(
         "exp-pass",
         "minSeriesReductionPercent: 80",
         shape(50, 2, &["postgres", "nginx"]),
@@ -272,6 +332,25 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
             .then_some(())
     })
     .await;
+    // Applied as a Pipeline, the recommendation runs the collector config the candidate ran (its
+    // own name and labels aside).
+    let _operator = Operator::start(&ns.name, &[]);
+    let promoted = Pipeline::new("promoted", recommendation);
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &promoted)
+        .await
+        .expect("the recommendation is a valid Pipeline");
+    let promoted_config = running_config(&ns, "promoted").await;
+    assert_eq!(
+        without_names(&promoted_config),
+        without_names(&candidate_config),
+        "the recommendation renders the candidate's collector config"
+    );
+    assert_ne!(
+        without_names(&promoted_config),
+        without_names(&baseline_config),
+        "and not the baseline's"
+    );
     ns.cleanup().await;
 }
 
