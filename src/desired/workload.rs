@@ -50,6 +50,9 @@ pub struct CollectorParams<'a> {
     /// The versions of the Secrets `extra_env` reads (see [`SECRETS_VERSION`]), when there are
     /// any.
     pub secrets_version: Option<String>,
+    /// The UID (and GID, fsGroup) of this namespace's collectors: no other namespace's collectors
+    /// share it (see `crate::desired::collector_uid`).
+    pub uid: u32,
 }
 
 /// Pod-template annotation with the resourceVersions of the Secrets the collector's env reads:
@@ -134,8 +137,9 @@ fn health_probe(initial_delay: i32) -> Probe {
     }
 }
 
-/// The collector pod: own network namespace, host /proc read-only, non-root, read-only root
-/// filesystem, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp.
+/// The collector pod: own network namespace, host /proc read-only, non-root under its namespace's
+/// own UID, GID and fsGroup, read-only root filesystem, no privilege escalation, all capabilities
+/// dropped, RuntimeDefault seccomp.
 pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec {
     let mut env = vec![
         field_env(NODE_NAME_ENV, "spec.nodeName"),
@@ -216,8 +220,9 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
                 .then(|| spec.deployment.tolerations.clone()),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
-                run_as_user: Some(10001),
-                run_as_group: Some(10001),
+                run_as_user: Some(i64::from(p.uid)),
+                run_as_group: Some(i64::from(p.uid)),
+                fs_group: Some(i64::from(p.uid)),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".to_string(),
                     ..Default::default()
@@ -309,6 +314,7 @@ mod tests {
             default_image: "otel/opentelemetry-collector-contrib:0.149.0",
             extra_env: vec![],
             secrets_version: None,
+            uid: 2_000_000_007,
         }
     }
 
@@ -361,6 +367,11 @@ mod tests {
         );
         assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
         assert_eq!(c.resources, Some(default_resources()));
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        for id in [psc.run_as_user, psc.run_as_group, psc.fs_group] {
+            assert_eq!(id, Some(2_000_000_007), "the namespace's own UID");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod experiment;
 mod exporters;
 mod failures;
 mod harness;
+mod helm;
 mod leader;
 mod metrics;
 mod observability;
