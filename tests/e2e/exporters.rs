@@ -17,7 +17,7 @@ use phoenix::crd::{Pipeline, conditions};
 
 use crate::experiment::phase;
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
-use crate::podrunner_test::{local_node, on_local};
+use crate::podrunner_test::{Runner, on_local};
 
 /// The header the test Secret's key becomes.
 const HEADER: &str = "api-key";
@@ -164,7 +164,7 @@ async fn arrives(receiver: &Receiver, value: &str) {
 #[tokio::test]
 async fn secret_headers_reach_the_receiver_and_a_rotated_key_replaces_the_old_one() {
     let ns = TestNamespace::new("exporters").await;
-    let (_runner, node) = local_node(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let receiver = Receiver::start();
     let pipelines = ns.api::<Pipeline>();
@@ -235,7 +235,7 @@ fn experiment(name: &str, node: &str, endpoint: &str, allow: bool) -> Experiment
 #[tokio::test]
 async fn an_experiment_sends_to_extra_exporters_only_when_it_allows_them() {
     let ns = TestNamespace::new("exp-exporters").await;
-    let (_runner, node) = local_node(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     ns.api::<Secret>()
         .create(&PostParams::default(), &secret("vendor-key", "exp-key"))

@@ -11,7 +11,7 @@ use phoenix::crd::experiment::{Experiment, ExperimentPhase, ExperimentStatus};
 
 use crate::experiment::{FINAL, experiment, phase};
 use crate::harness::{Operator, TestNamespace, eventually};
-use crate::podrunner_test::{local_node, on_local};
+use crate::podrunner_test::{Runner, on_local};
 
 /// The Experiment's `Ready` condition, which carries the reason a run failed.
 fn failed_because(status: &ExperimentStatus) -> (String, String) {
@@ -67,7 +67,7 @@ fn simulator_pids(pod_prefix: &str) -> Vec<i32> {
 #[tokio::test]
 async fn a_load_that_keeps_failing_mid_run_fails_the_run() {
     let ns = TestNamespace::new("exp-loadfail").await;
-    let (_runner, node) = local_node(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     let mut exp = experiment(

@@ -8,7 +8,7 @@ use kube::api::PostParams;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
-use crate::podrunner_test::local_node;
+use crate::podrunner_test::Runner;
 
 fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Experiment {
     let simulation = if simulation {
@@ -26,7 +26,7 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let (_runner, node) = local_node(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
     let api = ns.api::<Experiment>();
@@ -108,7 +108,7 @@ async fn a_simulation_only_the_simulator_can_refuse_goes_failed_with_the_reason(
     use phoenix::crd::Simulation;
     use phoenix::crd::simulation::SimulationPhase;
     let ns = TestNamespace::new("simrefused").await;
-    let (_runner, node) = local_node(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     // Admission accepts it (each field in range), but 100 × 256 MiB is over the simulator's total
     // memory cap: the real simulator refuses it at start (exit code 2).
