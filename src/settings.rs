@@ -6,6 +6,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::desired::collector_uid::{LedgerRef, UidRange};
 
+/// The Prometheus URL when neither `--prometheus-url` nor `PHOENIX_PROMETHEUS_URL` is set (the
+/// chart's and `kubectl-phoenix render`'s default too).
+pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus.monitoring:9090";
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -21,7 +25,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "PHOENIX_PROMETHEUS_URL",
-        default_value = "http://prometheus.monitoring:9090"
+        default_value = DEFAULT_PROMETHEUS_URL
     )]
     pub prometheus_url: String,
     /// Remote-write URL the collectors push to. Default: <prometheus-url>/api/v1/write.
