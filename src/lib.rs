@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod leader;
 pub mod settings;
 pub mod telemetry;
 

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use clap::Parser;
 use kube::client::ClientBuilder;
-use kube_lease_manager::LeaseManagerBuilder;
 use phoenix::controller::{self, Context};
+use phoenix::leader::Election;
 use phoenix::settings::Settings;
 use phoenix::telemetry::{self, Metrics, Readiness};
 use tokio::sync::watch;
@@ -63,53 +64,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
-    let manager = LeaseManagerBuilder::new(client, &settings.lease_name)
-        .with_namespace(&lease_ns)
-        .with_identity(&identity)
-        .with_duration(settings.lease_duration_seconds)
-        .with_grace((settings.lease_duration_seconds / 3).max(1))
-        .with_field_manager("phoenix-operator-lease")
-        .build()
-        .await?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let election = Election::new(
+        client,
+        &lease_ns,
+        &settings.lease_name,
+        &identity,
+        Duration::from_secs(settings.lease_duration_seconds),
+        Duration::from_secs(settings.lease_retry_seconds),
+    );
     tracing::info!(%identity, lease = %format!("{lease_ns}/{}", settings.lease_name), "waiting for leadership");
-    let mut waiting = shutdown.clone();
-    loop {
-        if *leading.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = leading.changed() => if changed.is_err() { return Err("lease manager stopped".into()) },
-            _ = waiting.changed() => { drop(leading); let _ = lease_task.await; return Ok(()); }
-        }
+    if !election.acquire(&mut shutdown.clone()).await {
+        return Ok(());
     }
     tracing::info!(%identity, "acquired leadership: starting controllers");
     readiness.leading.store(true, Ordering::Relaxed);
 
-    // Stop the controllers on shutdown or when the Lease is lost.
+    // The controllers run while the Lease is renewed. On shutdown they finish their in-flight
+    // reconciles (still renewing), then the Lease is released for a standby's next try. A lost
+    // Lease ends the process at once: another replica may already be reconciling.
     let (stop_tx, stop) = watch::channel(false);
-    let mut lost = leading.clone();
-    let mut on_shutdown = shutdown.clone();
-    let watchdog = tokio::spawn(async move {
-        let lost_lease = tokio::select! {
-            _ = on_shutdown.changed() => false,
-            _ = async { while lost.changed().await.is_ok() { if !*lost.borrow() { return; } } } => true,
-        };
-        let _ = stop_tx.send(true);
-        lost_lease
-    });
-    controller::run_all(ctx, &namespaces, stop).await;
-    let lost_lease = watchdog.await.unwrap_or(false);
-    readiness.leading.store(false, Ordering::Relaxed);
-    // Dropping the receiver makes the lease task release the Lease: a clean hand-over.
-    drop(leading);
-    let _ = lease_task.await;
-    if lost_lease {
-        tracing::error!("lost the Lease: exiting so a fresh process can compete again");
-        std::process::exit(1);
+    let controllers = controller::run_all(ctx, &namespaces, stop);
+    tokio::pin!(controllers);
+    tokio::select! {
+        reason = election.hold() => lost(&reason),
+        _ = &mut controllers => {}
+        _ = controller::stopped(shutdown.clone()) => {
+            let _ = stop_tx.send(true);
+            tokio::select! {
+                reason = election.hold() => lost(&reason),
+                _ = &mut controllers => {}
+            }
+        }
     }
+    readiness.leading.store(false, Ordering::Relaxed);
+    election.release().await;
     tracing::info!("stopped and released the Lease");
     Ok(())
+}
+
+/// Ends the process after the Lease was lost, so a fresh process can compete again.
+fn lost(reason: &str) -> ! {
+    tracing::error!(%reason, "lost the Lease: exiting so a fresh process can compete again");
+    std::process::exit(1);
 }
 
 fn hostname() -> String {

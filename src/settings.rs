@@ -102,6 +102,10 @@ pub struct Settings {
     /// Lease duration in seconds: a dead leader is replaced within this time.
     #[arg(long, env = "PHOENIX_LEASE_DURATION_SECONDS", default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Seconds between a replica's tries to take the Lease (and the holder's renewals): a released
+    /// Lease is taken over within this time.
+    #[arg(long, env = "PHOENIX_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    pub lease_retry_seconds: u64,
     /// Seconds an Experiment's collectors and load may take to become ready before it fails
     /// `DeployTimeout`.
     #[arg(long, env = "PHOENIX_DEPLOY_TIMEOUT_SECONDS", default_value_t = 300)]

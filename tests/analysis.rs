@@ -3,7 +3,10 @@
 //!
 //! Each test starts its own `prometheus` (Debian's 2.42 in CI; `PHOENIX_PROMETHEUS_BIN` overrides)
 //! on a free loopback port with the remote-write receiver on and a throwaway TSDB, and stops it on
-//! drop. Without the binary the tests are skipped, unless `PHOENIX_REQUIRE_E2E=1` (as in CI).
+//! drop. Without the binary the tests are skipped, unless `PHOENIX_REQUIRE_E2E` is set (`just test`;
+//! see tests/support).
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
@@ -42,12 +45,9 @@ impl Prometheus {
     /// Starts Prometheus, or returns None (test skipped) when the binary is missing.
     fn start() -> Option<Prometheus> {
         let Some(binary) = prometheus_binary() else {
-            assert!(
-                std::env::var("PHOENIX_REQUIRE_E2E").as_deref() != Ok("1"),
-                "prometheus not found (PATH, /usr/bin/prometheus or PHOENIX_PROMETHEUS_BIN); \
-                 tests/e2e/build.sh prometheus installs it"
+            support::missing(
+                "prometheus not found (PATH, /usr/bin/prometheus or PHOENIX_PROMETHEUS_BIN)",
             );
-            eprintln!("skipped: no prometheus binary");
             return None;
         };
         let port = TcpListener::bind("127.0.0.1:0")
@@ -722,4 +722,97 @@ async fn missing_or_partial_candidate_data_is_inconclusive_with_its_reason() {
             assert_eq!(evaluation.results.coverage.unwrap().paired_steps, 13);
         }
     }
+}
+
+/// The selectors Phoenix builds from names users choose (namespace/Experiment, metric names)
+/// select exactly their own series on a real Prometheus, whatever the characters: quotes,
+/// backslashes, control characters and PromQL fragments are escaped, never interpreted.
+#[tokio::test]
+async fn selectors_of_hostile_names_select_exactly_their_own_series() {
+    let Some(prometheus) = Prometheus::start() else {
+        return;
+    };
+    let http = http();
+    prometheus.wait_ready(&http).await;
+    // The plain client: this test reads the answers themselves, not the analysis' figures.
+    let prom = Client::from(http.clone(), &prometheus.url).expect("prometheus client");
+    let experiments = [
+        "ns/plain",
+        "ns/quote\"d",
+        "ns/back\\slash",
+        "ns/back\\\"slash-quote",
+        "ns/new\nline",
+        "ns/tab\tand\rreturn",
+        "ns/x\"} or vector(1) #",
+        "ns/ünïcødé",
+        "ns/bell\u{7}",
+    ];
+    let at = base_time() + SAMPLES * STEP - 10;
+    let series_of = |metric: &str, experiment: &str, variant: &str, value: f64| {
+        TimeSeries::new(
+            metric,
+            &[
+                ("phoenix_experiment", experiment),
+                ("phoenix_variant", variant),
+            ],
+        )
+        .sample(at * 1000, value)
+    };
+    let mut feed = vec![];
+    for (i, experiment) in experiments.iter().enumerate() {
+        for (variant, offset) in [("baseline", 0.0), ("candidate", 0.5)] {
+            feed.push(series_of(
+                queries::PROCESS_CPU_METRIC,
+                experiment,
+                variant,
+                i as f64 + offset,
+            ));
+        }
+    }
+    // A metric name that is not a plain PromQL identifier (OpenTelemetry's dotted style).
+    feed.push(series_of("process.cpu.time", "ns/plain", "baseline", 42.0));
+    remote_write::push(&http, &format!("{}/api/v1/write", prometheus.url), &feed)
+        .await
+        .expect("remote write accepted");
+
+    let answer = |query: String| {
+        let prom = prom.clone();
+        async move {
+            let result = prom
+                .query(query.as_str())
+                .at(at)
+                .get()
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+            result
+                .data()
+                .as_vector()
+                .expect("an instant vector")
+                .iter()
+                .map(|s| {
+                    let label = |k: &str| s.metric().get(k).cloned().unwrap_or_default();
+                    (
+                        label("phoenix_experiment"),
+                        label("phoenix_variant"),
+                        s.sample().value(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    for (i, experiment) in experiments.iter().enumerate() {
+        let sel = selector(experiment, "baseline");
+        assert_eq!(
+            answer(sel.metric(queries::PROCESS_CPU_METRIC)).await,
+            [(experiment.to_string(), "baseline".to_string(), i as f64)],
+            "{experiment:?} selects its own baseline series only"
+        );
+        let all = answer(sel.process_series()).await;
+        assert_eq!(all.len(), 1, "{experiment:?}: {all:?}");
+    }
+    assert_eq!(
+        answer(selector("ns/plain", "baseline").metric("process.cpu.time")).await,
+        [("ns/plain".to_string(), "baseline".to_string(), 42.0)],
+        "a dotted metric name selects its series"
+    );
 }

@@ -5,8 +5,10 @@
 //!
 //! Binaries: `COLLECTOR_BIN` (default `$PHOENIX_E2E_CACHE/otelcol-v<manifest version>-<manifest sha256, 8 hex>/otelcol-phoenix`,
 //! cache default `~/.cache/phoenix-e2e`) and `PROMETHEUS_BIN` (default `prometheus` on PATH). When
-//! one is missing the tests are skipped with a message, unless `PHOENIX_REQUIRE_E2E` is set (CI),
-//! where they fail.
+//! one is missing the tests are skipped with a message, unless `PHOENIX_REQUIRE_E2E` is set (`just
+//! test`, CI; see tests/support), where they fail.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -96,11 +98,7 @@ fn require(what: &str, bin: Option<PathBuf>) -> Option<PathBuf> {
                 "{what} not found ({}); build it with tests/e2e/build.sh",
                 bin.map_or("not on PATH".into(), |b| b.display().to_string())
             );
-            assert!(
-                std::env::var_os("PHOENIX_REQUIRE_E2E").is_none(),
-                "{msg} (PHOENIX_REQUIRE_E2E is set)"
-            );
-            eprintln!("SKIPPED: {msg}");
+            support::missing(&msg);
             None
         }
     }
@@ -804,12 +802,28 @@ fn remote_write_credentials_pass_collector_validate() {
 }
 
 const RUN_FOR: Duration = Duration::from_secs(35);
+
+/// Series reduction against baseline each reducing template must reach here, in percent.
+/// docs/benchmarks.md measured, on the simulator's `realistic` profile, −79.1% for
+/// `priority-filter` and −77.4% for `topk`; this run reads the machine's own /proc instead, so the
+/// floors keep a wide margin: 60% where only named processes, the top 3 and the critical ones are
+/// kept (`custom` here drops everything else, `aggregate-category` rolls everything into two
+/// categories and "other"). The per-name rollup (`aggregate`, −58.7% there) only has to reduce:
+/// its reduction is how many of this machine's processes share a name, which moved from 55% to
+/// 32% and below 25% across runs on a shared 2-core machine, so a floor here would test the machine.
+const REDUCTION_FLOORS: [(&str, f64); 5] = [
+    ("priority-filter", 60.0),
+    ("aggregate", 0.1),
+    ("aggregate-category", 60.0),
+    ("topk", 60.0),
+    ("custom", 60.0),
+];
 const PROBE: &str = "phx-sum-probe";
 const PROBES: usize = 3;
 
 /// (b) Every template against this machine's /proc and a real Prometheus: the reducing templates
-/// produce fewer series than baseline, sum same-named processes exactly, and keep every critical
-/// process baseline sees.
+/// reduce series at least by their [`REDUCTION_FLOORS`], sum same-named processes exactly, and
+/// keep every critical process baseline sees.
 #[test]
 fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     let Some((collector, dir, mut procs, prom_port)) = start_data_plane("dataplane") else {
@@ -877,17 +891,12 @@ fn templates_reduce_series_sum_processes_and_keep_critical_ones() {
     }
     let baseline = series.get("baseline").copied().unwrap_or(0.0);
     assert!(baseline > 0.0, "baseline produced no series: {series:?}");
-    for name in [
-        "priority-filter",
-        "aggregate",
-        "aggregate-category",
-        "topk",
-        "custom",
-    ] {
+    for (name, floor) in REDUCTION_FLOORS {
         let n = series.get(name).copied().unwrap_or(0.0);
+        let reduction = 100.0 * (1.0 - n / baseline);
         assert!(
-            n > 0.0 && n < baseline,
-            "{name}: {n} series, baseline {baseline}"
+            n > 0.0 && reduction >= floor,
+            "{name}: {n} series against baseline's {baseline}, a {reduction:.1}% reduction; at least {floor}% expected"
         );
     }
 

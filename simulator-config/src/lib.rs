@@ -14,7 +14,7 @@ pub const EXIT_REFUSED: u8 = 2;
 
 /// What to simulate. The `phoenix-simulator` crate documents the JSON shape and what it does.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SimulatorConfig {
     /// Which built-in load shape to run (default `realistic`).
     #[serde(default)]
@@ -135,14 +135,14 @@ impl std::str::FromStr for Profile {
 
 /// The patterns of the `custom` profile.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomProfile {
     pub patterns: Vec<ProcessPattern>,
 }
 
 /// A group of processes sharing a name template and behaviour.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProcessPattern {
     /// Name template: `{i}` becomes the process's sequence number in this pattern (0, 1, …, also
     /// across replacements) and `{rand}` four seeded hex digits. Cut to 15 characters.
@@ -160,7 +160,7 @@ pub struct ProcessPattern {
 
 /// CPU behaviour of a custom pattern: the shape and its peak.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CpuPattern {
     #[serde(default)]
     pub pattern: LoadPattern,
@@ -180,7 +180,7 @@ impl Default for CpuPattern {
 
 /// Memory behaviour of a custom pattern: the shape and its peak.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemoryPattern {
     #[serde(default)]
     pub pattern: LoadPattern,
@@ -200,7 +200,7 @@ impl Default for MemoryPattern {
 
 /// Optional caps in the configuration; each must be between 1 and the hard cap.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LimitsOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_processes: Option<u32>,
@@ -293,6 +293,21 @@ fn default_megabytes() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misspelt_field_is_refused_not_ignored() {
+        for json in [
+            r#"{"profile":"realistic","proceses":10}"#,
+            r#"{"profile":"custom","custom":{"patterns":[{"nameTemplate":"a-{i}","count":1,"cpu":{"peakMilicores":5}}]}}"#,
+            r#"{"profile":"realistic","limits":{"maxProcesess":5}}"#,
+        ] {
+            let error = SimulatorConfig::from_json(json).expect_err(json);
+            assert!(
+                error.to_string().contains("unknown field"),
+                "{json}: {error}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_fill_a_minimal_config() {

@@ -152,6 +152,7 @@ mod tests {
             extra_env: vec![],
             uid: 2_000_000_000,
             secret_files: None,
+            secrets_version: None,
         });
         let data = cm.data.expect("data");
         assert_eq!(data.len(), 1);

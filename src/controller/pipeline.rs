@@ -242,17 +242,17 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         return Ok(Action::await_change());
     }
     let resolved = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
-        Ok(keys) => remote_write_auth(&ctx, &namespace, grant.as_ref())
+        Ok(secrets) => remote_write_auth(&ctx, &namespace, grant.as_ref())
             .await?
-            .map(|auth| (keys, auth)),
+            .map(|auth| (secrets, auth)),
         Err(refusal) => Err(refusal),
     };
-    let (secret_keys, (remote_write_auth, remote_write_secret)) = match resolved {
+    let (headers, (remote_write_auth, remote_write_secret)) = match resolved {
         Ok(resolved) => resolved,
         Err(refusal) => {
             refuse(&ctx, &api, &pipeline, refusal.reason(), refusal.to_string()).await?;
             // Secrets are not watched: look again in a while.
-            return Ok(Action::requeue(Duration::from_secs(30)));
+            return Ok(Action::requeue(SECRET_RECHECK));
         }
     };
     let render_ctx = RenderContext {
@@ -260,7 +260,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         variant: ownership.variant.as_deref(),
         topk_processes: &topk,
         extra_exporters_allowed: exporters_allowed,
-        secret_keys: &secret_keys,
+        secret_keys: &headers.keys,
         remote_write_auth: &remote_write_auth,
         ..RenderContext::new(&name, &remote_write)
     };
@@ -308,6 +308,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         config_hash: &rendered.hash,
         default_image: &ctx.settings.collector_image,
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
+        secrets_version: headers.version.clone(),
         uid,
         secret_files: rendered.secret_files.clone(),
     };
@@ -424,8 +425,16 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         // The refusal arrives as Events, which are not watched: look again in a while.
         return Ok(Action::requeue(PODS_MISSING_RECHECK));
     }
-    Ok(Action::await_change())
+    Ok(match headers.version {
+        // Secrets are not watched: look again in a while, so a rotated one rolls the collectors.
+        Some(_) => Action::requeue(SECRET_RECHECK),
+        None => Action::await_change(),
+    })
 }
+
+/// How often a Pipeline whose exporters read Secrets looks at them again (Secrets are not
+/// watched): a missing Secret that appears, or a rotated one, takes effect within this time.
+const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 /// Marks `pipeline` `Invalid` with `reason` and `message` (an Event when the message is new);
 /// the collectors keep their last good config.
@@ -678,37 +687,50 @@ async fn remote_write_auth(
     )
 }
 
-/// The key names (never the values) of the Secrets `spec.exporters` reference, or why one of
-/// them cannot be used.
+/// What the Secrets `spec.exporters` reference give the collectors.
+struct HeaderSecrets {
+    /// Each Secret's key names (never the values): the header names.
+    keys: BTreeMap<String, Vec<String>>,
+    /// `name=resourceVersion` of each Secret, comma-separated; `None` when no Secret is read.
+    version: Option<String>,
+}
+
+/// The key names and versions of the Secrets `spec.exporters` reference, or why one of them
+/// cannot be used.
 async fn header_secret_keys(
     ctx: &Context,
     namespace: &str,
     pipeline: &Pipeline,
     allowed: bool,
-) -> Result<std::result::Result<BTreeMap<String, Vec<String>>, SecretRefusal>> {
+) -> Result<std::result::Result<HeaderSecrets, SecretRefusal>> {
     let mut keys = BTreeMap::new();
-    if !allowed {
-        return Ok(Ok(keys));
-    }
+    let mut versions = Vec::new();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    for r in pipeline
+    let refs = pipeline
         .spec
         .exporters
         .iter()
         .filter_map(|e| e.headers_secret_ref.as_ref())
-    {
+        .filter(|_| allowed);
+    for r in refs {
         let secret = secrets
             .get_opt(&r.name)
             .await
             .map_err(Error::kube("get exporter Secret"))?;
+        let version = secret
+            .as_ref()
+            .and_then(|s| s.metadata.resource_version.clone())
+            .unwrap_or_default();
         match exporter_secret_keys(&r.name, secret) {
             Ok(names) => {
                 keys.insert(r.name.clone(), names);
+                versions.push(format!("{}={version}", r.name));
             }
             Err(refusal) => return Ok(Err(refusal)),
         }
     }
-    Ok(Ok(keys))
+    let version = (!versions.is_empty()).then(|| versions.join(","));
+    Ok(Ok(HeaderSecrets { keys, version }))
 }
 
 async fn delete_if_exists<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>

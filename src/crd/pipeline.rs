@@ -247,7 +247,8 @@ pub struct OtlpHttpExporter {
     /// e.g. `api-key` for New Relic. The Secret must carry the label
     /// `phoenix.io/exporter-credentials: "true"` (its owner's opt-in): any other Secret is refused
     /// (`ConfigValid=False`, reason `SecretNotOptedIn`), so writing a Pipeline never ships a
-    /// Secret you cannot read to an endpoint you choose.
+    /// Secret you cannot read to an endpoint you choose. The Secret is read again every 30 s: one
+    /// that appears is used, and a rotated one rolls the collectors so the new value is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers_secret_ref: Option<SecretRef>,
 }

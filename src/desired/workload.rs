@@ -48,6 +48,9 @@ pub struct CollectorParams<'a> {
     /// Env vars the rendered config refers to besides the node/pod name (e.g. exporter headers
     /// from a Secret).
     pub extra_env: Vec<EnvVar>,
+    /// The versions of the Secrets `extra_env` reads (see [`SECRETS_VERSION`]), when there are
+    /// any.
+    pub secrets_version: Option<String>,
     /// The UID (and GID, fsGroup) of this namespace's collectors: no other namespace's collectors
     /// share it (see `crate::desired::collector_uid`).
     pub uid: u32,
@@ -55,6 +58,10 @@ pub struct CollectorParams<'a> {
     /// [`collector_config::remote_write::MOUNT_DIR`] (the remote-write TLS material).
     pub secret_files: Option<(String, Vec<String>)>,
 }
+
+/// Pod-template annotation with the resourceVersions of the Secrets the collector's env reads:
+/// env vars are read once at container start, so a rotated Secret must roll the pods.
+pub const SECRETS_VERSION: &str = "phoenix.io/secrets-version";
 
 /// The collector workload: a DaemonSet (default) or a Deployment.
 #[derive(Clone, Debug, PartialEq)]
@@ -234,6 +241,9 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
         "phoenix.io/config-map".to_string(),
         labels::config_map_name(p.name, p.config_hash),
     );
+    if let Some(version) = &p.secrets_version {
+        annotations.insert(SECRETS_VERSION.to_string(), version.clone());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::pipeline_labels(p.name, &p.ownership, "collector")),
@@ -348,6 +358,7 @@ mod tests {
             config_hash: hash,
             default_image: "otel/opentelemetry-collector-contrib:0.149.0",
             extra_env: vec![],
+            secrets_version: None,
             uid: 2_000_000_007,
             secret_files: None,
         }
@@ -444,6 +455,25 @@ mod tests {
         let a = pod_template(&spec, &params("aaaaaaaa"));
         let b = pod_template(&spec, &params("bbbbbbbb"));
         assert_ne!(a, b, "a new config hash must roll the pods");
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_pod_template_and_only_then() {
+        let spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
+        let with = |version: Option<&str>| {
+            let mut p = params("aaaaaaaa");
+            p.secrets_version = version.map(str::to_string);
+            pod_template(&spec, &p)
+        };
+        assert_ne!(with(Some("key=1")), with(Some("key=2")));
+        assert_eq!(with(Some("key=1")), with(Some("key=1")));
+        let none = with(None);
+        assert!(
+            none.metadata
+                .and_then(|m| m.annotations)
+                .is_some_and(|a| !a.contains_key(SECRETS_VERSION)),
+            "no annotation without Secrets"
+        );
     }
 
     #[test]

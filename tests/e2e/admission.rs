@@ -39,7 +39,7 @@ async fn every_example_is_accepted() {
     for file in &files {
         let out = cluster()
             .kubectl()
-            .args(["-n", &ns.name, "create", "-f"])
+            .args(["-n", &ns.name, "create", "--validate=strict", "-f"])
             .arg(file)
             .output()
             .expect("kubectl runs");
@@ -64,6 +64,70 @@ async fn every_example_is_accepted() {
         .expect("kubectl runs");
     let stored = String::from_utf8_lossy(&out.stdout).lines().count();
     assert_eq!(stored, files.len(), "every example stored");
+    ns.cleanup().await;
+}
+
+/// Copies of `example` with one misspelt field each: a key next to the first field of `spec`, and
+/// one inside the first mapping under `spec` (e.g. `successCriteria`), named like its neighbour
+/// plus an `s`, as a slip of the keyboard would.
+fn typos(example: &str) -> Vec<(String, String)> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(example).expect("example parses");
+    let spec = doc
+        .get("spec")
+        .and_then(|s| s.as_mapping())
+        .expect("example has a spec");
+    let mut copies = vec![];
+    let misspelt = |m: &serde_yaml::Mapping| {
+        let (k, v) = m.iter().next().expect("a non-empty mapping");
+        (format!("{}s", k.as_str().expect("string key")), v.clone())
+    };
+    let (key, value) = misspelt(spec);
+    let mut copy = doc.clone();
+    copy["spec"][key.as_str()] = value;
+    copies.push((format!("spec.{key}"), copy));
+    if let Some((parent, child)) = spec
+        .iter()
+        .find_map(|(k, v)| Some((k.as_str()?, v.as_mapping().filter(|m| !m.is_empty())?)))
+    {
+        let (key, value) = misspelt(child);
+        let mut copy = doc.clone();
+        copy["spec"][parent][key.as_str()] = value;
+        copies.push((format!("spec.{parent}.{key}"), copy));
+    }
+    copies
+        .into_iter()
+        .map(|(field, copy)| (field, serde_yaml::to_string(&copy).expect("serializes")))
+        .collect()
+}
+
+/// Structural schemas prune unknown fields silently; with strict field validation (kubectl's
+/// default, asked for explicitly here as in every example's test) a typo is refused instead.
+#[tokio::test]
+async fn a_typo_in_any_example_is_refused_not_dropped() {
+    let ns = TestNamespace::new("typos").await;
+    let dir = repo_root().join("examples");
+    let (mut refused, mut examples) = (0, 0);
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let file = entry.expect("entry").path();
+        examples += 1;
+        let example = std::fs::read_to_string(&file).expect("example readable");
+        for (field, copy) in typos(&example) {
+            let out = kubectl_stdin(&ns.name, &["create", "--validate=strict"], &copy);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success()
+                    && stderr.contains("unknown field")
+                    && stderr.contains(&field),
+                "{} with {field} misspelt was not refused naming it: {stderr}",
+                file.display()
+            );
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > examples,
+        "{refused} misspelt copies of {examples} examples tried"
+    );
     ns.cleanup().await;
 }
 

@@ -228,6 +228,39 @@ async fn run(
     baseline: Shape<'_>,
     candidate: Shape<'_>,
 ) -> (TestNamespace, ExperimentStatus) {
+    let (ns, status, _) = run_keeping_configs(prefix, criteria, baseline, candidate).await;
+    (ns, status)
+}
+
+/// The collector config (ConfigMap text) the Pipeline `name` runs, once it is Ready.
+async fn running_config(ns: &TestNamespace, name: &str) -> String {
+    let pipelines = ns.api::<Pipeline>();
+    let config_map = eventually(
+        &format!("Pipeline {name} Ready"),
+        Duration::from_secs(90),
+        || async {
+            let s = pipelines.get(name).await.ok()?.status?;
+            let ready = s.phase == Some(phoenix::crd::pipeline::PipelinePhase::Ready);
+            ready.then_some(s.config_map).flatten()
+        },
+    )
+    .await;
+    ns.api::<ConfigMap>()
+        .get(&config_map)
+        .await
+        .expect("the Pipeline's ConfigMap")
+        .data
+        .and_then(|d| d.get(phoenix::desired::workload::CONFIG_FILE).cloned())
+        .expect("the collector config")
+}
+
+/// [`run`], also returning the baseline's and the candidate's collector configs as they ran.
+async fn run_keeping_configs(
+    prefix: &str,
+    criteria: &str,
+    baseline: Shape<'_>,
+    candidate: Shape<'_>,
+) -> (TestNamespace, ExperimentStatus, [String; 2]) {
     let ns = TestNamespace::new(prefix).await;
     let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
@@ -235,6 +268,10 @@ async fn run(
         .await
         .expect("Experiment created");
     let since = running_since(&api, "exp").await;
+    let configs = [
+        running_config(&ns, "exp-baseline").await,
+        running_config(&ns, "exp-candidate").await,
+    ];
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
     feed(&url, &label, "baseline", &baseline, since).await;
@@ -251,12 +288,35 @@ async fn run(
         },
     )
     .await;
-    (ns, status)
+    (ns, status, configs)
+}
+
+/// A collector config with the labels naming its Pipeline, Experiment and variant blanked: what
+/// is left is what the collector does.
+fn without_names(config: &str) -> serde_yaml::Value {
+    fn blank(v: &mut serde_yaml::Value) {
+        match v {
+            serde_yaml::Value::Mapping(m) => {
+                let naming = m.get("key").and_then(|k| k.as_str()).is_some_and(|k| {
+                    ["phoenix_experiment", "phoenix_variant", "phoenix_pipeline"].contains(&k)
+                });
+                if naming {
+                    m.insert("value".into(), "-".into());
+                }
+                m.values_mut().for_each(blank);
+            }
+            serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(blank),
+            _ => {}
+        }
+    }
+    let mut value = serde_yaml::from_str(config).expect("collector config parses");
+    blank(&mut value);
+    value
 }
 
 #[tokio::test]
 async fn a_reducing_candidate_passes_and_releases_its_children() {
-    let (ns, status) = run(
+    let (ns, status, [baseline_config, candidate_config]) = run_keeping_configs(
         "exp-pass",
         "minSeriesReductionPercent: 80",
         shape(50, 2, &["postgres", "nginx"]),
@@ -309,6 +369,25 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
             .then_some(())
     })
     .await;
+    // Applied as a Pipeline, the recommendation runs the collector config the candidate ran (its
+    // own name and labels aside).
+    let _operator = Operator::start(&ns.name, &[]);
+    let promoted = Pipeline::new("promoted", recommendation);
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &promoted)
+        .await
+        .expect("the recommendation is a valid Pipeline");
+    let promoted_config = running_config(&ns, "promoted").await;
+    assert_eq!(
+        without_names(&promoted_config),
+        without_names(&candidate_config),
+        "the recommendation renders the candidate's collector config"
+    );
+    assert_ne!(
+        without_names(&promoted_config),
+        without_names(&baseline_config),
+        "and not the baseline's"
+    );
     ns.cleanup().await;
 }
 
@@ -693,8 +772,9 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     let label = format!("{}/exp", ns.name);
     let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
     feed_reducing(&url, &label, since).await;
-    // Killed while Running: the restarted one keeps the same clock and children.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Killed while Running: the restarted one keeps the same clock and children (counted once
+    // it has reconciled the Running Experiment).
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         children_count(&ns).await,
         (2, 1, 2, 2),
@@ -724,9 +804,19 @@ async fn a_restarted_operator_resumes_without_duplicates() {
     };
     let before = versions(&ns).await;
     operator.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let operator = Operator::start(&ns.name, &[]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The restarted operator has resynced every child (both Pipelines, the Simulation) and
+    // reconciled the Experiment before anything is compared.
+    eventually(
+        "the restarted operator reconciled both Pipelines and the Simulation",
+        Duration::from_secs(60),
+        || async {
+            (operator.reconciled("pipeline") >= 2 && operator.reconciled("simulation") >= 1)
+                .then_some(())
+        },
+    )
+    .await;
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         children_count(&ns).await,
         (2, 1, 2, 2),
@@ -770,7 +860,7 @@ async fn a_restarted_operator_resumes_without_duplicates() {
 #[tokio::test]
 async fn abort_ends_the_run_and_releases_children() {
     let ns = TestNamespace::new("exp-abort").await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
     api.create(&PostParams::default(), &experiment("exp", "", ""))
         .await
@@ -788,8 +878,8 @@ async fn abort_ends_the_run_and_releases_children() {
         (p + s + d == 0).then_some(())
     })
     .await;
-    // Terminal phases never change.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Terminal phases never change, reconciled again or not.
+    operator.nudge(&api, "exp", "experiment").await;
     assert_eq!(
         api.get("exp")
             .await
@@ -933,7 +1023,7 @@ fn user_pipeline(name: &str) -> Pipeline {
 #[tokio::test]
 async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_it_alone() {
     let ns = TestNamespace::new("exp-conflict").await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let pipelines = ns.api::<Pipeline>();
     pipelines
         .create(&PostParams::default(), &user_pipeline("exp-candidate"))
@@ -965,8 +1055,9 @@ async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_i
         ready.message
     );
     assert_eq!(status.verdict, None);
-    // The terminal Experiment keeps reconciling (releasing what it controls); give it time.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The terminal Experiment keeps reconciling (releasing what it controls): once it has been
+    // reconciled again, the user's Pipeline is still untouched.
+    operator.nudge(&api, "exp", "experiment").await;
     let after = pipelines
         .get("exp-candidate")
         .await

@@ -447,3 +447,87 @@ pub fn spawn_prometheus_with(dir: &Path, port: u16, config: &str, extra: &[Strin
         .spawn()
         .expect("prometheus starts")
 }
+
+impl Operator {
+    /// Sends SIGTERM, as the kubelet does when it stops a pod.
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits in i32");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM sent to the operator");
+    }
+
+    /// Waits up to `timeout` for the process to exit and returns how it did.
+    pub async fn exited(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        eventually("the operator process exits", timeout, || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+}
+
+impl Operator {
+    /// A value of the operator's /metrics for `controller` (e.g.
+    /// `phoenix_reconcile_duration_seconds_count`); panics when /metrics does not answer, so a
+    /// zero always comes from a live process.
+    fn controller_metric(&self, metric: &str, controller: &str) -> u64 {
+        let metrics = self.metrics();
+        assert!(
+            metrics.contains("phoenix_"),
+            "the operator's /metrics answers"
+        );
+        let prefix = format!("{metric}{{controller=\"{controller}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Reconciles of `controller` this operator has finished.
+    pub fn reconciled(&self, controller: &str) -> u64 {
+        self.controller_metric("phoenix_reconcile_duration_seconds_count", controller)
+    }
+
+    /// Makes `controller` reconcile the object `name` of `api` again with nothing to do (a label
+    /// Phoenix does not read) and waits until this operator has finished a reconcile that began
+    /// after nothing was in flight: from then on, "nothing changed" is a reconciled fact, not a
+    /// wait that might have been too short.
+    /// Returns the object's resourceVersion after the label write.
+    pub async fn nudge<K>(&self, api: &Api<K>, name: &str, controller: &str) -> Option<String>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let done = eventually(
+            &format!("no {controller} reconcile in flight"),
+            Duration::from_secs(60),
+            || async {
+                (self.controller_metric("phoenix_reconciles_in_flight", controller) == 0)
+                    .then(|| self.reconciled(controller))
+            },
+        )
+        .await;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let patch = serde_json::json!({"metadata": {"labels": {"e2e.phoenix.io/nudge": nanos.to_string()}}});
+        let nudged = api
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .expect("nudge label patched");
+        eventually(
+            &format!("a {controller} reconcile after the nudge"),
+            Duration::from_secs(60),
+            || async { (self.reconciled(controller) > done).then_some(()) },
+        )
+        .await;
+        nudged.meta().resource_version.clone()
+    }
+}

@@ -5,6 +5,8 @@ mod admission;
 mod admission_cases;
 mod cli;
 mod experiment;
+mod exporters;
+mod failures;
 mod harness;
 mod helm;
 mod leader;

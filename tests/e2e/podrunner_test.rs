@@ -94,6 +94,13 @@ impl Runner {
     }
 }
 
+/// Placement (YAML flow mapping) on the runner's node `node`, its taint tolerated.
+pub(crate) fn on_local(node: &str) -> String {
+    format!(
+        "{{nodeSelector: {{kubernetes.io/hostname: {node}}}, tolerations: [{{key: {TAINT_KEY}, operator: Exists, effect: NoSchedule}}]}}"
+    )
+}
+
 impl Drop for Runner {
     fn drop(&mut self) {
         self.stop();

@@ -108,8 +108,7 @@ async fn a_simulation_only_the_simulator_can_refuse_goes_failed_with_the_reason(
     use phoenix::crd::Simulation;
     use phoenix::crd::simulation::SimulationPhase;
     let ns = TestNamespace::new("simrefused").await;
-    let node = format!("local-{}", ns.name);
-    let _runner = Runner::start(&node);
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     // Admission accepts it (each field in range), but 100 × 256 MiB is over the simulator's total
     // memory cap: the real simulator refuses it at start (exit code 2).

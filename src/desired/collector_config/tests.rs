@@ -625,7 +625,12 @@ fn same_input_same_hash_and_any_change_changes_it() {
     assert_eq!(a.hash, b.hash);
     assert_eq!(a.hash.len(), 8);
     assert!(a.hash.chars().all(|c| c.is_ascii_hexdigit()));
+    // The hash is the SHA-256 of the rendered text, checked against a published test vector
+    // (FIPS 180-2's "abc") rather than against the function itself, and any byte counts.
+    assert_eq!(hash8("abc"), "ba7816bf");
+    assert_eq!(hash8(""), "e3b0c442");
     assert_eq!(a.hash, hash8(&a.yaml));
+    assert_ne!(a.hash, hash8(&format!("{} ", a.yaml)));
 
     let mut spec = example("aggregate");
     spec.collection_interval = "20s".parse().expect("a duration");
