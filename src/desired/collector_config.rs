@@ -24,6 +24,7 @@
 //! User-provided strings can never trigger the collector's `${...}` expansion (see [`escape`]).
 
 mod error;
+pub mod predict;
 pub mod escape;
 pub mod templates;
 mod validate;
@@ -298,12 +299,7 @@ fn build(
                 "mute_process_io_error": true,
                 "mute_process_user_error": true,
                 "mute_process_cgroup_error": true,
-                "metrics": {
-                    "process.cpu.time": {"enabled": true},
-                    "process.memory.usage": {"enabled": true},
-                    "process.memory.virtual": {"enabled": true},
-                    "process.disk.io": {"enabled": true},
-                },
+                "metrics": templates::scraper_metrics(spec),
             }},
         })),
     );
