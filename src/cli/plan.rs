@@ -247,7 +247,10 @@ pub fn plan_input(
         ),
         (None, Some(r)) => (
             identity_baseline(),
-            format!("phoenix_pipeline=\"{}\"", queries::escape_label_value(&r.name)),
+            format!(
+                "phoenix_pipeline=\"{}\"",
+                queries::escape_label_value(&r.name)
+            ),
         ),
         (None, None) => return Err(CliError::Input("the Experiment has no baseline".into())),
     };
@@ -288,14 +291,11 @@ pub async fn read_source(
             window,
         )
         .await?;
-        let counts: HashMap<BTreeMap<String, String>, Vec<(f64, f64)>> = measure::range_series(
-            prom,
-            &queries::samples_per_series(sel, &name, step),
-            window,
-        )
-        .await?
-        .into_iter()
-        .collect();
+        let counts: HashMap<BTreeMap<String, String>, Vec<(f64, f64)>> =
+            measure::range_series(prom, &queries::samples_per_series(sel, &name, step), window)
+                .await?
+                .into_iter()
+                .collect();
         for (labels, points) in presence {
             let present = measure::align(&steps, &points)
                 .iter()
@@ -368,7 +368,11 @@ pub fn predict(model: &Model, data: &SourceData, critical: &[String]) -> Measure
         series,
         steps,
         distinct_series: distinct.len() as f64,
-        datapoints_per_second: if seconds > 0.0 { samples / seconds } else { 0.0 },
+        datapoints_per_second: if seconds > 0.0 {
+            samples / seconds
+        } else {
+            0.0
+        },
         critical_names,
         critical_patterns: critical.to_vec(),
         ..Measurements::default()
@@ -434,13 +438,14 @@ pub fn report(
     let eval = verdict::evaluate(&input.experiment, &base, &cand);
     let r = eval.results;
     let cost = r.estimated_monthly_cost.clone().unwrap_or_default();
-    let figures = |m: &Measurements, v: &crate::crd::experiment::VariantResults, cost: f64| Figures {
-        series: v.series.unwrap_or(0.0),
-        distinct_series: m.distinct_series,
-        datapoints_per_second: m.datapoints_per_second,
-        monthly_cost: cost,
-        critical_processes: m.critical_names.len(),
-    };
+    let figures =
+        |m: &Measurements, v: &crate::crd::experiment::VariantResults, cost: f64| Figures {
+            series: v.series.unwrap_or(0.0),
+            distinct_series: m.distinct_series,
+            datapoints_per_second: m.datapoints_per_second,
+            monthly_cost: cost,
+            critical_processes: m.critical_names.len(),
+        };
     let predictable = [
         verdict::criterion::MIN_SERIES_REDUCTION,
         verdict::criterion::MIN_CRITICAL_RETENTION,
@@ -466,7 +471,13 @@ pub fn report(
             .collect(),
         topk: if input.candidate.template == PipelineTemplate::Topk {
             let mut names = topk.to_vec();
-            names.extend(input.candidate.topk.iter().flat_map(|t| t.processes.clone()));
+            names.extend(
+                input
+                    .candidate
+                    .topk
+                    .iter()
+                    .flat_map(|t| t.processes.clone()),
+            );
             names.sort();
             names.dedup();
             names
@@ -495,7 +506,10 @@ pub fn format_table(r: &PlanReport, limit: usize) -> String {
         out.push_str(&s);
         out.push('\n');
     };
-    line(format!("Plan for candidate template {} from {}", r.template, r.source));
+    line(format!(
+        "Plan for candidate template {} from {}",
+        r.template, r.source
+    ));
     line(format!(
         "Window {} – {}, step {}s",
         time(r.start),
@@ -503,7 +517,10 @@ pub fn format_table(r: &PlanReport, limit: usize) -> String {
         r.step_seconds
     ));
     line(String::new());
-    line(format!("{:<22} {:>14} {:>14} {:>9}", "", "BASELINE", "CANDIDATE", "CHANGE"));
+    line(format!(
+        "{:<22} {:>14} {:>14} {:>9}",
+        "", "BASELINE", "CANDIDATE", "CHANGE"
+    ));
     line(format!(
         "{:<22} {:>14.0} {:>14.0} {:>9}",
         "active series",
@@ -538,7 +555,8 @@ pub fn format_table(r: &PlanReport, limit: usize) -> String {
             "criterion {} {}: predicted {} ({})",
             c.name,
             c.threshold,
-            c.observed.map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
+            c.observed
+                .map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
             if c.passed { "met" } else { "MISSED" }
         ));
     }
@@ -560,7 +578,10 @@ pub fn format_table(r: &PlanReport, limit: usize) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    line(format!("{:<32} {:>8}  {}", "EXECUTABLE", "SERIES", "CANDIDATE"));
+    line(format!(
+        "{:<32} {:>8}  {}",
+        "EXECUTABLE", "SERIES", "CANDIDATE"
+    ));
     let shown = if limit == 0 { r.processes.len() } else { limit };
     for p in r.processes.iter().take(shown) {
         let fate = match &p.into {
@@ -570,7 +591,10 @@ pub fn format_table(r: &PlanReport, limit: usize) -> String {
         line(format!("{:<32} {:>8}  {fate}", p.name, p.series));
     }
     if r.processes.len() > shown {
-        line(format!("… {} more (--processes 0 lists all)", r.processes.len() - shown));
+        line(format!(
+            "… {} more (--processes 0 lists all)",
+            r.processes.len() - shown
+        ));
     }
     out
 }
@@ -607,14 +631,19 @@ pub fn connection(e: MeasureError) -> CliError {
     }
 }
 
-fn now() -> i64 {
+/// Now, Unix seconds.
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Runs `plan`.
-pub async fn run(args: &Args, global: &GlobalArgs, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub async fn run(
+    args: &Args,
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     let docs = documents::read_all(std::slice::from_ref(&args.file), false)?;
     let input = plan_input(&docs, global.namespace.as_deref())?;
     let source = args
@@ -640,7 +669,9 @@ pub async fn run(args: &Args, global: &GlobalArgs, out: &mut dyn Write) -> Resul
         .max(input.candidate.collection_interval.as_secs_f64());
     let window = window(&args.source, now(), step, collection);
     let prom = client(&args.source.prometheus)?;
-    let data = read_source(&prom, &source, &window).await.map_err(connection)?;
+    let data = read_source(&prom, &source, &window)
+        .await
+        .map_err(connection)?;
     if data.series.is_empty() {
         return Err(CliError::Connection(format!(
             "no process series match {source} in the window: nothing to plan from"
@@ -654,7 +685,9 @@ pub async fn run(args: &Args, global: &GlobalArgs, out: &mut dyn Write) -> Resul
     };
     let report = report(&input, &source.to_string(), &data, &topk)?;
     match global.output.unwrap_or(Output::Table) {
-        Output::Table | Output::Html => out.write_all(format_table(&report, args.processes).as_bytes())?,
+        Output::Table | Output::Html => {
+            out.write_all(format_table(&report, args.processes).as_bytes())?
+        }
         structured => write_structured(out, &report, structured)?,
     }
     Ok(if report.misses_criteria() {
@@ -678,7 +711,10 @@ pub(crate) mod tests {
         let mut pid = 0;
         let mut add = |name: &str, pid: usize, present: Vec<bool>| {
             for (metric, states) in [
-                ("process_cpu_time_seconds_total", vec!["user", "system", "wait"]),
+                (
+                    "process_cpu_time_seconds_total",
+                    vec!["user", "system", "wait"],
+                ),
                 ("process_memory_usage_bytes", vec![""]),
             ] {
                 for state in states {
@@ -752,8 +788,7 @@ pub(crate) mod tests {
         assert_eq!(m.series[1], Some(20.0));
         assert_eq!(m.critical_names, BTreeSet::from(["postgres".to_string()]));
         // 3 samples per series per 30 s step.
-        let expected = (20.0 * m.steps.len() as f64 + 4.0 * m.steps.len().div_ceil(2) as f64)
-            * 3.0
+        let expected = (20.0 * m.steps.len() as f64 + 4.0 * m.steps.len().div_ceil(2) as f64) * 3.0
             / (30.0 * m.steps.len() as f64);
         assert!((m.datapoints_per_second - expected).abs() < 1e-9);
     }
@@ -773,7 +808,10 @@ pub(crate) mod tests {
         assert_eq!(r.processes[0].name, "java");
         assert_eq!(r.processes[0].fate, "keep summed");
         assert_eq!(
-            r.processes.iter().find(|p| p.name == "postgres").map(|p| p.fate.as_str()),
+            r.processes
+                .iter()
+                .find(|p| p.name == "postgres")
+                .map(|p| p.fate.as_str()),
             Some("critical")
         );
     }

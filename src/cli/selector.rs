@@ -83,10 +83,9 @@ impl std::str::FromStr for LabelSelector {
             if chars.peek().is_none() {
                 break;
             }
-            let label: String = std::iter::from_fn(|| {
-                chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_')
-            })
-            .collect();
+            let label: String =
+                std::iter::from_fn(|| chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_'))
+                    .collect();
             let valid = label
                 .chars()
                 .next()
@@ -95,7 +94,9 @@ impl std::str::FromStr for LabelSelector {
                 return Err(format!("expected a label name in {text:?}"));
             }
             if label == "__name__" {
-                return Err("__name__ cannot be selected: the plan reads every process metric".into());
+                return Err(
+                    "__name__ cannot be selected: the plan reads every process metric".into(),
+                );
             }
             skip_spaces(&mut chars);
             let op = match (chars.next(), chars.peek()) {
@@ -103,15 +104,18 @@ impl std::str::FromStr for LabelSelector {
                 (Some('='), _) => Op::Equal,
                 (Some('!'), Some('=')) => Op::NotEqual,
                 (Some('!'), Some('~')) => Op::NotRegex,
-                _ => return Err(format!("expected =, !=, =~ or !~ after {label} in {text:?}")),
+                _ => {
+                    return Err(format!(
+                        "expected =, !=, =~ or !~ after {label} in {text:?}"
+                    ));
+                }
             };
             if op != Op::Equal {
                 chars.next();
             }
             skip_spaces(&mut chars);
-            let value = quoted(&mut chars).ok_or_else(|| {
-                format!("expected a quoted value for {label} in {text:?}")
-            })?;
+            let value = quoted(&mut chars)
+                .ok_or_else(|| format!("expected a quoted value for {label} in {text:?}"))?;
             if matches!(op, Op::Regex | Op::NotRegex) {
                 regex::Regex::new(&value).map_err(|e| format!("{label}: {e}"))?;
             }
@@ -163,10 +167,7 @@ mod tests {
             .expect("parses");
         assert_eq!(sel.0.len(), 3);
         assert_eq!(sel.0[2].value, "a\"b");
-        assert_eq!(
-            sel.matchers(),
-            r#"job="otel",node=~"prod-.*",team!="a\"b""#
-        );
+        assert_eq!(sel.matchers(), r#"job="otel",node=~"prod-.*",team!="a\"b""#);
         let bare: LabelSelector = r#"phoenix_variant="baseline""#.parse().expect("parses");
         assert_eq!(bare.to_string(), r#"{phoenix_variant="baseline"}"#);
     }

@@ -147,7 +147,12 @@ pub struct Suggestion {
 }
 
 /// The plan of `spec` against `data` with `target` as the series criterion.
-fn plan_of(spec: &PipelineSpec, data: &SourceData, source: &str, target: f64) -> Result<PlanReport, CliError> {
+fn plan_of(
+    spec: &PipelineSpec,
+    data: &SourceData,
+    source: &str,
+    target: f64,
+) -> Result<PlanReport, CliError> {
     let mut experiment = plan::default_experiment();
     experiment.success_criteria.min_series_reduction_percent = Some(target);
     let input = PlanInput {
@@ -214,8 +219,7 @@ pub fn search(
             plan,
         });
     }
-    let (level, spec, plan) =
-        last.ok_or_else(|| CliError::Input("no change to try".into()))?;
+    let (level, spec, plan) = last.ok_or_else(|| CliError::Input("no change to try".into()))?;
     Ok(Suggestion {
         reached: false,
         change: format!("{} (K = 1); the target is out of reach", level.description),
@@ -226,8 +230,8 @@ pub fn search(
 
 /// `ranked` without the names matching a critical pattern (they are kept anyway).
 pub fn without_critical(ranked: Vec<String>, critical: &[String]) -> Result<Vec<String>, CliError> {
-    let patterns: Vec<Regex> = measure::critical_regexes(critical)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let patterns: Vec<Regex> =
+        measure::critical_regexes(critical).map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(ranked
         .into_iter()
         .filter(|n| !patterns.iter().any(|p| p.is_match(n)))
@@ -243,7 +247,11 @@ pub fn manifest(name: &str, s: &Suggestion) -> Result<String, CliError> {
     Ok(format!(
         "# Suggested by kubectl phoenix suggest from {} ({}):\n#   {}\n# Predicted: series {:.0} -> {:.0} ({} fewer), datapoints/s {:.1} -> {:.1} ({} fewer),\n#   monthly cost {:.2} -> {:.2} {} ({} less), critical retention {}.\n{yaml}",
         p.source,
-        if s.reached { "target reached" } else { "TARGET NOT REACHED" },
+        if s.reached {
+            "target reached"
+        } else {
+            "TARGET NOT REACHED"
+        },
         s.change,
         p.baseline.series,
         p.candidate.series,
@@ -260,17 +268,25 @@ pub fn manifest(name: &str, s: &Suggestion) -> Result<String, CliError> {
 }
 
 /// Runs `suggest`.
-pub async fn run(args: &Args, global: &GlobalArgs, out: &mut dyn Write) -> Result<Outcome, CliError> {
+pub async fn run(
+    args: &Args,
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, CliError> {
     let source = args
         .source
         .from
         .clone()
         .ok_or_else(|| CliError::Usage("--from SELECTOR is required".into()))?;
     measure::critical_regexes(&args.critical).map_err(|e| CliError::Usage(e.to_string()))?;
-    let step = args.source.step.as_ref().map_or(30.0, SpecDuration::as_secs_f64);
+    let step = args
+        .source
+        .step
+        .as_ref()
+        .map_or(30.0, SpecDuration::as_secs_f64);
     let window: Window = plan::window(
         &args.source,
-        now(),
+        plan::now(),
         step,
         args.collection_interval.as_secs_f64(),
     );
@@ -319,12 +335,6 @@ pub async fn run(args: &Args, global: &GlobalArgs, out: &mut dyn Write) -> Resul
     })
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,17 +356,33 @@ mod tests {
         SpecDuration::from_secs(10)
     }
 
+    /// The suggestion for `target`, postgres critical.
+    fn search_at(target: f64) -> Suggestion {
+        let critical = vec!["^postgres$".to_string()];
+        search(
+            &data(),
+            "{x=\"y\"}",
+            &ranked(),
+            &critical,
+            &interval(),
+            target,
+        )
+        .expect("searches")
+    }
+
     #[test]
     fn the_largest_k_reaching_the_target_is_chosen() {
         let critical = vec!["^postgres$".to_string()];
         // Source: 303 pids × 4 = 1212 series. Top-K: postgres 12 + 4 per name + other 4.
-        let s = search(&data(), "{x=\"y\"}", &ranked(), &critical, &interval(), 90.0)
-            .expect("searches");
+        let s = search_at(90.0);
         assert!(s.reached);
         let k = s.spec.topk.as_ref().expect("topk").k as usize;
         // 12 + 4k + 4 ≤ 121.2 → k ≤ 26.
         assert_eq!(k, 26, "{}", s.change);
-        assert_eq!(s.spec.topk.as_ref().expect("topk").processes, ranked()[..26]);
+        assert_eq!(
+            s.spec.topk.as_ref().expect("topk").processes,
+            ranked()[..26]
+        );
         assert!(s.plan.series_reduction_percent.expect("reduction") >= 90.0);
         assert_eq!(s.plan.critical_retention_percent, Some(100.0));
         // One more name would miss the target: the chosen K is the largest.
@@ -372,7 +398,10 @@ mod tests {
         // K = 1 at level 0: 12 + 4 + 4 = 20 of 1212 (98.3%); 99% needs summed states.
         let s = search(&data(), "x", &ranked(), &critical, &interval(), 99.0).expect("searches");
         assert!(s.reached, "{}", s.change);
-        assert!(!s.spec.sum_attributes.is_empty() || s.spec.drop_attributes.contains(&"state".to_string()));
+        assert!(
+            !s.spec.sum_attributes.is_empty()
+                || s.spec.drop_attributes.contains(&"state".to_string())
+        );
         // Out of reach: the last level is returned, marked.
         let s = search(&data(), "x", &ranked(), &critical, &interval(), 99.99).expect("searches");
         assert!(!s.reached);
@@ -384,13 +413,18 @@ mod tests {
         let critical = vec!["^postgres$".to_string()];
         for level in LEVELS {
             let spec = candidate(level, &critical, &ranked()[..3], &interval());
-            render(&spec, &RenderContext::new("suggested", "http://p/api/v1/write"))
-                .unwrap_or_else(|e| panic!("{}: {e}", level.description));
+            render(
+                &spec,
+                &RenderContext::new("suggested", "http://p/api/v1/write"),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", level.description));
         }
-        let s = search(&data(), "{x=\"y\"}", &ranked(), &critical, &interval(), 90.0)
-            .expect("searches");
+        let s = search_at(90.0);
         let text = manifest("suggested", &s).expect("manifest");
-        assert!(text.starts_with("# Suggested by kubectl phoenix suggest"), "{text}");
+        assert!(
+            text.starts_with("# Suggested by kubectl phoenix suggest"),
+            "{text}"
+        );
         let docs = crate::cli::documents::parse("m.yaml", &text).expect("yaml");
         let back: Pipeline = serde_json::from_value(docs[0].value.clone()).expect("a Pipeline");
         assert_eq!(back.spec, s.spec);

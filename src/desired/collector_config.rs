@@ -24,8 +24,8 @@
 //! User-provided strings can never trigger the collector's `${...}` expansion (see [`escape`]).
 
 mod error;
-pub mod predict;
 pub mod escape;
+pub mod predict;
 pub mod templates;
 mod validate;
 

@@ -8,6 +8,7 @@ mod leader;
 mod metrics;
 mod observability;
 mod pipeline;
+mod plan;
 mod podrunner_test;
 mod prometheus_access;
 mod rbac;

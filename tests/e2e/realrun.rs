@@ -24,11 +24,11 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
     .expect("test Experiment parses")
 }
 
-#[tokio::test]
-async fn real_processes_real_collectors_pass_and_a_a_does_not() {
-    let ns = TestNamespace::new("realrun").await;
+/// A local node of `ns`'s own (the pod runner, registered) and the operator watching `ns`: what
+/// a run with real processes and real collectors needs. Returns the node's name.
+pub(crate) async fn local_node_and_operator(ns: &TestNamespace) -> (Runner, Operator, String) {
     let node = format!("local-{}", ns.name);
-    let _runner = Runner::start(&node);
+    let runner = Runner::start(&node);
     let nodes: Api<Node> = Api::all(ns.client.clone());
     eventually(
         "the runner's node is registered",
@@ -36,8 +36,15 @@ async fn real_processes_real_collectors_pass_and_a_a_does_not() {
         || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
     )
     .await;
-    let _operator = Operator::start(&ns.name, &[]);
+    let operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
+    (runner, operator, node)
+}
+
+#[tokio::test]
+async fn real_processes_real_collectors_pass_and_a_a_does_not() {
+    let ns = TestNamespace::new("realrun").await;
+    let (_runner, _operator, node) = local_node_and_operator(&ns).await;
     let api = ns.api::<Experiment>();
     let aggregate =
         "template: aggregate, aggregate: {groupBy: category, categories: {simulated: '^svc-'}}";

@@ -133,11 +133,12 @@ impl Model {
                 ..
             } => {
                 for (category, pattern) in map {
-                    let regex = compile(std::slice::from_ref(pattern))?
-                        .ok_or_else(|| ModelError::Pattern {
+                    let regex = compile(std::slice::from_ref(pattern))?.ok_or_else(|| {
+                        ModelError::Pattern {
                             pattern: pattern.clone(),
                             message: "empty".into(),
-                        })?;
+                        }
+                    })?;
                     categories.push((category.clone(), regex));
                 }
             }
@@ -293,7 +294,10 @@ mod tests {
         let mut labels = BTreeMap::from([
             ("process_executable_name".to_string(), name.to_string()),
             ("process_pid".to_string(), pid.to_string()),
-            ("process_command_line".to_string(), format!("{name} --pid {pid}")),
+            (
+                "process_command_line".to_string(),
+                format!("{name} --pid {pid}"),
+            ),
             ("phoenix_experiment".to_string(), "ns/source".to_string()),
             ("phoenix_variant".to_string(), "baseline".to_string()),
             ("phoenix_pipeline".to_string(), "source".to_string()),
@@ -358,8 +362,8 @@ mod tests {
     fn baseline_keeps_every_series() {
         let out = output(&spec(PipelineTemplate::Baseline), &[]);
         assert_eq!(out.len(), 32);
-        let model = Model::new(TemplateLogic::of(&spec(PipelineTemplate::Baseline), &[]))
-            .expect("models");
+        let model =
+            Model::new(TemplateLogic::of(&spec(PipelineTemplate::Baseline), &[])).expect("models");
         assert_eq!(model.fate("postgres"), Fate::Kept);
     }
 
@@ -371,10 +375,21 @@ mod tests {
         let out = output(&s, &[]);
         // postgres pid-level (8) + nginx summed over its pids: 3 states + memory.
         assert_eq!(out.len(), 8 + 4);
-        assert_eq!(names(&out), BTreeSet::from(["nginx".into(), "postgres".into()]));
+        assert_eq!(
+            names(&out),
+            BTreeSet::from(["nginx".into(), "postgres".into()])
+        );
         s.drop_attributes = vec![];
-        assert_eq!(output(&s, &[]).len(), 8 + 12, "nothing dropped: nginx pid by pid");
-        s.drop_attributes = vec!["process.pid".into(), "process.command_line".into(), "state".into()];
+        assert_eq!(
+            output(&s, &[]).len(),
+            8 + 12,
+            "nothing dropped: nginx pid by pid"
+        );
+        s.drop_attributes = vec![
+            "process.pid".into(),
+            "process.command_line".into(),
+            "state".into(),
+        ];
         assert_eq!(output(&s, &[]).len(), 8 + 2, "CPU states summed too");
     }
 
@@ -389,9 +404,15 @@ mod tests {
             .iter()
             .find(|k| k.labels.get("process_executable_name").map(String::as_str) == Some("java"))
             .expect("java");
-        assert_eq!(rolled.labels.get("phoenix_rollup").map(String::as_str), Some("executable"));
+        assert_eq!(
+            rolled.labels.get("phoenix_rollup").map(String::as_str),
+            Some("executable")
+        );
         assert!(!rolled.labels.contains_key("process_pid"));
-        assert_eq!(rolled.labels.get("phoenix_node").map(String::as_str), Some("node-a"));
+        assert_eq!(
+            rolled.labels.get("phoenix_node").map(String::as_str),
+            Some("node-a")
+        );
         s.aggregate = Some(AggregateSpec {
             group_by: AggregateGroupBy::Category,
             categories: BTreeMap::from([("web".into(), "^nginx$".into())]),
@@ -416,13 +437,26 @@ mod tests {
         assert_eq!(out.len(), 8 + 4 + 4 + 4, "postgres, java, cron, other");
         let model = Model::new(TemplateLogic::of(&s, &["java".to_string()])).expect("models");
         assert_eq!(model.fate("postgres"), Fate::Critical);
-        assert_eq!(model.fate("java"), Fate::RolledUp { into: "java".into() });
-        assert_eq!(model.fate("nginx"), Fate::RolledUp { into: "other".into() });
+        assert_eq!(
+            model.fate("java"),
+            Fate::RolledUp {
+                into: "java".into()
+            }
+        );
+        assert_eq!(
+            model.fate("nginx"),
+            Fate::RolledUp {
+                into: "other".into()
+            }
+        );
         let other = out
             .iter()
             .find(|k| k.labels.get("process_executable_name").map(String::as_str) == Some("other"))
             .expect("other");
-        assert_eq!(other.labels.get("phoenix_rollup").map(String::as_str), Some("other"));
+        assert_eq!(
+            other.labels.get("phoenix_rollup").map(String::as_str),
+            Some("other")
+        );
     }
 
     #[test]
@@ -431,8 +465,11 @@ mod tests {
         s.sensitive_attributes = SensitiveAttributes::Drop;
         let out = output(&s, &[]);
         assert_eq!(out.len(), 32, "pids keep series apart");
-        assert!(out.iter().all(|k| !k.labels.contains_key("process_command_line")
-            && !k.labels.contains_key("phoenix_experiment")));
+        assert!(
+            out.iter()
+                .all(|k| !k.labels.contains_key("process_command_line")
+                    && !k.labels.contains_key("phoenix_experiment"))
+        );
     }
 
     #[test]
@@ -450,9 +487,15 @@ mod tests {
         assert!(out.iter().all(|k| !k.labels.contains_key("state")));
         s.exclude_metrics = vec![ExcludableMetric::MemoryUsage];
         assert_eq!(output(&s, &["java".to_string()]).len(), 2 + 1 + 1);
-        assert!(is_metric("process_memory_usage_bytes", "process.memory.usage"));
+        assert!(is_metric(
+            "process_memory_usage_bytes",
+            "process.memory.usage"
+        ));
         assert!(!is_metric("process_memory_usage_bytes", "process.memory"));
-        assert!(is_metric("process_cpu_time_seconds_total", "process.cpu.time"));
+        assert!(is_metric(
+            "process_cpu_time_seconds_total",
+            "process.cpu.time"
+        ));
         assert!(is_metric("process_disk_io_bytes_total", "process.disk.io"));
         assert!(!is_metric("process_disk_io_bytes_total", "process.disk"));
         let mut base = spec(PipelineTemplate::Baseline);

@@ -248,9 +248,7 @@ impl TemplateLogic {
         }
         let rest = match spec.template {
             PipelineTemplate::Baseline => RestLogic::Everything,
-            PipelineTemplate::PriorityFilter if spec.keep_patterns.is_empty() => {
-                RestLogic::DropAll
-            }
+            PipelineTemplate::PriorityFilter if spec.keep_patterns.is_empty() => RestLogic::DropAll,
             PipelineTemplate::PriorityFilter => RestLogic::Keep {
                 patterns: spec.keep_patterns.clone(),
                 drop_attributes,
