@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
+use crate::desired::collector_uid::{LedgerRef, UidRange};
+
 /// The Prometheus URL when neither `--prometheus-url` nor `PHOENIX_PROMETHEUS_URL` is set (the
 /// chart's and `kubectl-phoenix render`'s default too).
 pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus.monitoring:9090";
@@ -46,6 +48,24 @@ pub struct Settings {
         default_value = ""
     )]
     pub allowed_collector_images: Vec<String>,
+    /// UIDs the collectors run as, `<first>-<last>`: each namespace's collectors get one UID of
+    /// their own (also their GID and fsGroup), recorded in `--collector-uid-ledger`. Reserve the
+    /// range for Phoenix: no other workload on the target nodes may run as these UIDs.
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_UID_RANGE",
+        default_value = "2000000000-2000099999"
+    )]
+    pub collector_uid_range: UidRange,
+    /// The ConfigMap `<namespace>/<name>` recording which namespace's collectors run as which UID.
+    /// The operator creates and updates it; it belongs in the operator's namespace, where
+    /// namespace users cannot write.
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_UID_LEDGER",
+        default_value = "default/phoenix-collector-uids"
+    )]
+    pub collector_uid_ledger: LedgerRef,
     /// Image the simulator Jobs run; its `phoenix-simulator` is on PATH (`just images` builds it).
     #[arg(
         long,

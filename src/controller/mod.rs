@@ -1,6 +1,7 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
+pub mod collector_uid;
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
@@ -27,6 +28,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Collector UIDs already read from or recorded in the ledger.
+    pub uids: collector_uid::UidCache,
 }
 
 impl Context {
@@ -41,6 +44,7 @@ impl Context {
             settings,
             metrics,
             recorder,
+            uids: collector_uid::UidCache::default(),
         }
     }
 
