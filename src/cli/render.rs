@@ -157,6 +157,8 @@ mod tests {
             config_hash: &rendered.hash,
             default_image: "img",
             extra_env: vec![],
+            // The ConfigMap's data does not depend on the collectors' UID.
+            uid: 2_000_000_000,
         });
         let data = cm.data.expect("data");
         assert_eq!(data.len(), 1);
