@@ -180,6 +180,9 @@ pub struct PlanInput {
     /// Whether the top K are chosen from Prometheus (an Experiment does that; a standalone
     /// Pipeline keeps only `spec.topk.processes`).
     pub ranks_topk: bool,
+    /// Whether the baseline is the source as it is (a Pipeline file, `suggest`): it samples at
+    /// the source's interval, not at `baseline.collectionInterval`.
+    pub source_baseline: bool,
 }
 
 /// A full-fidelity baseline: what the source collector sends, as it is.
@@ -220,6 +223,7 @@ pub fn plan_input(
             experiment: default_experiment(),
             default_source: None,
             ranks_topk: false,
+            source_baseline: true,
         });
     }
     let exp: Experiment = serde_json::from_value(doc.value.clone()).map_err(invalid)?;
@@ -260,6 +264,7 @@ pub fn plan_input(
         default_source: source.parse().ok(),
         experiment: exp.spec,
         ranks_topk: true,
+        source_baseline: false,
     })
 }
 
@@ -379,6 +384,30 @@ pub fn predict(model: &Model, data: &SourceData, critical: &[String]) -> Measure
     }
 }
 
+/// The source collector's collection interval, seconds, estimated from the data: a series
+/// present through the whole window has `step / interval` samples per step. `None` without such
+/// series.
+pub fn source_interval(data: &SourceData) -> Option<f64> {
+    let steady: Vec<&SourceSeries> = data
+        .series
+        .iter()
+        .filter(|s| !s.present.is_empty() && s.present.iter().all(|p| *p))
+        .collect();
+    let samples: f64 = steady.iter().flat_map(|s| &s.samples).sum();
+    let steps: usize = steady.iter().map(|s| s.samples.len()).sum();
+    (samples > 0.0 && steps > 0).then(|| data.window.step_secs * steps as f64 / samples)
+}
+
+/// Predicted samples per second at `interval` of what the source sampled at `source_interval`.
+fn rescaled(m: &mut Measurements, source_interval: Option<f64>, interval: &SpecDuration) {
+    let target = interval.as_secs_f64();
+    if let Some(source) = source_interval.filter(|s| s.is_finite() && *s > 0.0)
+        && target > 0.0
+    {
+        m.datapoints_per_second *= source / target;
+    }
+}
+
 /// Every executable name of `data` with its series count and what `model` does to it, most
 /// series first.
 pub fn processes(model: &Model, data: &SourceData) -> Vec<ProcessRow> {
@@ -433,8 +462,22 @@ pub fn report(
     };
     let (base_model, cand_model) = (model(&input.baseline)?, model(&input.candidate)?);
     let critical = critical_patterns(&input.baseline, &input.candidate);
-    let base = predict(&base_model, data, &critical);
-    let cand = predict(&cand_model, data, &critical);
+    let source_interval = source_interval(data);
+    let mut base = predict(&base_model, data, &critical);
+    let mut cand = predict(&cand_model, data, &critical);
+    // Each side samples at its own collection interval, whatever the source's.
+    if !input.source_baseline {
+        rescaled(
+            &mut base,
+            source_interval,
+            &input.baseline.collection_interval,
+        );
+    }
+    rescaled(
+        &mut cand,
+        source_interval,
+        &input.candidate.collection_interval,
+    );
     let eval = verdict::evaluate(&input.experiment, &base, &cand);
     let r = eval.results;
     let cost = r.estimated_monthly_cost.clone().unwrap_or_default();
@@ -761,6 +804,7 @@ pub(crate) mod tests {
             experiment: default_experiment(),
             default_source: None,
             ranks_topk: false,
+            source_baseline: true,
         }
     }
 
@@ -814,6 +858,22 @@ pub(crate) mod tests {
                 .map(|p| p.fate.as_str()),
             Some("critical")
         );
+    }
+
+    #[test]
+    fn samples_follow_each_sides_collection_interval() {
+        // 3 samples per 30 s step: the source scrapes every 10 s.
+        let data = source(&[("postgres", 1), ("a", 2)], 10, false);
+        assert_eq!(source_interval(&data), Some(10.0));
+        let mut slower = identity_baseline();
+        slower.collection_interval = SpecDuration::from_secs(20);
+        let mut input = input(slower);
+        input.baseline.collection_interval = SpecDuration::from_secs(10);
+        let r = report(&input, "{x=\"y\"}", &data, &[]).expect("plans");
+        assert!((r.baseline.datapoints_per_second - 12.0 * 3.0 / 30.0).abs() < 1e-9);
+        assert!((r.candidate.datapoints_per_second - 12.0 * 3.0 / 30.0 / 2.0).abs() < 1e-9);
+        assert_eq!(r.series_reduction_percent, Some(0.0));
+        assert_eq!(r.datapoint_reduction_percent, Some(50.0));
     }
 
     #[test]

@@ -161,6 +161,7 @@ fn plan_of(
         experiment,
         default_source: None,
         ranks_topk: false,
+        source_baseline: true,
     };
     plan::report(&input, source, data, &[])
 }
