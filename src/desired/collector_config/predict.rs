@@ -110,7 +110,12 @@ fn compile(patterns: &[String]) -> Result<Option<Regex>, ModelError> {
     if patterns.is_empty() {
         return Ok(None);
     }
-    let joined = super::escape::any_of(patterns);
+    // Read as the collector's RE2 reads them (ASCII `\d`, `\w`, `\s`, `\b`).
+    let re2: Vec<String> = patterns
+        .iter()
+        .map(|p| super::with_re2_semantics(p))
+        .collect();
+    let joined = super::escape::any_of(&re2);
     Regex::new(&joined)
         .map(Some)
         .map_err(|e| ModelError::Pattern {
@@ -501,6 +506,15 @@ mod tests {
         let mut base = spec(PipelineTemplate::Baseline);
         base.sum_attributes = vec![SummableAttribute::State];
         assert_eq!(output(&base, &[]).len(), 32, "baseline keeps everything");
+    }
+
+    #[test]
+    fn patterns_are_read_as_the_collectors_re2_reads_them() {
+        let mut s = spec(PipelineTemplate::PriorityFilter);
+        s.critical_processes = vec![r"^db\d$".into()];
+        let model = Model::new(TemplateLogic::of(&s, &[])).expect("models");
+        assert_eq!(model.fate("db1"), Fate::Critical);
+        assert_eq!(model.fate("db\u{663}"), Fate::Dropped, "RE2's \\d is ASCII");
     }
 
     #[test]
