@@ -163,7 +163,8 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
             .unwrap_or_default(),
         plan.run.as_secs()
     ));
-    let prom = prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str())?;
+    let prom =
+        phoenix::analysis::access::PrometheusAccess::default().client(&cluster.prometheus_url)?;
     for profile in &plan.profiles {
         if let Err(e) = run_profile(plan, cluster, &prom, profile, report).await {
             report.row(
@@ -195,7 +196,7 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
 async fn run_profile(
     plan: &Plan,
     cluster: &Cluster,
-    prom: &prometheus_http_query::Client,
+    prom: &phoenix::analysis::access::Prometheus,
     profile: &str,
     report: &mut Report,
 ) -> Result<()> {
@@ -343,7 +344,7 @@ async fn run_profile(
 /// `kubectl phoenix suggest`'s search over the baseline's warmup data: the smallest change with
 /// [`SUGGEST_TARGET`] fewer series and every critical process.
 async fn suggested(
-    prom: &prometheus_http_query::Client,
+    prom: &phoenix::analysis::access::Prometheus,
     baseline: &VariantSelector,
     warm: &Window,
 ) -> Result<suggest::Suggestion> {

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 
-use prometheus_http_query::Client;
 use regex::Regex;
 use serde::Serialize;
 
+use crate::analysis::access::{Prometheus, PrometheusAccess};
 use crate::analysis::measure::{self, MeasureError, Measurements, Window};
 use crate::analysis::queries::{self, Selector};
 use crate::analysis::verdict;
@@ -281,7 +281,7 @@ pub fn window(args: &SourceArgs, now: i64, step_secs: f64, collection_secs: f64)
 /// Every process series of `sel` over `window`: per metric name, one range query for presence
 /// (samples in each step's range) and one for samples (in each step).
 pub async fn read_source(
-    prom: &Client,
+    prom: &Prometheus,
     sel: &impl Selector,
     window: &Window,
 ) -> Result<SourceData, MeasureError> {
@@ -661,9 +661,12 @@ pub fn write_structured<T: Serialize>(
     Ok(())
 }
 
-/// A Prometheus client for `url`.
-pub fn client(url: &str) -> Result<Client, CliError> {
-    Client::try_from(url).map_err(|e| CliError::Usage(format!("--prometheus {url}: {e}")))
+/// A Prometheus client for `url`, with the operator's default settings (timeouts, response
+/// size cap).
+pub fn client(url: &str) -> Result<Prometheus, CliError> {
+    PrometheusAccess::default()
+        .client(url)
+        .map_err(|e| CliError::Usage(format!("--prometheus {url}: {e}")))
 }
 
 /// Maps a measurement error to the CLI's: Prometheus problems are connection errors.

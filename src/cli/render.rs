@@ -159,6 +159,7 @@ mod tests {
             extra_env: vec![],
             // The ConfigMap's data does not depend on the collectors' UID.
             uid: 2_000_000_000,
+            secret_files: None,
         });
         let data = cm.data.expect("data");
         assert_eq!(data.len(), 1);

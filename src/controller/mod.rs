@@ -5,6 +5,8 @@ pub mod collector_uid;
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
+pub mod pod_admission;
+pub mod remote_write_check;
 pub mod simulation;
 
 use std::fmt::Debug;

@@ -40,7 +40,8 @@ BUILDER_VERSION=$OTELCOL_VERSION
 K8S_DIR=$CACHE/k8s-$K8S_VERSION
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 BUILDER=$CACHE/builder-$BUILDER_VERSION/builder
-OTELCOL_DIR=$CACHE/otelcol-$OTELCOL_VERSION
+# Keyed on the manifest's content too: a component added at the same version builds anew.
+OTELCOL_DIR=$CACHE/otelcol-$OTELCOL_VERSION-$(sha256sum "$E2E/otelcol/manifest.yaml" | cut -c1-8)
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 # kwok Stages (kustomize/stage in the kwok module): nodes become Ready and keep a heartbeat via their
 # Lease, pods become Running and Ready, Job-owned pods then Succeed, deleted pods go away.

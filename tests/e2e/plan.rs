@@ -9,11 +9,14 @@ use std::time::Duration;
 use kube::api::PostParams;
 use phoenix::crd::experiment::{Experiment, ExperimentStatus};
 
-use crate::harness::{TestNamespace, eventually, workspace_bin};
-use crate::realrun::local_node_and_operator;
+use crate::harness::{Operator, TestNamespace, cluster, eventually, workspace_bin};
+use crate::podrunner_test::Runner;
 
-/// Largest gap between the predicted and the measured series reduction, percentage points.
-const TOLERANCE_POINTS: f64 = 3.0;
+/// Largest gap between the predicted and the measured series reduction, percentage points. The
+/// model itself is exact on the series it reads; what remains is the machine's short-lived
+/// processes (builds, other tests), which two collectors scraping at different moments do not
+/// see alike (runs so far: up to 2.5 points, for `aggregate`, which keeps a series per name).
+const TOLERANCE_POINTS: f64 = 4.0;
 
 const CRITICAL: &str = "criticalProcesses: ['^postgres$', '^nginx$', '^redis-server$']";
 
@@ -72,7 +75,9 @@ fn plan(exp: &Experiment, status: &ExperimentStatus, dir: &std::path::Path) -> s
 #[tokio::test]
 async fn a_plan_predicts_what_the_experiment_then_measures_for_every_template() {
     let ns = TestNamespace::new("plan").await;
-    let (_runner, _operator, node) = local_node_and_operator(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let _ = cluster();
     let api = ns.api::<Experiment>();
     let mut experiments = vec![];
     for (i, (name, candidate)) in CANDIDATES.iter().enumerate() {

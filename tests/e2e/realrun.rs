@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
@@ -24,27 +23,12 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
     .expect("test Experiment parses")
 }
 
-/// A local node of `ns`'s own (the pod runner, registered) and the operator watching `ns`: what
-/// a run with real processes and real collectors needs. Returns the node's name.
-pub(crate) async fn local_node_and_operator(ns: &TestNamespace) -> (Runner, Operator, String) {
-    let node = format!("local-{}", ns.name);
-    let runner = Runner::start(&node);
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    eventually(
-        "the runner's node is registered",
-        Duration::from_secs(30),
-        || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
-    )
-    .await;
-    let operator = Operator::start(&ns.name, &[]);
-    let _ = cluster();
-    (runner, operator, node)
-}
-
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let (_runner, _operator, node) = local_node_and_operator(&ns).await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
+    let _operator = Operator::start(&ns.name, &[]);
+    let _ = cluster();
     let api = ns.api::<Experiment>();
     let aggregate =
         "template: aggregate, aggregate: {groupBy: category, categories: {simulated: '^svc-'}}";
