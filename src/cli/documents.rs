@@ -10,6 +10,22 @@ use serde_json::Value;
 
 use super::CliError;
 
+/// The input flags of the commands that read manifests (`render`, `validate`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InputArgs {
+    /// Manifest files or directories (`-` for stdin).
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also read directories' subdirectories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Keys of a Secret that `spec.exporters[].headersSecretRef` names, as `SECRET=KEY[,KEY…]`
+    /// (the operator reads them from the cluster; offline they must be given; values are never
+    /// needed).
+    #[arg(long = "secret-key", value_name = "SECRET=KEYS")]
+    pub secret_keys: Vec<String>,
+}
+
 /// The API group of every Phoenix kind.
 pub const GROUP: &str = "phoenix.io";
 

@@ -3,11 +3,18 @@
 //! renderer (`desired`), the CRDs and their validation (`crd`), the queries and verdict
 //! (`analysis`); nothing here re-implements them.
 
+pub mod cel;
+pub mod cluster;
 pub mod documents;
 pub mod plan;
+pub mod promote;
 pub mod render;
+pub mod report;
+pub mod schema;
 pub mod selector;
 pub mod suggest;
+pub mod table;
+pub mod validate;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -87,6 +94,16 @@ pub enum Command {
     /// keeping every critical process, as a Pipeline manifest with its plan.
     #[command(after_help = suggest::EXAMPLES)]
     Suggest(suggest::Args),
+    /// Check Phoenix manifests offline: CRD schema, CEL rules, the operator's own checks and,
+    /// with --collector-bin, the real collector's `validate`.
+    #[command(after_help = validate::EXAMPLES)]
+    Validate(validate::Args),
+    /// The winning candidate of a passed Experiment as a Pipeline manifest ready to commit.
+    #[command(after_help = promote::EXAMPLES)]
+    Promote(promote::Args),
+    /// An Experiment's results as a table, JSON or a self-contained HTML page.
+    #[command(after_help = report::EXAMPLES)]
+    Report(report::Args),
     /// Shell completion script for bash, zsh, fish, elvish or PowerShell.
     #[command(
         after_help = "Examples:\n  kubectl-phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix\n  kubectl-phoenix completion zsh > \"${fpath[1]}/_kubectl-phoenix\""
@@ -130,6 +147,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode
         Command::Render(args) => render::run(&args, out),
         Command::Plan(args) => plan::run(&args, &cli.global, out).await,
         Command::Suggest(args) => suggest::run(&args, &cli.global, out).await,
+        Command::Validate(args) => validate::run(&args, &cli.global, out).await,
+        Command::Promote(args) => promote::run(&args, &cli.global, out).await,
+        Command::Report(args) => report::run(&args, &cli.global, out).await,
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "kubectl-phoenix", out);
             Ok(Outcome::Clean)
@@ -193,7 +213,15 @@ mod tests {
             &mut script,
         );
         let script = String::from_utf8(script).expect("utf-8");
-        for sub in ["render", "completion", "--namespace", "--kubeconfig"] {
+        for sub in [
+            "render",
+            "validate",
+            "promote",
+            "report",
+            "completion",
+            "--namespace",
+            "--kubeconfig",
+        ] {
             assert!(script.contains(sub), "{sub}");
         }
     }

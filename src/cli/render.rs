@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use crate::crd::Pipeline;
 use crate::desired::collector_config::{self, RenderContext, RenderedConfig};
@@ -19,20 +18,13 @@ pub const EXAMPLES: &str = "Examples:\n  # Review the config a pull request woul
 /// `render` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Manifest files or directories (`-` for stdin); every Pipeline in them is rendered.
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub files: Vec<PathBuf>,
-    /// Also read directories' subdirectories.
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
+    /// The manifests; every Pipeline in them is rendered.
+    #[command(flatten)]
+    pub input: documents::InputArgs,
     /// The remote-write URL the operator renders (its `--remote-write-url`). Default:
     /// `<operator default Prometheus>/api/v1/write`.
     #[arg(long)]
     pub remote_write_url: Option<String>,
-    /// Keys of a Secret that `spec.exporters[].headersSecretRef` names, as `SECRET=KEY[,KEY…]`
-    /// (the operator reads them from the cluster; offline they must be given).
-    #[arg(long = "secret-key", value_name = "SECRET=KEYS")]
-    pub secret_keys: Vec<String>,
 }
 
 /// The ConfigMap contents of one Pipeline document: what [`collector_config::render`] gives a
@@ -86,8 +78,8 @@ pub fn default_remote_write_url() -> String {
 /// Renders every Pipeline of the input. One Pipeline: exactly its config; several: each after a
 /// `---` line and a comment naming it.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let docs = documents::read_all(&args.files, args.recursive)?;
-    let secret_keys = parse_secret_keys(&args.secret_keys)?;
+    let docs = documents::read_all(&args.input.files, args.input.recursive)?;
+    let secret_keys = parse_secret_keys(&args.input.secret_keys)?;
     let remote_write = args
         .remote_write_url
         .clone()
@@ -127,6 +119,7 @@ mod tests {
     use crate::desired::labels::Ownership;
     use crate::desired::workload::{CollectorParams, config_map};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use std::path::PathBuf;
 
     fn example_pipelines() -> Vec<Document> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
@@ -157,7 +150,6 @@ mod tests {
             config_hash: &rendered.hash,
             default_image: "img",
             extra_env: vec![],
-            // The ConfigMap's data does not depend on the collectors' UID.
             uid: 2_000_000_000,
             secret_files: None,
         });
@@ -172,10 +164,12 @@ mod tests {
         assert!(pipelines.len() >= 5, "every template has an example");
         for doc in &pipelines {
             let args = Args {
-                files: vec![PathBuf::from(&doc.file)],
-                recursive: false,
+                input: documents::InputArgs {
+                    files: vec![PathBuf::from(&doc.file)],
+                    recursive: false,
+                    secret_keys: vec![],
+                },
                 remote_write_url: Some("http://prom:9090/api/v1/write".into()),
-                secret_keys: vec![],
             };
             let mut out = Vec::new();
             assert_eq!(run(&args, &mut out).expect("renders"), Outcome::Clean);
@@ -203,10 +197,12 @@ mod tests {
     fn several_pipelines_are_separated_and_named() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let args = Args {
-            files: vec![dir],
-            recursive: false,
+            input: documents::InputArgs {
+                files: vec![dir],
+                recursive: false,
+                secret_keys: vec![],
+            },
             remote_write_url: None,
-            secret_keys: vec![],
         };
         let mut out = Vec::new();
         run(&args, &mut out).expect("renders");

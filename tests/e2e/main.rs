@@ -2,6 +2,8 @@
 //! kube-scheduler, kwok) and a real Prometheus, started by tests/e2e/cluster.sh.
 
 mod admission;
+mod admission_cases;
+mod cli;
 mod experiment;
 mod harness;
 mod helm;
