@@ -15,8 +15,8 @@ use crate::podrunner_test::Runner;
 /// Largest gap between the predicted and the measured series reduction, percentage points. The
 /// model itself is exact on the series it reads; what remains is the machine's short-lived
 /// processes (builds, other tests), which two collectors scraping at different moments do not
-/// see alike (runs so far: up to 3.0 points on a busy machine, for `aggregate`, which keeps a series per
-/// name).
+/// see alike (runs so far: up to 3.0 points on a busy machine, for `aggregate`, which keeps a
+/// series per name).
 const TOLERANCE_POINTS: f64 = 4.0;
 
 const CRITICAL: &str = "criticalProcesses: ['^postgres$', '^nginx$', '^redis-server$']";
