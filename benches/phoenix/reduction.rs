@@ -5,8 +5,10 @@
 //! `analysis::verdict` — the operator's own analysis — judge each candidate against the baseline.
 //!
 //! Per profile: the simulator and the baseline collector start; after a warmup the top K are
-//! chosen from the baseline's data (as the operator does for `topk`); then the candidates start
-//! and all four collectors run side by side over the same processes for the measured window.
+//! chosen from the baseline's data (as the operator does for `topk`) and `kubectl phoenix
+//! suggest`'s search picks the smallest change reaching [`SUGGEST_TARGET`] from the same data;
+//! then the candidates start and all five collectors run side by side over the same processes
+//! for the measured window.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use phoenix::analysis::measure::{self, Measurements, Window};
 use phoenix::analysis::queries::VariantSelector;
 use phoenix::analysis::verdict;
+use phoenix::cli::{plan as cli_plan, suggest};
 use phoenix::crd::experiment::ExperimentSpec;
 use phoenix::crd::pipeline::{AggregateSpec, PipelineSpec, PipelineTemplate, TopKSpec};
 use phoenix::desired::collector_config::{RenderContext, render};
@@ -54,6 +57,14 @@ const TEMPLATES: [PipelineTemplate; 4] = [
 /// The target applies to this profile.
 const TARGET_PROFILE: &str = "high-cardinality";
 const TARGET_REDUCTION: f64 = 90.0;
+/// The profiles where the suggested candidate must reach [`TARGET_REDUCTION`] with every critical
+/// process (no template does there).
+const SUGGEST_PROFILES: [&str; 2] = ["realistic", "spike"];
+/// The reduction `suggest` is asked for: the target plus a margin, since it plans from the warmup
+/// and is measured over the later window.
+const SUGGEST_TARGET: f64 = 92.0;
+/// The variant name of the suggested candidate.
+const SUGGESTED: &str = "suggested";
 
 fn critical_patterns() -> Vec<String> {
     CRITICAL_NAMES.iter().map(|n| format!("^{n}$")).collect()
@@ -85,20 +96,20 @@ fn unix_now() -> i64 {
 
 /// One running collector.
 struct Collector {
-    template: PipelineTemplate,
+    variant: String,
     proc: Proc,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_collector(
     plan: &Plan,
     cluster: &Cluster,
     dir: &Path,
     experiment: &str,
-    template: PipelineTemplate,
+    name: &str,
+    spec: &PipelineSpec,
     topk: &[String],
 ) -> Result<Collector> {
-    let name = template.as_str();
-    let spec = spec(template, plan.k);
     for attempt in 1..=3 {
         let health = free_port();
         let mut ctx = RenderContext::new(name, &cluster.remote_write_url);
@@ -108,7 +119,7 @@ fn start_collector(
         ctx.health_port = health;
         ctx.self_telemetry_port = free_port();
         ctx.topk_processes = topk;
-        let rendered = render(&spec, &ctx).map_err(|e| format!("render {name}: {e}"))?;
+        let rendered = render(spec, &ctx).map_err(|e| format!("render {name}: {e}"))?;
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, &rendered.yaml)?;
         let mut cmd = Command::new(&plan.collector_bin);
@@ -118,7 +129,12 @@ fn start_collector(
         let log = dir.join(format!("{name}-{attempt}.log"));
         let mut proc = Proc::spawn(&format!("collector {name}"), cmd, &log)?;
         match crate::support::wait_http_ok(&mut proc, health, "/", Duration::from_secs(30)) {
-            Ok(()) => return Ok(Collector { template, proc }),
+            Ok(()) => {
+                return Ok(Collector {
+                    variant: name.to_string(),
+                    proc,
+                });
+            }
             Err(e) if attempt < 3 && e.to_string().contains("address already in use") => {
                 eprintln!("bench: collector {name}: port taken, retrying");
             }
@@ -128,9 +144,9 @@ fn start_collector(
     Err(format!("collector {name} did not start").into())
 }
 
-/// One template's figures.
+/// One variant's figures.
 struct Figures {
-    template: PipelineTemplate,
+    variant: String,
     measured: Measurements,
     cpu_cores: f64,
     peak_rss: u64,
@@ -209,14 +225,15 @@ async fn run_profile(
         cluster,
         &dir,
         &experiment,
-        PipelineTemplate::Baseline,
+        PipelineTemplate::Baseline.as_str(),
+        &spec(PipelineTemplate::Baseline, plan.k),
         &[],
     )?];
     tokio::time::sleep(plan.warmup).await;
     simulator.check_running()?;
-    let sel = |t: PipelineTemplate| VariantSelector {
+    let sel = |variant: &str| VariantSelector {
         experiment: experiment.clone(),
-        variant: t.as_str().to_string(),
+        variant: variant.to_string(),
     };
     let warm = Window::new(
         start,
@@ -224,19 +241,37 @@ async fn run_profile(
         INTERVAL_SECS as f64,
         INTERVAL_SECS as f64,
     );
-    let topk = measure::topk_names(prom, &sel(PipelineTemplate::Baseline), plan.k, &warm)
+    let baseline = sel(PipelineTemplate::Baseline.as_str());
+    let topk = measure::topk_names(prom, &baseline, plan.k, &warm)
         .await
         .unwrap_or_default();
     eprintln!("bench:   top {} from the baseline: {topk:?}", plan.k);
+    let suggestion = suggested(prom, &baseline, &warm).await;
     for t in &TEMPLATES[1..] {
         collectors.push(start_collector(
             plan,
             cluster,
             &dir,
             &experiment,
-            *t,
+            t.as_str(),
+            &spec(*t, plan.k),
             &topk,
         )?);
+    }
+    match &suggestion {
+        Ok(s) => {
+            eprintln!("bench:   suggested: {}", s.change);
+            collectors.push(start_collector(
+                plan,
+                cluster,
+                &dir,
+                &experiment,
+                SUGGESTED,
+                &s.spec,
+                &[],
+            )?);
+        }
+        Err(e) => eprintln!("bench:   suggest failed: {e}"),
     }
     let window_start = unix_now() + INTERVAL_SECS as i64 * 2;
     let t0 = Instant::now();
@@ -258,7 +293,7 @@ async fn run_profile(
     for (c, cpu0) in collectors.iter().zip(cpu0) {
         let cpu = cpu_seconds(c.proc.pid()).unwrap_or(cpu0) - cpu0;
         let peak = status_bytes(c.proc.pid(), "VmHWM").unwrap_or(0);
-        figures.push((c.template, cpu / elapsed, peak));
+        figures.push((c.variant.clone(), cpu / elapsed, peak));
     }
     // Let the last batches reach Prometheus before the window is read.
     tokio::time::sleep(Duration::from_secs(INTERVAL_SECS + 2)).await;
@@ -275,11 +310,11 @@ async fn run_profile(
     );
     let critical = critical_patterns();
     let mut results = Vec::new();
-    for (template, cpu_cores, peak_rss) in figures {
-        let measured = measure::measure(prom, &sel(template), &window, &critical).await?;
-        let errors = export_errors(&dir, template);
+    for (variant, cpu_cores, peak_rss) in figures {
+        let measured = measure::measure(prom, &sel(&variant), &window, &critical).await?;
+        let errors = export_errors(&dir, &variant);
         results.push(Figures {
-            template,
+            variant,
             measured,
             cpu_cores,
             peak_rss,
@@ -287,18 +322,57 @@ async fn run_profile(
         });
     }
     add_rows(profile, &results, &topk, report)?;
+    match suggestion {
+        Ok(s) => report.info(
+            format!("{profile}: suggested candidate"),
+            format!(
+                "{} (planned from the warmup: −{:.1}% series)",
+                s.change,
+                s.plan.series_reduction_percent.unwrap_or(f64::NAN)
+            ),
+        ),
+        Err(e) => report.row(
+            format!("{profile}: suggested"),
+            format!("suggest failed: {e}"),
+            "-",
+            Met::No,
+        ),
+    }
     Ok(())
 }
 
+/// `kubectl phoenix suggest`'s search over the baseline's warmup data: the smallest change with
+/// [`SUGGEST_TARGET`] fewer series and every critical process.
+async fn suggested(
+    prom: &phoenix::analysis::access::Prometheus,
+    baseline: &VariantSelector,
+    warm: &Window,
+) -> Result<suggest::Suggestion> {
+    let data = cli_plan::read_source(prom, baseline, warm).await?;
+    let ranked = measure::topk_names(prom, baseline, suggest::MAX_K + 50, warm).await?;
+    let critical = critical_patterns();
+    let ranked = suggest::without_critical(ranked, &critical).map_err(|e| e.to_string())?;
+    let interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
+    suggest::search(
+        &data,
+        &baseline.process_series(),
+        &ranked,
+        &critical,
+        &interval,
+        SUGGEST_TARGET,
+    )
+    .map_err(|e| e.to_string().into())
+}
+
 /// Export failures a collector logged (a failed remote write would hide series).
-fn export_errors(dir: &Path, template: PipelineTemplate) -> usize {
+fn export_errors(dir: &Path, variant: &str) -> usize {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&format!("{}-", template.as_str())) && n.ends_with(".log")
+            n.starts_with(&format!("{variant}-")) && n.ends_with(".log")
         })
         .map(|e| {
             std::fs::read_to_string(e.path())
@@ -318,7 +392,7 @@ fn add_rows(
 ) -> Result<()> {
     let Some(base) = results
         .iter()
-        .find(|f| f.template == PipelineTemplate::Baseline)
+        .find(|f| f.variant == PipelineTemplate::Baseline.as_str())
     else {
         return Err("no baseline figures".into());
     };
@@ -348,7 +422,7 @@ fn add_rows(
         } else {
             String::new()
         };
-        if f.template == PipelineTemplate::Baseline {
+        if f.variant == PipelineTemplate::Baseline.as_str() {
             report.info(
                 format!("{profile}: baseline"),
                 format!(
@@ -373,19 +447,15 @@ fn add_rows(
             r.datapoint_reduction_percent.unwrap_or(f64::NAN),
             retention.unwrap_or(f64::NAN),
         );
-        let (target, met) = if profile == TARGET_PROFILE {
+        let suggested_target = f.variant == SUGGESTED && SUGGEST_PROFILES.contains(&profile);
+        let (target, met) = if profile == TARGET_PROFILE || suggested_target {
             let ok = reduction.is_some_and(|v| v >= TARGET_REDUCTION)
                 && retention.is_some_and(|v| v >= 100.0);
             ("≥ 90% series, 100% critical", Met::from(ok))
         } else {
             ("-", Met::Info)
         };
-        report.row(
-            format!("{profile}: {}", f.template.as_str()),
-            measured,
-            target,
-            met,
-        );
+        report.row(format!("{profile}: {}", f.variant), measured, target, met);
     }
     if !topk.is_empty() {
         report.info(format!("{profile}: top K chosen"), topk.join(", "));

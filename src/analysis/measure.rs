@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::access::{self, AccessError, Prometheus};
-use super::queries::{self, LabelValuesRequest, VariantSelector, what};
+use super::queries::{self, LabelValuesRequest, Selector, VariantSelector, what};
 
 /// Most points one range query asks for; Prometheus refuses more than 11,000 per series, and a
 /// 24h experiment at a 5s step has 17,280, so longer windows are split.
@@ -324,7 +324,7 @@ pub async fn measure(
 /// name), for the `topk` template.
 pub async fn topk_names(
     prom: &Prometheus,
-    sel: &VariantSelector,
+    sel: &impl Selector,
     k: u32,
     window: &Window,
 ) -> Result<Vec<String>, MeasureError> {
@@ -356,6 +356,61 @@ pub async fn topk_names(
         .collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     Ok(ranked.into_iter().map(|(_, name)| name).collect())
+}
+
+/// The process metric names of the series under `sel` with samples in `[start, end]` (label
+/// values of `__name__`), sorted.
+pub async fn process_metric_names(
+    prom: &Prometheus,
+    sel: &impl Selector,
+    start: i64,
+    end: i64,
+) -> Result<Vec<String>, MeasureError> {
+    let mut names = label_values(prom, &queries::metric_names(sel, start, end)).await?;
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// One series of a range query's answer: its labels (`__name__` included when the query keeps
+/// it) and its points `(timestamp seconds, value)`.
+pub type LabelledSeries = (BTreeMap<String, String>, Vec<(f64, f64)>);
+
+/// Every series of a range query over the window's step grid, with its labels (split like the
+/// analysis' own range queries when the grid is long).
+pub async fn range_series(
+    prom: &Prometheus,
+    query: &str,
+    window: &Window,
+) -> Result<Vec<LabelledSeries>, MeasureError> {
+    validate(window)?;
+    let steps = window.steps();
+    let mut out: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
+    for chunk in steps.chunks(MAX_POINTS_PER_RANGE_QUERY) {
+        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+            continue;
+        };
+        let sent = prom
+            .client()
+            .query_range(query, first / 1000, last / 1000, window.step_secs)
+            .post_raw();
+        let result = observed("range", promql(prom, sent, query)).await?;
+        let matrix = result
+            .data()
+            .as_matrix()
+            .ok_or_else(|| bad_shape(query, "a range vector"))?;
+        for series in matrix {
+            let labels: BTreeMap<String, String> = series
+                .metric()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            out.entry(labels)
+                .or_default()
+                .extend(series.samples().iter().map(|s| (s.timestamp(), s.value())));
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// Whether Prometheus answers queries (a `vector(1)` query, which also works behind

@@ -89,6 +89,34 @@ pub struct VariantSelector {
     pub variant: String,
 }
 
+/// Any set of series the analysis can read: label matchers (without braces) that every query
+/// adds to its metric. [`VariantSelector`] is one; `kubectl phoenix plan --from` gives others.
+pub trait Selector {
+    /// The label matchers, without braces, ready to paste into PromQL.
+    fn matchers(&self) -> String;
+}
+
+impl Selector for VariantSelector {
+    fn matchers(&self) -> String {
+        VariantSelector::matchers(self)
+    }
+}
+
+/// The series of one metric under `matchers`: `name{<matchers>}`, or
+/// `{__name__="name",<matchers>}` when the name is not a plain PromQL identifier.
+pub fn metric_selector(matchers: &str, name: &str) -> String {
+    if is_plain_metric_name(name) {
+        format!("{name}{{{matchers}}}")
+    } else {
+        format!("{{__name__=\"{}\",{matchers}}}", escape_label_value(name))
+    }
+}
+
+/// The process series under `matchers`: `{__name__=~"process_.*",<matchers>}`.
+pub fn process_series_selector(matchers: &str) -> String {
+    format!("{{__name__=~\"{PROCESS_METRICS_REGEX}\",{matchers}}}")
+}
+
 impl VariantSelector {
     /// The label matchers, without braces:
     /// `phoenix_experiment="ns/exp",phoenix_variant="baseline"`.
@@ -103,24 +131,13 @@ impl VariantSelector {
     /// The variant's process series:
     /// `{__name__=~"process_.*",phoenix_experiment="ns/exp",phoenix_variant="baseline"}`.
     pub fn process_series(&self) -> String {
-        format!(
-            "{{__name__=~\"{PROCESS_METRICS_REGEX}\",{}}}",
-            self.matchers()
-        )
+        process_series_selector(&self.matchers())
     }
 
     /// The variant's series of one metric: `name{<matchers>}`, or
     /// `{__name__="name",<matchers>}` when the name is not a plain PromQL identifier.
     pub fn metric(&self, name: &str) -> String {
-        if is_plain_metric_name(name) {
-            format!("{name}{{{}}}", self.matchers())
-        } else {
-            format!(
-                "{{__name__=\"{}\",{}}}",
-                escape_label_value(name),
-                self.matchers()
-            )
-        }
+        metric_selector(&self.matchers(), name)
     }
 }
 
@@ -167,10 +184,10 @@ impl std::fmt::Display for LabelValuesRequest {
 /// The process metric names the variant wrote (label values of `__name__`). The API may answer
 /// with names from outside `[start, end]` (it answers per head block); a name without samples in
 /// the window only adds a term that finds nothing.
-pub fn metric_names(sel: &VariantSelector, start: i64, end: i64) -> LabelValuesRequest {
+pub fn metric_names(sel: &impl Selector, start: i64, end: i64) -> LabelValuesRequest {
     LabelValuesRequest {
         label: "__name__",
-        matcher: sel.process_series(),
+        matcher: process_series_selector(&sel.matchers()),
         start,
         end,
     }
@@ -357,10 +374,20 @@ pub fn collector_memory(sel: &VariantSelector) -> String {
 /// The `k` executable names using the most CPU in the window ending at the evaluation time:
 /// `topk(k, sum by (process_executable_name) (rate(process_cpu_time_seconds_total{<sel>}[Ws])))`.
 /// Meant for the baseline's selector (it sees every process).
-pub fn topk_by_cpu(sel: &VariantSelector, k: u32, window_secs: i64) -> String {
+pub fn topk_by_cpu(sel: &impl Selector, k: u32, window_secs: i64) -> String {
     format!(
         "topk({k}, sum by ({EXECUTABLE_LABEL}) (rate({}[{window_secs}s])))",
-        sel.metric(PROCESS_CPU_METRIC)
+        metric_selector(&sel.matchers(), PROCESS_CPU_METRIC)
+    )
+}
+
+/// Samples of each series of one metric in the `range_secs` before each step, for a range
+/// query: `count_over_time(name{<matchers>}[Rs])`. Unlike [`series_per_step`] it keeps every
+/// series apart (their labels are what `kubectl phoenix plan` models).
+pub fn samples_per_series(sel: &impl Selector, name: &str, range_secs: i64) -> String {
+    format!(
+        "count_over_time({}[{range_secs}s])",
+        metric_selector(&sel.matchers(), name)
     )
 }
 

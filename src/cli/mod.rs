@@ -6,10 +6,13 @@
 pub mod cel;
 pub mod cluster;
 pub mod documents;
+pub mod plan;
 pub mod promote;
 pub mod render;
 pub mod report;
 pub mod schema;
+pub mod selector;
+pub mod suggest;
 pub mod table;
 pub mod validate;
 
@@ -34,7 +37,7 @@ pub const EXIT_ERROR: u8 = 2;
     name = "kubectl-phoenix",
     bin_name = "kubectl-phoenix",
     version,
-    after_help = "Exit codes: 0 ok, 1 findings (invalid documents, an Experiment that did not pass), 2 usage or connection error.\n\nExamples:\n  kubectl phoenix validate -f pipelines/\n  kubectl phoenix render -f pipelines/topk.yaml\n  kubectl phoenix promote aggregate-vs-baseline -n team-a > pipelines/aggregate.yaml\n  kubectl phoenix report aggregate-vs-baseline -o html > report.html\n  kubectl phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix"
+    after_help = "Exit codes: 0 ok, 1 findings (invalid documents, an Experiment that did not pass), 2 usage or connection error.\n\nExamples:\n  kubectl phoenix validate -f pipelines/\n  kubectl phoenix render -f pipelines/topk.yaml\n  kubectl phoenix plan -f pipelines/topk.yaml --prometheus http://prometheus:9090 --from 'job=\"otel\"'\n  kubectl phoenix suggest --prometheus http://prometheus:9090 --from 'job=\"otel\"' --target-reduction 90\n  kubectl phoenix promote aggregate-vs-baseline -n team-a > pipelines/aggregate.yaml\n  kubectl phoenix report aggregate-vs-baseline -o html > report.html\n  kubectl phoenix completion bash > /etc/bash_completion.d/kubectl-phoenix"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -83,6 +86,14 @@ pub enum Command {
     /// The exact collector config Phoenix would put in a Pipeline's ConfigMap.
     #[command(after_help = render::EXAMPLES)]
     Render(render::Args),
+    /// Predict what a candidate Pipeline would export, from the series a running collector
+    /// already sends to Prometheus (nothing is deployed).
+    #[command(after_help = plan::EXAMPLES)]
+    Plan(plan::Args),
+    /// The smallest change to a running collector's pipeline that reaches a series reduction,
+    /// keeping every critical process, as a Pipeline manifest with its plan.
+    #[command(after_help = suggest::EXAMPLES)]
+    Suggest(suggest::Args),
     /// Check Phoenix manifests offline: CRD schema, CEL rules, the operator's own checks and,
     /// with --collector-bin, the real collector's `validate`.
     #[command(after_help = validate::EXAMPLES)]
@@ -134,6 +145,8 @@ pub enum Outcome {
 pub async fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode {
     let result = match cli.command {
         Command::Render(args) => render::run(&args, out),
+        Command::Plan(args) => plan::run(&args, &cli.global, out).await,
+        Command::Suggest(args) => suggest::run(&args, &cli.global, out).await,
         Command::Validate(args) => validate::run(&args, &cli.global, out).await,
         Command::Promote(args) => promote::run(&args, &cli.global, out).await,
         Command::Report(args) => report::run(&args, &cli.global, out).await,

@@ -38,6 +38,8 @@ pub const MAX_NAME_LEN: usize = 50;
     validation = kube::core::Rule::new("(self.template == 'custom') == has(self.custom)").message("spec.custom is required with template custom and only allowed with it").field_path(".custom"),
     validation = kube::core::Rule::new("self.template == 'aggregate' || !has(self.aggregate)").message("spec.aggregate is only allowed with template aggregate").field_path(".aggregate"),
     validation = kube::core::Rule::new("self.template == 'priority-filter' || size(self.keepPatterns) == 0").message("spec.keepPatterns is only allowed with template priority-filter").field_path(".keepPatterns"),
+    validation = kube::core::Rule::new("self.template != 'baseline' || !has(self.excludeMetrics) || size(self.excludeMetrics) == 0").message("spec.excludeMetrics is not allowed with template baseline, which keeps everything").field_path(".excludeMetrics"),
+    validation = kube::core::Rule::new("!(self.template in ['baseline', 'custom']) || !has(self.sumAttributes) || size(self.sumAttributes) == 0").message("spec.sumAttributes is not allowed with templates baseline and custom").field_path(".sumAttributes"),
 )]
 pub struct PipelineSpec {
     /// Which pipeline to render. `baseline`: full-fidelity process metrics (the control group).
@@ -72,6 +74,24 @@ pub struct PipelineSpec {
     #[serde(default = "default_drop_attributes")]
     #[schemars(length(max = 50), inner(length(min = 1, max = 256)))]
     pub drop_attributes: Vec<String>,
+
+    /// Process metrics not collected at all, for any process, critical ones included (the scraper
+    /// does not read them): `process.memory.usage`, `process.memory.virtual`, `process.disk.io`.
+    /// `process.cpu.time` always stays: the top-K ranking and every process's presence rely on
+    /// it. Not allowed with template `baseline`, which keeps everything. At most 3, no repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3), extend("x-kubernetes-list-type" = "set"))]
+    pub exclude_metrics: Vec<ExcludableMetric>,
+
+    /// Data-point attributes summed away on every process, critical ones included: `state`
+    /// (`process.cpu.time`: one series per process instead of user, system and wait) and
+    /// `direction` (`process.disk.io`: read plus write). Each process keeps its own series, so
+    /// critical processes are still never merged with other processes; rolled-up processes are
+    /// summed over these as over `dropAttributes`. Not allowed with templates `baseline` and
+    /// `custom`. At most 2, no repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2), extend("x-kubernetes-list-type" = "set"))]
+    pub sum_attributes: Vec<SummableAttribute>,
 
     /// Template `aggregate` only: how non-critical processes are rolled up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +153,56 @@ pub enum SensitiveAttributes {
 /// command (argv\[0\]) and the owner (user name) of each process.
 pub const SENSITIVE_ATTRIBUTES: &[&str] =
     &["process.command_line", "process.command", "process.owner"];
+
+/// A process metric `spec.excludeMetrics` can leave out.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+pub enum ExcludableMetric {
+    // Plain comments: documented variants would turn the schema's `enum` into a `oneOf`.
+    // Resident memory.
+    #[serde(rename = "process.memory.usage")]
+    MemoryUsage,
+    // Virtual memory.
+    #[serde(rename = "process.memory.virtual")]
+    MemoryVirtual,
+    // Bytes read and written.
+    #[serde(rename = "process.disk.io")]
+    DiskIo,
+}
+
+impl ExcludableMetric {
+    /// The metric's OpenTelemetry name (the hostmetrics process scraper's key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExcludableMetric::MemoryUsage => "process.memory.usage",
+            ExcludableMetric::MemoryVirtual => "process.memory.virtual",
+            ExcludableMetric::DiskIo => "process.disk.io",
+        }
+    }
+}
+
+/// A data-point attribute `spec.sumAttributes` can sum away.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum SummableAttribute {
+    // process.cpu.time's user/system/wait.
+    State,
+    // process.disk.io's read/write.
+    Direction,
+}
+
+impl SummableAttribute {
+    /// The attribute's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SummableAttribute::State => "state",
+            SummableAttribute::Direction => "direction",
+        }
+    }
+}
 
 /// The pipeline templates Phoenix can render.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
@@ -378,6 +448,8 @@ impl PipelineSpec {
             collection_interval: default_collection_interval(),
             keep_patterns: vec![],
             drop_attributes: default_drop_attributes(),
+            exclude_metrics: vec![],
+            sum_attributes: vec![],
             aggregate: None,
             topk: None,
             custom: None,

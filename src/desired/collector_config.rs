@@ -25,6 +25,7 @@
 
 mod error;
 pub mod escape;
+pub mod predict;
 pub mod remote_write;
 pub mod templates;
 mod validate;
@@ -315,12 +316,7 @@ fn build(spec: &PipelineSpec, ctx: &RenderContext) -> Result<Built, ConfigError>
                 "mute_process_io_error": true,
                 "mute_process_user_error": true,
                 "mute_process_cgroup_error": true,
-                "metrics": {
-                    "process.cpu.time": {"enabled": true},
-                    "process.memory.usage": {"enabled": true},
-                    "process.memory.virtual": {"enabled": true},
-                    "process.disk.io": {"enabled": true},
-                },
+                "metrics": templates::scraper_metrics(spec),
             }},
         })),
     );

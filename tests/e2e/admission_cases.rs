@@ -119,6 +119,30 @@ pub fn malformed() -> Vec<(&'static str, String, &'static str)> {
             "spec.keepPatterns",
         ),
         (
+            "excludeMetrics on baseline",
+            pipeline(
+                "p17",
+                "  template: baseline\n  excludeMetrics: [process.disk.io]",
+            ),
+            "spec.excludeMetrics",
+        ),
+        (
+            "sumAttributes on custom",
+            pipeline(
+                "p18",
+                "  template: custom\n  custom: {processors: {batch/x: {}}, pipeline: [batch/x]}\n  sumAttributes: [state]",
+            ),
+            "spec.sumAttributes",
+        ),
+        (
+            "excludeMetrics cannot drop the CPU time",
+            pipeline(
+                "p19",
+                "  template: aggregate\n  excludeMetrics: [process.cpu.time]",
+            ),
+            "spec.excludeMetrics",
+        ),
+        (
             "pipeline name over 50",
             pipeline(&long(51), "  template: baseline"),
             "metadata.name",

@@ -13,6 +13,7 @@ mod leader;
 mod metrics;
 mod observability;
 mod pipeline;
+mod plan;
 mod pod_security;
 mod podrunner_test;
 mod prometheus_access;

@@ -42,7 +42,8 @@ use serde_json::{Value, json};
 use super::escape::{any_of, confmap_value, exactly_one_of, ottl_string};
 use super::{EXECUTABLE_NAME, OTHER, ROLLUP_ATTRIBUTE, RenderContext};
 use crate::crd::pipeline::{
-    AggregateGroupBy, PipelineSpec, PipelineTemplate, SENSITIVE_ATTRIBUTES, SensitiveAttributes,
+    AggregateGroupBy, ExcludableMetric, PipelineSpec, PipelineTemplate, SENSITIVE_ATTRIBUTES,
+    SensitiveAttributes,
 };
 
 /// The one pipeline of `baseline`: every process.
@@ -62,6 +63,15 @@ const DROP_ATTRIBUTES: &str = "transform/phoenix_drop_attributes";
 const MERGE: &str = "groupbyattrs/phoenix_merge";
 const SUM: &str = "metricstransform/phoenix_sum";
 const RESTAMP: &str = "transform/phoenix_restamp";
+const SUM_ATTRIBUTES: &str = "metricstransform/phoenix_sum_attributes";
+
+/// The process scraper's metrics Phoenix collects (the scraper's defaults), in its key order.
+pub const SCRAPED_METRICS: &[&str] = &[
+    "process.cpu.time",
+    "process.memory.usage",
+    "process.memory.virtual",
+    "process.disk.io",
+];
 /// The processor applying `spec.sensitiveAttributes` (absent with `Keep`).
 pub const SENSITIVE: &str = "transform/phoenix_sensitive";
 
@@ -151,13 +161,177 @@ fn sanitize(plan: &mut Plan, mode: SensitiveAttributes) -> Vec<String> {
 }
 
 /// How non-critical processes are renamed before they are merged per name.
-enum Grouping<'a> {
+#[derive(Clone, Debug, PartialEq)]
+pub enum Grouping {
     /// Keep the executable name.
     Executable,
-    /// Rename to the first matching category, else `other`.
-    Category(&'a BTreeMap<String, String>),
-    /// Keep the names in the list, rename every other process to `other`.
+    /// Rename to the first matching category (in the map's order), else `other`.
+    Category(BTreeMap<String, String>),
+    /// Keep the names in the list (sorted, deduplicated), rename every other process to `other`.
     TopK(Vec<String>),
+}
+
+impl Grouping {
+    /// The value of the `phoenix.rollup` marker on processes that keep a name of their own (or
+    /// their category's).
+    pub fn marker(&self) -> &'static str {
+        match self {
+            Grouping::Executable | Grouping::TopK(_) => "executable",
+            Grouping::Category(_) => "category",
+        }
+    }
+}
+
+/// What a template does to the non-critical processes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestLogic {
+    /// `baseline`: every process as scraped (there is no critical bypass).
+    Everything,
+    /// `priority-filter` without `keepPatterns`: only the critical processes are exported.
+    DropAll,
+    /// `priority-filter`: processes matching `patterns` are kept, the rest dropped; the
+    /// `drop_attributes` are deleted from the kept ones (pid-level series that become identical
+    /// are summed, as are data-point attributes among them).
+    Keep {
+        patterns: Vec<String>,
+        drop_attributes: Vec<String>,
+    },
+    /// `aggregate`, `topk`: every process renamed per `grouping` and summed per name; nothing
+    /// but the (new) executable name and the marker is left of the resource, and the data-point
+    /// attributes among `drop_attributes` are summed too.
+    Rollup {
+        grouping: Grouping,
+        drop_attributes: Vec<String>,
+    },
+    /// `custom`: the user's processors, which Phoenix does not interpret.
+    Custom,
+}
+
+/// What a template does to one scrape's processes: the parameters both the renderer ([`plan`])
+/// and the model ([`super::predict`]) read, so that what Phoenix predicts and what it deploys
+/// cannot drift apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateLogic {
+    /// Patterns (RE2, unanchored) on the executable name of the processes that bypass the
+    /// template untouched; empty for `baseline` (which keeps everything anyway).
+    pub critical: Vec<String>,
+    /// What happens to the command line, command and owner of every process.
+    pub sensitive: SensitiveAttributes,
+    /// What happens to every other process.
+    pub rest: RestLogic,
+    /// Metrics the scraper does not collect (`spec.excludeMetrics`).
+    pub excluded_metrics: Vec<ExcludableMetric>,
+    /// Data-point attributes summed away on every process, critical ones included
+    /// (`spec.sumAttributes`); [`RestLogic::Keep`] and [`RestLogic::Rollup`] carry them in their
+    /// `drop_attributes` too.
+    pub summed_attributes: Vec<String>,
+}
+
+impl TemplateLogic {
+    /// The logic of `spec` with `topk_processes` (the names a `topk` Pipeline keeps besides
+    /// `spec.topk.processes`; see [`super::RenderContext::topk_processes`]).
+    pub fn of(spec: &PipelineSpec, topk_processes: &[String]) -> TemplateLogic {
+        let everything = spec.template == PipelineTemplate::Baseline;
+        let summed_attributes: Vec<String> = if everything {
+            vec![]
+        } else {
+            spec.sum_attributes
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect()
+        };
+        let mut drop_attributes = spec.drop_attributes.clone();
+        for a in &summed_attributes {
+            if !drop_attributes.contains(a) {
+                drop_attributes.push(a.clone());
+            }
+        }
+        let rest = match spec.template {
+            PipelineTemplate::Baseline => RestLogic::Everything,
+            PipelineTemplate::PriorityFilter if spec.keep_patterns.is_empty() => RestLogic::DropAll,
+            PipelineTemplate::PriorityFilter => RestLogic::Keep {
+                patterns: spec.keep_patterns.clone(),
+                drop_attributes,
+            },
+            PipelineTemplate::Aggregate => {
+                let aggregate = spec.aggregate.clone().unwrap_or_default();
+                let grouping = match aggregate.group_by {
+                    AggregateGroupBy::Executable => Grouping::Executable,
+                    AggregateGroupBy::Category => Grouping::Category(aggregate.categories),
+                };
+                RestLogic::Rollup {
+                    grouping,
+                    drop_attributes,
+                }
+            }
+            PipelineTemplate::Topk => {
+                let mut names: Vec<String> = topk_processes.to_vec();
+                if let Some(topk) = &spec.topk {
+                    names.extend(topk.processes.iter().cloned());
+                }
+                names.sort();
+                names.dedup();
+                RestLogic::Rollup {
+                    grouping: Grouping::TopK(names),
+                    drop_attributes,
+                }
+            }
+            PipelineTemplate::Custom => RestLogic::Custom,
+        };
+        let critical = match rest {
+            RestLogic::Everything => vec![],
+            _ => spec.critical_processes.clone(),
+        };
+        TemplateLogic {
+            critical,
+            sensitive: spec.sensitive_attributes,
+            rest,
+            excluded_metrics: if everything {
+                vec![]
+            } else {
+                spec.exclude_metrics.clone()
+            },
+            summed_attributes,
+        }
+    }
+}
+
+/// The process scraper's `metrics` block: every metric of [`SCRAPED_METRICS`], enabled unless
+/// `spec.excludeMetrics` leaves it out.
+pub fn scraper_metrics(spec: &PipelineSpec) -> Value {
+    let excluded = TemplateLogic::of(spec, &[]).excluded_metrics;
+    let metrics: serde_json::Map<String, Value> = SCRAPED_METRICS
+        .iter()
+        .map(|m| {
+            let enabled = !excluded.iter().any(|e| e.as_str() == *m);
+            (m.to_string(), json!({"enabled": enabled}))
+        })
+        .collect();
+    Value::Object(metrics)
+}
+
+/// A `metricstransform` summing every process metric's points over the data-point attributes
+/// not in `label_set`, per resource.
+fn sum_over(label_set: Vec<&str>) -> Value {
+    json!({"transforms": [{
+        "include": r"^process\..*$",
+        "match_type": "regexp",
+        "action": "update",
+        "operations": [{
+            "action": "aggregate_labels",
+            "label_set": label_set,
+            "aggregation_type": "sum",
+        }],
+    }]})
+}
+
+/// The data-point attributes a rollup keeps: [`DATAPOINT_ATTRIBUTES`] minus `drop_attributes`.
+pub fn kept_datapoint_attributes(drop_attributes: &[String]) -> Vec<&'static str> {
+    DATAPOINT_ATTRIBUTES
+        .iter()
+        .copied()
+        .filter(|a| !drop_attributes.iter().any(|d| d == a))
+        .collect()
 }
 
 /// The `resource` statements that give every process to be merged the same resource attributes:
@@ -171,6 +345,7 @@ fn rollup_statements(grouping: Grouping, marker: &str) -> Vec<String> {
     match grouping {
         Grouping::Executable => {}
         Grouping::Category(categories) => {
+            let categories = &categories;
             // The first matching category wins (in the map's order); the rest go to `other`.
             for (category, pattern) in categories {
                 statements.push(format!(
@@ -219,11 +394,7 @@ fn merge_and_sum(
     resource_statements: Vec<String>,
     drop_attributes: &[String],
 ) -> Vec<String> {
-    let label_set: Vec<&str> = DATAPOINT_ATTRIBUTES
-        .iter()
-        .copied()
-        .filter(|a| !drop_attributes.iter().any(|d| d == a))
-        .collect();
+    let label_set = kept_datapoint_attributes(drop_attributes);
     vec![
         plan.add(
             transform_id,
@@ -233,19 +404,7 @@ fn merge_and_sum(
             ),
         ),
         plan.add(MERGE, json!({"keys": [EXECUTABLE_NAME]})),
-        plan.add(
-            SUM,
-            json!({"transforms": [{
-                "include": r"^process\..*$",
-                "match_type": "regexp",
-                "action": "update",
-                "operations": [{
-                    "action": "aggregate_labels",
-                    "label_set": label_set,
-                    "aggregation_type": "sum",
-                }],
-            }]}),
-        ),
+        plan.add(SUM, sum_over(label_set)),
         plan.add(
             RESTAMP,
             transform(vec![], vec!["set(datapoint.time, Now())".into()]),
@@ -253,16 +412,18 @@ fn merge_and_sum(
     ]
 }
 
-/// The template's processors and process-metric pipelines.
+/// The template's processors and process-metric pipelines, rendered from its
+/// [`TemplateLogic`].
 pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
+    let logic = TemplateLogic::of(spec, ctx.topk_processes);
     let mut plan = Plan::default();
-    let critical = (!spec.critical_processes.is_empty()).then(|| any_of(&spec.critical_processes));
-    let mode = spec.sensitive_attributes;
-    if spec.template == PipelineTemplate::Baseline {
+    let mode = logic.sensitive;
+    if logic.rest == RestLogic::Everything {
         let chain = sanitize(&mut plan, mode);
         plan.pipelines.push((PROCESS_PIPELINE, chain));
         return plan;
     }
+    let critical = (!logic.critical.is_empty()).then(|| any_of(&logic.critical));
     // The bypass: critical processes, untouched.
     let mut rest_filter = vec![];
     if let Some(critical) = &critical {
@@ -272,24 +433,29 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
         );
         let mut chain = vec![keep_critical];
         chain.extend(sanitize(&mut plan, mode));
+        if !logic.summed_attributes.is_empty() {
+            // Each critical process is its own resource: this sums within a process only.
+            let label_set = kept_datapoint_attributes(&logic.summed_attributes);
+            chain.push(plan.add(SUM_ATTRIBUTES, sum_over(label_set)));
+        }
         plan.pipelines.push((CRITICAL_PIPELINE, chain));
         rest_filter.push(is_match(critical));
     }
-    match spec.template {
-        PipelineTemplate::Baseline => unreachable!("handled above"),
-        PipelineTemplate::PriorityFilter => {
-            if spec.keep_patterns.is_empty() {
-                // Only critical processes are kept: the bypass is the whole pipeline.
-                return plan;
-            }
-            rest_filter.push(format!("not {}", is_match(&any_of(&spec.keep_patterns))));
+    match logic.rest {
+        RestLogic::Everything => unreachable!("handled above"),
+        // Only critical processes are kept: the bypass is the whole pipeline.
+        RestLogic::DropAll => {}
+        RestLogic::Keep {
+            patterns,
+            drop_attributes,
+        } => {
+            rest_filter.push(format!("not {}", is_match(&any_of(&patterns))));
             let mut chain = filter_rest(&mut plan, rest_filter, mode);
-            if !spec.drop_attributes.is_empty() {
+            if !drop_attributes.is_empty() {
                 // Dropping identifying attributes (pid, command line) leaves same-named processes
                 // with identical labels, which Prometheus would reject as duplicate samples: those
                 // are summed by the rollup chain, which also drops the attributes.
-                let deletes = spec
-                    .drop_attributes
+                let deletes = drop_attributes
                     .iter()
                     .map(|a| format!("delete_key(resource.attributes, {})", ottl_string(a)))
                     .collect();
@@ -297,47 +463,27 @@ pub fn plan(spec: &PipelineSpec, ctx: &RenderContext) -> Plan {
                     &mut plan,
                     DROP_ATTRIBUTES,
                     deletes,
-                    &spec.drop_attributes,
+                    &drop_attributes,
                 ));
             }
             plan.pipelines.push((REST_PIPELINE, chain));
         }
-        PipelineTemplate::Aggregate => {
+        RestLogic::Rollup {
+            grouping,
+            drop_attributes,
+        } => {
             let mut chain = filter_rest(&mut plan, rest_filter, mode);
-            let aggregate = spec.aggregate.clone().unwrap_or_default();
-            let (grouping, marker) = match aggregate.group_by {
-                AggregateGroupBy::Executable => (Grouping::Executable, "executable"),
-                AggregateGroupBy::Category => {
-                    (Grouping::Category(&aggregate.categories), "category")
-                }
-            };
+            let marker = grouping.marker();
             let statements = rollup_statements(grouping, marker);
             chain.extend(merge_and_sum(
                 &mut plan,
                 ROLLUP,
                 statements,
-                &spec.drop_attributes,
+                &drop_attributes,
             ));
             plan.pipelines.push((REST_PIPELINE, chain));
         }
-        PipelineTemplate::Topk => {
-            let mut chain = filter_rest(&mut plan, rest_filter, mode);
-            let mut names: Vec<String> = ctx.topk_processes.to_vec();
-            if let Some(topk) = &spec.topk {
-                names.extend(topk.processes.iter().cloned());
-            }
-            names.sort();
-            names.dedup();
-            let statements = rollup_statements(Grouping::TopK(names), "executable");
-            chain.extend(merge_and_sum(
-                &mut plan,
-                ROLLUP,
-                statements,
-                &spec.drop_attributes,
-            ));
-            plan.pipelines.push((REST_PIPELINE, chain));
-        }
-        PipelineTemplate::Custom => {
+        RestLogic::Custom => {
             let mut chain = filter_rest(&mut plan, rest_filter, mode);
             if let Some(custom) = &spec.custom {
                 for id in &custom.pipeline {

@@ -53,6 +53,12 @@ pub fn validate_spec(spec: &PipelineSpec) -> Result<(), ConfigError> {
     if !spec.keep_patterns.is_empty() && spec.template != PriorityFilter {
         return unknown("spec.keepPatterns");
     }
+    if !spec.exclude_metrics.is_empty() && spec.template == Baseline {
+        return unknown("spec.excludeMetrics");
+    }
+    if !spec.sum_attributes.is_empty() && matches!(spec.template, Baseline | Custom) {
+        return unknown("spec.sumAttributes");
+    }
     match spec.template {
         Topk if spec.topk.is_none() => return missing("spec.topk", "the number of processes k"),
         Custom if spec.custom.is_none() => {
