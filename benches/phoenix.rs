@@ -2,21 +2,33 @@
 //! machine and printed as a table of figures next to their targets. Timings are printed, never
 //! asserted.
 //!
-//! 1. apply → objects: Experiment created → both collector DaemonSets and the simulator Job exist.
+//! 1. apply → objects: Experiment created → both collector DaemonSets and the simulator Job exist,
+//!    split per controller stage.
 //! 2. scale: many concurrent Experiments on the kwok nodes — operator peak RSS and CPU, apiserver
-//!    requests per Experiment, time until all are Running; then steady-state writes.
+//!    requests per Experiment, apply → objects during the burst, time until all are Running; then
+//!    steady-state writes.
 //! 3. restart: kill -9 with everything present — resync time and the writes it made.
 //! 4. reduction per template and simulation profile, real collector on real processes.
-//! 5. peer comparison (OpenTelemetry Operator), when it can be built here.
+//! 5. peer comparison (OpenTelemetry Operator), when it can be built here, with Phoenix / peer
+//!    ratios.
+//! 6. scale without pods (part `control-plane`, first): 1,000 and 2,000 Experiments whose targets
+//!    match no node — peak RSS, a steady-state window (writes, RSS over time), restart peak
+//!    against steady state, resync time and writes.
+//! 7. analysis cost (part `control-plane`, last): Experiments ending together, fed by remote
+//!    write — queries per analysis, analysis latency, time until all are analyzed.
 //!
 //! Needs the local control plane: `PHOENIX_E2E_ENV` names the env file of a cluster that
 //! scripts/bench.sh started for this run (and tears down). Sizes come from `PHOENIX_BENCH_*`
 //! (see scripts/bench.sh). Writes `$PHOENIX_BENCH_OUT/report.md` (default target/bench).
 
+#[path = "phoenix/analysis_cost.rs"]
+mod analysis_cost;
 #[path = "phoenix/cluster.rs"]
 mod cluster;
 #[path = "phoenix/control_plane.rs"]
 mod control_plane;
+#[path = "phoenix/objects.rs"]
+mod objects;
 #[path = "phoenix/peer.rs"]
 mod peer;
 #[path = "phoenix/reduction.rs"]
@@ -58,6 +70,16 @@ fn main() -> std::process::ExitCode {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A comma-separated list of sizes from `name` (an empty value: none).
+fn sizes(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .filter(|&v| v > 0)
+        .collect()
 }
 
 fn parts() -> Vec<String> {
@@ -113,21 +135,26 @@ async fn run() -> Result<bool> {
 
     if parts.iter().any(|p| p == "control-plane") {
         let plan = control_plane::Plan {
-            operator_bin: release.join("phoenix-operator"),
+            // A dev run may use a debug build (its RSS includes debug code and is not comparable).
+            operator_bin: std::env::var("PHOENIX_BENCH_OPERATOR_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| release.join("phoenix-operator")),
             crds: repo().join("crds"),
             out: out.clone(),
             apply: env_or("PHOENIX_BENCH_APPLY", 200),
-            experiments: std::env::var("PHOENIX_BENCH_EXPERIMENTS")
-                .unwrap_or_else(|_| "500".into())
-                .split(',')
-                .filter_map(|v| v.trim().parse().ok())
-                .collect(),
+            experiments: sizes("PHOENIX_BENCH_EXPERIMENTS", "500"),
             apply_warmup: env_or("PHOENIX_BENCH_APPLY_WARMUP", 5),
             simulation: env_or("PHOENIX_BENCH_SCALE_SIMULATION", 1u8) != 0,
             scale_nodes: env_or("PHOENIX_BENCH_SCALE_NODES", 1),
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
             running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 600)),
-            steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
+            pods_steady: Duration::from_secs(env_or("PHOENIX_BENCH_PODS_STEADY_SECS", 60)),
+            steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 600)),
+            objects: sizes("PHOENIX_BENCH_OBJECTS", "1000,2000"),
+            objects_simulation: env_or("PHOENIX_BENCH_OBJECTS_SIMULATION", 0u8) != 0,
+            objects_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_OBJECTS_TIMEOUT_SECS", 600)),
+            analysis: env_or("PHOENIX_BENCH_ANALYSIS", 100),
+            analysis_duration_secs: env_or("PHOENIX_BENCH_ANALYSIS_DURATION_SECS", 60),
             max_control_plane_bytes: env_or("PHOENIX_BENCH_MAX_CONTROL_PLANE_MIB", 6144u64) << 20,
             min_available_bytes: env_or("PHOENIX_BENCH_MIN_AVAILABLE_MIB", 4096u64) << 20,
         };
@@ -161,7 +188,7 @@ async fn run() -> Result<bool> {
             collectors: env_or("PHOENIX_BENCH_PEER_COLLECTORS", 250),
             concurrency: env_or("PHOENIX_BENCH_CONCURRENCY", 8),
             running_timeout: Duration::from_secs(env_or("PHOENIX_BENCH_RUNNING_TIMEOUT_SECS", 600)),
-            steady: Duration::from_secs(env_or("PHOENIX_BENCH_STEADY_SECS", 60)),
+            steady: Duration::from_secs(env_or("PHOENIX_BENCH_PODS_STEADY_SECS", 60)),
         };
         if let Err(e) = peer::run(&plan, &cluster, &mut report).await {
             report.row("peer part", format!("failed: {e}"), "-", Met::No);

@@ -11,13 +11,21 @@
 # Sizes (environment; defaults fit a 2-core machine in about 20 minutes):
 #   PHOENIX_BENCH_PARTS=reduction,control-plane,peer   parts to run
 #   PHOENIX_BENCH_APPLY=200                 Experiments applied one after another (apply → objects)
-#   PHOENIX_BENCH_EXPERIMENTS=500           concurrent Experiments (scale, steady state, restart);
-#                                           a list (500,1000) adds Experiments step by step. 500
-#                                           is the most this machine holds: see docs/benchmarks.md
+#   PHOENIX_BENCH_EXPERIMENTS=500           concurrent Experiments with pods (scale, steady state,
+#                                           restart); a list (500,1000) adds them step by step
 #   PHOENIX_BENCH_SCALE_SIMULATION=1        0: scale Experiments without a Simulation (no Jobs)
-#   PHOENIX_BENCH_CONCURRENCY=8             creates in flight during the scale burst
+#   PHOENIX_BENCH_CONCURRENCY=8             creates in flight during a burst
 #   PHOENIX_BENCH_RUNNING_TIMEOUT_SECS=600  longest wait for every scale Experiment to be Running
-#   PHOENIX_BENCH_STEADY_SECS=60            steady-state window
+#   PHOENIX_BENCH_PODS_STEADY_SECS=60       steady-state window after the scale step with pods
+#   PHOENIX_BENCH_OBJECTS=1000,2000         scale without pods: Experiments whose targets match no
+#                                           node, added step by step ("" skips the part)
+#   PHOENIX_BENCH_OBJECTS_SIMULATION=0      1: those Experiments carry a Simulation (+ Job)
+#   PHOENIX_BENCH_OBJECTS_TIMEOUT_SECS=600  longest wait for a step's objects
+#   PHOENIX_BENCH_STEADY_SECS=600           steady-state window without pods (writes, RSS)
+#   PHOENIX_BENCH_ANALYSIS=100              analysis cost: Experiments ending together (0 skips)
+#   PHOENIX_BENCH_ANALYSIS_DURATION_SECS=60 … their run length
+#   PHOENIX_BENCH_OPERATOR_BIN=…            operator binary (default target/release; dev runs
+#                                           may use target/debug/phoenix-operator)
 #   PHOENIX_BENCH_PROFILES=high-cardinality,realistic,high-churn,spike
 #   PHOENIX_BENCH_PROCESSES=300             simulated processes per profile
 #   PHOENIX_BENCH_SIMULATOR_MILLICORES=400  the simulator's total CPU cap

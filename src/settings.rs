@@ -110,6 +110,10 @@ pub struct Settings {
     /// fails `PrometheusUnavailable`.
     #[arg(long, env = "PHOENIX_ANALYSIS_RETRIES", default_value_t = 8)]
     pub analysis_retries: u32,
+    /// Analyses (Prometheus query sets) run at the same time; more wait their turn, so many
+    /// Experiments ending together do not overload Prometheus. At least 1.
+    #[arg(long, env = "PHOENIX_MAX_CONCURRENT_ANALYSES", default_value_t = 8)]
+    pub max_concurrent_analyses: usize,
     /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

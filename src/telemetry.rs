@@ -56,6 +56,13 @@ pub struct Metrics {
     /// Reconciles running now, per controller. kube-runtime does not expose its scheduler's
     /// queue, so this is the nearest honest measure of a controller's backlog.
     pub in_flight: Family<ControllerLabel, Gauge>,
+    /// `phoenix_analysis_duration_seconds`: one Experiment's analysis (both variants' queries),
+    /// from its turn (see `phoenix_analyses_waiting`) to its result.
+    pub analysis_duration: Histogram,
+    /// `phoenix_analysis_queries`: Prometheus requests per analysis.
+    pub analysis_queries: Histogram,
+    /// `phoenix_analyses_waiting`: analyses waiting for a turn (`--max-concurrent-analyses`).
+    pub analyses_waiting: Gauge,
     /// 1 for the phase each Experiment is in.
     pub experiment_phase: Family<PhaseLabels, Gauge>,
     pub result_series_reduction: Family<ResultLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -88,6 +95,26 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         let in_flight = Family::<ControllerLabel, Gauge>::default();
+        // 50 ms … 410 s.
+        let analysis_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        // 1 … 256 requests.
+        let analysis_queries = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let analyses_waiting = Gauge::default();
+        registry.register(
+            "analysis_duration_seconds",
+            "Duration of one Experiment's analysis (its Prometheus queries), once its turn came",
+            analysis_duration.clone(),
+        );
+        registry.register(
+            "analysis_queries",
+            "Prometheus requests made by one Experiment's analysis",
+            analysis_queries.clone(),
+        );
+        registry.register(
+            "analyses_waiting",
+            "Analyses waiting for a turn (--max-concurrent-analyses)",
+            analyses_waiting.clone(),
+        );
         let experiment_phase = Family::<PhaseLabels, Gauge>::default();
         let result_series_reduction = Family::default();
         let result_retention = Family::default();
@@ -162,6 +189,9 @@ impl Default for Metrics {
             errors,
             duration,
             in_flight,
+            analysis_duration,
+            analysis_queries,
+            analyses_waiting,
             experiment_phase,
             result_series_reduction,
             result_retention,

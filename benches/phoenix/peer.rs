@@ -27,7 +27,8 @@ use phoenix::desired::collector_config::{RenderContext, render};
 
 use crate::cluster::{self, Cluster, Labels};
 use crate::support::{
-    Met, Proc, Report, Result, cpu_seconds, free_port, http_get, mib, ms, quantile, status_bytes,
+    Met, Proc, Report, Result, cpu_seconds, free_port, http_get, mib, ms, quantile, ratio,
+    status_bytes,
 };
 
 /// What the peer part is asked to do.
@@ -356,6 +357,44 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
     if failed > 0 {
         report.info("peer creates that failed", failed.to_string());
     }
+    let peer = crate::support::PeerFigures {
+        apply_p50: quantile(&lat, 0.5),
+        rss_per_collector: peak.map(|b| b as f64 / (n + plan.apply + plan.apply_warmup) as f64),
+        requests_per_collector: Some(delta.sum(ours) / n.max(1) as f64),
+    };
+    let ours_figures = report.phoenix.clone();
+    let kib = |v: Option<f64>| v.map_or("n/a".to_string(), |b| format!("{:.0} KiB", b / 1024.0));
+    let num = |v: Option<f64>| v.map_or("n/a".to_string(), |r| format!("{r:.1}"));
+    report.info(
+        "Phoenix / peer: apply latency p50 (Experiment → 2 DaemonSets + Job / collector → DaemonSet)",
+        format!(
+            "{} ({} / {})",
+            ratio(ours_figures.apply_p50, peer.apply_p50),
+            ours_figures.apply_p50.map(ms).unwrap_or("n/a".into()),
+            peer.apply_p50.map(ms).unwrap_or("n/a".into())
+        ),
+    );
+    report.info(
+        "Phoenix / peer: peak RSS per managed collector (DaemonSet)",
+        format!(
+            "{} ({} / {})",
+            ratio(ours_figures.rss_per_collector, peer.rss_per_collector),
+            kib(ours_figures.rss_per_collector),
+            kib(peer.rss_per_collector)
+        ),
+    );
+    report.info(
+        "Phoenix / peer: apiserver requests per collector during the burst",
+        format!(
+            "{} ({} / {})",
+            ratio(
+                ours_figures.requests_per_collector,
+                peer.requests_per_collector
+            ),
+            num(ours_figures.requests_per_collector),
+            num(peer.requests_per_collector)
+        ),
+    );
 
     let total = (n + plan.apply + plan.apply_warmup) as f64;
     if all_ready {

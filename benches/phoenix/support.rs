@@ -246,6 +246,28 @@ pub struct Row {
 pub struct Report {
     pub sections: Vec<(String, Vec<Row>)>,
     pub notes: Vec<String>,
+    /// Phoenix's figures the peer part compares itself with (filled by the control-plane part).
+    pub phoenix: PeerFigures,
+}
+
+/// The figures compared between Phoenix and the OpenTelemetry Operator, as Phoenix / peer ratios.
+#[derive(Clone, Debug, Default)]
+pub struct PeerFigures {
+    /// Apply → workloads exist, p50, seconds (Phoenix: both DaemonSets and the Job of an
+    /// Experiment; the peer: the DaemonSet of an OpenTelemetryCollector).
+    pub apply_p50: Option<f64>,
+    /// Peak RSS (bytes) divided by the collectors (DaemonSets) the operator managed then.
+    pub rss_per_collector: Option<f64>,
+    /// Apiserver requests on the operator's resources per collector created during a burst.
+    pub requests_per_collector: Option<f64>,
+}
+
+/// `a / b` as `0.25×`, or `n/a` when either is missing or `b` is zero.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "n/a".into(),
+    }
 }
 
 impl Report {

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -165,6 +164,27 @@ fn owned<K: Resource<DynamicType = ()>>(
     None
 }
 
+/// [`analyze`] once a permit for an analysis in flight is free (`--max-concurrent-analyses`),
+/// recording its duration and Prometheus requests.
+async fn analyze_in_turn(
+    ctx: &Context,
+    exp: &Experiment,
+    inputs: &AnalysisInputs,
+) -> AnalysisOutcome {
+    ctx.metrics.analyses_waiting.inc();
+    let permit = ctx.analyses.acquire().await;
+    ctx.metrics.analyses_waiting.dec();
+    let start = std::time::Instant::now();
+    let (outcome, queries) =
+        crate::telemetry::outbound::count_prometheus_queries(analyze(ctx, exp, inputs)).await;
+    drop(permit);
+    ctx.metrics
+        .analysis_duration
+        .observe(start.elapsed().as_secs_f64());
+    ctx.metrics.analysis_queries.observe(queries as f64);
+    outcome
+}
+
 /// Measures the window described by `inputs` (and nothing else: not the live children).
 async fn analyze(ctx: &Context, exp: &Experiment, inputs: &AnalysisInputs) -> AnalysisOutcome {
     let prom = match ctx.settings.prometheus.client(&inputs.prometheus_url) {
@@ -299,34 +319,50 @@ async fn ensure_children(
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
     let remote_write = children::remote_write_url(&exp.spec);
-    for (side, current, variant) in [
-        (Side::Baseline, existing[0], &exp.spec.baseline),
-        (Side::Candidate, existing[1], &exp.spec.candidate),
-    ] {
-        if current.is_some() {
-            continue; // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
-        }
-        let Some(resolved) = resolve(pipelines, variant).await? else {
-            continue;
+    // The children are independent of each other: created concurrently, so the chain
+    // Experiment → workloads waits for one create, not three.
+    let pipeline = |side: Side| {
+        let (name, namespace, owner) = (&name, &namespace, &owner);
+        let remote_write = remote_write.as_deref();
+        let (exists, variant) = match side {
+            Side::Baseline => (existing[0].is_some(), &exp.spec.baseline),
+            Side::Candidate => (existing[1].is_some(), &exp.spec.candidate),
         };
-        let child = children::pipeline(
-            &name,
-            &namespace,
-            &owner,
-            &exp.spec,
-            side,
-            &resolved,
-            remote_write.as_deref(),
-        );
-        create_child(pipelines, &child, "create child Pipeline").await?;
-    }
+        async move {
+            if exists {
+                return Ok(()); // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
+            }
+            let Some(resolved) = resolve(pipelines, variant).await? else {
+                return Ok(());
+            };
+            let child = children::pipeline(
+                name,
+                namespace,
+                owner,
+                &exp.spec,
+                side,
+                &resolved,
+                remote_write,
+            );
+            create_child(pipelines, &child, "create child Pipeline").await
+        }
+    };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
-    if sim.is_none()
-        && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
-    {
-        let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-        create_child(&sims, &child, "create child Simulation").await?;
-    }
+    let simulation = async {
+        if sim.is_none()
+            && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
+        {
+            let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
+            create_child(&sims, &child, "create child Simulation").await?;
+        }
+        Ok(())
+    };
+    futures::future::try_join3(
+        pipeline(Side::Baseline),
+        pipeline(Side::Candidate),
+        simulation,
+    )
+    .await?;
     Ok(())
 }
 
@@ -572,20 +608,29 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // Observe: only what this Experiment controls; a taken name is a conflict.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let mut conflicts = vec![];
-    let baseline = pipelines
-        .get_opt(&children::pipeline_name(&name, Side::Baseline))
-        .await
-        .map_err(Error::kube("get baseline Pipeline"))?;
+    // The three reads are independent: one round trip instead of three.
+    let (baseline, candidate, sim) = futures::future::try_join3(
+        async {
+            pipelines
+                .get_opt(&children::pipeline_name(&name, Side::Baseline))
+                .await
+                .map_err(Error::kube("get baseline Pipeline"))
+        },
+        async {
+            pipelines
+                .get_opt(&children::pipeline_name(&name, Side::Candidate))
+                .await
+                .map_err(Error::kube("get candidate Pipeline"))
+        },
+        async {
+            sims.get_opt(&children::simulation_name(&name))
+                .await
+                .map_err(Error::kube("get Simulation"))
+        },
+    )
+    .await?;
     let baseline = owned(baseline, &uid, &mut conflicts);
-    let candidate = pipelines
-        .get_opt(&children::pipeline_name(&name, Side::Candidate))
-        .await
-        .map_err(Error::kube("get candidate Pipeline"))?;
     let candidate = owned(candidate, &uid, &mut conflicts);
-    let sim = sims
-        .get_opt(&children::simulation_name(&name))
-        .await
-        .map_err(Error::kube("get Simulation"))?;
     // Without a simulation in the spec, a Simulation of that name is none of our business.
     let sim = match exp.spec.simulation {
         Some(_) => owned(sim, &uid, &mut conflicts),
@@ -641,7 +686,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         .find(|e| matches!(e, Effect::Analyze(_)))
         .cloned()
     {
-        let outcome = analyze(&ctx, &exp, &inputs).await;
+        let outcome = analyze_in_turn(&ctx, &exp, &inputs).await;
         decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
     if let Some(Effect::RefreshTopK { since }) = decision
@@ -750,8 +795,8 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=phoenix");
-    let controller = Controller::new(exps, watcher::Config::default());
+    let children = super::owned_children("app.kubernetes.io/managed-by=phoenix");
+    let controller = super::trimmed_controller(exps);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
     controller

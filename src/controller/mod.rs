@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Controller;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,12 +26,49 @@ use crate::settings::Settings;
 use crate::telemetry::Metrics;
 use crate::{Error, Result};
 
+/// Objects per page when a watch lists (at start and after a relist): bounds what one LIST
+/// response holds in memory at once, at the cost of more requests (kube's default is 500).
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watch configuration of the children a controller owns (metadata-only watches, see
+/// [`Controller::owns`]): Phoenix-managed objects only, listed in pages of [`LIST_PAGE_SIZE`].
+pub fn owned_children(labels: &str) -> watcher::Config {
+    watcher::Config::default()
+        .labels(labels)
+        .page_size(LIST_PAGE_SIZE)
+}
+
+/// A controller of `K` whose cache holds the objects without `metadata.managedFields`: no
+/// reconcile reads them, and for objects Phoenix writes by server-side apply they are often the
+/// largest part of the metadata. Lists in pages of [`LIST_PAGE_SIZE`].
+pub fn trimmed_controller<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let writer = reflector::store::Writer::<K>::default();
+    let reader = writer.as_reader();
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
+            .modify(strip_managed_fields),
+    )
+    .applied_objects();
+    Controller::for_stream(stream, reader)
+}
+
+/// Drops `metadata.managedFields` (see [`trimmed_controller`]).
+pub fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Permits for analyses in flight (`--max-concurrent-analyses`).
+    pub analyses: tokio::sync::Semaphore,
     /// Collector UIDs already read from or recorded in the ledger.
     pub uids: collector_uid::UidCache,
 }
@@ -41,11 +80,13 @@ impl Context {
             instance: settings.identity.clone(),
         };
         let recorder = Recorder::new(client.clone(), reporter);
+        let analyses = tokio::sync::Semaphore::new(settings.max_concurrent_analyses.max(1));
         Context {
             client,
             settings,
             metrics,
             recorder,
+            analyses,
             uids: collector_uid::UidCache::default(),
         }
     }

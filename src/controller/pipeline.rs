@@ -10,9 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
@@ -337,7 +336,13 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
     // status-only event costs no LIST (which would grow with every ConfigMap in the namespace).
-    if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
+    // A Pipeline that never recorded a hash has no older config to prune: a burst of new
+    // Pipelines makes no LIST at all.
+    if previous
+        .config_hash
+        .as_deref()
+        .is_some_and(|old| old != rendered.hash)
+    {
         prune_config_maps(&config_maps, &name, &rendered.hash).await?;
     }
 
@@ -479,28 +484,42 @@ async fn apply_collectors(
     params: &CollectorParams<'_>,
 ) -> Result<Workload> {
     let (name, namespace) = (params.name, params.namespace);
-    if config_maps
-        .get_opt(&labels::config_map_name(name, params.config_hash))
-        .await
-        .map_err(Error::kube("get ConfigMap"))?
-        .is_none()
-    {
-        apply(
-            config_maps,
-            &workload::config_map(params),
-            "apply ConfigMap",
-        )
-        .await?;
-    }
+    let config_map = async {
+        if config_maps
+            .get_opt(&labels::config_map_name(name, params.config_hash))
+            .await
+            .map_err(Error::kube("get ConfigMap"))?
+            .is_none()
+        {
+            apply(
+                config_maps,
+                &workload::config_map(params),
+                "apply ConfigMap",
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    // The ConfigMap and the removal of the other mode's workload are independent: one round trip
+    // of waiting for both, then the workload (which must not reference a missing ConfigMap).
+    let collector = labels::collector_name(name);
     Ok(match workload::workload(spec, params) {
         Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
-            delete_if_exists::<Deployment>(ctx, namespace, &labels::collector_name(name)).await?;
+            futures::future::try_join(
+                config_map,
+                delete_if_exists::<Deployment>(ctx, namespace, &collector),
+            )
+            .await?;
             Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-            delete_if_exists::<DaemonSet>(ctx, namespace, &labels::collector_name(name)).await?;
+            futures::future::try_join(
+                config_map,
+                delete_if_exists::<DaemonSet>(ctx, namespace, &collector),
+            )
+            .await?;
             Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
         }
     })
@@ -784,9 +803,10 @@ pub async fn run(
             Api::all(client),
         ),
     };
-    let managed = watcher::Config::default()
-        .labels("app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector");
-    let controller = Controller::new(pipelines, watcher::Config::default());
+    let managed = super::owned_children(
+        "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
+    );
+    let controller = super::trimmed_controller(pipelines);
     ctx.metrics.state.watch_pipelines(controller.store());
     controller
         .owns(config_maps, managed.clone())

@@ -9,9 +9,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
@@ -209,19 +208,29 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let previous = sim.status.clone().unwrap_or_default();
 
     // A run is one-shot: once its Job exists, the Job is the truth; spec edits do not restart it.
-    let mut job = jobs
-        .get_opt(&labels::job_name(&name))
-        .await
-        .map_err(Error::kube("get Job"))?;
-    if job.is_none()
-        && !matches!(
-            previous.phase,
-            Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
-        )
-    {
-        let checked =
-            crate::crd::validation::check_tolerations("spec.tolerations", &sim.spec.tolerations)
-                .and_then(|()| labels::node_selector(&sim.spec.node_selector));
+    let finished = matches!(
+        previous.phase,
+        Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
+    );
+    let checked =
+        crate::crd::validation::check_tolerations("spec.tolerations", &sim.spec.tolerations)
+            .and_then(|()| labels::node_selector(&sim.spec.node_selector));
+    let get_job = async {
+        jobs.get_opt(&labels::job_name(&name))
+            .await
+            .map_err(Error::kube("get Job"))
+    };
+    // A Simulation that never recorded a Job will most likely create one: its target nodes are
+    // counted in the same round trip as the read of the Job.
+    let (mut job, counted) = match &checked {
+        Ok(selector) if previous.job.is_none() && !finished => {
+            let (job, nodes) =
+                futures::future::try_join(get_job, count_target_nodes(&ctx, selector)).await?;
+            (job, Some(nodes))
+        }
+        _ => (get_job.await?, None),
+    };
+    if job.is_none() && !finished {
         let selector = match checked {
             Ok(selector) => selector,
             Err(message) => {
@@ -238,7 +247,10 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
                 return Ok(Action::await_change());
             }
         };
-        let nodes = count_target_nodes(&ctx, &selector).await?;
+        let nodes = match counted {
+            Some(nodes) => nodes,
+            None => count_target_nodes(&ctx, &selector).await?,
+        };
         let params = JobParams {
             name: &name,
             namespace: &namespace,
@@ -351,10 +363,10 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    Controller::new(sims, watcher::Config::default())
+    super::trimmed_controller(sims)
         .owns(
             jobs,
-            watcher::Config::default().labels(
+            super::owned_children(
                 "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
             ),
         )

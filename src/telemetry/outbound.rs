@@ -200,6 +200,8 @@ pub async fn observe_prometheus<T, E>(
     let span = traces::prometheus_query_span(kind);
     let start = Instant::now();
     let result = request.instrument(span.clone()).await;
+    // Outside `count_prometheus_queries` there is no counter, and nothing to count.
+    let _ = QUERIES.try_with(|n| n.set(n.get() + 1));
     let outcome = outcome(&result);
     traces::record_prometheus_outcome(&span, outcome);
     outbound()
@@ -212,6 +214,22 @@ pub async fn observe_prometheus<T, E>(
     result
 }
 
+tokio::task_local! {
+    /// Prometheus requests made so far by the future [`count_prometheus_queries`] runs.
+    static QUERIES: std::cell::Cell<u64>;
+}
+
+/// Runs `work` and counts the Prometheus requests it makes (every request goes through
+/// [`observe_prometheus`]), e.g. the queries of one analysis.
+pub async fn count_prometheus_queries<F: Future>(work: F) -> (F::Output, u64) {
+    QUERIES
+        .scope(std::cell::Cell::new(0), async {
+            let output = work.await;
+            (output, QUERIES.with(std::cell::Cell::get))
+        })
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +237,22 @@ mod tests {
     fn classify(method: Method, uri: &str) -> (&'static str, String) {
         let uri: Uri = uri.parse().expect("valid URI");
         kube_verb_and_resource(&method, &uri)
+    }
+
+    #[tokio::test]
+    async fn queries_are_counted_per_scope_and_concurrent_requests_included() {
+        let ok = || observe_prometheus("instant", |_| "success", async { Ok::<_, ()>(()) });
+        let (_, n) = count_prometheus_queries(async {
+            let _ = ok().await;
+            // Two requests polled concurrently inside the same scope (as baseline and candidate are).
+            let _ = futures::future::join(ok(), ok()).await;
+        })
+        .await;
+        assert_eq!(n, 3);
+        // Outside a scope a request counts nowhere (and does not fail).
+        assert!(ok().await.is_ok());
+        let (_, n) = count_prometheus_queries(async {}).await;
+        assert_eq!(n, 0);
     }
 
     #[test]
