@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase};
@@ -13,6 +13,7 @@ use phoenix::crd::{Pipeline, conditions};
 use phoenix::desired::collector_config::CollectorConfig;
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
+use crate::podrunner_test::{Runner, TAINT_KEY, container_pid};
 
 /// The Pipeline `name` once Ready, with its rendered collector config.
 async fn ready_config(ns: &TestNamespace, name: &str) -> (Pipeline, CollectorConfig) {
@@ -511,7 +512,16 @@ async fn collector_identity(
     ns: &TestNamespace,
     name: &str,
 ) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
-    create_baseline(ns, name, "").await;
+    collector_identity_placed(ns, name, "").await
+}
+
+/// [`collector_identity`] with `deployment` as the inner YAML of the Pipeline's `spec.deployment`.
+async fn collector_identity_placed(
+    ns: &TestNamespace,
+    name: &str,
+    deployment: &str,
+) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
+    create_baseline(ns, name, deployment).await;
     let ds = eventually(
         &format!("DaemonSet {name}-collector in {}", ns.name),
         Duration::from_secs(60),
@@ -524,6 +534,44 @@ async fn collector_identity(
     )
     .await;
     pod_identity(&ds)
+}
+
+/// The pid of the Ready collector of Pipeline `name` in `ns` (run by the local pod runner).
+async fn running_collector(ns: &TestNamespace, name: &str) -> u32 {
+    let pods = ns.api::<Pod>();
+    let selector = kube::api::ListParams::default().labels(&format!("phoenix.io/pipeline={name}"));
+    eventually(
+        &format!("a Ready collector of {name} in {}", ns.name),
+        Duration::from_secs(120),
+        || async {
+            let pod = pods.list(&selector).await.ok()?.items.into_iter().next()?;
+            let ready = pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then(|| container_pid(&pod)).flatten()
+        },
+    )
+    .await
+}
+
+/// The real UID, real GID and supplementary groups of process `pid` (`/proc/<pid>/status`).
+fn process_identity(pid: u32) -> (u32, u32, Vec<u32>) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    let ids = |field: &str| -> Vec<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+            .split_whitespace()
+            .map(|v| v.parse().expect("numeric id"))
+            .collect()
+    };
+    (ids("Uid:")[0], ids("Gid:")[0], ids("Groups:"))
 }
 
 /// An operator watching `a` and `b` whose collector UIDs come from `range`, recorded in the
@@ -544,18 +592,24 @@ fn uid_operator(a: &TestNamespace, b: &TestNamespace, range: &str) -> Operator {
 /// Path 1, second half: collectors of different namespaces never share a UID (a same-UID process
 /// can read another's `/proc/<pid>/environ`, which holds exporter credentials). Each namespace's
 /// collectors run as their own UID (also GID and fsGroup) from the operator's range, recorded in
-/// the operator's ledger, so a namespace keeps its UID when the operator restarts.
+/// the operator's ledger, so a namespace keeps its UID when the operator restarts. The collectors
+/// really run as those UIDs: both are placed on the local pod runner's node, which starts them as
+/// their `runAsUser` as a kubelet would, and their processes' real UIDs are read from /proc.
 #[tokio::test]
 async fn collectors_of_different_namespaces_never_share_a_uid() {
     let (a, b) = (
         TestNamespace::new("uid-a").await,
         TestNamespace::new("uid-b").await,
     );
+    let (_runner, node) = Runner::on_own_node(&a).await;
+    let placed = format!(
+        "nodeSelector: {{kubernetes.io/hostname: {node}}}, tolerations: [{{key: {TAINT_KEY}, operator: Exists, effect: NoSchedule}}]"
+    );
     let operator = uid_operator(&a, &b, "2100000000-2100000009");
     // b first, so a holds the second UID: an operator that forgot the ledger on restart would hand
     // a the first one again.
-    let (b_uid, b_gid, b_fs, b_nonroot) = collector_identity(&b, "collector").await;
-    let (a_uid, a_gid, a_fs, a_nonroot) = collector_identity(&a, "collector").await;
+    let (b_uid, b_gid, b_fs, b_nonroot) = collector_identity_placed(&b, "collector", &placed).await;
+    let (a_uid, a_gid, a_fs, a_nonroot) = collector_identity_placed(&a, "collector", &placed).await;
     assert!(a_uid.is_some() && b_uid.is_some(), "runAsUser is set");
     assert_ne!(a_uid, b_uid, "two namespaces' collectors share a UID");
     for (uid, gid, fs, nonroot) in [
@@ -569,6 +623,24 @@ async fn collectors_of_different_namespaces_never_share_a_uid() {
         );
         assert_eq!((gid, fs, nonroot), (Some(uid), Some(uid), Some(true)));
     }
+    // What runs: each namespace's collector process has its template's UID, GID and fsGroup.
+    let mut running = vec![];
+    for (ns, uid) in [(&a, a_uid), (&b, b_uid)] {
+        let pid = running_collector(ns, "collector").await;
+        let (real_uid, real_gid, groups) = process_identity(pid);
+        let uid = uid.and_then(|u| u32::try_from(u).ok()).expect("runAsUser");
+        assert_eq!(
+            (real_uid, real_gid, groups),
+            (uid, uid, vec![uid]),
+            "collector {pid} in {} runs as its runAsUser/runAsGroup with fsGroup",
+            ns.name
+        );
+        running.push(real_uid);
+    }
+    assert_ne!(
+        running[0], running[1],
+        "two namespaces' collector processes share a UID"
+    );
     let recorded = a
         .api::<ConfigMap>()
         .get("collector-uids")

@@ -28,6 +28,16 @@
 //!     `/var/run/secrets/kubernetes.io/serviceaccount/`), `readOnlyRootFilesystem` honoured.
 //!     It shares the host's network (no network namespace), like the binaries.
 //!
+//!
+//!   A binary runs as the user its `securityContext` resolves to, as a runtime would run it:
+//!   `runAsUser`/`runAsGroup` (root when unset: a binary has no image user), `fsGroup` and
+//!   `supplementalGroups` as supplementary groups, refused (`CreateContainerConfigError`) when
+//!   `runAsNonRoot` meets root. It runs from a world-executable copy or hard link under
+//!   `<state-dir>/bin` (the tests' binaries live under /root, mode 0700). Volumes the runner makes
+//!   belong to the pod's `fsGroup` (group read on files), as the kubelet sets them. The binary
+//!   reads the host's /proc like any process of that user: the `stat`, `status` and `cmdline` of
+//!   every process, the `exe`, `io` and `fd` of its own user's only.
+//!
 //!   Output goes to `<state-dir>/logs/<ns>_<pod>_<container>.log` (kept after the pod is gone).
 //!   Ports get host ports of their own ([`crate::rewrite::PortMap`]); readiness and liveness
 //!   probes (httpGet, tcpSocket) poll 127.0.0.1:<host port>. A container failing its liveness
@@ -47,7 +57,7 @@
 //!
 //! Memory limits are enforced with a memory cgroup per container (process.rs).
 //! Not done: init containers, startup and exec probes, CPU limits, security contexts of binaries
-//! (they run as the runner's user), capabilities and seccomp, `resourceFieldRef` env, token
+//! (beyond the user and groups), capabilities and seccomp, `resourceFieldRef` env, token
 //! rotation (the apiserver extends a kubelet-style 3607 s token to a year), ports named in args.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -251,6 +261,8 @@ struct Ctr {
     runs: Runs,
     /// The image's root filesystem and mounts, for a container run from an archive.
     confinement: Option<Confinement>,
+    /// The user a container run from a local binary runs as (none when the runner is not root).
+    identity: Option<process::Identity>,
     argv: Vec<String>,
     env: BTreeMap<String, String>,
     cwd: PathBuf,
@@ -462,6 +474,8 @@ impl Worker {
 
         // Where each volume is on this machine, and the files to write into it.
         let mut local: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // The volumes the runner made (not hostPath): they get the pod's fsGroup.
+        let mut made: Vec<PathBuf> = vec![];
         let mut files: Vec<(String, PathBuf, Vec<u8>)> = vec![];
         for v in spec.volumes.iter().flatten() {
             let dir = volumes_dir.join(&v.name);
@@ -472,6 +486,7 @@ impl Worker {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| config_error(format!("{}: {e}", dir.display())))?;
             local.insert(v.name.clone(), dir.clone());
+            made.push(dir.clone());
             if let Some(cm) = &v.config_map {
                 let data = self.config_map(&cm.name, cm.optional == Some(true)).await?;
                 for (key, path) in items(&data, cm.items.as_deref()) {
@@ -583,6 +598,13 @@ impl Worker {
             std::fs::write(&path, bytes)
                 .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
         }
+        let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+        if let Some(gid) = fs_group.and_then(|g| u32::try_from(g).ok()) {
+            for dir in &made {
+                apply_fs_group(dir, gid)
+                    .map_err(|e| config_error(format!("fsGroup on {}: {e}", dir.display())))?;
+            }
+        }
 
         let mut containers = vec![];
         for c in &spec.containers {
@@ -600,8 +622,23 @@ impl Worker {
                 .clone();
             let mounts = mounts_of(c);
             let mut env = self.env(c).await?;
+            let mut identity = None;
             let (argv, cwd, confinement) = match &runs {
                 Runs::Binary(binary) => {
+                    let id = binary_identity(&spec, c)?;
+                    // SAFETY: geteuid has no preconditions.
+                    let binary = if unsafe { libc::geteuid() } == 0 {
+                        identity = Some(id);
+                        staged_binary(&self.ctx.state_dir.join("bin"), binary).map_err(|e| {
+                            (
+                                "CreateContainerError".to_string(),
+                                format!("staging {}: {e}", binary.display()),
+                            )
+                        })?
+                    } else {
+                        tracing::warn!(pod = %self.key(), container = %c.name, "runner is not root: the container runs as the runner's user");
+                        binary.clone()
+                    };
                     env.entry("PATH".into()).or_insert_with(|| {
                         std::env::var("PATH")
                             .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
@@ -609,7 +646,7 @@ impl Worker {
                     if let Some(tmp) = mounts.translate("/tmp") {
                         env.insert("TMPDIR".into(), tmp.display().to_string());
                     }
-                    let argv: Vec<String> = spec::command_line(c, binary, &env, &mounts)
+                    let argv: Vec<String> = spec::command_line(c, &binary, &env, &mounts)
                         .into_iter()
                         .map(|a| rewrite::rewrite_arg(&a, &self.ports))
                         .collect();
@@ -647,6 +684,7 @@ impl Worker {
                 spec: c.clone(),
                 runs,
                 confinement,
+                identity,
                 argv,
                 env,
                 cwd,
@@ -970,6 +1008,7 @@ impl Worker {
             &c.log,
             c.cgroup.as_ref(),
             c.confinement.as_ref(),
+            c.identity.as_ref(),
         ) {
             Ok(child) => {
                 c.pid = child.id();
@@ -1416,6 +1455,89 @@ impl SecuritySettings {
     }
 }
 
+/// The user a container run from a local binary runs as: `runAsUser`/`runAsGroup` over root (a
+/// binary has no image user nor /etc/passwd, so an unset `runAsGroup` is 0, as for an image
+/// without the user in its /etc/passwd), `fsGroup` and `supplementalGroups` as supplementary
+/// groups. Refuses root under `runAsNonRoot`, as the kubelet does.
+fn binary_identity(
+    pod: &k8s_openapi::api::core::v1::PodSpec,
+    c: &Container,
+) -> Result<process::Identity, (String, String)> {
+    let security = SecuritySettings::of(pod, c);
+    let (uid, gid) = oci::user("", security.user, "", "")
+        .map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
+    Ok(process::Identity {
+        uid,
+        gid,
+        groups: security.groups,
+    })
+}
+
+/// `binary` where every user may execute it, under `bin_dir`: a hard link when the binary is
+/// world-executable already (and on the same filesystem), else a copy with mode 0755. The tests'
+/// binaries live under /root (mode 0700), out of reach of a container's user. Staged again when
+/// the binary's size or modification time changes (a rebuilt binary).
+fn staged_binary(bin_dir: &std::path::Path, binary: &std::path::Path) -> std::io::Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(binary)?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    binary.hash(&mut hasher);
+    let file_name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = format!("{:016x}-{file_name}", hasher.finish());
+    let staged = bin_dir.join(&name);
+    let executable = |m: &std::fs::Metadata| m.permissions().mode() & 0o005 == 0o005;
+    if let Ok(m) = std::fs::metadata(&staged)
+        && m.len() == meta.len()
+        && m.modified().ok() == meta.modified().ok()
+        && executable(&m)
+    {
+        return Ok(staged);
+    }
+    std::fs::create_dir_all(bin_dir)?;
+    std::fs::set_permissions(bin_dir, std::fs::Permissions::from_mode(0o755))?;
+    let tmp = bin_dir.join(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    if !(executable(&meta) && std::fs::hard_link(binary, &tmp).is_ok()) {
+        std::fs::copy(binary, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)?
+            .set_modified(meta.modified()?)?;
+    }
+    std::fs::rename(&tmp, &staged)?;
+    Ok(staged)
+}
+
+/// Gives the group `gid` (the pod's `fsGroup`) a volume the runner made, as the kubelet does:
+/// every file and directory belongs to the group, files get group read, directories group read
+/// and search plus setgid. Symlinks are left alone.
+fn apply_fs_group(path: &std::path::Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    std::os::unix::fs::lchown(path, None, Some(gid))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let wanted = if meta.is_dir() {
+        mode | 0o2550
+    } else {
+        mode | 0o440
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            apply_fs_group(&entry?.path(), gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// A container's memory limit in bytes (`resources.limits.memory`).
 fn memory_limit(c: &Container) -> Option<u64> {
     let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
@@ -1643,6 +1765,88 @@ mod tests {
             SecuritySettings::of(&none, &bare),
             SecuritySettings::default()
         );
+    }
+
+    #[test]
+    fn binaries_run_as_the_security_contexts_user_and_never_as_root_under_run_as_non_root() {
+        let pod: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(serde_json::json!({
+            "securityContext": {"runAsUser": 2000000007, "runAsGroup": 2000000007,
+                                "fsGroup": 2000000007, "runAsNonRoot": true},
+            "containers": [{"name": "otc", "securityContext": {"runAsNonRoot": true}}],
+        }))
+        .expect("pod spec");
+        assert_eq!(
+            binary_identity(&pod, &pod.containers[0]),
+            Ok(process::Identity {
+                uid: 2_000_000_007,
+                gid: 2_000_000_007,
+                groups: vec![2_000_000_007],
+            })
+        );
+        // runAsNonRoot without a user: a binary has no image user, so it would run as root.
+        let refused: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(
+            serde_json::json!({"containers": [{"name": "otc", "securityContext": {"runAsNonRoot": true}}]}),
+        )
+        .expect("pod spec");
+        let (reason, message) =
+            binary_identity(&refused, &refused.containers[0]).expect_err("refused");
+        assert_eq!(reason, "CreateContainerConfigError");
+        assert!(message.contains("runAsNonRoot"), "{message}");
+        // Neither says anything: root, as a runtime runs an image without a user.
+        let plain: k8s_openapi::api::core::v1::PodSpec =
+            serde_json::from_value(serde_json::json!({"containers": [{"name": "otc"}]}))
+                .expect("pod spec");
+        assert_eq!(
+            binary_identity(&plain, &plain.containers[0]).map(|i| (i.uid, i.gid)),
+            Ok((0, 0))
+        );
+    }
+
+    #[test]
+    fn staged_binaries_are_world_executable_and_follow_rebuilds() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("podrunner-stage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let private = dir.join("private");
+        std::fs::create_dir_all(&private).expect("mkdir");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let binary = private.join("otelcol-phoenix");
+        std::fs::write(&binary, b"v1").expect("write");
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let bin = dir.join("bin");
+        let staged = staged_binary(&bin, &binary).expect("staged");
+        assert!(staged.starts_with(&bin) && staged.to_string_lossy().ends_with("-otelcol-phoenix"));
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode();
+        assert_eq!(mode(&staged) & 0o777, 0o755);
+        assert_eq!(mode(&bin) & 0o777, 0o755);
+        assert_eq!(std::fs::read(&staged).expect("read"), b"v1");
+        std::fs::write(&binary, b"v2, rebuilt").expect("write");
+        assert_eq!(staged_binary(&bin, &binary).expect("staged again"), staged);
+        assert_eq!(std::fs::read(&staged).expect("read"), b"v2, rebuilt");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn volumes_belong_to_the_fs_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("skipped: chown needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("podrunner-fsgroup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join("sub/password");
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, b"secret").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        apply_fs_group(&dir, 2_000_000_009).expect("fsGroup");
+        for (path, want) in [(&dir, 0o2755), (&dir.join("sub"), 0o2755), (&file, 0o640)] {
+            let m = std::fs::metadata(path).expect("stat");
+            assert_eq!(m.gid(), 2_000_000_009, "{}", path.display());
+            assert_eq!(m.permissions().mode() & 0o7777, want, "{}", path.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

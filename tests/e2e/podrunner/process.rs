@@ -101,6 +101,16 @@ pub struct Confinement {
     pub read_only_root: bool,
 }
 
+/// The user a process of a binary runs as (no chroot): set after the fork, before the exec, as
+/// the runtime sets a container's user (requires root).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the pod's `fsGroup` and `supplementalGroups`).
+    pub groups: Vec<u32>,
+}
+
 /// A volume mount: a file or directory of this machine seen at `path` inside the container.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bind {
@@ -252,9 +262,25 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         ))?;
         check(libc::chroot(p.rootfs.as_ptr()))?;
         check(libc::chdir(p.working_dir.as_ptr()))?;
-        check(libc::setgroups(p.groups.len(), p.groups.as_ptr()))?;
-        check(libc::setgid(p.gid))?;
-        check(libc::setuid(p.uid))?;
+    }
+    become_user(p.uid, p.gid, &p.groups)
+}
+
+/// In the forked child: the supplementary groups, the group, then the user (the order in which
+/// root can still set them all). Only syscalls.
+fn become_user(uid: u32, gid: u32, groups: &[libc::gid_t]) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: `groups` is a live slice of gid_t; plain syscalls, async-signal-safe.
+    unsafe {
+        check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+        check(libc::setgid(gid))?;
+        check(libc::setuid(uid))?;
     }
     Ok(())
 }
@@ -263,7 +289,8 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
 /// to `log`, inside `cgroup` when given. Must be called from the runtime's one thread (see main):
 /// the death signal is tied to the thread that forks. With a `confinement` (an image), `cwd` is
 /// ignored (the confinement has the working directory) and `argv[0]` is looked up on the `PATH`
-/// in `env`, inside the image.
+/// in `env`, inside the image. Without a confinement, an `identity` is the user the process runs
+/// as (else the runner's).
 pub fn spawn_confined(
     argv: &[String],
     env: &BTreeMap<String, String>,
@@ -271,6 +298,7 @@ pub fn spawn_confined(
     log: &Path,
     cgroup: Option<&MemoryCgroup>,
     confinement: Option<&Confinement>,
+    identity: Option<&Identity>,
 ) -> std::io::Result<Child> {
     let prepared = confinement.map(Confinement::prepare).transpose()?;
     let (program, args) = argv
@@ -286,6 +314,7 @@ pub fn spawn_confined(
     let err = out.try_clone()?;
     let parent = std::process::id();
     let procs = cgroup.map(|c| c.procs.clone());
+    let identity = identity.cloned();
     let mut cmd = Command::new(program);
     cmd.args(args).env_clear().envs(env);
     if prepared.is_none() {
@@ -313,6 +342,12 @@ pub fn spawn_confined(
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // The user first: the kernel clears the death signal when the credentials change.
+            match (&prepared, &identity) {
+                (Some(p), _) => enter(p)?,
+                (None, Some(id)) => become_user(id.uid, id.gid, &id.groups)?,
+                (None, None) => {}
+            }
             if libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
@@ -327,10 +362,7 @@ pub fn spawn_confined(
             if libc::getppid() as u32 != parent {
                 libc::raise(libc::SIGKILL);
             }
-            match &prepared {
-                Some(p) => enter(p),
-                None => Ok(()),
-            }
+            Ok(())
         });
     }
     cmd.spawn()
@@ -454,12 +486,54 @@ mod tests {
         };
         let log = dir.join("log");
         let mut child =
-            spawn_confined(&argv, &env, &dir, &log, None, Some(&confinement)).expect("spawn");
+            spawn_confined(&argv, &env, &dir, &log, None, Some(&confinement), None).expect("spawn");
         let status = child.wait().await.expect("wait");
         let text = std::fs::read_to_string(&log).expect("read log");
         let tmp_entries = std::fs::read_dir(&tmp).expect("read tmp").count();
         let _ = std::fs::remove_dir_all(&dir);
         Some((status, text, tmp_entries))
+    }
+
+    /// A binary started with an identity runs as that user, group and supplementary groups (as a
+    /// kubelet runs a container as its `runAsUser`), not as the runner.
+    #[tokio::test]
+    async fn a_binary_runs_as_its_identity() {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("skipped: changing the user needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("podrunner-identity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let log = dir.join("log");
+        let argv = ["/bin/sh", "-c", "cat /proc/self/status"].map(String::from);
+        let identity = Identity {
+            uid: 2_000_000_001,
+            gid: 2_000_000_002,
+            groups: vec![2_000_000_003],
+        };
+        let mut child = spawn_confined(
+            &argv,
+            &BTreeMap::new(),
+            &dir,
+            &log,
+            None,
+            None,
+            Some(&identity),
+        )
+        .expect("spawn");
+        let status = child.wait().await.expect("wait");
+        let text = std::fs::read_to_string(&log).expect("read log");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(status.success(), "{text}");
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        };
+        assert_eq!(field("Uid:"), Some(vec!["2000000001"; 4]), "{text}");
+        assert_eq!(field("Gid:"), Some(vec!["2000000002"; 4]), "{text}");
+        assert_eq!(field("Groups:"), Some(vec!["2000000003"]), "{text}");
     }
 
     #[tokio::test]
