@@ -1,9 +1,11 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
+pub mod events;
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
+pub mod pipeline_topk;
 pub mod simulation;
 
 use std::fmt::Debug;
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,16 +28,19 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: settings.identity.clone(),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = events::EventRecorder::new(
+            client.clone(),
+            FIELD_MANAGER.to_string(),
+            settings
+                .identity
+                .clone()
+                .unwrap_or_else(|| FIELD_MANAGER.to_string()),
+        );
         Context {
             client,
             settings,
@@ -55,14 +60,12 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let regarding = obj.object_ref(&());
+        if let Err(e) = self
+            .recorder
+            .publish(&regarding, type_, reason, action, note)
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
