@@ -16,7 +16,11 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::{Context, apply, apply_if_changed, namespaced_api, now, write_status};
+use super::pipeline_topk;
+use super::{
+    Context, StatusWrite, apply, apply_if_changed, namespaced_api, now, write_status,
+    write_status_at,
+};
 use crate::crd::conditions::{self, Condition, ConditionStatus};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
@@ -137,6 +141,7 @@ pub fn ready_status(
         desired_collectors: desired,
         ready: Some(format!("{ready}/{desired}")),
         topk_processes: previous.topk_processes.clone(),
+        topk_refreshed_at: previous.topk_refreshed_at.clone(),
         message: Some(message),
     }
 }
@@ -212,7 +217,6 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .experiment
         .as_ref()
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
-    let topk = previous.topk_processes.clone();
     let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
     if let Some(image) = pipeline.spec.deployment.image.as_deref()
         && !ctx.settings.collector_image_allowed(image)
@@ -255,10 +259,12 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
                 return Ok(Action::requeue(Duration::from_secs(30)));
             }
         };
+    // A standalone topk Pipeline ranks its top K from its selection source (when due).
+    let selection = pipeline_topk::refresh(&ctx, &pipeline, &previous, grant.is_some()).await;
     let render_ctx = RenderContext {
         experiment: experiment_label.as_deref(),
         variant: ownership.variant.as_deref(),
-        topk_processes: &topk,
+        topk_processes: &selection.processes,
         extra_exporters_allowed: exporters_allowed,
         secret_keys: &secret_keys,
         ..RenderContext::new(&name, &remote_write)
@@ -327,8 +333,25 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         prune_config_maps(&config_maps, &name, &rendered.hash).await?;
     }
 
-    // Status, and Events on what changed.
-    let status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    // Status, guarded by the resourceVersion this pass read: a pass that decided from a stale
+    // cached Pipeline (the previous pass's status not seen yet) stores nothing and publishes no
+    // Event, so neither a ranking nor a rollout is announced twice.
+    let mut status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    selection.apply_to(&mut status);
+    let version = pipeline.resource_version();
+    let written = write_status_at(
+        &api,
+        pipeline.as_ref(),
+        version.as_deref(),
+        pipeline.status.as_ref(),
+        &status,
+    )
+    .await?;
+    if written == StatusWrite::Conflict {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Events on what changed, once stored.
+    topk_events(&ctx, &pipeline, &selection, &previous).await;
     if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
         let note = match &previous.config_hash {
             Some(old) => format!("collector config changed {old} → {}", rendered.hash),
@@ -360,8 +383,41 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .await;
         info!(hash = %rendered.hash, "collectors rolled out");
     }
-    write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
+    Ok(selection
+        .next
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// `TopKRefreshed` when the selection changed, a `TopKRefreshFailed` warning when a ranking
+/// failed for a reason not reported yet.
+async fn topk_events(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    selection: &pipeline_topk::Selection,
+    previous: &PipelineStatus,
+) {
+    if selection.changed(previous) && !selection.processes.is_empty() {
+        let note = format!("keeps {}", selection.processes.join(", "));
+        ctx.event(
+            pipeline,
+            EventType::Normal,
+            "TopKRefreshed",
+            "Refresh",
+            note,
+        )
+        .await;
+    }
+    if let Some((reason, message)) = selection.new_failure(previous) {
+        let note = format!("{reason}: {message}");
+        ctx.event(
+            pipeline,
+            EventType::Warning,
+            "TopKRefreshFailed",
+            "Refresh",
+            note,
+        )
+        .await;
+    }
 }
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector

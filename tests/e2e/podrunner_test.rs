@@ -98,7 +98,8 @@ fn collector_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-async fn node_ready(nodes: &Api<Node>, node: &str) {
+/// Waits until the runner's `node` reports Ready.
+pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
     eventually(
         "the runner's node Ready",
         Duration::from_secs(30),
