@@ -407,3 +407,14 @@ pub fn spawn_prometheus_with(dir: &Path, port: u16, config: &str, extra: &[Strin
         .spawn()
         .expect("prometheus starts")
 }
+
+/// Waits until `name` no longer exists in `api` (deleted, or garbage-collected), at most `timeout`.
+pub async fn gone<K>(api: &kube::Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} gone"), timeout, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
+}
