@@ -21,7 +21,7 @@ use super::{
     Context, StatusWrite, apply, apply_if_changed, namespaced_api, now, write_status,
     write_status_at,
 };
-use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
 use crate::desired::children::{self, Grant};
@@ -129,8 +129,21 @@ pub fn ready_status(
     );
     conditions::set_condition(
         &mut conds,
-        Condition::new("Ready", status, reason, message.clone(), generation, t),
+        Condition::new(
+            "Ready",
+            status,
+            reason,
+            message.clone(),
+            generation,
+            t.clone(),
+        ),
     );
+    let progress = if available {
+        Progress::Current
+    } else {
+        Progress::InProgress
+    };
+    conditions::set_progress(&mut conds, progress, reason, &message, generation, t);
     PipelineStatus {
         phase: Some(phase),
         observed_generation: generation,
@@ -179,8 +192,16 @@ pub fn invalid_status(
             reason,
             format!("{message}{kept}"),
             generation,
-            t,
+            t.clone(),
         ),
+    );
+    conditions::set_progress(
+        &mut conds,
+        Progress::Stalled,
+        reason,
+        &format!("{message}{kept}"),
+        generation,
+        t,
     );
     PipelineStatus {
         phase: Some(PipelinePhase::Invalid),

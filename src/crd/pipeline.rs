@@ -343,7 +343,10 @@ pub struct PipelineStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `ConfigValid`, `Available`.
+    /// `Ready`, `ConfigValid`, `Available`, `TopKSelected` (standalone `topk` with a selection
+    /// source).
+    /// `Reconciling` (`True` while in progress) and `Stalled` (`True` when stopped on an error)
+    /// are present only while true (kstatus, read by Argo CD and Flux health checks).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// First 8 hex digits of the SHA-256 of the rendered collector config now deployed.

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use phoenix::crd::Pipeline;
 use phoenix::crd::pipeline::PipelinePhase;
@@ -37,6 +38,30 @@ fn counter(operator: &Operator, series: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Reason, type, note and count of every Event about Pipeline `edge`, in a stable order.
+async fn events(ns: &TestNamespace) -> Vec<(String, String, String, i32)> {
+    let list = ns
+        .api::<Event>()
+        .list(&Default::default())
+        .await
+        .expect("Events listed");
+    let mut out: Vec<_> = list
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("edge"))
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.type_.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                e.series.map_or(1, |s| s.count),
+            )
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 const LIST_CONFIGMAPS: &str = "phoenix_kube_request_duration_seconds_count{verb=\"list\",resource=\"configmaps\",code=\"200\"}";
@@ -105,10 +130,19 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
         "AGE is a kubectl age: {text}"
     );
 
-    // A restart resyncs without pruning: the only ConfigMap LIST is the new operator's watch.
+    // A restart resyncs without pruning (the only ConfigMap LIST is the new operator's watch) and
+    // without a single new Event.
+    let events_before = eventually("the RolledOut Event", Duration::from_secs(30), || async {
+        let e = events(&ns).await;
+        e.iter()
+            .any(|(reason, ..)| reason == "RolledOut")
+            .then_some(e)
+    })
+    .await;
     operator.kill();
     let operator = Operator::start(&ns.name, &[]);
     let after_resync = reconciled_after(&operator, 0.0).await;
+    assert_eq!(events(&ns).await, events_before, "no Event on resync");
     let lists = counter(&operator, LIST_CONFIGMAPS);
     assert_eq!(
         lists, 1.0,

@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, PipelineRef, Verdict};
 use phoenix::crd::pipeline::PipelinePhase;
-use phoenix::crd::{Pipeline, PipelineStatus};
+use phoenix::crd::{Condition, ConditionStatus, Pipeline, PipelineStatus, conditions};
 use phoenix::desired::labels::FIELD_MANAGER;
 
 use crate::experiment::{FINAL, experiment, feed_reducing, phase, running_since};
@@ -39,6 +39,22 @@ fn spec_managers<K: Resource>(obj: &K) -> Vec<ManagedFieldsEntry> {
         .into_iter()
         .filter(|e| e.subresource.as_deref() != Some("status"))
         .collect()
+}
+
+/// `Ready`'s status and the reasons of `Reconciling` and `Stalled` where they are present (kstatus
+/// reads the latter two only when `True`: both are asserted `True` when present).
+fn kstatus(conds: &[Condition]) -> (Option<ConditionStatus>, Option<String>, Option<String>) {
+    let abnormal = |type_: &str| {
+        conditions::find(conds, type_).map(|c| {
+            assert_eq!(c.status, ConditionStatus::True, "{c:?}");
+            c.reason.clone()
+        })
+    };
+    (
+        conditions::find(conds, "Ready").map(|c| c.status),
+        abnormal("Reconciling"),
+        abnormal("Stalled"),
+    )
 }
 
 /// The Pipeline once its status describes its current generation and `check` holds.
@@ -96,6 +112,16 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
 
     // The baseline child is a copy of the user's spec (placement aside), up and running.
     let since = running_since(&experiments, "exp").await;
+    // kstatus while running: in progress, not ready, for the current generation.
+    let running = experiments.get("exp").await.expect("Experiment");
+    let s = running.status.clone().expect("status");
+    assert_eq!(s.observed_generation, running.metadata.generation);
+    assert_eq!(
+        kstatus(&s.conditions),
+        (Some(ConditionStatus::False), Some("Running".into()), None),
+        "{:?}",
+        s.conditions
+    );
     let child = observed(&pipelines, "exp-baseline", |s| {
         s.phase == Some(PipelinePhase::Ready)
     })
@@ -110,6 +136,10 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
         current_spec.critical_processes
     );
     let child_status = child.status.clone().expect("status");
+    assert_eq!(
+        kstatus(&child_status.conditions),
+        (Some(ConditionStatus::True), None, None)
+    );
     let child_hash = child_status.config_hash.clone().expect("config hash");
     let config_maps = ns.api::<ConfigMap>();
     let child_config = config_maps
@@ -207,6 +237,15 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
         Some(PipelinePhase::Ready)
     );
     let exp = experiments.get("exp").await.expect("Experiment");
+    // kstatus when done: ready, neither reconciling nor stalled, for the current generation.
+    let s = exp.status.clone().expect("status");
+    assert_eq!(s.observed_generation, exp.metadata.generation);
+    assert_eq!(
+        kstatus(&s.conditions),
+        (Some(ConditionStatus::True), None, None),
+        "{:?}",
+        s.conditions
+    );
     assert_eq!(
         exp.metadata.generation, exp_generation,
         "spec never written"
