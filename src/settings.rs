@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
+use crate::desired::collector_uid::{LedgerRef, UidRange};
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -42,6 +44,24 @@ pub struct Settings {
         default_value = ""
     )]
     pub allowed_collector_images: Vec<String>,
+    /// UIDs the collectors run as, `<first>-<last>`: each namespace's collectors get one UID of
+    /// their own (also their GID and fsGroup), recorded in `--collector-uid-ledger`. Reserve the
+    /// range for Phoenix: no other workload on the target nodes may run as these UIDs.
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_UID_RANGE",
+        default_value = "2000000000-2000099999"
+    )]
+    pub collector_uid_range: UidRange,
+    /// The ConfigMap `<namespace>/<name>` recording which namespace's collectors run as which UID.
+    /// The operator creates and updates it; it belongs in the operator's namespace, where
+    /// namespace users cannot write.
+    #[arg(
+        long,
+        env = "PHOENIX_COLLECTOR_UID_LEDGER",
+        default_value = "default/phoenix-collector-uids"
+    )]
+    pub collector_uid_ledger: LedgerRef,
     /// Image the simulator Jobs run; its `phoenix-simulator` is on PATH (`just images` builds it).
     #[arg(
         long,

@@ -182,12 +182,15 @@ impl MeasureError {
     }
 }
 
-/// Compiles critical-process patterns (RE2 syntax, unanchored like the collector's `IsMatch`).
+/// Compiles critical-process patterns (RE2 syntax, unanchored like the collector's `IsMatch`),
+/// with RE2's ASCII meaning of `\d`, `\w`, `\s`, `\b` (see
+/// [`collector_config::with_re2_semantics`](crate::desired::collector_config::with_re2_semantics)),
+/// so a name counts as critical here exactly when the collector treats it as critical.
 pub fn critical_regexes(critical: &[String]) -> Result<Vec<Regex>, MeasureError> {
     critical
         .iter()
         .map(|p| {
-            Regex::new(p)
+            Regex::new(&crate::desired::collector_config::with_re2_semantics(p))
                 .map_err(|e| MeasureError::Invalid(format!("critical process pattern {p:?}: {e}")))
         })
         .collect()

@@ -1,6 +1,7 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
+pub mod collector_uid;
 pub mod events;
 pub mod experiment;
 pub mod experiment_phase;
@@ -29,6 +30,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: events::EventRecorder,
+    /// Collector UIDs already read from or recorded in the ledger.
+    pub uids: collector_uid::UidCache,
 }
 
 impl Context {
@@ -46,6 +49,7 @@ impl Context {
             settings,
             metrics,
             recorder,
+            uids: collector_uid::UidCache::default(),
         }
     }
 

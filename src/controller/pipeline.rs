@@ -18,12 +18,13 @@ use tracing::{info, instrument};
 
 use super::pipeline_topk;
 use super::{
-    Context, StatusWrite, apply, apply_if_changed, namespaced_api, now, write_status,
-    write_status_at,
+    Context, StatusWrite, apply, apply_if_changed, collector_uid, namespaced_api, now,
+    write_status, write_status_at,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
+use crate::crd::validation;
 use crate::desired::children::{self, Grant};
 use crate::desired::collector_config::{self, RenderContext};
 use crate::desired::labels;
@@ -35,6 +36,10 @@ pub const NAME: &str = "pipeline";
 /// Condition reason when the apiserver refused a generated object for good (400/422): the
 /// message is the apiserver's.
 pub const REFUSED: &str = "Invalid";
+/// Condition reason when the operator's collector UID ledger cannot give this namespace a UID.
+pub const UID_UNAVAILABLE: &str = "CollectorUidUnavailable";
+/// Condition reason when `spec.deployment.nodeSelector` or `tolerations` break Kubernetes' rules.
+pub const INVALID_PLACEMENT: &str = "InvalidPlacement";
 /// Hash-named ConfigMaps kept besides the current one (for quick rollback and in-flight pods).
 pub const KEEP_OLD_CONFIGMAPS: usize = 2;
 
@@ -239,24 +244,23 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .as_ref()
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
     let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
-    if let Some(image) = pipeline.spec.deployment.image.as_deref()
+    let deployment = &pipeline.spec.deployment;
+    if let Err(message) = validation::check_placement(
+        "spec.deployment",
+        &deployment.node_selector,
+        &deployment.tolerations,
+    ) {
+        refuse(&ctx, &api, &pipeline, INVALID_PLACEMENT, message).await?;
+        // Permanent until the spec changes: wait for the next watch event.
+        return Ok(Action::await_change());
+    }
+    if let Some(image) = deployment.image.as_deref()
         && !ctx.settings.collector_image_allowed(image)
     {
         let message = format!(
             "spec.deployment.image {image} is not allowed by the operator: collectors mount the host's /proc, so only the operator's collector image or one in --allowed-collector-images (chart value allowedCollectorImages) may run"
         );
-        let status = invalid_status(&pipeline, "ImageNotAllowed", &message, &previous);
-        if previous.message != status.message {
-            ctx.event(
-                pipeline.as_ref(),
-                EventType::Warning,
-                "ImageNotAllowed",
-                "Validate",
-                message,
-            )
-            .await;
-        }
-        write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+        refuse(&ctx, &api, &pipeline, "ImageNotAllowed", message).await?;
         return Ok(Action::await_change());
     }
     let secret_keys =
@@ -311,6 +315,16 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         }
     };
 
+    // The namespace's own collector UID, from the operator's ledger.
+    let uid = match collector_uid::collector_uid(&ctx, &namespace).await? {
+        Ok(uid) => uid,
+        Err(e) => {
+            refuse(&ctx, &api, &pipeline, UID_UNAVAILABLE, e.to_string()).await?;
+            // The cluster admin's to fix (range or ledger), not the spec's: look again later.
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    };
+
     // Apply: the ConfigMap first, so the pods never reference a missing config.
     let owner = pipeline
         .controller_owner_ref(&())
@@ -324,6 +338,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         config_hash: &rendered.hash,
         default_image: &ctx.settings.collector_image,
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
+        uid,
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
@@ -439,6 +454,26 @@ async fn topk_events(
         )
         .await;
     }
+}
+
+/// Marks `pipeline` `Invalid` with `reason` and `message` (an Event when the message is new);
+/// the collectors keep their last good config.
+async fn refuse(
+    ctx: &Context,
+    api: &Api<Pipeline>,
+    pipeline: &Pipeline,
+    reason: &str,
+    message: String,
+) -> Result<()> {
+    let previous = pipeline.status.clone().unwrap_or_default();
+    let status = invalid_status(pipeline, reason, &message, &previous);
+    if previous.message != status.message {
+        ctx.event(pipeline, EventType::Warning, reason, "Validate", message)
+            .await;
+    }
+    write_status(api, pipeline, pipeline.status.as_ref(), &status)
+        .await
+        .map(|_| ())
 }
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector

@@ -189,7 +189,10 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
             Some(SimulationPhase::Succeeded | SimulationPhase::Failed)
         )
     {
-        let selector = match labels::node_selector(&sim.spec.node_selector) {
+        let checked =
+            crate::crd::validation::check_tolerations("spec.tolerations", &sim.spec.tolerations)
+                .and_then(|()| labels::node_selector(&sim.spec.node_selector));
+        let selector = match checked {
             Ok(selector) => selector,
             Err(message) => {
                 let status = refused_status(&sim, &message, &previous);

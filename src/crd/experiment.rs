@@ -134,9 +134,11 @@ pub struct Targets {
     /// Node labels selecting the target nodes. Empty: every schedulable node.
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
+    #[x_kube(validation = crate::crd::validation::node_selector_keys())]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for tainted target nodes, given to both variants' collectors and the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::crd::validation::tolerations_schema")]
     pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 }
 

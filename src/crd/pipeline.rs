@@ -305,9 +305,11 @@ pub struct CollectorDeployment {
     /// Nodes the collectors run on. Inside an Experiment the Experiment's targets apply.
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
+    #[x_kube(validation = crate::crd::validation::node_selector_keys())]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for the collector pods.
     #[serde(default)]
+    #[schemars(schema_with = "crate::crd::validation::tolerations_schema")]
     pub tolerations: Vec<Toleration>,
     /// CPU/memory requests and limits of the collector container. Default: requests 100m / 128Mi,
     /// limits 500m / 512Mi.

@@ -68,10 +68,12 @@ pub struct SimulationSpec {
     /// targets apply.
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
+    #[x_kube(validation = crate::crd::validation::node_selector_keys())]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the simulator pods, for tainted target nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::crd::validation::tolerations_schema")]
     pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
 
     /// Seed of the simulator's random choices; the same seed gives the same names and schedules.

@@ -43,7 +43,7 @@ use crate::crd::pipeline::PipelineSpec;
 pub use error::ConfigError;
 pub use validate::{
     EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, validate_spec,
-    validate_structure,
+    validate_structure, with_re2_semantics,
 };
 
 /// Env var holding the node name (downward API `spec.nodeName`), the `phoenix_node` label.

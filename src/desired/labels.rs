@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 
 use kube::core::Selector;
 
-use crate::crd::validation::{is_label_key, is_label_value};
-
 /// The field manager of every server-side apply Phoenix makes.
 pub const FIELD_MANAGER: &str = "phoenix-operator";
 /// `app.kubernetes.io/managed-by` value on generated objects.
@@ -130,16 +128,7 @@ pub const ALLOW_EXTRA_EXPORTERS: &str = "phoenix.io/allow-extra-exporters";
 /// first (a selector string has no escaping: `a=b,c` as a value would add a requirement). The
 /// error names the offending entry.
 pub fn node_selector(map: &BTreeMap<String, String>) -> Result<Selector, String> {
-    for (k, v) in map {
-        if !is_label_key(k) {
-            return Err(format!("node selector key {k:?} is not a valid label key"));
-        }
-        if !is_label_value(v) {
-            return Err(format!(
-                "node selector value {v:?} of {k:?} is not a valid label value"
-            ));
-        }
-    }
+    crate::crd::validation::check_node_selector("spec.nodeSelector", map)?;
     Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 

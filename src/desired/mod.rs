@@ -4,6 +4,7 @@
 
 pub mod children;
 pub mod collector_config;
+pub mod collector_uid;
 pub mod job;
 pub mod labels;
 pub mod workload;

@@ -47,6 +47,9 @@ pub struct CollectorParams<'a> {
     /// Env vars the rendered config refers to besides the node/pod name (e.g. exporter headers
     /// from a Secret).
     pub extra_env: Vec<EnvVar>,
+    /// The UID (and GID, fsGroup) of this namespace's collectors: no other namespace's collectors
+    /// share it (see `crate::desired::collector_uid`).
+    pub uid: u32,
 }
 
 /// The collector workload: a DaemonSet (default) or a Deployment.
@@ -127,8 +130,9 @@ fn health_probe(initial_delay: i32) -> Probe {
     }
 }
 
-/// The collector pod: own network namespace, host /proc read-only, non-root, read-only root
-/// filesystem, no privilege escalation, all capabilities dropped, RuntimeDefault seccomp.
+/// The collector pod: own network namespace, host /proc read-only, non-root under its namespace's
+/// own UID, GID and fsGroup, read-only root filesystem, no privilege escalation, all capabilities
+/// dropped, RuntimeDefault seccomp.
 pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec {
     let mut env = vec![
         field_env(NODE_NAME_ENV, "spec.nodeName"),
@@ -206,8 +210,9 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
                 .then(|| spec.deployment.tolerations.clone()),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
-                run_as_user: Some(10001),
-                run_as_group: Some(10001),
+                run_as_user: Some(i64::from(p.uid)),
+                run_as_group: Some(i64::from(p.uid)),
+                fs_group: Some(i64::from(p.uid)),
                 seccomp_profile: Some(SeccompProfile {
                     type_: "RuntimeDefault".to_string(),
                     ..Default::default()
@@ -298,6 +303,7 @@ mod tests {
             config_hash: hash,
             default_image: "otel/opentelemetry-collector-contrib:0.149.0",
             extra_env: vec![],
+            uid: 2_000_000_007,
         }
     }
 
@@ -350,6 +356,11 @@ mod tests {
         );
         assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
         assert_eq!(c.resources, Some(default_resources()));
+        let psc = pod.security_context.as_ref().expect("pod security context");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        for id in [psc.run_as_user, psc.run_as_group, psc.fs_group] {
+            assert_eq!(id, Some(2_000_000_007), "the namespace's own UID");
+        }
     }
 
     #[test]

@@ -305,6 +305,88 @@ fn malformed() -> Vec<(&'static str, String, &'static str)> {
             experiment(&long(41), VARIANTS),
             "metadata.name",
         ),
+        (
+            "node selector key that is not a label key",
+            pipeline(
+                "p-sel-key",
+                "  template: baseline\n  deployment: {nodeSelector: {'a,b': v}}",
+            ),
+            "spec.deployment.nodeSelector",
+        ),
+        (
+            "simulation node selector key that would splice a selector",
+            simulation(
+                "s-sel-key",
+                "  profile: realistic\n  nodeSelector: {'zone!': a}",
+            ),
+            "spec.nodeSelector",
+        ),
+        (
+            "target node selector key that is not a label key",
+            experiment(
+                "e-sel-key",
+                &format!("{VARIANTS}  targets: {{nodeSelector: {{'-zone': a}}}}"),
+            ),
+            "spec.targets.nodeSelector",
+        ),
+        (
+            "toleration operator Kubernetes does not know",
+            pipeline(
+                "p-tol-op",
+                "  template: baseline\n  deployment: {tolerations: [{key: k, operator: In}]}",
+            ),
+            "spec.deployment.tolerations[0].operator",
+        ),
+        (
+            "toleration effect Kubernetes does not know",
+            simulation(
+                "s-tol-effect",
+                "  profile: realistic\n  tolerations: [{operator: Exists, effect: NoRun}]",
+            ),
+            "spec.tolerations[0].effect",
+        ),
+        (
+            "toleration key that is not a label key",
+            experiment(
+                "e-tol-key",
+                &format!(
+                    "{VARIANTS}  targets: {{tolerations: [{{key: 'a b', operator: Exists}}]}}"
+                ),
+            ),
+            "spec.targets.tolerations[0].key",
+        ),
+        (
+            "toleration value that is not a label value",
+            pipeline(
+                "p-tol-value",
+                "  template: baseline\n  deployment: {tolerations: [{key: k, value: 'a,b'}]}",
+            ),
+            "spec.deployment.tolerations[0].value",
+        ),
+        (
+            "toleration of every key without Exists",
+            pipeline(
+                "p-tol-all",
+                "  template: baseline\n  deployment: {tolerations: [{operator: Equal}]}",
+            ),
+            "operator must be Exists when key is empty",
+        ),
+        (
+            "toleration with Exists and a value",
+            simulation(
+                "s-tol-exists",
+                "  profile: realistic\n  tolerations: [{key: k, operator: Exists, value: v}]",
+            ),
+            "value must be empty when operator is Exists",
+        ),
+        (
+            "tolerationSeconds without NoExecute",
+            pipeline(
+                "p-tol-seconds",
+                "  template: baseline\n  deployment: {tolerations: [{key: k, operator: Exists, effect: NoSchedule, tolerationSeconds: 5}]}",
+            ),
+            "effect must be NoExecute when tolerationSeconds is set",
+        ),
     ]
 }
 

@@ -17,6 +17,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+#[path = "helm_bin.rs"]
+mod helm_bin;
+pub use helm_bin::helm;
+
 /// The cluster this test process uses.
 pub struct Cluster {
     pub env: BTreeMap<String, String>,
@@ -257,6 +261,36 @@ pub fn workspace_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The image archive target/images/<name>.tar (`just images`), or `None` (skip, said so) when it
+/// is absent and not required, or when not root (running an image needs chroot).
+pub fn image_archive(name: &str) -> Option<PathBuf> {
+    let path = repo_root().join(format!("target/images/{name}.tar"));
+    let required = std::env::var_os("PHOENIX_REQUIRE_IMAGES").is_some_and(|v| !v.is_empty());
+    // SAFETY: getuid has no preconditions.
+    let root = unsafe { libc::getuid() } == 0;
+    match (path.is_file(), root, required) {
+        (true, true, _) => Some(path),
+        (false, _, true) => panic!(
+            "{} is missing but PHOENIX_REQUIRE_IMAGES is set: run `just images`",
+            path.display()
+        ),
+        (true, false, true) => {
+            panic!("PHOENIX_REQUIRE_IMAGES is set, but running an image needs root (chroot)")
+        }
+        (false, _, false) => {
+            eprintln!(
+                "skipped: {} not built (`just images` builds it; `just test` then runs this test)",
+                path.display()
+            );
+            None
+        }
+        (true, false, false) => {
+            eprintln!("skipped: running an image needs root (chroot)");
+            None
+        }
+    }
 }
 
 /// A `phoenix-operator` process (the real binary) watching one namespace; killed on drop.

@@ -4,6 +4,7 @@
 mod admission;
 mod experiment;
 mod harness;
+mod helm;
 mod leader;
 mod metrics;
 mod observability;

@@ -1,7 +1,9 @@
 //! The local pod runner (tests/e2e/podrunner) on the real control plane: a baseline Pipeline
 //! pinned to the runner's node runs a real collector process on this machine, its process metrics
 //! and its own telemetry reach Prometheus, and deleting the Pipeline stops the process; simulator
-//! pods run to completion (their Job completes) and a deleted one takes its workers with it.
+//! pods run to completion (their Job completes) and a deleted one takes its workers with it; a pod
+//! whose image maps to an OCI archive runs chrooted in the unpacked image, as its user, under its
+//! memory limit, Ready by its readiness probe and restarted when its liveness probe fails.
 //!
 //! The runner's node is tainted and uniquely named, so the other tests' workloads (DaemonSets
 //! without a nodeSelector) stay off it even on a shared cluster; the Pipeline tolerates the taint.
@@ -18,7 +20,8 @@ use crate::harness::{
     Operator, TestNamespace, cluster, eventually, http_get, repo_root, workspace_bin,
 };
 
-const TAINT_KEY: &str = "phoenix.io/local";
+/// The taint on every runner node of these tests; pods meant for the runner tolerate it.
+pub(crate) const TAINT_KEY: &str = "phoenix.io/local";
 
 /// A `phoenix-e2e-podrunner` process; stopped (stdin closed) on drop.
 pub(crate) struct Runner {
@@ -27,6 +30,11 @@ pub(crate) struct Runner {
 
 impl Runner {
     pub(crate) fn start(node: &str) -> Runner {
+        Runner::start_with(node, &[])
+    }
+
+    /// [`Runner::start`] with further flags (e.g. `--image-archive NAME=ARCHIVE`).
+    pub(crate) fn start_with(node: &str, extra: &[String]) -> Runner {
         let c = cluster();
         let dir = repo_root().join(format!("target/e2e/podrunner-{node}"));
         std::fs::create_dir_all(&dir).expect("runner state dir");
@@ -40,6 +48,7 @@ impl Runner {
             .arg(workspace_bin("phoenix-simulator"))
             .arg("--state-dir")
             .arg(&dir)
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -98,7 +107,7 @@ fn collector_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Waits until the runner's `node` reports Ready.
+/// Waits until the runner has registered `node` and made it Ready.
 pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
     eventually(
         "the runner's node Ready",
@@ -117,7 +126,7 @@ pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
 }
 
 /// The pid behind a pod's first container (`podrunner://<pid>`), while it runs.
-fn container_pid(pod: &Pod) -> Option<u32> {
+pub(crate) fn container_pid(pod: &Pod) -> Option<u32> {
     let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
     status.state.as_ref()?.running.as_ref()?;
     status
@@ -176,7 +185,7 @@ fn simulator_pod_spec_limited(node: &str, args: &[&str], memory: &str) -> serde_
 }
 
 /// The memory limit of the cgroup `pid` runs in (v2 `memory.max` or v1 `memory.limit_in_bytes`).
-fn cgroup_memory_limit(pid: u32) -> Option<u64> {
+pub(crate) fn cgroup_memory_limit(pid: u32) -> Option<u64> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     cgroups.lines().find_map(|line| {
         let mut fields = line.splitn(3, ':');
@@ -429,5 +438,114 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
         runner.stop(),
         "the runner exits cleanly when its stdin closes"
     );
+    ns.cleanup().await;
+}
+
+/// The uid a process runs as (the real uid of /proc/<pid>/status).
+pub(crate) fn process_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn podrunner_runs_an_image_archive_with_probes_limits_and_restarts() {
+    let Some(archive) = crate::harness::image_archive("phoenix-simulator") else {
+        return;
+    };
+    let ns = TestNamespace::new("podrunner-oci").await;
+    let node = format!("local-{}", ns.name);
+    let mut runner = Runner::start_with(
+        &node,
+        &[
+            "--image-archive".into(),
+            format!("phoenix-simulator={}", archive.display()),
+        ],
+    );
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    node_ready(&nodes, &node).await;
+
+    // The simulator image as its Job runs it, plus a readiness probe it passes and a liveness
+    // probe it fails (404) once the initial delay is over.
+    let mut spec =
+        simulator_pod_spec_limited(&node, &["--duration", "10m", "--processes", "2"], "256Mi");
+    spec["restartPolicy"] = "Always".into();
+    spec["securityContext"] = serde_json::json!({"runAsUser": 10001, "runAsNonRoot": true});
+    let container = &mut spec["containers"][0];
+    container["image"] = "ghcr.io/phoenix-operator/phoenix-simulator:0.1.0".into();
+    container["securityContext"] = serde_json::json!({"readOnlyRootFilesystem": true});
+    container["readinessProbe"] =
+        serde_json::json!({"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 1});
+    container["livenessProbe"] = serde_json::json!({
+        "httpGet": {"path": "/not-here", "port": "metrics"},
+        "initialDelaySeconds": 8, "periodSeconds": 1, "failureThreshold": 2,
+    });
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "image"}, "spec": spec,
+    }))
+    .expect("test Pod parses");
+    let pods = ns.api::<Pod>();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("Pod created");
+
+    let pid = eventually(
+        "the image's container Ready",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get("image").await.ok()?;
+            let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+            (status.ready && status.restart_count == 0).then_some(())?;
+            container_pid(&pod)
+        },
+    )
+    .await;
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("the process's root");
+    assert!(
+        root.ends_with("rootfs/simulator"),
+        "chrooted into the unpacked image: {}",
+        root.display()
+    );
+    assert_eq!(process_uid(pid), Some(10001), "runs as the pod's runAsUser");
+    assert_eq!(
+        cgroup_memory_limit(pid),
+        Some(256 << 20),
+        "under its memory limit"
+    );
+
+    let status = eventually(
+        "the container restarted after failing its liveness probe",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get("image").await.ok()?;
+            let status = pod.status?.container_statuses?.into_iter().next()?;
+            (status.restart_count >= 1).then_some(status)
+        },
+    )
+    .await;
+    assert_ne!(
+        status.container_id,
+        Some(format!("podrunner://{pid}")),
+        "a new process"
+    );
+    let last = status
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("the killed run is the last state");
+    assert_ne!(last.exit_code, 0, "{last:?}");
+
+    pods.delete("image", &DeleteParams::default())
+        .await
+        .expect("Pod deleted");
+    eventually("the pod gone", Duration::from_secs(60), || async {
+        pods.get_opt("image").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(runner.stop(), "the runner exits cleanly");
     ns.cleanup().await;
 }

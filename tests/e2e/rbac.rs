@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -23,7 +22,9 @@ use prometheus_http_query::reqwest;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::harness::{Operator, TestNamespace, cluster, eventually, repo_root, run_with_stdin};
+use crate::harness::{
+    Operator, TestNamespace, cluster, eventually, helm, repo_root, run_with_stdin,
+};
 
 /// The rules the chart grants, as `group/resource verb` (`core` for the core group), per object.
 /// They are exactly the requests the operator makes; see charts/phoenix/templates/rbac.yaml.
@@ -54,6 +55,12 @@ const LEASE_RULES: &[(&str, &str)] = &[
     ("coordination.k8s.io/leases[{lease}]", "get patch"),
 ];
 
+/// The collector UID ledger's Role; `{lease}` is the ledger ConfigMap's name.
+const UID_LEDGER_RULES: &[(&str, &str)] = &[
+    ("core/configmaps", "create"),
+    ("core/configmaps[{lease}]", "get update"),
+];
+
 const RBAC_KINDS: &[&str] = &[
     "ServiceAccount",
     "ClusterRole",
@@ -64,23 +71,6 @@ const RBAC_KINDS: &[&str] = &[
 
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/phoenix")
-}
-
-/// The `helm` binary, built once by tests/e2e/install-helm.sh (cached after the first build).
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let out = Command::new(repo_root().join("tests/e2e/install-helm.sh"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("tests/e2e/install-helm.sh runs");
-        assert!(out.status.success(), "install-helm.sh failed (see above)");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("HELM_BIN="))
-            .map(PathBuf::from)
-            .expect("install-helm.sh prints HELM_BIN=")
-    })
 }
 
 fn text(out: &Output) -> String {
@@ -294,6 +284,7 @@ fn the_chart_lints_and_renders_least_privilege() {
         vec![],
         vec!["replicas=3", "serviceMonitor.enabled=true"],
         vec!["watchNamespaces={a,b}", "leaderElection.enabled=false"],
+        vec!["watchNamespaces={a,b}", "networkPolicy.enabled=true"],
     ] {
         let mut cmd = Command::new(helm());
         cmd.args(["lint", "--strict"]).arg(chart_dir());
@@ -352,6 +343,10 @@ fn the_chart_lints_and_renders_least_privilege() {
     assert_eq!(
         rules(find(&docs, "Role", "phoenix-leader-election")),
         expected(LEASE_RULES, "phoenix")
+    );
+    assert_eq!(
+        rules(find(&docs, "Role", "phoenix-collector-uids")),
+        expected(UID_LEDGER_RULES, "phoenix-collector-uids")
     );
     // The user-facing roles, aggregated into view / edit / admin.
     let view = find(&docs, "ClusterRole", "phoenix-view");
@@ -442,6 +437,14 @@ fn the_chart_lints_and_renders_least_privilege() {
     assert_eq!(
         env(deployment, "POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
+    );
+    assert_eq!(
+        env(deployment, "PHOENIX_COLLECTOR_UID_LEDGER")["value"],
+        "phoenix-system/phoenix-collector-uids"
+    );
+    assert_eq!(
+        env(deployment, "PHOENIX_COLLECTOR_UID_RANGE")["value"],
+        "2000000000-2000099999"
     );
     assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
 
@@ -547,13 +550,18 @@ fn the_chart_lints_and_renders_least_privilege() {
         d["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"],
         "/healthz"
     );
-    // No leader election: no Lease Role.
+    // No leader election: no Lease Role (the UID ledger's stays).
     let docs = render(
         "phoenix",
         "phoenix-system",
         &["leaderElection.enabled=false"],
     );
-    assert!(!docs.iter().any(|d| kind(d) == "Role"));
+    let roles: Vec<&str> = docs
+        .iter()
+        .filter(|d| kind(d) == "Role")
+        .map(name)
+        .collect();
+    assert_eq!(roles, ["phoenix-collector-uids"]);
 
     // The ServiceMonitor only on request.
     let docs = render(
@@ -643,10 +651,13 @@ async fn requests_outside_the_charts_rules_are_denied() {
         }
     }
     let lease = format!("leases.coordination.k8s.io/{fullname}");
+    let ledger = format!("configmaps/{fullname}-collector-uids");
     for args in [
         ["create", "leases.coordination.k8s.io", "-n", n],
         ["get", &lease, "-n", n],
         ["patch", &lease, "-n", n],
+        ["get", &ledger, "-n", n],
+        ["update", &ledger, "-n", n],
     ] {
         assert!(can_i(&kubeconfig, &args), "{args:?} should be allowed");
     }
@@ -689,6 +700,13 @@ async fn requests_outside_the_charts_rules_are_denied() {
         &["get", "leases.coordination.k8s.io/someone-else", "-n", n],
         &["patch", "leases.coordination.k8s.io/someone-else", "-n", n],
         &["create", "leases.coordination.k8s.io", "-n", "default"],
+        &["update", "configmaps/someone-else", "-n", n],
+        &[
+            "update",
+            "configmaps/phoenix-collector-uids",
+            "-n",
+            "default",
+        ],
     ];
     for args in denied {
         assert!(!can_i(&kubeconfig, args), "{args:?} should be denied");
@@ -792,6 +810,8 @@ async fn the_operator_completes_an_experiment_under_the_charts_rbac() {
             &fullname,
             "--identity",
             "rbac-e2e",
+            "--collector-uid-ledger",
+            &format!("{}/{fullname}-collector-uids", ns.name),
         ],
     );
 

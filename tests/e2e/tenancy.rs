@@ -420,6 +420,19 @@ async fn experiment_prometheus_urls_are_limited_by_the_operator_and_immutable() 
     ns.cleanup().await;
 }
 
+/// Creates a baseline Pipeline `name` in `ns` with `deployment` as the inner YAML of its
+/// `spec.deployment` (e.g. `image: x`).
+async fn create_baseline(ns: &TestNamespace, name: &str, deployment: &str) {
+    let p: Pipeline = serde_yaml::from_str(&format!(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{{deployment}}}}}"
+    ))
+    .expect("test Pipeline parses");
+    ns.api::<Pipeline>()
+        .create(&PostParams::default(), &p)
+        .await
+        .expect("the schema admits the Pipeline");
+}
+
 /// Path 1: collectors mount the host's /proc, so a Pipeline may not pick an arbitrary image:
 /// only the operator's collector image or one its settings allow.
 #[tokio::test]
@@ -434,14 +447,7 @@ async fn collector_images_come_from_the_operators_settings() {
         ("shell", "evil/shell:latest"),
         ("allowed", "otelcol-phoenix:allowed"),
     ] {
-        let p: Pipeline = serde_yaml::from_str(&format!(
-            "apiVersion: phoenix.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {name}}}\nspec: {{template: baseline, deployment: {{image: '{image}'}}}}"
-        ))
-        .expect("test Pipeline parses");
-        pipelines
-            .create(&PostParams::default(), &p)
-            .await
-            .expect("Pipeline created");
+        create_baseline(&ns, name, &format!("image: '{image}'")).await;
     }
     let refused = eventually(
         "Pipeline shell refused",
@@ -481,4 +487,238 @@ async fn collector_images_come_from_the_operators_settings() {
         .and_then(|p| p.containers[0].image.clone());
     assert_eq!(image.as_deref(), Some("otelcol-phoenix:allowed"));
     ns.cleanup().await;
+}
+
+/// The pod-level `runAsUser`, `runAsGroup`, `fsGroup` and `runAsNonRoot` of a collector DaemonSet.
+fn pod_identity(ds: &DaemonSet) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
+    let sc = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.security_context.clone())
+        .unwrap_or_default();
+    (
+        sc.run_as_user,
+        sc.run_as_group,
+        sc.fs_group,
+        sc.run_as_non_root,
+    )
+}
+
+/// Creates a baseline Pipeline `name` in `ns` and returns its collector DaemonSet's pod identity.
+async fn collector_identity(
+    ns: &TestNamespace,
+    name: &str,
+) -> (Option<i64>, Option<i64>, Option<i64>, Option<bool>) {
+    create_baseline(ns, name, "").await;
+    let ds = eventually(
+        &format!("DaemonSet {name}-collector in {}", ns.name),
+        Duration::from_secs(60),
+        || async {
+            ns.api::<DaemonSet>()
+                .get_opt(&format!("{name}-collector"))
+                .await
+                .ok()?
+        },
+    )
+    .await;
+    pod_identity(&ds)
+}
+
+/// An operator watching `a` and `b` whose collector UIDs come from `range`, recorded in the
+/// ledger `<a>/collector-uids` (a test's own, so other tests' namespaces do not take its UIDs).
+fn uid_operator(a: &TestNamespace, b: &TestNamespace, range: &str) -> Operator {
+    let ledger = format!("{}/collector-uids", a.name);
+    Operator::start(
+        &format!("{},{}", a.name, b.name),
+        &[
+            "--collector-uid-range",
+            range,
+            "--collector-uid-ledger",
+            &ledger,
+        ],
+    )
+}
+
+/// Path 1, second half: collectors of different namespaces never share a UID (a same-UID process
+/// can read another's `/proc/<pid>/environ`, which holds exporter credentials). Each namespace's
+/// collectors run as their own UID (also GID and fsGroup) from the operator's range, recorded in
+/// the operator's ledger, so a namespace keeps its UID when the operator restarts.
+#[tokio::test]
+async fn collectors_of_different_namespaces_never_share_a_uid() {
+    let (a, b) = (
+        TestNamespace::new("uid-a").await,
+        TestNamespace::new("uid-b").await,
+    );
+    let operator = uid_operator(&a, &b, "2100000000-2100000009");
+    // b first, so a holds the second UID: an operator that forgot the ledger on restart would hand
+    // a the first one again.
+    let (b_uid, b_gid, b_fs, b_nonroot) = collector_identity(&b, "collector").await;
+    let (a_uid, a_gid, a_fs, a_nonroot) = collector_identity(&a, "collector").await;
+    assert!(a_uid.is_some() && b_uid.is_some(), "runAsUser is set");
+    assert_ne!(a_uid, b_uid, "two namespaces' collectors share a UID");
+    for (uid, gid, fs, nonroot) in [
+        (a_uid, a_gid, a_fs, a_nonroot),
+        (b_uid, b_gid, b_fs, b_nonroot),
+    ] {
+        let uid = uid.expect("runAsUser");
+        assert!(
+            (2_100_000_000..=2_100_000_009).contains(&uid),
+            "{uid} comes from the operator's range"
+        );
+        assert_eq!((gid, fs, nonroot), (Some(uid), Some(uid), Some(true)));
+    }
+    let recorded = a
+        .api::<ConfigMap>()
+        .get("collector-uids")
+        .await
+        .expect("the ledger exists")
+        .data
+        .unwrap_or_default();
+    assert_eq!(
+        recorded.get(&a.name).and_then(|v| v.parse::<i64>().ok()),
+        a_uid
+    );
+    assert_eq!(
+        recorded.get(&b.name).and_then(|v| v.parse::<i64>().ok()),
+        b_uid
+    );
+
+    // A restarted operator gives a's next collectors the UID a already holds.
+    operator.kill();
+    let _operator = uid_operator(&a, &b, "2100000000-2100000009");
+    let (again, ..) = collector_identity(&a, "second").await;
+    assert_eq!(again, a_uid, "a namespace keeps its UID across restarts");
+    a.cleanup().await;
+    b.cleanup().await;
+}
+
+/// Path 6: what the schema does not check (a node-selector or toleration key whose prefix is
+/// longer than a DNS subdomain's 253 characters) is checked by the operator with Kubernetes' rules
+/// before anything is applied: the Pipeline is `Invalid` (`InvalidPlacement`) naming the field,
+/// no collector workload is created, and nothing is retried (no reconcile error) until the spec
+/// changes.
+#[tokio::test]
+async fn placements_kubernetes_would_refuse_are_a_condition_before_any_apply() {
+    let ns = TestNamespace::new("placement").await;
+    let operator = Operator::start(&ns.name, &[]);
+    let long_prefix = format!("{}/k", "a".repeat(254));
+    let cases = [
+        (
+            "long-selector",
+            format!("nodeSelector: {{'{long_prefix}': v}}"),
+            "spec.deployment.nodeSelector",
+        ),
+        (
+            "long-toleration",
+            format!("tolerations: [{{key: '{long_prefix}', operator: Exists}}]"),
+            "spec.deployment.tolerations[0].key",
+        ),
+    ];
+    let pipelines = ns.api::<Pipeline>();
+    for (name, deployment, _) in &cases {
+        create_baseline(&ns, name, deployment).await;
+    }
+    for (name, _, field) in &cases {
+        let status = eventually(
+            &format!("Pipeline {name} Invalid"),
+            Duration::from_secs(60),
+            || async {
+                let s = pipelines.get(name).await.ok()?.status?;
+                (s.phase == Some(PipelinePhase::Invalid)).then_some(s)
+            },
+        )
+        .await;
+        let valid = conditions::find(&status.conditions, "ConfigValid").expect("ConfigValid");
+        assert_eq!(
+            valid.reason, "InvalidPlacement",
+            "{name}: {}",
+            valid.message
+        );
+        assert!(
+            valid.message.starts_with(field),
+            "{name}: {}",
+            valid.message
+        );
+        assert!(
+            ns.api::<DaemonSet>()
+                .get_opt(&format!("{name}-collector"))
+                .await
+                .expect("get DaemonSet")
+                .is_none(),
+            "{name}: nothing is applied"
+        );
+    }
+    let errors: Vec<String> = operator
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
+        .map(str::to_string)
+        .collect();
+    assert!(errors.is_empty(), "no retry loop: {errors:?}");
+    ns.cleanup().await;
+}
+
+/// The message of Pipeline `name`'s `CollectorUidUnavailable` condition, once it has one.
+async fn uid_refusal(ns: &TestNamespace, name: &str) -> String {
+    let api = ns.api::<Pipeline>();
+    eventually(
+        &format!("Pipeline {name} CollectorUidUnavailable"),
+        Duration::from_secs(60),
+        || async {
+            let s = api.get(name).await.ok()?.status?;
+            let c = conditions::find(&s.conditions, "ConfigValid")?;
+            (c.reason == "CollectorUidUnavailable").then(|| c.message.clone())
+        },
+    )
+    .await
+}
+
+/// Path 1: when the operator's UID range is used up, or its ledger records one UID for two
+/// namespaces (a hand edit), a Pipeline gets `CollectorUidUnavailable` naming the cause and no
+/// collector runs: a UID is never guessed or shared.
+#[tokio::test]
+async fn collector_uids_are_never_guessed_when_the_ledger_cannot_give_one() {
+    let (a, b) = (
+        TestNamespace::new("uid-full-a").await,
+        TestNamespace::new("uid-full-b").await,
+    );
+    let operator = uid_operator(&a, &b, "2100000100-2100000100");
+    let (a_uid, ..) = collector_identity(&a, "first").await;
+    assert_eq!(a_uid, Some(2_100_000_100));
+
+    // The range has one UID, and a holds it.
+    create_baseline(&b, "second", "").await;
+    let message = uid_refusal(&b, "second").await;
+    assert!(message.contains("collectorUidRange"), "{message}");
+    assert!(
+        b.api::<DaemonSet>()
+            .get_opt("second-collector")
+            .await
+            .expect("get DaemonSet")
+            .is_none(),
+        "no collector without a UID of its own"
+    );
+
+    // A ledger edited to give a's UID to another namespace too stops every new assignment.
+    a.api::<ConfigMap>()
+        .patch(
+            "collector-uids",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"intruder": "2100000100"}})),
+        )
+        .await
+        .expect("ledger edited");
+    // A fresh operator (its cache is empty) reads the ledger for a's next Pipeline.
+    operator.kill();
+    let _operator = uid_operator(&a, &b, "2100000100-2100000101");
+    create_baseline(&a, "second", "").await;
+    let message = uid_refusal(&a, "second").await;
+    assert!(
+        message.contains("2100000100") && message.contains("intruder"),
+        "{message}"
+    );
+    a.cleanup().await;
+    b.cleanup().await;
 }

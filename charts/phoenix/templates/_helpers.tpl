@@ -59,6 +59,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "phoenix.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The ConfigMap recording each namespace's collector UID, in the release namespace. */}}
+{{- define "phoenix.uidLedgerName" -}}
+{{- printf "%s-collector-uids" (include "phoenix.fullname" .) }}
+{{- end }}
+
 {{/* Fails the render on settings that cannot work together. */}}
 {{- define "phoenix.validate" -}}
 {{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
@@ -76,4 +81,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $pairs = append $pairs (printf "%s=%s" $name $value) -}}
 {{- end -}}
 {{- join "," $pairs -}}
+{{- end }}
+
+{{/* The TCP port of a URL: its explicit port, else 443 for https and 80 otherwise. */}}
+{{- define "phoenix.urlPort" -}}
+{{- $u := urlParse . -}}
+{{- $host := $u.host -}}
+{{- if and (contains ":" $host) (not (hasSuffix "]" $host)) -}}
+{{- last (splitList ":" $host) -}}
+{{- else if eq $u.scheme "https" -}}
+443
+{{- else -}}
+80
+{{- end -}}
+{{- end }}
+
+{{/* NetworkPolicy ports (TCP) from a list of port numbers. */}}
+{{- define "phoenix.tcpPorts" -}}
+{{- range (uniq .) }}
+- protocol: TCP
+  port: {{ int . }}
+{{- end }}
 {{- end }}

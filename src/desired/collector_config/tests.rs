@@ -705,6 +705,51 @@ fn patterns_that_mean_something_else_in_re2_are_refused() {
 }
 
 #[test]
+fn perl_classes_and_word_boundaries_mean_what_they_mean_in_re2() {
+    use crate::analysis::measure::critical_regexes;
+    let matches = |pattern: &str, name: &str| {
+        critical_regexes(&[pattern.to_string()]).expect("compiles")[0].is_match(name)
+    };
+    // RE2's \d, \w, \s and \b are ASCII-only; Rust's plain ones are not.
+    for (pattern, name) in [
+        (r"^worker-\d+$", "worker-٣"),
+        (r"^\w+$", "café"),
+        (r"^a\sb$", "a\u{a0}b"),
+        (r"^a\sb$", "a\u{b}b"),
+        (r"^[x\d]+$", "x٣"),
+        (r"^[\w-]+$", "naïve-1"),
+        (r"é\bfoo", "éfoo"),
+    ] {
+        assert!(
+            regex::Regex::new(pattern).expect("compiles").is_match(name) != (pattern == r"é\bfoo"),
+            "Rust alone reads {pattern:?} on {name:?} differently from RE2"
+        );
+        assert_eq!(
+            matches(pattern, name),
+            pattern == r"é\bfoo",
+            "{pattern:?} on {name:?} as RE2 reads it"
+        );
+    }
+    // ASCII names, negated classes and everything else keep their meaning.
+    for (pattern, name, want) in [
+        (r"^worker-\d+$", "worker-12", true),
+        (r"^\w+$", "kube_proxy", true),
+        (r"^a\sb$", "a\tb", true),
+        (r"^\D+$", "٣x", true),
+        (r"^\W$", "é", true),
+        (r"^\S+$", "a\u{a0}b", true),
+        (r"^[^\d]+$", "abc", true),
+        (r"\bpostgres\b", "postgres: writer", true),
+        (r"\Bgres", "postgres", true),
+        (r"^\pL+$", "café", true),
+        (r"^\\d$", "\\d", true),
+        (r"^[\\d]$", "d", true),
+    ] {
+        assert_eq!(matches(pattern, name), want, "{pattern:?} on {name:?}");
+    }
+}
+
+#[test]
 fn the_remote_write_url_cannot_expand_env_or_files() {
     let url = "http://prom/api/v1/write?t=${env:PHOENIX_HDR_X}${file:/etc/shadow}";
     let r = render(&example("baseline"), &RenderContext::new("c", url)).expect("renders");

@@ -219,6 +219,76 @@ fn rust_only_syntax(pattern: &str) -> Option<&'static str> {
     ast::visit(&ast, Find(None)).ok().flatten()
 }
 
+/// `pattern` rewritten so that Rust's `regex` crate reads it as Go's RE2 does, for the places
+/// Phoenix itself evaluates a pattern the collector also evaluates (the analysis's
+/// critical-process names): Rust's `\d`, `\w`, `\s` and `\b` are Unicode-aware, RE2's are
+/// ASCII-only. Each Perl class becomes RE2's ASCII class (`\d` → `[0-9]`, `\w` →
+/// `[0-9A-Za-z_]`, `\s` → `[\t\n\f\r ]` — RE2's `\s` has no `\v` —, negated ones `[^…]`; a
+/// nested class where it sits inside brackets, which Rust reads as a union) and `\b`/`\B` the
+/// ASCII `(?-u:\b)`/`(?-u:\B)`. Everything else, Unicode classes such as `\pL` included, means
+/// the same in both. A pattern that does not parse is returned unchanged (validation refuses it
+/// earlier). Pure.
+pub fn with_re2_semantics(pattern: &str) -> String {
+    use regex_syntax::ast::{
+        self, Assertion, AssertionKind, Ast, ClassPerl, ClassPerlKind, ClassSetItem, Visitor,
+    };
+    fn perl(c: &ClassPerl) -> (usize, usize, String) {
+        let set = match c.kind {
+            ClassPerlKind::Digit => "0-9",
+            ClassPerlKind::Word => "0-9A-Za-z_",
+            ClassPerlKind::Space => r"\t\n\f\r ",
+        };
+        let neg = if c.negated { "^" } else { "" };
+        (
+            c.span.start.offset,
+            c.span.end.offset,
+            format!("[{neg}{set}]"),
+        )
+    }
+    fn assertion(a: &Assertion) -> Option<(usize, usize, String)> {
+        let text = match a.kind {
+            AssertionKind::WordBoundary => r"(?-u:\b)",
+            AssertionKind::NotWordBoundary => r"(?-u:\B)",
+            _ => return None,
+        };
+        Some((a.span.start.offset, a.span.end.offset, text.to_string()))
+    }
+    struct Edits(Vec<(usize, usize, String)>);
+    impl Visitor for Edits {
+        type Output = Vec<(usize, usize, String)>;
+        type Err = std::convert::Infallible;
+        fn finish(self) -> Result<Self::Output, Self::Err> {
+            Ok(self.0)
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), Self::Err> {
+            match ast {
+                Ast::ClassPerl(c) => self.0.push(perl(c)),
+                Ast::Assertion(a) => self.0.extend(assertion(a)),
+                _ => {}
+            }
+            Ok(())
+        }
+        fn visit_class_set_item_pre(&mut self, item: &ClassSetItem) -> Result<(), Self::Err> {
+            if let ClassSetItem::Perl(c) = item {
+                self.0.push(perl(c));
+            }
+            Ok(())
+        }
+    }
+    let Ok(parsed) = ast::parse::Parser::new().parse(pattern) else {
+        return pattern.to_string();
+    };
+    let Ok(mut edits) = ast::visit(&parsed, Edits(Vec::new()));
+    edits.sort_by_key(|e| std::cmp::Reverse(e.0));
+    let mut out = pattern.to_string();
+    for (start, end, text) in edits {
+        if out.is_char_boundary(start) && out.is_char_boundary(end) && start <= end {
+            out.replace_range(start..end, &text);
+        }
+    }
+    out
+}
+
 /// The type part of a component id `type[/name]`.
 pub fn type_of(id: &str) -> &str {
     id.split_once('/').map_or(id, |(t, _)| t)

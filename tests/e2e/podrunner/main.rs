@@ -5,7 +5,8 @@
 //! ```text
 //! phoenix-e2e-podrunner --collector-bin "$COLLECTOR_BIN" --simulator-bin target/debug/phoenix-simulator
 //!     [--node-name phoenix-local] [--node-label K=V]... [--taint K=V:EFFECT]...
-//!     [--image-map SUBSTRING=PATH]... [--state-dir DIR] [--stop-on-stdin-eof] [--keep-node]
+//!     [--image-map SUBSTRING=PATH]... [--image-archive NAME=ARCHIVE]...
+//!     [--state-dir DIR] [--stop-on-stdin-eof] [--keep-node]
 //! ```
 //! The cluster comes from `KUBECONFIG`. What the runner does in the kubelet's place, and what it
 //! rewrites so that pods written for their own network namespace and mounts run side by side on
@@ -18,8 +19,6 @@
 //! when it is killed.
 
 mod node;
-// Not wired into pod.rs yet: the next step runs a container chrooted in an unpacked image.
-#[cfg_attr(not(test), allow(dead_code))]
 mod oci;
 mod pod;
 mod process;
@@ -69,6 +68,18 @@ struct Cli {
         value_delimiter = ','
     )]
     image_map: Vec<String>,
+    /// Image archive rule `NAME=ARCHIVE` (repeatable or comma-separated): a container whose image
+    /// is named NAME (the last path segment of its repository: `ghcr.io/org/NAME:tag`) runs from
+    /// the OCI image archive ARCHIVE (e.g. target/images/phoenix-operator.tar from `just images`):
+    /// its layers unpacked into a root filesystem of the pod's own, its entrypoint and cmd run
+    /// chrooted there as the image's user, with the ServiceAccount files and
+    /// `KUBERNETES_SERVICE_HOST/PORT` an in-cluster client needs. Needs root. Checked first.
+    #[arg(
+        long = "image-archive",
+        value_name = "NAME=ARCHIVE",
+        value_delimiter = ','
+    )]
+    image_archives: Vec<String>,
     /// The collector binary: images containing `otelcol` or `opentelemetry-collector`.
     #[arg(long, env = "COLLECTOR_BIN")]
     collector_bin: Option<PathBuf>,
@@ -101,6 +112,12 @@ struct Cli {
 impl Cli {
     fn image_map(&self) -> Result<ImageMap, String> {
         let mut map = ImageMap::default();
+        for rule in &self.image_archives {
+            let (name, path) = rule
+                .split_once('=')
+                .ok_or_else(|| format!("--image-archive {rule:?} is not NAME=ARCHIVE"))?;
+            map.push_archive(name, absolute(PathBuf::from(path))?);
+        }
         for rule in &self.image_map {
             let (pattern, path) = rule
                 .split_once('=')
@@ -123,18 +140,34 @@ impl Cli {
             map.push("simulator", bin.clone());
             map.push("phoenix", bin);
         }
-        for (_, path) in map.rules() {
-            if !path.is_file() {
-                return Err(format!("{} is not a file", path.display()));
+        for (_, runs) in map.rules() {
+            if !runs.path().is_file() {
+                return Err(format!("{} is not a file", runs.path().display()));
             }
         }
-        if map.rules().is_empty() {
+        if map.rules().next().is_none() {
             return Err(
-                "no image rules: give --collector-bin, --simulator-bin or --image-map".into(),
+                "no image rules: give --collector-bin, --simulator-bin, --image-map or --image-archive"
+                    .into(),
             );
         }
         Ok(map)
     }
+}
+
+/// The apiserver's host and port, as the pods' `KUBERNETES_SERVICE_HOST/PORT` (a kubelet sets them
+/// to Service `kubernetes`'s cluster IP; here no proxy serves cluster IPs, so the pods get the
+/// apiserver's own address, which its serving certificate covers).
+fn apiserver_address(config: &kube::Config) -> Result<(String, u16), String> {
+    let url = &config.cluster_url;
+    let host = url
+        .host()
+        .ok_or_else(|| format!("apiserver URL {url} has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_u16().unwrap_or(443);
+    Ok((host, port))
 }
 
 fn absolute(path: PathBuf) -> Result<PathBuf, String> {
@@ -174,8 +207,8 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let images = cli.image_map()?;
-    for (pattern, path) in images.rules() {
-        tracing::info!(image_contains = %pattern, binary = %path.display(), "image rule");
+    for (pattern, runs) in images.rules() {
+        tracing::info!(image = %pattern, runs = ?runs, "image rule");
     }
     let state_dir = match &cli.state_dir {
         Some(dir) => absolute(dir.clone())?,
@@ -190,7 +223,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     std::fs::create_dir_all(&pods_dir)?;
     std::fs::create_dir_all(state_dir.join("logs"))?;
-    let client = Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let apiserver = apiserver_address(&config)?;
+    let client = Client::try_from(config)?;
 
     let node = node::NodeSpec::new(&cli.node_name, &cli.node_labels, &cli.taints)?;
     let uid = node::register(&client, &node).await?;
@@ -205,6 +240,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cli.node_name.clone(),
         images,
         state_dir,
+        apiserver,
     ));
     let pods: Api<Pod> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", cli.node_name));

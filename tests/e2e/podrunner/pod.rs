@@ -2,17 +2,38 @@
 //!
 //! - **Prepare.** Volumes become per-pod directories under `<state-dir>/pods/<ns>_<pod>/volumes/`:
 //!   ConfigMap and Secret keys as files (collector configs rewritten, see [`crate::rewrite`]),
-//!   emptyDir as an empty directory; hostPath is the host path itself. Env: `envFrom`, then `env`
-//!   (plain values with `$(VAR)` expansion, downward-API `fieldRef`s, `secretKeyRef` and
-//!   `configMapKeyRef` read from the API), plus `PATH` (the runner's), `HOSTNAME` (the pod name),
-//!   and `TMPDIR` (the local directory of a volume mounted at `/tmp`: the simulator, like anything
-//!   using `std::env::temp_dir`, then writes where the pod expects). Nothing else is inherited.
-//! - **Run.** Each container's image maps to a local binary ([`crate::spec::ImageMap`]); argv
-//!   follows command/args ([`crate::spec::argv`]) with every mounted path rewritten to its local
-//!   directory; the working directory is the pod directory; output goes to
-//!   `<state-dir>/logs/<ns>_<pod>_<container>.log` (kept after the pod is gone). Ports get host
-//!   ports of their own ([`crate::rewrite::PortMap`]), and readiness probes (httpGet, tcpSocket)
-//!   poll 127.0.0.1:<host port>. Restart policy is honoured (backoff 1 s doubling to 30 s).
+//!   emptyDir as an empty directory with mode 0777; hostPath is the host path itself; projected
+//!   volumes (the ServiceAccount admission plugin's `kube-api-access-*`) get their
+//!   `serviceAccountToken` from the TokenRequest API (a real token bound to the pod, the
+//!   projection's audience or the apiserver's default), their ConfigMap and Secret keys
+//!   (`kube-root-ca.crt`'s `ca.crt`) and their downward-API fields (`namespace`) as files.
+//!   Env: `KUBERNETES_SERVICE_HOST/PORT` (the apiserver's own address: there is no Service proxy
+//!   here), `envFrom`, then `env` (plain values with `$(VAR)` expansion, downward-API `fieldRef`s,
+//!   `secretKeyRef` and `configMapKeyRef` read from the API), plus `HOSTNAME` (the pod name).
+//!   A value that is a local listen address on a mapped port (`0.0.0.0:8080`) is rewritten like
+//!   an argument ([`crate::rewrite::rewrite_arg`]). Nothing of the runner's env is inherited.
+//! - **Run.** Each container's image maps to a local binary or an OCI image archive
+//!   ([`crate::spec::ImageMap`]).
+//!   - A binary runs as a plain process: argv follows command/args ([`crate::spec::argv`]) with
+//!     every mounted path rewritten to its local directory; the working directory is the pod
+//!     directory; env adds `PATH` (the runner's) and `TMPDIR` (the local directory of a volume
+//!     mounted at `/tmp`: the simulator, like anything using `std::env::temp_dir`, then writes
+//!     where the pod expects).
+//!   - An archive is unpacked into `<pod dir>/rootfs/<container>` and the container runs chrooted
+//!     there ([`crate::process::Confinement`]) as a runtime would run it: argv from the image's
+//!     entrypoint/cmd and the pod's command/args ([`crate::oci::argv`]), the image's env under the
+//!     pod's, the image's or `securityContext`'s user and groups (`fsGroup`,
+//!     `supplementalGroups`), every volume bind-mounted at its mount path (read-only where the
+//!     mount says so; so the ServiceAccount files are at
+//!     `/var/run/secrets/kubernetes.io/serviceaccount/`), `readOnlyRootFilesystem` honoured.
+//!     It shares the host's network (no network namespace), like the binaries.
+//!
+//!   Output goes to `<state-dir>/logs/<ns>_<pod>_<container>.log` (kept after the pod is gone).
+//!   Ports get host ports of their own ([`crate::rewrite::PortMap`]); readiness and liveness
+//!   probes (httpGet, tcpSocket) poll 127.0.0.1:<host port>. A container failing its liveness
+//!   probe `failureThreshold` times in a row is stopped (SIGTERM, SIGKILL after the pod's grace
+//!   period) and restarted as its restart policy says. Restart policy is honoured (backoff 1 s
+//!   doubling to 30 s).
 //! - **Status** goes to the status subresource (strategic merge patch, as the kubelet does): phase,
 //!   conditions, `containerStatuses` (containerID `podrunner://<pid>`), pod and host IP 127.0.0.1.
 //! - **Stop.** A pod marked for deletion gets SIGTERM, SIGKILL after its grace period, then the
@@ -20,9 +41,9 @@
 //!   is just stopped. Either way its directory is removed and its ports freed.
 //!
 //! Memory limits are enforced with a memory cgroup per container (process.rs).
-//! Not done: init containers, liveness and startup probes, CPU limits, security contexts
-//! (processes run as the runner's user), `resourceFieldRef` env, projected volumes, ports named
-//! in args.
+//! Not done: init containers, startup and exec probes, CPU limits, security contexts of binaries
+//! (they run as the runner's user), capabilities and seccomp, `resourceFieldRef` env, token
+//! rotation (the apiserver extends a kubelet-style 3607 s token to a year), ports named in args.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,14 +52,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, select_all};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
     ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, Probe,
-    Secret,
+    Secret, ServiceAccount, ServiceAccountTokenProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Child;
@@ -47,9 +69,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::MANAGER;
-use crate::process;
+use crate::oci;
+use crate::process::{self, Bind, Confinement};
 use crate::rewrite::{self, PortMap};
-use crate::spec::{self, ImageMap, Mounts};
+use crate::spec::{self, ImageMap, Mounts, Runs};
 
 /// What every pod worker shares.
 pub struct RunnerContext {
@@ -57,6 +80,8 @@ pub struct RunnerContext {
     pub node: String,
     pub images: ImageMap,
     pub state_dir: PathBuf,
+    /// The apiserver's host and port: the pods' `KUBERNETES_SERVICE_HOST/PORT`.
+    pub apiserver: (String, u16),
     /// Host ports handed to pods and not yet released.
     ports: Mutex<BTreeSet<u16>>,
     next_port: Mutex<u16>,
@@ -67,7 +92,13 @@ pub struct RunnerContext {
 const PORT_RANGE: std::ops::Range<u16> = 10000..20000;
 
 impl RunnerContext {
-    pub fn new(client: Client, node: String, images: ImageMap, state_dir: PathBuf) -> Self {
+    pub fn new(
+        client: Client,
+        node: String,
+        images: ImageMap,
+        state_dir: PathBuf,
+        apiserver: (String, u16),
+    ) -> Self {
         let seed = std::process::id() ^ Timestamp::now().subsec_nanosecond().unsigned_abs();
         let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
         let start = PORT_RANGE.start + u16::try_from(seed % span).unwrap_or(0);
@@ -76,6 +107,7 @@ impl RunnerContext {
             node,
             images,
             state_dir,
+            apiserver,
             ports: Mutex::new(BTreeSet::new()),
             next_port: Mutex::new(start),
         }
@@ -162,8 +194,10 @@ enum End {
     Stopped(Duration),
 }
 
-struct ReadinessProbe {
+/// A readiness or liveness probe and its running tally.
+struct ProbeState {
     kind: ProbeKind,
+    initial_delay: Duration,
     period: Duration,
     timeout: Duration,
     success_threshold: i32,
@@ -186,7 +220,10 @@ enum ProbeKind {
 
 struct Ctr {
     spec: Container,
-    binary: PathBuf,
+    /// What runs the image.
+    runs: Runs,
+    /// The image's root filesystem and mounts, for a container run from an archive.
+    confinement: Option<Confinement>,
     argv: Vec<String>,
     env: BTreeMap<String, String>,
     cwd: PathBuf,
@@ -199,7 +236,8 @@ struct Ctr {
     ready: bool,
     /// Whether a start was attempted (the pod is past Pending).
     started: bool,
-    probe: Option<ReadinessProbe>,
+    probe: Option<ProbeState>,
+    liveness: Option<ProbeState>,
     restart_at: Option<Instant>,
     /// The memory cgroup holding the container's memory limit, when it has one.
     cgroup: Option<process::MemoryCgroup>,
@@ -411,10 +449,38 @@ impl Worker {
                     let bytes = data.get(&key).cloned().unwrap_or_default();
                     files.push((v.name.clone(), dir.join(path), bytes));
                 }
-            } else if v.empty_dir.is_none() {
+            } else if let Some(projected) = &v.projected {
+                for source in projected.sources.iter().flatten() {
+                    for (path, bytes) in self.projection(source).await? {
+                        files.push((v.name.clone(), dir.join(path), bytes));
+                    }
+                }
+            } else if v.empty_dir.is_some() {
+                // As the kubelet makes it: any container user may write.
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .map_err(|e| config_error(format!("{}: {e}", dir.display())))?;
+            } else {
                 tracing::warn!(pod = %self.key(), volume = %v.name, "unsupported volume type: an empty directory stands in");
             }
         }
+        let binds_of = |c: &Container| -> Vec<Bind> {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    let dir = local.get(&m.name)?;
+                    let host = match m.sub_path.as_deref() {
+                        Some(sub) if !sub.is_empty() => dir.join(sub),
+                        _ => dir.clone(),
+                    };
+                    Some(Bind {
+                        host,
+                        path: m.mount_path.clone(),
+                        read_only: m.read_only == Some(true),
+                    })
+                })
+                .collect()
+        };
         let mounts_of = |c: &Container| {
             let mut mounts = Mounts::default();
             for m in c.volume_mounts.iter().flatten() {
@@ -484,35 +550,54 @@ impl Worker {
         let mut containers = vec![];
         for c in &spec.containers {
             let image = c.image.clone().unwrap_or_default();
-            let binary = self
+            let runs = self
                 .ctx
                 .images
-                .binary_for(&image)
+                .runs_for(&image)
                 .ok_or_else(|| {
                     (
                         "ImageNotMapped".to_string(),
-                        format!("no --image-map rule matches image {image:?}"),
+                        format!("no --image-archive or --image-map rule matches image {image:?}"),
                     )
                 })?
-                .to_path_buf();
+                .clone();
             let mounts = mounts_of(c);
             let mut env = self.env(c).await?;
-            if let Some(tmp) = mounts.translate("/tmp") {
-                env.insert("TMPDIR".into(), tmp.display().to_string());
-            }
-            let argv: Vec<String> = spec::command_line(c, &binary, &env, &mounts)
-                .into_iter()
-                .map(|a| rewrite::rewrite_arg(&a, &self.ports))
-                .collect();
-            let cwd = c
-                .working_dir
-                .as_deref()
-                .and_then(|w| mounts.translate(w))
-                .unwrap_or_else(|| self.dir.clone());
+            let (argv, cwd, confinement) = match &runs {
+                Runs::Binary(binary) => {
+                    env.entry("PATH".into()).or_insert_with(|| {
+                        std::env::var("PATH")
+                            .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+                    });
+                    if let Some(tmp) = mounts.translate("/tmp") {
+                        env.insert("TMPDIR".into(), tmp.display().to_string());
+                    }
+                    let argv: Vec<String> = spec::command_line(c, binary, &env, &mounts)
+                        .into_iter()
+                        .map(|a| rewrite::rewrite_arg(&a, &self.ports))
+                        .collect();
+                    let cwd = c
+                        .working_dir
+                        .as_deref()
+                        .and_then(|w| mounts.translate(w))
+                        .unwrap_or_else(|| self.dir.clone());
+                    (argv, cwd, None)
+                }
+                Runs::Archive(archive) => {
+                    let (argv, image_env, confinement) =
+                        self.confine(&spec, c, archive, env, binds_of(c))?;
+                    env = image_env;
+                    (argv, self.dir.clone(), Some(confinement))
+                }
+            };
             let probe = c
                 .readiness_probe
                 .as_ref()
-                .and_then(|p| readiness_probe(c, p, &self.ports));
+                .and_then(|p| probe_state(c, p, &self.ports));
+            let liveness = c
+                .liveness_probe
+                .as_ref()
+                .and_then(|p| probe_state(c, p, &self.ports));
             let cgroup = memory_limit(c).and_then(|limit| {
                 let name = format!("{}_{}_{}", self.ns, self.name, c.name);
                 process::MemoryCgroup::create(&name, limit)
@@ -523,7 +608,8 @@ impl Worker {
             });
             containers.push(Ctr {
                 spec: c.clone(),
-                binary,
+                runs,
+                confinement,
                 argv,
                 env,
                 cwd,
@@ -540,6 +626,7 @@ impl Worker {
                 ready: false,
                 started: false,
                 probe,
+                liveness,
                 restart_at: None,
                 cgroup,
             });
@@ -619,12 +706,19 @@ impl Worker {
     async fn env(&self, c: &Container) -> Result<BTreeMap<String, String>, (String, String)> {
         let err = |m: String| ("CreateContainerConfigError".to_string(), m);
         let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+        let (host, port) = &self.ctx.apiserver;
         let mut env = BTreeMap::from([
-            (
-                "PATH".to_string(),
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            ),
             ("HOSTNAME".to_string(), self.name.clone()),
+            ("KUBERNETES_SERVICE_HOST".to_string(), host.clone()),
+            ("KUBERNETES_SERVICE_PORT".to_string(), port.to_string()),
+            (
+                "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+                port.to_string(),
+            ),
+            (
+                "KUBERNETES_PORT".to_string(),
+                format!("tcp://{host}:{port}"),
+            ),
         ]);
         for from in c.env_from.iter().flatten() {
             let prefix = from.prefix.clone().unwrap_or_default();
@@ -687,7 +781,138 @@ impl Worker {
             };
             env.insert(var.name.clone(), value);
         }
+        for value in env.values_mut() {
+            *value = rewrite::rewrite_arg(value, &self.ports);
+        }
         Ok(env)
+    }
+
+    /// The files of one projected volume source: (path in the volume, content).
+    async fn projection(
+        &self,
+        source: &k8s_openapi::api::core::v1::VolumeProjection,
+    ) -> Result<Vec<(String, Vec<u8>)>, (String, String)> {
+        let mut files = vec![];
+        if let Some(t) = &source.service_account_token {
+            files.push((t.path.clone(), self.service_account_token(t).await?));
+        } else if let Some(cm) = &source.config_map {
+            let data = self.config_map(&cm.name, cm.optional == Some(true)).await?;
+            for (key, path) in items(&data, cm.items.as_deref()) {
+                files.push((path, data.get(&key).cloned().unwrap_or_default()));
+            }
+        } else if let Some(secret) = &source.secret {
+            let data = self
+                .secret(&secret.name, secret.optional == Some(true))
+                .await?;
+            for (key, path) in items(&data, secret.items.as_deref()) {
+                files.push((path, data.get(&key).cloned().unwrap_or_default()));
+            }
+        } else if let Some(downward) = &source.downward_api {
+            for item in downward.items.iter().flatten() {
+                let field = item.field_ref.as_ref().map(|f| f.field_path.as_str());
+                let value = field
+                    .and_then(|f| spec::field_value(&self.pod, &self.ctx.node, f))
+                    .ok_or_else(|| {
+                        (
+                            "CreateContainerConfigError".to_string(),
+                            format!("projected downwardAPI {}: unsupported field", item.path),
+                        )
+                    })?;
+                files.push((item.path.clone(), value.into_bytes()));
+            }
+        } else {
+            tracing::warn!(pod = %self.key(), "unsupported projected volume source: skipped");
+        }
+        Ok(files)
+    }
+
+    /// A token of the pod's ServiceAccount from the TokenRequest API, bound to this pod (as the
+    /// kubelet requests it: the projection's audience, else the apiserver's default audiences).
+    async fn service_account_token(
+        &self,
+        projection: &ServiceAccountTokenProjection,
+    ) -> Result<Vec<u8>, (String, String)> {
+        let account = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: projection.audience.clone().map(|a| vec![a]),
+                expiration_seconds: Some(projection.expiration_seconds.unwrap_or(3600)),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(self.name.clone()),
+                    uid: Some(self.uid.clone()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let err = |m: String| ("CreateContainerConfigError".to_string(), m);
+        let answer = api
+            .create_token_request(&account, &PostParams::default(), &request)
+            .await
+            .map_err(|e| err(format!("token of serviceaccount {account:?}: {e}")))?;
+        answer
+            .status
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .map(String::into_bytes)
+            .ok_or_else(|| err(format!("token of serviceaccount {account:?}: empty answer")))
+    }
+
+    /// A container run from an image archive: unpacks the image into the pod's directory and
+    /// returns its argv, its env (the image's under `pod_env`) and its confinement.
+    fn confine(
+        &self,
+        pod: &k8s_openapi::api::core::v1::PodSpec,
+        c: &Container,
+        archive: &std::path::Path,
+        pod_env: BTreeMap<String, String>,
+        binds: Vec<Bind>,
+    ) -> Result<Confined, (String, String)> {
+        let rootfs = self.dir.join("rootfs").join(&c.name);
+        let scratch = self.dir.join("scratch").join(&c.name);
+        let image = oci::unpack(archive, &rootfs, &scratch)
+            .map_err(|e| ("CreateContainerError".to_string(), e))?;
+        let env = oci::env(&image, &pod_env);
+        let expand = |v: &Option<Vec<String>>| {
+            v.as_ref()
+                .map(|v| v.iter().map(|a| spec::expand(a, &env)).collect::<Vec<_>>())
+        };
+        let argv: Vec<String> = oci::argv(
+            &image,
+            expand(&c.command).as_deref(),
+            expand(&c.args).as_deref(),
+        )
+        .into_iter()
+        .map(|a| rewrite::rewrite_arg(&a, &self.ports))
+        .collect();
+        let security = SecuritySettings::of(pod, c);
+        let read = |rel: &str| std::fs::read_to_string(rootfs.join(rel)).unwrap_or_default();
+        let (uid, gid) = oci::user(
+            &image.user,
+            security.user,
+            &read("etc/passwd"),
+            &read("etc/group"),
+        )
+        .map_err(|e| ("CreateContainerConfigError".to_string(), e))?;
+        let working_dir = c.working_dir.clone().unwrap_or(image.working_dir.clone());
+        let confinement = Confinement {
+            rootfs,
+            binds,
+            uid,
+            gid,
+            groups: security.groups,
+            working_dir,
+            read_only_root: security.read_only_root,
+        };
+        Ok((argv, env, confinement))
     }
 
     fn start_container(&mut self, i: usize) {
@@ -695,18 +920,20 @@ impl Worker {
         let c = &mut self.containers[i];
         c.restart_at = None;
         c.ready = false;
-        if let Some(p) = c.probe.as_mut() {
-            let delay = c
-                .spec
-                .readiness_probe
-                .as_ref()
-                .and_then(|p| p.initial_delay_seconds)
-                .unwrap_or(0);
-            p.next = Instant::now() + Duration::from_secs(u64::try_from(delay).unwrap_or(0));
-            p.successes = 0;
-            p.failures = 0;
+        for p in [c.probe.as_mut(), c.liveness.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            p.reset();
         }
-        match process::spawn(&c.argv, &c.env, &c.cwd, &c.log, c.cgroup.as_ref()) {
+        match process::spawn_confined(
+            &c.argv,
+            &c.env,
+            &c.cwd,
+            &c.log,
+            c.cgroup.as_ref(),
+            c.confinement.as_ref(),
+        ) {
             Ok(child) => {
                 c.pid = child.id();
                 c.child = Some(child);
@@ -733,7 +960,7 @@ impl Worker {
             }
             Err(e) => {
                 c.started = true;
-                tracing::error!(pod = %key, container = %c.spec.name, binary = %c.binary.display(), error = %e, "container could not start");
+                tracing::error!(pod = %key, container = %c.spec.name, runs = ?c.runs, error = %e, "container could not start");
                 c.state = ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: 128,
@@ -807,7 +1034,8 @@ impl Worker {
             .iter()
             .flat_map(|c| {
                 let probe = c.child.as_ref().and(c.probe.as_ref()).map(|p| p.next);
-                [probe, c.restart_at]
+                let liveness = c.child.as_ref().and(c.liveness.as_ref()).map(|p| p.next);
+                [probe, liveness, c.restart_at]
             })
             .chain([self.status_retry])
             .flatten()
@@ -825,40 +1053,61 @@ impl Worker {
                 self.start_container(i);
                 continue;
             }
-            let c = &mut self.containers[i];
-            let (Some(_), Some(probe)) = (c.child.as_ref(), c.probe.as_mut()) else {
-                continue;
-            };
-            if probe.next > now_i {
-                continue;
-            }
-            let ok = probe.check().await;
-            if ok {
-                probe.successes += 1;
-                probe.failures = 0;
-            } else {
-                probe.failures += 1;
-                probe.successes = 0;
-            }
-            let was = c.ready;
-            let name = c.spec.name.clone();
-            if ok && probe.successes >= probe.success_threshold {
-                c.ready = true;
-            } else if !ok && probe.failures >= probe.failure_threshold {
-                c.ready = false;
-            }
-            // Until first ready, probe every second; then at the probe's period.
-            probe.next = Instant::now()
-                + if c.ready {
-                    probe.period
-                } else {
-                    Duration::from_secs(1).min(probe.period)
-                };
-            if was != c.ready {
-                let ready = c.ready;
-                tracing::info!(pod = %self.key(), container = %name, ready, "readiness changed");
-            }
+            self.run_readiness_probe(i, now_i).await;
+            self.run_liveness_probe(i, now_i).await;
         }
+    }
+
+    async fn run_readiness_probe(&mut self, i: usize, now_i: Instant) {
+        let key = self.key();
+        let c = &mut self.containers[i];
+        let (Some(_), Some(probe)) = (c.child.as_ref(), c.probe.as_mut()) else {
+            return;
+        };
+        if probe.next > now_i {
+            return;
+        }
+        let was = c.ready;
+        if let Some(ready) = probe.run().await {
+            c.ready = ready;
+        }
+        // Until first ready, probe every second; then at the probe's period.
+        probe.next = Instant::now()
+            + if c.ready {
+                probe.period
+            } else {
+                Duration::from_secs(1).min(probe.period)
+            };
+        if was != c.ready {
+            tracing::info!(pod = %key, container = %c.spec.name, ready = c.ready, "readiness changed");
+        }
+    }
+
+    /// A liveness probe that fails `failureThreshold` times in a row stops the container (the
+    /// pod's grace period applies); its restart policy then decides, as on a kubelet.
+    async fn run_liveness_probe(&mut self, i: usize, now_i: Instant) {
+        let key = self.key();
+        let grace = self.grace();
+        let c = &mut self.containers[i];
+        let (Some(_), Some(probe)) = (c.child.as_ref(), c.liveness.as_mut()) else {
+            return;
+        };
+        if probe.next > now_i {
+            return;
+        }
+        let verdict = probe.run().await;
+        probe.next = Instant::now() + probe.period;
+        if verdict != Some(false) {
+            return;
+        }
+        tracing::warn!(pod = %key, container = %c.spec.name, failures = probe.failures, "liveness probe failed: stopping the container");
+        let Some(mut child) = c.child.take() else {
+            return;
+        };
+        let status = process::stop(&mut child, grace).await;
+        c.child = Some(child);
+        let status = status.ok_or_else(|| std::io::Error::other("lost the process's exit status"));
+        self.on_exit(i, status);
     }
 
     /// SIGTERM to every process, SIGKILL to the groups of those still running after `grace`.
@@ -969,7 +1218,7 @@ impl Worker {
                 .map(|c| ContainerStatus {
                     name: c.spec.name.clone(),
                     image: c.spec.image.clone().unwrap_or_default(),
-                    image_id: format!("podrunner://{}", c.binary.display()),
+                    image_id: format!("podrunner://{}", c.runs.path().display()),
                     container_id: c.pid.map(|p| format!("podrunner://{p}")),
                     ready: c.ready,
                     started: Some(c.child.is_some()),
@@ -1074,6 +1323,43 @@ impl Worker {
     }
 }
 
+/// A container's argv, env and confinement, when it runs from an image archive.
+type Confined = (Vec<String>, BTreeMap<String, String>, Confinement);
+
+/// What the pod's and the container's security contexts say about a confined container (the
+/// container's settings win over the pod's).
+#[derive(Debug, Default, PartialEq)]
+struct SecuritySettings {
+    user: oci::UserOverride,
+    /// `fsGroup` and `supplementalGroups`, as supplementary groups.
+    groups: Vec<u32>,
+    read_only_root: bool,
+}
+
+impl SecuritySettings {
+    fn of(pod: &k8s_openapi::api::core::v1::PodSpec, c: &Container) -> SecuritySettings {
+        let p = pod.security_context.clone().unwrap_or_default();
+        let s = c.security_context.clone().unwrap_or_default();
+        let groups = p
+            .fs_group
+            .into_iter()
+            .chain(p.supplemental_groups.into_iter().flatten())
+            .filter_map(|g| u32::try_from(g).ok())
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        SecuritySettings {
+            user: oci::UserOverride {
+                run_as_user: s.run_as_user.or(p.run_as_user),
+                run_as_group: s.run_as_group.or(p.run_as_group),
+                run_as_non_root: s.run_as_non_root.or(p.run_as_non_root) == Some(true),
+            },
+            groups,
+            read_only_root: s.read_only_root_filesystem == Some(true),
+        }
+    }
+}
+
 /// A container's memory limit in bytes (`resources.limits.memory`).
 fn memory_limit(c: &Container) -> Option<u64> {
     let q = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
@@ -1104,7 +1390,8 @@ fn items(
     }
 }
 
-fn readiness_probe(c: &Container, p: &Probe, ports: &PortMap) -> Option<ReadinessProbe> {
+/// The probe `p` of container `c`, polling the host ports the container's ports map to.
+fn probe_state(c: &Container, p: &Probe, ports: &PortMap) -> Option<ProbeState> {
     let host_port = |port| {
         let port = spec::probe_port(c, port)?;
         Some(ports.get(&port).copied().unwrap_or(port))
@@ -1120,14 +1407,17 @@ fn readiness_probe(c: &Container, p: &Probe, ports: &PortMap) -> Option<Readines
             port: host_port(&t.port)?,
         }
     } else {
-        tracing::warn!(container = %c.name, "only httpGet and tcpSocket readiness probes are run; ready once started");
+        tracing::warn!(container = %c.name, "only httpGet and tcpSocket probes are run; this one counts as passing");
         return None;
     };
     let secs = |v: Option<i32>, default: i32| {
         Duration::from_secs(u64::try_from(v.unwrap_or(default).max(1)).unwrap_or(1))
     };
-    Some(ReadinessProbe {
+    Some(ProbeState {
         kind,
+        initial_delay: Duration::from_secs(
+            u64::try_from(p.initial_delay_seconds.unwrap_or(0)).unwrap_or(0),
+        ),
         period: secs(p.period_seconds, 10),
         timeout: secs(p.timeout_seconds, 1),
         success_threshold: p.success_threshold.unwrap_or(1).max(1),
@@ -1138,7 +1428,33 @@ fn readiness_probe(c: &Container, p: &Probe, ports: &PortMap) -> Option<Readines
     })
 }
 
-impl ReadinessProbe {
+impl ProbeState {
+    /// Starts over, the first attempt after the initial delay (a container (re)started).
+    fn reset(&mut self) {
+        self.next = Instant::now() + self.initial_delay;
+        self.successes = 0;
+        self.failures = 0;
+    }
+
+    /// One attempt; `Some(true)` once `successThreshold` passed in a row, `Some(false)` once
+    /// `failureThreshold` failed in a row, `None` in between.
+    async fn run(&mut self) -> Option<bool> {
+        if self.check().await {
+            self.successes += 1;
+            self.failures = 0;
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+        }
+        if self.successes >= self.success_threshold {
+            Some(true)
+        } else if self.failures >= self.failure_threshold {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     async fn check(&self) -> bool {
         let attempt = async {
             match &self.kind {
@@ -1222,6 +1538,39 @@ mod tests {
         assert!(http_ok(b"HTTP/1.1 302 Found"));
         assert!(!http_ok(b"HTTP/1.1 503 Service Unavailable"));
         assert!(!http_ok(b""));
+    }
+
+    #[test]
+    fn container_security_context_wins_over_the_pods() {
+        let pod: k8s_openapi::api::core::v1::PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [],
+            "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true,
+                                "fsGroup": 2000, "supplementalGroups": [3000, 2000]},
+        }))
+        .expect("pod spec");
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "securityContext": {"runAsUser": 10001, "readOnlyRootFilesystem": true},
+        }))
+        .expect("container");
+        assert_eq!(
+            SecuritySettings::of(&pod, &c),
+            SecuritySettings {
+                user: oci::UserOverride {
+                    run_as_user: Some(10001),
+                    run_as_group: Some(65532),
+                    run_as_non_root: true,
+                },
+                groups: vec![2000, 3000],
+                read_only_root: true,
+            }
+        );
+        let bare = Container::default();
+        let none = k8s_openapi::api::core::v1::PodSpec::default();
+        assert_eq!(
+            SecuritySettings::of(&none, &bare),
+            SecuritySettings::default()
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! memory limit (as a kubelet does: the kernel enforces it, and the process reads it from its
 //! cgroup), output appended to a log file, stopped with SIGTERM and, after the grace period,
 //! SIGKILL to the whole group. A process may be confined to an unpacked image ([`Confinement`]):
-//! its own mount namespace with the volumes bind-mounted and /proc mounted, chrooted, as the
-//! container's user.
+//! its own mount namespace with the volumes bind-mounted (read-only where the mount says so), the
+//! root filesystem read-only when the security context asks, /proc mounted, chrooted, as the
+//! container's user and groups.
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -89,12 +90,24 @@ pub fn quantity_bytes(q: &str) -> Option<u64> {
 #[derive(Clone, Debug)]
 pub struct Confinement {
     pub rootfs: PathBuf,
-    /// (directory on this machine, absolute path inside the container).
-    pub binds: Vec<(PathBuf, String)>,
+    pub binds: Vec<Bind>,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary groups (the pod's `fsGroup` and `supplementalGroups`).
+    pub groups: Vec<u32>,
     /// Absolute path inside the container; empty means `/`.
     pub working_dir: String,
+    /// `readOnlyRootFilesystem`: the image's root filesystem is mounted read-only.
+    pub read_only_root: bool,
+}
+
+/// A volume mount: a file or directory of this machine seen at `path` inside the container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bind {
+    pub host: PathBuf,
+    /// Absolute path inside the container.
+    pub path: String,
+    pub read_only: bool,
 }
 
 /// The device nodes runc creates in /dev (without the tty): name, major, minor.
@@ -108,12 +121,15 @@ const DEVICES: [(&str, u32, u32); 5] = [
 
 /// Paths prepared before the fork, so the child only makes syscalls.
 struct Prepared {
-    binds: Vec<(CString, CString)>,
+    /// (source, target, read-only).
+    binds: Vec<(CString, CString, bool)>,
     proc_dir: CString,
     rootfs: CString,
+    read_only_root: bool,
     working_dir: CString,
     uid: u32,
     gid: u32,
+    groups: Vec<libc::gid_t>,
 }
 
 impl Confinement {
@@ -124,7 +140,12 @@ impl Confinement {
         };
         let inside = |path: &str| self.rootfs.join(path.trim_start_matches('/'));
         let mut binds = Vec::new();
-        for (host, path) in &self.binds {
+        for Bind {
+            host,
+            path,
+            read_only,
+        } in &self.binds
+        {
             let target = inside(path);
             if host.is_dir() {
                 std::fs::create_dir_all(&target)?;
@@ -134,7 +155,7 @@ impl Confinement {
                 }
                 OpenOptions::new().create(true).append(true).open(&target)?;
             }
-            binds.push((cstring(host)?, cstring(&target)?));
+            binds.push((cstring(host)?, cstring(&target)?, *read_only));
         }
         let proc_dir = inside("proc");
         std::fs::create_dir_all(&proc_dir)?;
@@ -167,15 +188,18 @@ impl Confinement {
             binds,
             proc_dir: cstring(&proc_dir)?,
             rootfs: cstring(&self.rootfs)?,
+            read_only_root: self.read_only_root,
             working_dir: cstring(Path::new(working_dir))?,
             uid: self.uid,
             gid: self.gid,
+            groups: self.groups.clone(),
         })
     }
 }
 
-/// In the forked child: a private mount namespace, the binds, /proc, chroot, chdir, the user.
-/// Only syscalls on memory prepared before the fork.
+/// In the forked child: a private mount namespace, the root filesystem bound onto itself (so it
+/// can be made read-only), the binds, /proc, chroot, chdir, the user. Only syscalls on memory
+/// prepared before the fork.
 fn enter(p: &Prepared) -> std::io::Result<()> {
     let check = |rc: libc::c_int| {
         if rc == 0 {
@@ -196,7 +220,7 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         ))?;
-        for (source, target) in &p.binds {
+        let bind = |source: &CString, target: &CString, read_only: bool| -> std::io::Result<()> {
             check(libc::mount(
                 source.as_ptr(),
                 target.as_ptr(),
@@ -204,6 +228,20 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 libc::MS_BIND | libc::MS_REC,
                 std::ptr::null(),
             ))?;
+            if read_only {
+                check(libc::mount(
+                    none,
+                    target.as_ptr(),
+                    none,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
+            }
+            Ok(())
+        };
+        bind(&p.rootfs, &p.rootfs, p.read_only_root)?;
+        for (source, target, read_only) in &p.binds {
+            bind(source, target, *read_only)?;
         }
         check(libc::mount(
             c"proc".as_ptr(),
@@ -214,7 +252,7 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         ))?;
         check(libc::chroot(p.rootfs.as_ptr()))?;
         check(libc::chdir(p.working_dir.as_ptr()))?;
-        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setgroups(p.groups.len(), p.groups.as_ptr()))?;
         check(libc::setgid(p.gid))?;
         check(libc::setuid(p.uid))?;
     }
@@ -223,19 +261,9 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
 
 /// Starts `argv` with exactly `env` (plus nothing inherited), in `cwd`, stdout and stderr appended
 /// to `log`, inside `cgroup` when given. Must be called from the runtime's one thread (see main):
-/// the death signal is tied to the thread that forks.
-pub fn spawn(
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    cwd: &Path,
-    log: &Path,
-    cgroup: Option<&MemoryCgroup>,
-) -> std::io::Result<Child> {
-    spawn_confined(argv, env, cwd, log, cgroup, None)
-}
-
-/// [`spawn`], optionally confined to an image: then `cwd` is ignored (the confinement has the
-/// working directory) and `argv[0]` is looked up on the `PATH` in `env`, inside the image.
+/// the death signal is tied to the thread that forks. With a `confinement` (an image), `cwd` is
+/// ignored (the confinement has the working directory) and `argv[0]` is looked up on the `PATH`
+/// in `env`, inside the image.
 pub fn spawn_confined(
     argv: &[String],
     env: &BTreeMap<String, String>,
@@ -412,10 +440,17 @@ mod tests {
         .expect("user");
         let confinement = Confinement {
             rootfs: dir.join("rootfs"),
-            binds: vec![(tmp.clone(), "/tmp".into())],
+            binds: vec![Bind {
+                host: tmp.clone(),
+                path: "/tmp".into(),
+                read_only: false,
+            }],
             uid,
             gid,
+            groups: vec![],
             working_dir: config.working_dir.clone(),
+            // As the chart and the Job builder ask: only the volumes are writable.
+            read_only_root: true,
         };
         let log = dir.join("log");
         let mut child =

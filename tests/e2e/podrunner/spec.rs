@@ -7,35 +7,96 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-/// Which local binary runs a container image.
+/// What runs a container image on this machine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Runs {
+    /// A local binary, started as a plain process of this machine (paths rewritten, see
+    /// [`crate::rewrite`]).
+    Binary(PathBuf),
+    /// An OCI image archive (`oci-archive`, as `just images` writes them): unpacked into a root
+    /// filesystem of the pod's own and run chrooted in it, as a container runtime would
+    /// ([`crate::oci`], [`crate::process::Confinement`]).
+    Archive(PathBuf),
+}
+
+impl Runs {
+    /// The binary or archive on this machine.
+    pub fn path(&self) -> &Path {
+        match self {
+            Runs::Binary(p) | Runs::Archive(p) => p,
+        }
+    }
+}
+
+/// Which local binary or image archive runs a container image.
 ///
-/// Rule: the image reference is cut to its repository (no `:tag`, no `@digest`), and the first
-/// rule whose substring occurs in it wins. The runner's own rules come in this order: every
-/// `--image-map SUBSTRING=PATH`, then `otelcol` and `opentelemetry-collector` (the collector
-/// binary), then `simulator` and `phoenix` (the simulator binary). So `otelcol-phoenix:local` and
-/// `otel/opentelemetry-collector-contrib:0.149.0` are collectors; `phoenix-simulator:e2e` and
-/// `ghcr.io/phoenix-operator/phoenix-simulator:0.1.0` are the simulator.
+/// Rules are checked in order and the first match wins. The runner's own rules come in this
+/// order: every `--image-archive NAME=ARCHIVE` (matches an image whose name — the last path
+/// segment of its repository, without registry, tag or digest — is exactly NAME, so
+/// `--image-archive phoenix-operator=target/images/phoenix-operator.tar` runs
+/// `ghcr.io/phoenix-operator/phoenix-operator:0.1.0` and not `…/phoenix-simulator`), then every
+/// `--image-map SUBSTRING=PATH`, `otelcol` and `opentelemetry-collector` (the collector binary),
+/// `simulator` and `phoenix` (the simulator binary), which match when the substring occurs in the
+/// repository. So `otelcol-phoenix:local` and `otel/opentelemetry-collector-contrib:0.149.0` are
+/// collectors; `phoenix-simulator:e2e` and `ghcr.io/phoenix-operator/phoenix-simulator:0.1.0`
+/// are the simulator (unless an archive rule names `phoenix-simulator`).
 #[derive(Clone, Debug, Default)]
 pub struct ImageMap {
-    rules: Vec<(String, PathBuf)>,
+    rules: Vec<(Match, Runs)>,
+}
+
+/// How a rule matches an image reference.
+#[derive(Clone, Debug)]
+enum Match {
+    /// The substring occurs in the repository.
+    Contains(String),
+    /// The image's name is exactly this.
+    Name(String),
+}
+
+impl Match {
+    fn matches(&self, image: &str) -> bool {
+        let repo = image_repository(image);
+        match self {
+            Match::Contains(s) => repo.contains(s.as_str()),
+            Match::Name(n) => repo.rsplit('/').next() == Some(n.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for Match {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Match::Contains(s) => write!(f, "repository contains {s:?}"),
+            Match::Name(n) => write!(f, "image name is {n:?}"),
+        }
+    }
 }
 
 impl ImageMap {
+    /// Adds a rule: images whose repository contains `substring` run the local `binary`.
     pub fn push(&mut self, substring: &str, binary: PathBuf) {
-        self.rules.push((substring.to_string(), binary));
+        self.rules
+            .push((Match::Contains(substring.to_string()), Runs::Binary(binary)));
     }
 
-    pub fn rules(&self) -> &[(String, PathBuf)] {
-        &self.rules
+    /// Adds a rule: images named `name` run from the OCI image `archive`.
+    pub fn push_archive(&mut self, name: &str, archive: PathBuf) {
+        self.rules
+            .push((Match::Name(name.to_string()), Runs::Archive(archive)));
     }
 
-    /// The binary for `image`, if a rule matches.
-    pub fn binary_for(&self, image: &str) -> Option<&Path> {
-        let repo = image_repository(image);
+    /// The rules in the order they are checked: (what matches, what runs).
+    pub fn rules(&self) -> impl Iterator<Item = (String, &Runs)> {
+        self.rules.iter().map(|(m, runs)| (m.to_string(), runs))
+    }
+
+    /// What runs `image`, if a rule matches.
+    pub fn runs_for(&self, image: &str) -> Option<&Runs> {
         self.rules
             .iter()
-            .find(|(substring, _)| repo.contains(substring.as_str()))
-            .map(|(_, path)| path.as_path())
+            .find(|(m, _)| m.matches(image))
+            .map(|(_, runs)| runs)
     }
 }
 
@@ -222,6 +283,7 @@ mod tests {
 
     fn map() -> ImageMap {
         let mut m = ImageMap::default();
+        m.push_archive("phoenix-operator", "/images/phoenix-operator.tar".into());
         m.push("otelcol", "/bin/otelcol".into());
         m.push("opentelemetry-collector", "/bin/otelcol".into());
         m.push("simulator", "/bin/sim".into());
@@ -232,7 +294,7 @@ mod tests {
     #[test]
     fn images_map_by_repository_substring_in_rule_order() {
         let m = map();
-        let bin = |i: &str| m.binary_for(i).map(|p| p.display().to_string());
+        let bin = |i: &str| m.runs_for(i).map(|r| r.path().display().to_string());
         assert_eq!(
             bin("otelcol-phoenix:local").as_deref(),
             Some("/bin/otelcol")
@@ -245,6 +307,23 @@ mod tests {
         assert_eq!(
             bin("ghcr.io/phoenix-operator/phoenix-simulator:0.1.0").as_deref(),
             Some("/bin/sim")
+        );
+        assert_eq!(
+            m.runs_for("ghcr.io/phoenix-operator/phoenix-operator:0.1.0"),
+            Some(&Runs::Archive("/images/phoenix-operator.tar".into()))
+        );
+        assert_eq!(
+            m.runs_for("registry:5000/x/phoenix-operator@sha256:ff")
+                .map(Runs::path),
+            Some(Path::new("/images/phoenix-operator.tar"))
+        );
+        assert_eq!(
+            m.runs_for("ghcr.io/phoenix-operator/phoenix-simulator:0.1.0"),
+            Some(&Runs::Binary("/bin/sim".into()))
+        );
+        assert_eq!(
+            m.runs_for("phoenix-simulator:e2e"),
+            Some(&Runs::Binary("/bin/sim".into()))
         );
         assert_eq!(bin("nginx:1.27"), None);
         // A tag never matches: only the repository counts.
