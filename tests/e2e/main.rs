@@ -2,6 +2,7 @@
 //! kube-scheduler, kwok) and a real Prometheus, started by tests/e2e/cluster.sh.
 
 mod admission;
+mod all_namespaces;
 mod experiment;
 mod harness;
 mod helm;
