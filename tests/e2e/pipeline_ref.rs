@@ -2,8 +2,9 @@
 //! to a Pipeline the user already runs. The spec is copied when the run starts; an edit of the
 //! user's Pipeline mid-run reaches that Pipeline's own collectors but not the Experiment's
 //! baseline copy (same spec, same config hash, same pod template); the user's Pipeline outlives
-//! the Experiment; and the operator never writes the spec of the user's objects (generation and
-//! the spec's managedFields unchanged by it through the whole run).
+//! the Experiment; and the operator never writes the spec of the user's objects (the Experiment,
+//! the Pipeline, a Simulation of their own): generation and the spec's managedFields unchanged by
+//! it through the whole run.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, PipelineRef, Verdict};
 use phoenix::crd::pipeline::PipelinePhase;
-use phoenix::crd::{Condition, ConditionStatus, Pipeline, PipelineStatus, conditions};
+use phoenix::crd::{Condition, ConditionStatus, Pipeline, PipelineStatus, Simulation, conditions};
 use phoenix::desired::labels::FIELD_MANAGER;
 
 use crate::experiment::{FINAL, experiment, feed_reducing, phase, running_since};
@@ -96,6 +97,29 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
     })
     .await;
     let current_spec = current.spec.clone();
+
+    // A Simulation of the user's own, reconciled by the operator through the whole run.
+    let sims = ns.api::<Simulation>();
+    let sim: Simulation = serde_yaml::from_str(
+        "apiVersion: phoenix.io/v1alpha1\nkind: Simulation\nmetadata: {name: own-load}\nspec:\n  profile: realistic\n  processes: 20\n  duration: 10m\n  nodeSelector: {type: kwok}\n",
+    )
+    .expect("test Simulation parses");
+    sims.create(&PostParams::default(), &sim)
+        .await
+        .expect("Simulation created");
+    let sim = eventually(
+        "Simulation own-load reconciled",
+        Duration::from_secs(60),
+        || async {
+            let s = sims.get("own-load").await.ok()?;
+            let status = s.status.as_ref()?;
+            (status.observed_generation == s.metadata.generation && status.phase.is_some())
+                .then_some(s)
+        },
+    )
+    .await;
+    let sim_generation = sim.metadata.generation;
+    let sim_spec_managers = spec_managers(&sim);
 
     let mut exp = experiment("exp", "minSeriesReductionPercent: 80", "");
     exp.spec.baseline.pipeline = None;
@@ -236,6 +260,9 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
         user.status.and_then(|s| s.phase),
         Some(PipelinePhase::Ready)
     );
+    let sim = sims.get("own-load").await.expect("the user's Simulation");
+    assert_eq!(sim.metadata.generation, sim_generation);
+    assert_eq!(spec_managers(&sim), sim_spec_managers);
     let exp = experiments.get("exp").await.expect("Experiment");
     // kstatus when done: ready, neither reconciling nor stalled, for the current generation.
     let s = exp.status.clone().expect("status");
