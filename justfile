@@ -28,7 +28,7 @@ test: lint build-e2e
 
 # Unit tests only (no control plane).
 test-unit:
-    cargo test --workspace --lib --bins --test api --test crds --test chart --test operator_contract --test alerts --test dashboards
+    cargo test --workspace --lib --bins --test api --test cli_validate --test crds --test chart --test operator_contract --test alerts --test dashboards
 
 # Build (or reuse from ~/.cache/phoenix-e2e) etcd, kube-*, kubectl, kwok, the collector; install Prometheus.
 build-e2e:

@@ -64,7 +64,10 @@ done
 echo
 kubectl get experiment demo
 echo
-kubectl get experiment demo -o json | python3 scripts/demo-report.py
+say "kubectl phoenix report demo"
+target/debug/kubectl-phoenix --kubeconfig "$KUBECONFIG" report demo
+target/debug/kubectl-phoenix --kubeconfig "$KUBECONFIG" report demo -o html > target/demo-report.html \
+  && say "HTML report with the series chart: target/demo-report.html"
 echo
 say "done. Look further:"
 echo "  $KUBECTL --kubeconfig $KUBECONFIG get exp demo -o yaml"

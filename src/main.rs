@@ -16,7 +16,8 @@ use tokio::sync::watch;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::parse();
-    telemetry::init_logging(&settings);
+    // Flushes queued spans when main returns.
+    let _traces = telemetry::init_logging(&settings)?;
     // Every apiserver request is timed into phoenix_kube_request_duration_seconds.
     let client = ClientBuilder::try_from(kube::Config::infer().await?)?
         .with_layer(&telemetry::outbound::KubeMetricsLayer::default())

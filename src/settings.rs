@@ -6,6 +6,10 @@ use clap::{Parser, ValueEnum};
 
 use crate::desired::collector_uid::{LedgerRef, UidRange};
 
+/// The Prometheus URL when neither `--prometheus-url` nor `PHOENIX_PROMETHEUS_URL` is set (the
+/// chart's and `kubectl-phoenix render`'s default too).
+pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus.monitoring:9090";
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -21,7 +25,7 @@ pub struct Settings {
     #[arg(
         long,
         env = "PHOENIX_PROMETHEUS_URL",
-        default_value = "http://prometheus.monitoring:9090"
+        default_value = DEFAULT_PROMETHEUS_URL
     )]
     pub prometheus_url: String,
     /// Remote-write URL the collectors push to. Default: <prometheus-url>/api/v1/write.
@@ -119,6 +123,25 @@ pub struct Settings {
         default_value = ""
     )]
     pub allowed_prometheus_url_prefixes: Vec<String>,
+    /// A Secret, looked up in each Pipeline's namespace, with the collectors' credentials for
+    /// `--remote-write-url` (keys as in `kubectl explain experiment.spec.prometheus.remoteWriteSecretRef`:
+    /// `bearer-token`, `username`/`password`, `header.<Name>`, `ca.crt`, `tls.crt`/`tls.key`).
+    /// Used only for the operator's own remote-write URL, never for an Experiment's own
+    /// Prometheus. A Pipeline in a namespace without it reports `RemoteWriteSecretNotFound`.
+    #[arg(long, env = "PHOENIX_REMOTE_WRITE_SECRET")]
+    pub remote_write_secret: Option<String>,
+    /// Extra header on the collectors' remote writes to `--remote-write-url`, `Name=value`
+    /// (repeatable; comma-separated in the env), e.g. `X-Scope-OrgID=platform`.
+    #[arg(
+        long = "remote-write-header",
+        env = "PHOENIX_REMOTE_WRITE_HEADERS",
+        value_delimiter = ','
+    )]
+    pub remote_write_headers: Vec<String>,
+    /// OTLP/HTTP endpoint to export traces to, e.g. `http://otel-collector:4318` (spans are sent
+    /// to `<endpoint>/v1/traces`). Empty (default): no spans are exported.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// How queries reach Prometheus: credentials, TLS, timeout, answer size cap.
     #[command(flatten)]
     pub prometheus: crate::analysis::access::PrometheusAccess,
@@ -130,6 +153,27 @@ impl Settings {
         self.remote_write_url.clone().unwrap_or_else(|| {
             format!("{}/api/v1/write", self.prometheus_url.trim_end_matches('/'))
         })
+    }
+
+    /// The `--remote-write-header` pairs, split at the first `=`; a pair without `=` is an
+    /// error naming it.
+    pub fn remote_write_header_pairs(&self) -> Result<Vec<(String, String)>, String> {
+        self.remote_write_headers
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|pair| {
+                pair.split_once('=')
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| format!("--remote-write-header {pair:?} is not Name=value"))
+            })
+            .collect()
+    }
+
+    /// Whether an Experiment may name `url` as its collectors' remote-write URL: the operator's
+    /// own remote-write URL, or a URL [`Settings::prometheus_url_allowed`] allows.
+    pub fn remote_write_url_allowed(&self, url: &str) -> bool {
+        let trim = |u: &str| u.trim_end_matches('/').to_string();
+        trim(url) == trim(&self.remote_write_url()) || self.prometheus_url_allowed(url)
     }
 
     /// Whether an Experiment may name `url` as its Prometheus: it is the operator's own, or starts
@@ -187,6 +231,30 @@ mod tests {
         assert_eq!(s.remote_write_url(), "http://127.0.0.1:9090/api/v1/write");
         let s = Settings::parse_from(["x", "--remote-write-url", "http://rw/api/v1/write"]);
         assert_eq!(s.remote_write_url(), "http://rw/api/v1/write");
+    }
+
+    #[test]
+    fn remote_write_urls_and_headers_come_from_the_operators_settings() {
+        let s = Settings::parse_from([
+            "x",
+            "--prometheus-url",
+            "http://prom:9090",
+            "--remote-write-url",
+            "http://mimir/api/v1/push",
+            "--allowed-prometheus-url-prefixes",
+            "http://team-mimir",
+            "--remote-write-header",
+            "X-Scope-OrgID=platform",
+        ]);
+        assert!(s.remote_write_url_allowed("http://mimir/api/v1/push"));
+        assert!(s.remote_write_url_allowed("http://team-mimir/api/v1/push"));
+        assert!(!s.remote_write_url_allowed("http://evil/api/v1/push"));
+        assert_eq!(
+            s.remote_write_header_pairs(),
+            Ok(vec![("X-Scope-OrgID".into(), "platform".into())])
+        );
+        let bad = Settings::parse_from(["x", "--remote-write-header", "no-equals"]);
+        assert!(bad.remote_write_header_pairs().is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The operator's own telemetry: Prometheus metrics, the /metrics /healthz /readyz endpoint, and
-//! log setup. Outbound-call metrics (apiserver, Prometheus) live in [`outbound`].
+//! log setup. Outbound-call metrics (apiserver, Prometheus) live in [`outbound`], span export
+//! over OTLP in [`traces`].
 
 pub mod exposition;
 pub mod outbound;
 pub mod process;
 pub mod state;
+pub mod traces;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -318,14 +320,41 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
     }
 }
 
-/// Sets up tracing from the settings' format and filter.
-pub fn init_logging(settings: &Settings) {
-    use tracing_subscriber::{EnvFilter, fmt};
+/// Sets up logs from the settings' format and filter and, with `--otlp-endpoint`, span export
+/// (JSON log lines then carry trace and span IDs). Keep the returned guard until exit: dropping
+/// it flushes the spans still queued.
+pub fn init_logging(settings: &Settings) -> Result<traces::Traces, traces::TracingError> {
+    use tracing_subscriber::fmt::{self, format};
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    match settings.log_format {
-        LogFormat::Json => fmt().json().with_env_filter(filter).init(),
-        LogFormat::Text => fmt().with_env_filter(filter).init(),
-    }
+    let provider = match settings.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(endpoint) => Some(traces::provider(endpoint)?),
+        None => None,
+    };
+    let exporting = provider.is_some();
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match settings.log_format {
+        LogFormat::Json if exporting => fmt::layer()
+            .json()
+            .event_format(traces::WithTraceIds(format().json()))
+            .boxed(),
+        LogFormat::Json => fmt::layer().json().boxed(),
+        LogFormat::Text => fmt::layer().boxed(),
+    };
+    let subscriber = tracing_subscriber::registry().with(logs).with(filter);
+    let guard = match provider {
+        Some(provider) => {
+            let (spans, guard) = traces::layer(provider);
+            subscriber.with(spans).init();
+            guard
+        }
+        None => {
+            subscriber.init();
+            traces::Traces::default()
+        }
+    };
+    traces::remember_dispatch();
+    Ok(guard)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use phoenix::analysis::access::{self, PrometheusAccess};
 use phoenix::analysis::measure::{self, MeasureError, Measurements, Window};
 use phoenix::analysis::queries::{self, VariantSelector, what};
 use phoenix::analysis::remote_write::{self, TimeSeries};
@@ -110,8 +111,12 @@ impl Prometheus {
         }
     }
 
-    fn client(&self, http: &reqwest::Client) -> Client {
-        Client::from(http.clone(), &self.url).expect("prometheus client")
+    fn client(&self, http: &reqwest::Client) -> access::Prometheus {
+        let client = Client::from(http.clone(), &self.url).expect("prometheus client");
+        access::Prometheus::new(
+            client,
+            PrometheusAccess::default().prometheus_max_response_bytes,
+        )
     }
 
     fn stop(&mut self) {
@@ -325,7 +330,7 @@ fn spec(criteria: serde_json::Value) -> ExperimentSpec {
 }
 
 async fn measure_both(
-    prom: &Client,
+    prom: &access::Prometheus,
     experiment: &str,
     window: &Window,
 ) -> (Measurements, Measurements) {
@@ -539,7 +544,8 @@ async fn a_stopped_prometheus_is_unreachable() {
 
 #[tokio::test]
 async fn bad_requests_are_not_retried() {
-    let prom = Client::from(http(), "http://127.0.0.1:9").expect("client");
+    let client = Client::from(http(), "http://127.0.0.1:9").expect("client");
+    let prom = access::Prometheus::new(client, 1 << 20);
     let window = Window::new(100, 100, 15.0, 10.0);
     let result = measure::measure(&prom, &selector("a/b", "baseline"), &window, &[]).await;
     assert!(

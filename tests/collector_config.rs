@@ -3,7 +3,7 @@
 //! run on this machine's /proc, pushing to a real Prometheus, shows that the reducing templates
 //! really reduce, really sum, and keep every critical process.
 //!
-//! Binaries: `COLLECTOR_BIN` (default `$PHOENIX_E2E_CACHE/otelcol-v<manifest version>/otelcol-phoenix`,
+//! Binaries: `COLLECTOR_BIN` (default `$PHOENIX_E2E_CACHE/otelcol-v<manifest version>-<manifest sha256, 8 hex>/otelcol-phoenix`,
 //! cache default `~/.cache/phoenix-e2e`) and `PROMETHEUS_BIN` (default `prometheus` on PATH). When
 //! one is missing the tests are skipped with a message, unless `PHOENIX_REQUIRE_E2E` is set (CI),
 //! where they fail.
@@ -22,7 +22,8 @@ use phoenix::crd::pipeline::{
     PipelineTemplate, SecretRef, SensitiveAttributes, TopKSpec,
 };
 use phoenix::desired::collector_config::{
-    EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext, render,
+    EXPORTER_TYPES, EXTENSION_TYPES, PROCESSOR_TYPES, RECEIVER_TYPES, RenderContext,
+    RenderedConfig, remote_write::RemoteWriteAuth, render,
 };
 use serde_json::{Value, json};
 
@@ -64,8 +65,16 @@ fn collector_bin() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
         });
+    use sha2::Digest as _;
+    // tests/e2e/build.sh keys the cache on the version and the manifest's hash.
+    let manifest = std::fs::read(MANIFEST).expect("read tests/e2e/otelcol/manifest.yaml");
+    let hash: String = sha2::Sha256::digest(&manifest)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     cache
-        .join(format!("otelcol-v{}", manifest_version()))
+        .join(format!("otelcol-v{}-{hash}", manifest_version()))
         .join("otelcol-phoenix")
 }
 
@@ -687,6 +696,26 @@ fn manifest_modules_parse_sections() {
     );
 }
 
+/// Asserts that `otelcol validate` accepts `rendered` (its Secret env vars set to a dummy value).
+fn collector_validates(collector: &Path, dir: &TempDir, name: &str, rendered: &RenderedConfig) {
+    let file = dir.0.join(format!("{name}.yaml"));
+    std::fs::write(&file, &rendered.yaml).expect("write config");
+    let mut cmd = Command::new(collector);
+    cmd.arg("validate").arg("--config").arg(&file);
+    cmd.env("PHOENIX_NODE_NAME", "validate-node");
+    for h in &rendered.header_env {
+        cmd.env(&h.env, "secret-value");
+    }
+    let out = cmd.output().expect("run collector validate");
+    assert!(
+        out.status.success(),
+        "{name}: collector validate failed:\n{}{}\n--- config ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        rendered.yaml
+    );
+}
+
 /// (a) `otelcol validate` accepts every template's rendered config.
 #[test]
 fn every_template_passes_collector_validate() {
@@ -734,23 +763,44 @@ fn every_template_passes_collector_validate() {
             ctx.topk_processes = &[];
         }
         let rendered = render(spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let file = dir.0.join(format!("{name}.yaml"));
-        std::fs::write(&file, &rendered.yaml).expect("write config");
-        let mut cmd = Command::new(&collector);
-        cmd.arg("validate").arg("--config").arg(&file);
-        cmd.env("PHOENIX_NODE_NAME", "validate-node");
-        for h in &rendered.header_env {
-            cmd.env(&h.env, "secret-value");
-        }
-        let out = cmd.output().expect("run collector validate");
-        assert!(
-            out.status.success(),
-            "{name}: collector validate failed:\n{}{}\n--- config ---\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            rendered.yaml
-        );
+        collector_validates(&collector, &dir, name, &rendered);
         eprintln!("{name}: collector validate OK (hash {})", rendered.hash);
+    }
+}
+
+/// The remote-write credentials (basic auth through the `basicauth` extension, a bearer token,
+/// tenant headers, TLS files) render into a config the real collector accepts.
+#[test]
+fn remote_write_credentials_pass_collector_validate() {
+    let Some(collector) = require("collector", Some(collector_bin())) else {
+        return;
+    };
+    let dir = TempDir::new("validate-rw");
+    let spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
+    let keys = |keys: &[&str]| RemoteWriteAuth {
+        secret: Some(("rw".into(), keys.iter().map(|k| k.to_string()).collect())),
+        headers: vec![("X-Platform".into(), "phoenix".into())],
+    };
+    for (name, auth) in [
+        (
+            "basic",
+            keys(&[
+                "username",
+                "password",
+                "header.X-Scope-OrgID",
+                "ca.crt",
+                "tls.crt",
+                "tls.key",
+            ]),
+        ),
+        ("bearer", keys(&["bearer-token"])),
+    ] {
+        let mut ctx = RenderContext::new(name, "https://mimir.example/api/v1/push");
+        ctx.proc_root = "/";
+        ctx.remote_write_auth = &auth;
+        let rendered = render(&spec, &ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        collector_validates(&collector, &dir, name, &rendered);
+        assert!(!rendered.yaml.contains("secret-value"));
     }
 }
 

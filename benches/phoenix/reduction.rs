@@ -148,7 +148,8 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
             .unwrap_or_default(),
         plan.run.as_secs()
     ));
-    let prom = prometheus_http_query::Client::try_from(cluster.prometheus_url.as_str())?;
+    let prom =
+        phoenix::analysis::access::PrometheusAccess::default().client(&cluster.prometheus_url)?;
     for profile in &plan.profiles {
         if let Err(e) = run_profile(plan, cluster, &prom, profile, report).await {
             report.row(
@@ -180,7 +181,7 @@ pub async fn run(plan: &Plan, cluster: &Cluster, report: &mut Report) -> Result<
 async fn run_profile(
     plan: &Plan,
     cluster: &Cluster,
-    prom: &prometheus_http_query::Client,
+    prom: &phoenix::analysis::access::Prometheus,
     profile: &str,
     report: &mut Report,
 ) -> Result<()> {

@@ -225,10 +225,41 @@ impl PrometheusAccess {
             .map_err(|e| AccessError::Settings(format!("HTTP client: {e}")))
     }
 
-    /// A Prometheus API client for `url` with these settings.
-    pub fn client(&self, url: &str) -> Result<prometheus_http_query::Client, AccessError> {
-        prometheus_http_query::Client::from(self.http_client()?, url)
-            .map_err(|e| AccessError::Settings(format!("Prometheus URL {url:?}: {e}")))
+    /// A Prometheus API client for `url` with these settings, answers capped at
+    /// `--prometheus-max-response-bytes`.
+    pub fn client(&self, url: &str) -> Result<Prometheus, AccessError> {
+        let client = prometheus_http_query::Client::from(self.http_client()?, url)
+            .map_err(|e| AccessError::Settings(format!("Prometheus URL {url:?}: {e}")))?;
+        Ok(Prometheus::new(client, self.prometheus_max_response_bytes))
+    }
+}
+
+/// A Prometheus API client and the largest answer the operator reads from it. Every request the
+/// analysis sends goes through [`super::measure`], which reads answers with [`read_capped`]
+/// under this cap.
+#[derive(Clone)]
+pub struct Prometheus {
+    client: prometheus_http_query::Client,
+    max_response_bytes: u64,
+}
+
+impl Prometheus {
+    /// `client` whose answers are refused past `max_response_bytes` (at least 1).
+    pub fn new(client: prometheus_http_query::Client, max_response_bytes: u64) -> Prometheus {
+        Prometheus {
+            client,
+            max_response_bytes: max_response_bytes.max(1),
+        }
+    }
+
+    /// The API client (requests are built with it; answers are read with [`read_capped`]).
+    pub fn client(&self) -> &prometheus_http_query::Client {
+        &self.client
+    }
+
+    /// The largest answer read, in bytes.
+    pub fn max_response_bytes(&self) -> u64 {
+        self.max_response_bytes
     }
 }
 
@@ -294,7 +325,10 @@ pub fn classify_reqwest(error: &reqwest::Error) -> AccessError {
     AccessError::Other(text)
 }
 
-/// Reads a response body, refusing it once it passes `max` bytes (memory stays bounded).
+/// Reads a response body, refusing it once it passes `max` bytes: a declared length over the
+/// cap is refused before any of the body is read, an undeclared one as soon as the bytes read
+/// pass it, so memory stays bounded by the cap (plus one chunk) whatever Prometheus sends. A
+/// failure while reading is named like a failed request (a stalled body is a `Timeout`).
 pub async fn read_capped(
     mut response: reqwest::Response,
     max: u64,
@@ -306,7 +340,12 @@ pub async fn read_capped(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| AccessError::Other(format!("reading Prometheus's answer: {e}")))?
+        .map_err(|e| match classify_reqwest(&e) {
+            AccessError::Other(text) => {
+                AccessError::Other(format!("reading Prometheus's answer: {text}"))
+            }
+            named => named,
+        })?
     {
         if body.len() as u64 + chunk.len() as u64 > max {
             return Err(AccessError::TooLarge(max));

@@ -4,11 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use prometheus_http_query::{Client, reqwest};
+use prometheus_http_query::reqwest;
+use prometheus_http_query::response::PromqlResult;
 use regex::Regex;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use super::access::{self, AccessError};
+use super::access::{self, AccessError, Prometheus};
 use super::queries::{self, LabelValuesRequest, VariantSelector, what};
 
 /// Most points one range query asks for; Prometheus refuses more than 11,000 per series, and a
@@ -170,7 +172,8 @@ pub enum MeasureError {
     #[error("invalid measurement request: {0}")]
     Invalid(String),
     /// Prometheus could not be used for a reason a person must fix or wait out: refused
-    /// credentials, a failed TLS handshake, a timeout. Retried like `Unreachable`.
+    /// credentials, a failed TLS handshake, a timeout, an answer over the size cap. Retried like
+    /// `Unreachable`, so each counts against the analysis retry budget.
     #[error("{0}")]
     Access(AccessError),
 }
@@ -246,7 +249,7 @@ pub fn align(steps: &[i64], points: &[(f64, f64)]) -> Vec<Option<f64>> {
 /// Measures one variant over `window`. `critical` are regexes (RE2 syntax, unanchored like the
 /// collector's `IsMatch`) on the executable name.
 pub async fn measure(
-    prom: &Client,
+    prom: &Prometheus,
     sel: &VariantSelector,
     window: &Window,
     critical: &[String],
@@ -320,7 +323,7 @@ pub async fn measure(
 /// The `k` executable names of `sel` using the most CPU over `window`, heaviest first (ties by
 /// name), for the `topk` template.
 pub async fn topk_names(
-    prom: &Client,
+    prom: &Prometheus,
     sel: &VariantSelector,
     k: u32,
     window: &Window,
@@ -330,7 +333,7 @@ pub async fn topk_names(
 
 /// [`topk_names`] over the series matching `matchers` (see [`queries::exact_matchers`]).
 pub async fn topk_names_matching(
-    prom: &Client,
+    prom: &Prometheus,
     matchers: &str,
     k: u32,
     window: &Window,
@@ -340,13 +343,14 @@ pub async fn topk_names_matching(
         return Ok(Vec::new());
     }
     let query = queries::topk_by_cpu_matching(matchers, k, window.seconds());
-    let result = observed("instant", async {
-        prom.query(&query)
-            .at(window.end)
-            .post()
-            .await
-            .map_err(classify)
-    })
+    let result = observed(
+        "instant",
+        promql(
+            prom,
+            prom.client().query(&query).at(window.end).post_raw(),
+            &query,
+        ),
+    )
     .await?;
     let vector = result
         .data()
@@ -366,10 +370,12 @@ pub async fn topk_names_matching(
 
 /// Whether Prometheus answers queries (a `vector(1)` query, which also works behind
 /// Prometheus-compatible APIs without `/-/ready`).
-pub async fn reachable(prom: &Client) -> bool {
-    observed("probe", async {
-        prom.query("vector(1)").get().await.map_err(classify)
-    })
+pub async fn reachable(prom: &Prometheus) -> bool {
+    let probe = "vector(1)";
+    observed(
+        "probe",
+        promql(prom, prom.client().query(probe).get_raw(), probe),
+    )
     .await
     .is_ok()
 }
@@ -405,7 +411,7 @@ fn validate_bounds(window: &Window) -> Result<(), MeasureError> {
 /// several queries when the grid has more steps than one query may return. `None` query: no
 /// points (the variant wrote no process metric at all).
 async fn range(
-    prom: &Client,
+    prom: &Prometheus,
     query: Option<&str>,
     window: &Window,
 ) -> Result<Vec<(f64, f64)>, MeasureError> {
@@ -419,13 +425,11 @@ async fn range(
             continue;
         };
         // Grid times are whole seconds (whole-second start, range and step).
-        let result = observed("range", async {
-            prom.query_range(query, first / 1000, last / 1000, window.step_secs)
-                .post()
-                .await
-                .map_err(classify)
-        })
-        .await?;
+        let sent = prom
+            .client()
+            .query_range(query, first / 1000, last / 1000, window.step_secs)
+            .post_raw();
+        let result = observed("range", promql(prom, sent, query)).await?;
         let matrix = result
             .data()
             .as_matrix()
@@ -442,7 +446,7 @@ async fn range(
 
 /// The values of `label` in an instant query's answer at `time` (empty values dropped).
 async fn instant_labels(
-    prom: &Client,
+    prom: &Prometheus,
     query: Option<&str>,
     label: &str,
     time: i64,
@@ -450,10 +454,8 @@ async fn instant_labels(
     let Some(query) = query else {
         return Ok(Vec::new());
     };
-    let result = observed("instant", async {
-        prom.query(query).at(time).post().await.map_err(classify)
-    })
-    .await?;
+    let sent = prom.client().query(query).at(time).post_raw();
+    let result = observed("instant", promql(prom, sent, query)).await?;
     let vector = result
         .data()
         .as_vector()
@@ -465,15 +467,13 @@ async fn instant_labels(
 }
 
 /// The sum of an instant query's finite values at `time`, `None` when it returned nothing.
-async fn instant_optional(
-    prom: &Client,
+pub async fn instant_optional(
+    prom: &Prometheus,
     query: &str,
     time: i64,
 ) -> Result<Option<f64>, MeasureError> {
-    let result = observed("instant", async {
-        prom.query(query).at(time).post().await.map_err(classify)
-    })
-    .await?;
+    let sent = prom.client().query(query).at(time).post_raw();
+    let result = observed("instant", promql(prom, sent, query)).await?;
     let vector = result
         .data()
         .as_vector()
@@ -487,7 +487,7 @@ async fn instant_optional(
 }
 
 /// The sum of an instant query's finite values at `time`; an empty result is 0.
-async fn instant_sum(prom: &Client, query: &str, time: i64) -> Result<f64, MeasureError> {
+async fn instant_sum(prom: &Prometheus, query: &str, time: i64) -> Result<f64, MeasureError> {
     Ok(instant_optional(prom, query, time).await?.unwrap_or(0.0))
 }
 
@@ -505,26 +505,48 @@ struct ApiResponse<T> {
 /// structured `Selector` (unescaped); this sends the exact `match[]` string built and tested in
 /// [`queries`].
 async fn label_values(
-    prom: &Client,
+    prom: &Prometheus,
     request: &LabelValuesRequest,
 ) -> Result<Vec<String>, MeasureError> {
     observed("label_values", label_values_unobserved(prom, request)).await
 }
 
 async fn label_values_unobserved(
-    prom: &Client,
+    prom: &Prometheus,
     request: &LabelValuesRequest,
 ) -> Result<Vec<String>, MeasureError> {
-    let mut url = prom.base_url().clone();
+    let mut url = prom.client().base_url().clone();
     let path = format!("{}/{}", url.path().trim_end_matches('/'), request.path());
     url.set_path(&path);
     let response = prom
+        .client()
         .inner()
         .get(url)
         .query(&request.params())
         .send()
         .await
         .map_err(|e| classify_reqwest(&e, error_chain(&e)))?;
+    decode(response, prom.max_response_bytes(), &request.to_string()).await
+}
+
+/// Sends one PromQL request and reads its answer under the client's size cap.
+async fn promql(
+    prom: &Prometheus,
+    sent: impl Future<Output = Result<reqwest::Response, prometheus_http_query::Error>>,
+    request: &str,
+) -> Result<PromqlResult, MeasureError> {
+    let response = sent.await.map_err(classify)?;
+    decode(response, prom.max_response_bytes(), request).await
+}
+
+/// Reads an API answer of at most `max` bytes and decodes its `data`: refused credentials are
+/// named, an overloaded Prometheus (5xx, 429) is worth retrying, an answer over the cap is
+/// refused while it streams in (`PrometheusResponseTooLarge`, retried like a timeout).
+async fn decode<T: DeserializeOwned>(
+    response: reqwest::Response,
+    max: u64,
+    request: &str,
+) -> Result<T, MeasureError> {
     let status = response.status();
     if matches!(status.as_u16(), 401 | 403) {
         return Err(MeasureError::Access(AccessError::Unauthorized {
@@ -536,15 +558,19 @@ async fn label_values_unobserved(
             "{request}: HTTP {status}"
         )));
     }
-    let body = response
-        .bytes()
+    let body = access::read_capped(response, max)
         .await
-        .map_err(|e| classify_reqwest(&e, error_chain(&e)))?;
-    let parsed: ApiResponse<Vec<String>> = serde_json::from_slice(&body).map_err(|e| {
+        .map_err(|e| match e {
+            AccessError::Other(m) | AccessError::Unreachable(m) => {
+                MeasureError::Unreachable(format!("{request}: {m}"))
+            }
+            named => MeasureError::Access(named),
+        })?;
+    let parsed: ApiResponse<T> = serde_json::from_slice(&body).map_err(|e| {
         MeasureError::BadResponse(format!("{request}: HTTP {status}, undecodable body: {e}"))
     })?;
     match (parsed.status.as_str(), parsed.data) {
-        ("success", Some(values)) => Ok(values),
+        ("success", Some(data)) => Ok(data),
         _ => {
             let kind = parsed.error_type.unwrap_or_default();
             let message = format!(

@@ -409,6 +409,25 @@ pub fn rate_range_secs(step_secs: f64) -> i64 {
     (doubled as i64).max(MIN_RATE_RANGE_SECS)
 }
 
+/// The simulator's gauge of worker processes alive (`--metrics-addr`, scraped by Prometheus through
+/// the pod's `prometheus.io/*` annotations).
+pub const SIMULATOR_ACTIVE_METRIC: &str = "phoenix_simulator_active_processes";
+
+/// The worker processes alive across the pods of the simulator Job `job` in `namespace`:
+/// `sum(phoenix_simulator_active_processes{namespace="ns",pod=~"<job>-…"})`. `namespace` and `pod`
+/// are the target labels the usual annotation-based pod scrape config sets from service
+/// discovery, so a pod cannot claim another's figure by exporting them; the pod regex matches
+/// only the Job's pod names (`<job>-<5 characters>`, indexed `<job>-<index>-<5 characters>`),
+/// never those of a Job whose name merely starts the same.
+pub fn simulator_active_processes(namespace: &str, job: &str) -> String {
+    let pods = format!("{}-([0-9]+-)?[a-z0-9]{{5}}", regex::escape(job));
+    format!(
+        "sum({SIMULATOR_ACTIVE_METRIC}{{namespace=\"{}\",pod=~\"{}\"}})",
+        escape_label_value(namespace),
+        escape_label_value(&pods)
+    )
+}
+
 /// Escapes a label value for a double-quoted PromQL string (Go string-literal rules).
 pub fn escape_label_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
@@ -450,6 +469,32 @@ fn sum_of_terms(names: &[String], term: impl Fn(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simulators_figure_is_read_for_the_jobs_own_pods() {
+        let q = simulator_active_processes("team-a", "load.x-load");
+        assert_eq!(
+            q,
+            r#"sum(phoenix_simulator_active_processes{namespace="team-a",pod=~"load\\.x\\-load-([0-9]+-)?[a-z0-9]{5}"})"#
+        );
+        // The regex Prometheus compiles (after unquoting) matches the Job's pods only.
+        let pattern = format!("^(?:{})$", r"load\.x\-load-([0-9]+-)?[a-z0-9]{5}");
+        let re = regex::Regex::new(&pattern).expect("valid regex");
+        for pod in [
+            "load.x-load-7kq2z",
+            "load.x-load-0-7kq2z",
+            "load.x-load-12-abcde",
+        ] {
+            assert!(re.is_match(pod), "{pod}");
+        }
+        for pod in [
+            "load.x-load-more-7kq2z",
+            "loadxx-load-7kq2z",
+            "load.x-load-7kq2",
+        ] {
+            assert!(!re.is_match(pod), "{pod}");
+        }
+    }
 
     fn baseline() -> VariantSelector {
         VariantSelector {

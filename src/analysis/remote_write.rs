@@ -1,5 +1,6 @@
 //! A minimal Prometheus remote-write 1.0 client, to feed deterministic data into a real
-//! Prometheus from tests and the end-to-end harness.
+//! Prometheus from tests and the end-to-end harness, and to send the empty request of the
+//! operator's remote-write check (`controller::remote_write_check`).
 //!
 //! The protobuf `WriteRequest` is encoded by hand (it has three tiny messages), compressed with
 //! snappy's block format and POSTed with the headers the protocol requires. Prometheus rejects

@@ -44,6 +44,23 @@ fn pipeline_child(p: Option<&Pipeline>) -> Child {
     if status.observed_generation != p.metadata.generation {
         return Child::Progressing;
     }
+    // Collector pods refused by admission (Pod Security, a webhook, a quota) never come without
+    // a change to the namespace or its policies: fail with the apiserver's words, not a timeout.
+    if let Some(c) = conditions::find(&status.conditions, "Available")
+        .filter(|c| c.reason == super::pod_admission::PODS_REFUSED)
+    {
+        return Child::Broken(c.reason.clone(), c.message.clone());
+    }
+    // Collectors whose remote-write endpoint refuses their credentials or certificates would
+    // measure nothing: fail with the reason, not with no data.
+    if let Some(c) = conditions::find(&status.conditions, super::remote_write_check::CONDITION)
+        .filter(|c| {
+            c.status == conditions::ConditionStatus::False
+                && super::remote_write_check::needs_a_fix(&c.reason)
+        })
+    {
+        return Child::Broken(c.reason.clone(), c.message.clone());
+    }
     match status.phase {
         Some(PipelinePhase::Ready) => Child::Ready,
         Some(PipelinePhase::Invalid) => {
@@ -98,12 +115,18 @@ async fn resolve(
 
 /// Why the operator's settings refuse the Experiment's own Prometheus URL, if they do.
 fn prometheus_refusal(ctx: &Context, exp: &Experiment) -> Option<String> {
-    let url = &exp.spec.prometheus.as_ref()?.url;
-    (!ctx.settings.prometheus_url_allowed(url)).then(|| {
+    let prometheus = exp.spec.prometheus.as_ref()?;
+    let refused = |field: &str, url: &str| {
         format!(
-            "spec.prometheus.url {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
+            "spec.prometheus.{field} {url} is not allowed by the operator: only its own Prometheus or a URL under --allowed-prometheus-url-prefixes (chart value allowedPrometheusUrlPrefixes)"
         )
-    })
+    };
+    if !ctx.settings.prometheus_url_allowed(&prometheus.url) {
+        return Some(refused("url", &prometheus.url));
+    }
+    let remote_write = prometheus.remote_write_url.as_deref()?;
+    (!ctx.settings.remote_write_url_allowed(remote_write))
+        .then(|| refused("remoteWriteUrl", remote_write))
 }
 
 fn prometheus_url(ctx: &Context, exp: &Experiment) -> String {
@@ -769,6 +792,27 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pipeline_whose_pods_admission_refuses_is_a_broken_child() {
+        let mut pipeline = Pipeline::new(
+            "exp-baseline",
+            serde_yaml::from_str("template: baseline").expect("spec"),
+        );
+        let mut status = crate::crd::pipeline::PipelineStatus {
+            phase: Some(PipelinePhase::Pending),
+            ..Default::default()
+        };
+        super::super::pod_admission::mark_refused(&mut status, "violates PodSecurity", None);
+        pipeline.status = Some(status);
+        assert_eq!(
+            pipeline_child(Some(&pipeline)),
+            Child::Broken(
+                super::super::pod_admission::PODS_REFUSED.into(),
+                "violates PodSecurity".into()
+            )
+        );
+    }
 
     #[test]
     fn finished_experiments_expire_only_with_a_ttl() {

@@ -7,6 +7,8 @@ pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
 pub mod pipeline_topk;
+pub mod pod_admission;
+pub mod remote_write_check;
 pub mod simulation;
 
 use std::fmt::Debug;

@@ -19,13 +19,14 @@ use tracing::{info, instrument};
 use super::pipeline_topk;
 use super::{
     Context, StatusWrite, apply, apply_if_changed, collector_uid, namespaced_api, now,
-    write_status, write_status_at,
+    pod_admission, remote_write_check, write_status, write_status_at,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
 use crate::crd::validation;
 use crate::desired::children::{self, Grant};
+use crate::desired::collector_config::remote_write::RemoteWriteAuth;
 use crate::desired::collector_config::{self, RenderContext};
 use crate::desired::labels;
 use crate::desired::workload::{self, CollectorParams, Workload};
@@ -263,27 +264,20 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         refuse(&ctx, &api, &pipeline, "ImageNotAllowed", message).await?;
         return Ok(Action::await_change());
     }
-    let secret_keys =
-        match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
-            Ok(keys) => keys,
-            Err(refusal) => {
-                let (reason, message) = (refusal.reason(), refusal.to_string());
-                let status = invalid_status(&pipeline, reason, &message, &previous);
-                if previous.message != status.message {
-                    ctx.event(
-                        pipeline.as_ref(),
-                        EventType::Warning,
-                        reason,
-                        "Validate",
-                        message,
-                    )
-                    .await;
-                }
-                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-                // Secrets are not watched: look again in a while.
-                return Ok(Action::requeue(Duration::from_secs(30)));
-            }
-        };
+    let resolved = match header_secret_keys(&ctx, &namespace, &pipeline, exporters_allowed).await? {
+        Ok(keys) => remote_write_auth(&ctx, &namespace, grant.as_ref())
+            .await?
+            .map(|auth| (keys, auth)),
+        Err(refusal) => Err(refusal),
+    };
+    let (secret_keys, (remote_write_auth, remote_write_secret)) = match resolved {
+        Ok(resolved) => resolved,
+        Err(refusal) => {
+            refuse(&ctx, &api, &pipeline, refusal.reason(), refusal.to_string()).await?;
+            // Secrets are not watched: look again in a while.
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
     // A standalone topk Pipeline ranks its top K from its selection source (when due).
     let selection = pipeline_topk::refresh(&ctx, &pipeline, &previous, grant.is_some()).await;
     let render_ctx = RenderContext {
@@ -292,6 +286,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         topk_processes: &selection.processes,
         extra_exporters_allowed: exporters_allowed,
         secret_keys: &secret_keys,
+        remote_write_auth: &remote_write_auth,
         ..RenderContext::new(&name, &remote_write)
     };
     let rendered = match collector_config::render(&pipeline.spec, &render_ctx) {
@@ -339,6 +334,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         default_image: &ctx.settings.collector_image,
         extra_env: rendered.header_env.iter().map(|h| h.env_var()).collect(),
         uid,
+        secret_files: rendered.secret_files.clone(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
@@ -374,6 +370,24 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
     // Event, so neither a ranking nor a rollout is announced twice.
     let mut status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
     selection.apply_to(&mut status);
+    let mut pods_refused = None;
+    if let Some(refused) = pod_admission::refusal(&ctx.client, &applied).await? {
+        let message = pod_admission::refusal_message(&namespace, &refused);
+        pod_admission::mark_refused(&mut status, &message, pipeline.metadata.generation);
+        if previous.message != status.message {
+            pods_refused = Some(message);
+        }
+    }
+    let recheck_remote_write = check_remote_write(
+        &remote_write,
+        &remote_write_auth,
+        remote_write_secret.as_ref(),
+        &previous,
+        &rendered.hash,
+        &mut status,
+        pipeline.metadata.generation,
+    )
+    .await;
     let version = pipeline.resource_version();
     let written = write_status_at(
         &api,
@@ -387,6 +401,32 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // Events on what changed, once stored.
+    if let Some(message) = pods_refused {
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Warning,
+            pod_admission::PODS_REFUSED,
+            "Rollout",
+            message,
+        )
+        .await;
+    }
+    let refused = conditions::find(&status.conditions, remote_write_check::CONDITION)
+        .filter(|c| c.status == ConditionStatus::False)
+        .filter(|c| {
+            conditions::find(&previous.conditions, remote_write_check::CONDITION) != Some(*c)
+        });
+    if let Some(c) = refused {
+        let (reason, message) = (c.reason.clone(), c.message.clone());
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Warning,
+            &reason,
+            "Check",
+            message,
+        )
+        .await;
+    }
     topk_events(&ctx, &pipeline, &selection, &previous).await;
     if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
         let note = match &previous.config_hash {
@@ -418,6 +458,13 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         )
         .await;
         info!(hash = %rendered.hash, "collectors rolled out");
+    }
+    if pod_admission::pods_missing(&applied) || recheck_remote_write {
+        // The refusal arrives as Events, which are not watched: look again in a while.
+        let after = selection
+            .next
+            .map_or(PODS_MISSING_RECHECK, |n| n.min(PODS_MISSING_RECHECK));
+        return Ok(Action::requeue(after));
     }
     Ok(selection
         .next
@@ -474,6 +521,34 @@ async fn refuse(
     write_status(api, pipeline, pipeline.status.as_ref(), &status)
         .await
         .map(|_| ())
+}
+
+/// Re-check interval while collector pods are missing (their refusal comes as Events) or the
+/// remote-write endpoint refuses the collectors (Secrets are not watched).
+pub const PODS_MISSING_RECHECK: Duration = Duration::from_secs(15);
+
+/// Checks the remote-write endpoint with the collectors' credentials when due (see
+/// [`remote_write_check::due`]) and records it in `status`; true while it does not pass.
+async fn check_remote_write(
+    url: &str,
+    auth: &RemoteWriteAuth,
+    secret: Option<&Secret>,
+    previous: &PipelineStatus,
+    hash: &str,
+    status: &mut PipelineStatus,
+    generation: Option<i64>,
+) -> bool {
+    if !remote_write_check::due(previous, hash) {
+        return false;
+    }
+    let outcome = match remote_write_check::credentials(auth, secret) {
+        Ok(credentials) => {
+            remote_write_check::probe(url, &credentials, remote_write_check::TIMEOUT).await
+        }
+        Err(e) => Err(e),
+    };
+    remote_write_check::record(status, url, &outcome, generation);
+    outcome.is_err()
 }
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector
@@ -553,6 +628,16 @@ pub enum SecretRefusal {
         "Secret {0} referenced by spec.exporters lacks the label {EXPORTER_CREDENTIALS}=\"true\": Phoenix sends only Secrets opted in for exporter use as HTTP headers (label it to allow)"
     )]
     NotOptedIn(String),
+    #[error(
+        "remote-write credentials Secret {0} does not exist in the Pipeline's namespace (--remote-write-secret, or the Experiment's spec.prometheus.remoteWriteSecretRef)"
+    )]
+    RemoteWriteNotFound(String),
+    #[error(
+        "remote-write credentials Secret {0} (spec.prometheus.remoteWriteSecretRef) lacks the label {EXPORTER_CREDENTIALS}=\"true\": Phoenix sends only Secrets opted in for exporter use (label it to allow)"
+    )]
+    RemoteWriteNotOptedIn(String),
+    #[error("operator settings: {0}")]
+    RemoteWriteSettings(String),
 }
 
 impl SecretRefusal {
@@ -560,7 +645,11 @@ impl SecretRefusal {
     pub fn reason(&self) -> &'static str {
         match self {
             SecretRefusal::NotFound(_) => "SecretNotFound",
-            SecretRefusal::NotOptedIn(_) => "SecretNotOptedIn",
+            SecretRefusal::NotOptedIn(_) | SecretRefusal::RemoteWriteNotOptedIn(_) => {
+                "SecretNotOptedIn"
+            }
+            SecretRefusal::RemoteWriteNotFound(_) => "RemoteWriteSecretNotFound",
+            SecretRefusal::RemoteWriteSettings(_) => "InvalidRemoteWriteSettings",
         }
     }
 }
@@ -571,20 +660,84 @@ pub fn exporter_secret_keys(
     secret: Option<Secret>,
 ) -> std::result::Result<Vec<String>, SecretRefusal> {
     let secret = secret.ok_or_else(|| SecretRefusal::NotFound(name.to_string()))?;
-    let opted_in = secret
+    if !opted_in(&secret) {
+        return Err(SecretRefusal::NotOptedIn(name.to_string()));
+    }
+    Ok(key_names(secret))
+}
+
+/// Whether `secret` carries [`EXPORTER_CREDENTIALS`]`="true"`.
+fn opted_in(secret: &Secret) -> bool {
+    secret
         .metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(EXPORTER_CREDENTIALS))
-        .is_some_and(|v| v == "true");
-    if !opted_in {
-        return Err(SecretRefusal::NotOptedIn(name.to_string()));
+        .is_some_and(|v| v == "true")
+}
+
+/// The key names of the remote-write credentials Secret `name`: an Experiment's own Secret
+/// (`opt_in_required`) must carry [`EXPORTER_CREDENTIALS`]; the operator's global one need not
+/// (the operator's admin named it, for the operator's own endpoint). Pure.
+pub fn remote_write_secret_keys(
+    name: &str,
+    secret: Option<Secret>,
+    opt_in_required: bool,
+) -> std::result::Result<Vec<String>, SecretRefusal> {
+    let secret = secret.ok_or_else(|| SecretRefusal::RemoteWriteNotFound(name.to_string()))?;
+    if opt_in_required && !opted_in(&secret) {
+        return Err(SecretRefusal::RemoteWriteNotOptedIn(name.to_string()));
     }
+    Ok(key_names(secret))
+}
+
+/// The key names of `secret`, sorted.
+fn key_names(secret: Secret) -> Vec<String> {
     let mut names: Vec<String> = secret.data.unwrap_or_default().into_keys().collect();
     names.extend(secret.string_data.unwrap_or_default().into_keys());
     names.sort();
     names.dedup();
-    Ok(names)
+    names
+}
+
+/// How the collectors authenticate to their remote-write endpoint: with an Experiment's own
+/// Prometheus, its `remoteWriteSecretRef` (opted in) and nothing of the operator's; with the
+/// operator's `--remote-write-url`, its `--remote-write-secret` and `--remote-write-header`.
+/// Also the Secret itself, for [`remote_write_check`].
+async fn remote_write_auth(
+    ctx: &Context,
+    namespace: &str,
+    grant: Option<&Grant>,
+) -> Result<std::result::Result<(RemoteWriteAuth, Option<Secret>), SecretRefusal>> {
+    let own = grant.filter(|g| g.remote_write_url.is_some());
+    let (secret, headers) = match own {
+        Some(g) => (g.remote_write_secret.clone(), vec![]),
+        None => match ctx.settings.remote_write_header_pairs() {
+            Ok(headers) => (ctx.settings.remote_write_secret.clone(), headers),
+            Err(e) => return Ok(Err(SecretRefusal::RemoteWriteSettings(e))),
+        },
+    };
+    let Some(name) = secret.filter(|s| !s.is_empty()) else {
+        let auth = RemoteWriteAuth {
+            secret: None,
+            headers,
+        };
+        return Ok(Ok((auth, None)));
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let found = secrets
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube("get remote-write credentials Secret"))?;
+    Ok(
+        remote_write_secret_keys(&name, found.clone(), own.is_some()).map(|keys| {
+            let auth = RemoteWriteAuth {
+                secret: Some((name, keys)),
+                headers,
+            };
+            (auth, found)
+        }),
+    )
 }
 
 /// The key names (never the values) of the Secrets `spec.exporters` reference, or why one of
@@ -764,6 +917,29 @@ mod tests {
         assert_eq!(
             exporter_secret_keys("k", None),
             Err(SecretRefusal::NotFound("k".into()))
+        );
+    }
+
+    #[test]
+    fn an_experiments_remote_write_secret_must_opt_in_the_operators_need_not() {
+        let plain = secret(&[]);
+        assert_eq!(
+            remote_write_secret_keys("rw", Some(plain.clone()), false),
+            Ok(vec!["api-key".to_string()])
+        );
+        let refusal = remote_write_secret_keys("rw", Some(plain), true).unwrap_err();
+        assert_eq!(refusal.reason(), "SecretNotOptedIn");
+        assert!(
+            refusal.to_string().contains("remoteWriteSecretRef"),
+            "{refusal}"
+        );
+        assert_eq!(
+            remote_write_secret_keys("rw", Some(secret(&[(EXPORTER_CREDENTIALS, "true")])), true),
+            Ok(vec!["api-key".to_string()])
+        );
+        assert_eq!(
+            remote_write_secret_keys("rw", None, false).map_err(|r| r.reason()),
+            Err("RemoteWriteSecretNotFound")
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The Simulation controller: one simulator Job per Simulation (one pod per target node), status
-//! followed from the Job.
+//! followed from the Job, and `status.activeProcesses` from what the simulators report (their
+//! `phoenix_simulator_active_processes`, read from the operator's Prometheus).
 
 use std::sync::Arc;
 
@@ -23,6 +24,56 @@ use crate::{Error, Result};
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "simulation";
+
+/// How often a running Simulation's `status.activeProcesses` is read again.
+pub const ACTIVE_PROCESSES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long one read of `status.activeProcesses` may take before the last known figure stays.
+pub const ACTIVE_PROCESSES_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `status.activeProcesses` for a Simulation in `phase`. Pure. While it runs: the simulators'
+/// own figure (`reported`: `Ok(None)` when Prometheus holds none, e.g. nothing scrapes the pods),
+/// the last known one when Prometheus could not answer. Finished: 0 (its Job's pods are done).
+/// Pending: unknown.
+pub fn active_processes(
+    phase: Option<SimulationPhase>,
+    reported: Result<Option<f64>, ()>,
+    previous: Option<i64>,
+) -> Option<i64> {
+    match phase {
+        Some(SimulationPhase::Running) => match reported {
+            // A gauge of processes: a whole, non-negative number (the cast saturates).
+            Ok(figure) => figure.map(|v| v.round().max(0.0) as i64),
+            Err(()) => previous,
+        },
+        Some(SimulationPhase::Succeeded | SimulationPhase::Failed) => Some(0),
+        Some(SimulationPhase::Pending) | None => None,
+    }
+}
+
+/// What the simulators of Job `job` in `namespace` report alive now, from the operator's
+/// Prometheus (`--prometheus-url`, with its access settings); `Err` when it could not answer.
+async fn reported_active_processes(
+    ctx: &Context,
+    namespace: &str,
+    job: &str,
+) -> Result<Option<f64>, ()> {
+    let prom = ctx
+        .settings
+        .prometheus
+        .client(&ctx.settings.prometheus_url)
+        .map_err(|e| tracing::debug!(error = %e, "no Prometheus client for activeProcesses"))?;
+    let query = crate::analysis::queries::simulator_active_processes(namespace, job);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    // An informational figure: a slow Prometheus must not hold up following the Job.
+    let answer = tokio::time::timeout(
+        ACTIVE_PROCESSES_QUERY_TIMEOUT,
+        crate::analysis::measure::instant_optional(&prom, &query, now),
+    )
+    .await
+    .map_err(|_| tracing::debug!("activeProcesses: Prometheus did not answer in time"))?;
+    answer.map_err(|e| tracing::debug!(error = %e, "activeProcesses not read from Prometheus"))
+}
 
 /// The Simulation's status as read from its Job. Pure.
 pub fn status_from_job(
@@ -253,7 +304,13 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
         job = Some(created);
     }
 
-    let status = status_from_job(&sim, job.as_ref(), &previous);
+    let mut status = status_from_job(&sim, job.as_ref(), &previous);
+    let running = status.phase == Some(SimulationPhase::Running);
+    let reported = match (&status.job, running) {
+        (Some(job), true) => reported_active_processes(&ctx, &namespace, job).await,
+        _ => Ok(None),
+    };
+    status.active_processes = active_processes(status.phase, reported, previous.active_processes);
     if status.phase != previous.phase {
         let (type_, reason) = match status.phase {
             Some(SimulationPhase::Failed) => (EventType::Warning, "LoadFailed"),
@@ -270,7 +327,12 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
         .await;
     }
     write_status(&api, &sim, sim.status.as_ref(), &status).await?;
-    Ok(Action::await_change())
+    // A running load's figure changes as its simulators churn: look again on a timer.
+    Ok(if running {
+        Action::requeue(ACTIVE_PROCESSES_REFRESH)
+    } else {
+        Action::await_change()
+    })
 }
 
 async fn count_target_nodes(ctx: &Context, selector: &Selector) -> Result<i32> {
@@ -348,6 +410,24 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn active_processes_come_from_the_simulators_while_the_load_runs() {
+        let running = Some(SimulationPhase::Running);
+        assert_eq!(active_processes(running, Ok(Some(41.6)), Some(7)), Some(42));
+        assert_eq!(active_processes(running, Ok(Some(-1.0)), None), Some(0));
+        // Prometheus holds no figure (nothing scrapes the pods): unknown, not a stale number.
+        assert_eq!(active_processes(running, Ok(None), Some(7)), None);
+        // Prometheus did not answer: the last known figure stays.
+        assert_eq!(active_processes(running, Err(()), Some(7)), Some(7));
+        for done in [SimulationPhase::Succeeded, SimulationPhase::Failed] {
+            assert_eq!(active_processes(Some(done), Ok(None), Some(7)), Some(0));
+        }
+        assert_eq!(
+            active_processes(Some(SimulationPhase::Pending), Ok(None), Some(7)),
+            None
+        );
     }
 
     #[test]

@@ -244,6 +244,23 @@ pub struct PrometheusSpec {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
     pub url: String,
+    /// Where the collectors push, when it is not `<url>/api/v1/write` (Mimir, Cortex and Thanos
+    /// take writes on another URL than queries). Like `url`, it must be allowed by the operator's
+    /// `--allowed-prometheus-url-prefixes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (self.startsWith('http://') || self.startsWith('https://'))").message("must be an http(s) URL"))]
+    pub remote_write_url: Option<String>,
+    /// A Secret in this namespace with the collectors' remote-write credentials, by key:
+    /// `bearer-token`; `username` and `password` (basic auth); `header.<Name>` (one header each,
+    /// e.g. `header.X-Scope-OrgID`); `ca.crt` (the CA of the endpoint's certificate), `tls.crt`
+    /// and `tls.key` (a client certificate). Values reach the collector pods as environment
+    /// variables from the Secret or as files mounted from it, never in the generated ConfigMap.
+    /// The Secret must carry the label `phoenix.io/exporter-credentials: "true"`, else the
+    /// children report `SecretNotOptedIn`. The operator's global remote-write credentials are
+    /// never sent to an Experiment's own Prometheus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_write_secret_ref: Option<super::pipeline::SecretRef>,
 }
 
 /// Observed state of an Experiment.

@@ -231,7 +231,10 @@ pub struct SimulationStatus {
     /// When the load Job finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// Simulated processes running, where known.
+    /// Worker processes alive now, as the simulators report them (their
+    /// `phoenix_simulator_active_processes`, read from the operator's Prometheus every 30 s while
+    /// the load runs; absent when Prometheus does not scrape the simulator pods). 0 once the load
+    /// has finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_processes: Option<i64>,
     /// Name of the Job running the simulator.

@@ -26,11 +26,14 @@ pub fn experiment_label(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
-/// The remote-write URL of an Experiment's own Prometheus, when its spec names one.
+/// The remote-write URL of an Experiment's own Prometheus, when its spec names one:
+/// `spec.prometheus.remoteWriteUrl`, else `<spec.prometheus.url>/api/v1/write`.
 pub fn remote_write_url(spec: &ExperimentSpec) -> Option<String> {
-    spec.prometheus
-        .as_ref()
-        .map(|p| format!("{}/api/v1/write", p.url.trim_end_matches('/')))
+    spec.prometheus.as_ref().map(|p| {
+        p.remote_write_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/api/v1/write", p.url.trim_end_matches('/')))
+    })
 }
 
 /// Which side of the comparison.
@@ -60,6 +63,9 @@ pub struct Grant {
     pub variant: Side,
     /// The Experiment's own remote-write URL ([`remote_write_url`]), if its spec names one.
     pub remote_write_url: Option<String>,
+    /// The Experiment's remote-write credentials Secret
+    /// (`spec.prometheus.remoteWriteSecretRef`), if its spec names one.
+    pub remote_write_secret: Option<String>,
     /// `spec.allowExtraExporters` of the Experiment.
     pub allow_extra_exporters: bool,
 }
@@ -98,6 +104,12 @@ pub fn grant(pipeline: &str, owner: &OwnerReference, experiment: &Experiment) ->
         experiment: name.to_string(),
         variant,
         remote_write_url: remote_write_url(&experiment.spec),
+        remote_write_secret: experiment
+            .spec
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.remote_write_secret_ref.as_ref())
+            .map(|r| r.name.clone()),
         allow_extra_exporters: experiment.spec.allow_extra_exporters,
     })
 }
@@ -333,6 +345,7 @@ mod tests {
                 experiment: "e".into(),
                 variant: Side::Candidate,
                 remote_write_url: Some("http://team-prom:9090/api/v1/write".into()),
+                remote_write_secret: None,
                 allow_extra_exporters: true,
             })
         );

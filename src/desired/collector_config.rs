@@ -25,6 +25,7 @@
 
 mod error;
 pub mod escape;
+pub mod remote_write;
 pub mod templates;
 mod validate;
 
@@ -102,9 +103,15 @@ pub struct RenderContext<'a> {
     pub self_telemetry_port: u16,
     /// hostmetrics `root_path`; the scraper reads `<proc_root>/proc`.
     pub proc_root: &'a str,
+    /// How the collectors authenticate to `remote_write_url` (see [`remote_write`]).
+    pub remote_write_auth: &'a remote_write::RemoteWriteAuth,
 }
 
 static NO_SECRETS: BTreeMap<String, Vec<String>> = BTreeMap::new();
+static NO_REMOTE_WRITE_AUTH: remote_write::RemoteWriteAuth = remote_write::RemoteWriteAuth {
+    secret: None,
+    headers: Vec::new(),
+};
 
 impl<'a> RenderContext<'a> {
     /// A standalone Pipeline's context with the default ports and mounts, no topk list and no
@@ -121,6 +128,7 @@ impl<'a> RenderContext<'a> {
             health_port: DEFAULT_HEALTH_PORT,
             self_telemetry_port: DEFAULT_SELF_TELEMETRY_PORT,
             proc_root: DEFAULT_PROC_ROOT,
+            remote_write_auth: &NO_REMOTE_WRITE_AUTH,
         }
     }
 }
@@ -164,8 +172,12 @@ pub struct RenderedConfig {
     pub yaml: String,
     /// First 8 hex digits of the SHA-256 of `yaml`.
     pub hash: String,
-    /// Env vars the pod must get from Secrets (exporter headers), sorted by env name.
+    /// Env vars the pod must get from Secrets (exporter headers, remote-write credentials),
+    /// sorted by env name.
     pub header_env: Vec<HeaderEnv>,
+    /// The remote-write credentials Secret and the keys the pod mounts from it as files under
+    /// [`remote_write::MOUNT_DIR`] (TLS material), if any.
+    pub secret_files: Option<(String, Vec<String>)>,
     /// The typed form `yaml` was serialized from.
     pub config: CollectorConfig,
 }
@@ -253,7 +265,7 @@ impl CollectorConfig {
 /// structure, serializes and hashes it.
 pub fn render(spec: &PipelineSpec, ctx: &RenderContext) -> Result<RenderedConfig, ConfigError> {
     validate_spec(spec)?;
-    let (config, header_env) = build(spec, ctx)?;
+    let (config, header_env, secret_files) = build(spec, ctx)?;
     validate_structure(&config)?;
     let body = serde_yaml::to_string(&config).map_err(|e| ConfigError::Serialize(e.to_string()))?;
     let yaml = format!(
@@ -266,6 +278,7 @@ pub fn render(spec: &PipelineSpec, ctx: &RenderContext) -> Result<RenderedConfig
         yaml,
         hash,
         header_env,
+        secret_files,
         config,
     })
 }
@@ -279,10 +292,14 @@ pub fn hash8(text: &str) -> String {
         .collect()
 }
 
-fn build(
-    spec: &PipelineSpec,
-    ctx: &RenderContext,
-) -> Result<(CollectorConfig, Vec<HeaderEnv>), ConfigError> {
+/// A built config, the env vars it needs from Secrets, and the Secret files it reads.
+type Built = (
+    CollectorConfig,
+    Vec<HeaderEnv>,
+    Option<(String, Vec<String>)>,
+);
+
+fn build(spec: &PipelineSpec, ctx: &RenderContext) -> Result<Built, ConfigError> {
     let interval = spec.collection_interval.get();
     let mut c = CollectorConfig::default();
     let component = |v: Value| Component(v);
@@ -334,9 +351,8 @@ fn build(
         ]})),
     );
 
-    c.exporters.insert(
-        REMOTE_WRITE.into(),
-        component(json!({
+    let auth = remote_write::plan(ctx.remote_write_auth)?;
+    let mut remote_write = json!({
             // From an Experiment's `spec.prometheus.url`: user text like any other.
             "endpoint": escape::confmap(ctx.remote_write_url),
             "resource_to_telemetry_conversion": {"enabled": true},
@@ -345,19 +361,35 @@ fn build(
             // whole remote-write request with an out-of-order sample). The queue has one worker
             // unless a feature gate says otherwise.
             "max_batch_request_parallelism": 1,
-        })),
-    );
-    let (extra_exporters, header_env) = if ctx.extra_exporters_allowed {
+    });
+    for (field, value) in auth.exporter {
+        remote_write[field] = value;
+    }
+    c.exporters
+        .insert(REMOTE_WRITE.into(), component(remote_write));
+    let (extra_exporters, mut header_env) = if ctx.extra_exporters_allowed {
         extra_exporters(spec, ctx, &mut c)?
     } else {
         (vec![], vec![])
     };
+    header_env.extend(auth.env);
+    header_env.sort_by(|a, b| a.env.cmp(&b.env));
+    let secret_files = ctx
+        .remote_write_auth
+        .secret
+        .as_ref()
+        .filter(|_| !auth.files.is_empty())
+        .map(|(secret, _)| (secret.clone(), auth.files));
 
     c.extensions.insert(
         HEALTH_CHECK.into(),
         component(json!({"endpoint": format!("0.0.0.0:{}", ctx.health_port), "path": "/"})),
     );
     c.service.extensions = vec![HEALTH_CHECK.into()];
+    if let Some((id, config)) = auth.extension {
+        c.extensions.insert(id.clone(), Component(config));
+        c.service.extensions.push(id);
+    }
 
     let plan = templates::plan(spec, ctx);
     for (id, config) in plan.processors {
@@ -399,7 +431,7 @@ fn build(
             }},
         }}],
     }}));
-    Ok((c, header_env))
+    Ok((c, header_env, secret_files))
 }
 
 /// Adds `otlphttp/<name>` per `spec.exporters` entry; returns their ids and the header env vars.

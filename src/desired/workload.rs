@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    HTTPGetAction, HostPathVolumeSource, KeyToPath, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::collector_config;
 use super::labels::{self, Ownership};
 use crate::crd::pipeline::{DeploymentMode, PipelineSpec};
 
@@ -50,6 +51,9 @@ pub struct CollectorParams<'a> {
     /// The UID (and GID, fsGroup) of this namespace's collectors: no other namespace's collectors
     /// share it (see `crate::desired::collector_uid`).
     pub uid: u32,
+    /// A Secret and the keys of it the config reads as files under
+    /// [`collector_config::remote_write::MOUNT_DIR`] (the remote-write TLS material).
+    pub secret_files: Option<(String, Vec<String>)>,
 }
 
 /// The collector workload: a DaemonSet (default) or a Deployment.
@@ -130,6 +134,32 @@ fn health_probe(initial_delay: i32) -> Probe {
     }
 }
 
+/// The volume of the remote-write TLS files.
+const REMOTE_WRITE_VOLUME: &str = "remote-write-credentials";
+
+/// The Secret volume holding exactly `keys` of `secret`, read-only for the owner only.
+fn secret_files_volume((secret, keys): &(String, Vec<String>)) -> Volume {
+    Volume {
+        name: REMOTE_WRITE_VOLUME.to_string(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.clone()),
+            items: Some(
+                keys.iter()
+                    .map(|k| KeyToPath {
+                        key: k.clone(),
+                        path: k.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            // The default 0644 (inside the pod only): the collector's UID is not the files' owner.
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The collector pod: own network namespace, host /proc read-only, non-root under its namespace's
 /// own UID, GID and fsGroup, read-only root filesystem, no privilege escalation, all capabilities
 /// dropped, RuntimeDefault seccomp.
@@ -160,20 +190,30 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".to_string(),
-                mount_path: CONFIG_DIR.to_string(),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "config".to_string(),
+                    mount_path: CONFIG_DIR.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "host-proc".to_string(),
+                    mount_path: HOST_PROC.to_string(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(p.secret_files.as_ref().map(|_| VolumeMount {
+                name: REMOTE_WRITE_VOLUME.to_string(),
+                mount_path: collector_config::remote_write::MOUNT_DIR.to_string(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "host-proc".to_string(),
-                mount_path: HOST_PROC.to_string(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         liveness_probe: Some(health_probe(5)),
         readiness_probe: Some(health_probe(1)),
         security_context: Some(SecurityContext {
@@ -219,24 +259,29 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
                 }),
                 ..Default::default()
             }),
-            volumes: Some(vec![
-                Volume {
-                    name: "config".to_string(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: labels::config_map_name(p.name, p.config_hash),
+            volumes: Some(
+                [
+                    Volume {
+                        name: "config".to_string(),
+                        config_map: Some(ConfigMapVolumeSource {
+                            name: labels::config_map_name(p.name, p.config_hash),
+                            ..Default::default()
+                        }),
                         ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "host-proc".to_string(),
-                    host_path: Some(HostPathVolumeSource {
-                        path: "/proc".to_string(),
-                        type_: Some("Directory".to_string()),
-                    }),
-                    ..Default::default()
-                },
-            ]),
+                    },
+                    Volume {
+                        name: "host-proc".to_string(),
+                        host_path: Some(HostPathVolumeSource {
+                            path: "/proc".to_string(),
+                            type_: Some("Directory".to_string()),
+                        }),
+                        ..Default::default()
+                    },
+                ]
+                .into_iter()
+                .chain(p.secret_files.as_ref().map(secret_files_volume))
+                .collect(),
+            ),
             termination_grace_period_seconds: Some(10),
             ..Default::default()
         }),
@@ -304,6 +349,7 @@ mod tests {
             default_image: "otel/opentelemetry-collector-contrib:0.149.0",
             extra_env: vec![],
             uid: 2_000_000_007,
+            secret_files: None,
         }
     }
 
@@ -324,6 +370,35 @@ mod tests {
         assert_eq!(labels[labels::VARIANT], "candidate");
         assert_eq!(labels[labels::PIPELINE], "demo");
         assert_eq!(labels["app.kubernetes.io/managed-by"], "phoenix");
+    }
+
+    #[test]
+    fn remote_write_tls_files_are_mounted_from_the_secret_read_only() {
+        let spec = PipelineSpec::from_template(PipelineTemplate::Baseline);
+        let plain = pod_template(&spec, &params("h")).spec.expect("pod spec");
+        assert_eq!(plain.volumes.as_ref().map(Vec::len), Some(2));
+        let mut p = params("h");
+        p.secret_files = Some(("rw".into(), vec!["ca.crt".into()]));
+        let pod = pod_template(&spec, &p).spec.expect("pod spec");
+        let volume = pod
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == REMOTE_WRITE_VOLUME))
+            .and_then(|v| v.secret.clone())
+            .expect("Secret volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("rw"));
+        let items = volume.items.expect("only the named keys");
+        assert_eq!((items[0].key.as_str(), items.len()), ("ca.crt", 1));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .and_then(|m| m.iter().find(|m| m.name == REMOTE_WRITE_VOLUME))
+            .expect("mounted")
+            .clone();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (collector_config::remote_write::MOUNT_DIR, Some(true))
+        );
     }
 
     #[test]

@@ -13,6 +13,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::traces;
 
 /// Labels of one apiserver request: the Kubernetes verb, the resource (plural, with the
 /// subresource after a `/`, e.g. `experiments/status`) and the HTTP status code (`error` when no
@@ -162,14 +165,18 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (verb, resource) = kube_verb_and_resource(request.method(), request.uri());
+        let span = traces::kube_request_span(request.method(), verb, &resource);
         let family = self.family.clone();
         let start = Instant::now();
-        let response = self.inner.call(request);
+        let response = span.in_scope(|| self.inner.call(request));
+        let request_span = span.clone();
         Box::pin(async move {
-            let result = response.await;
-            let code = match &result {
-                Ok(r) => r.status().as_u16().to_string(),
-                Err(_) => "error".to_string(),
+            let result = response.instrument(request_span).await;
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            traces::record_kube_response(&span, status);
+            let code = match status {
+                Some(status) => status.to_string(),
+                None => "error".to_string(),
             };
             family
                 .get_or_create(&KubeRequestLabels {
@@ -190,13 +197,16 @@ pub async fn observe_prometheus<T, E>(
     outcome: impl FnOnce(&Result<T, E>) -> &'static str,
     request: impl Future<Output = Result<T, E>>,
 ) -> Result<T, E> {
+    let span = traces::prometheus_query_span(kind);
     let start = Instant::now();
-    let result = request.await;
+    let result = request.instrument(span.clone()).await;
+    let outcome = outcome(&result);
+    traces::record_prometheus_outcome(&span, outcome);
     outbound()
         .prometheus_queries
         .get_or_create(&PrometheusQueryLabels {
             kind: kind.to_string(),
-            outcome: outcome(&result).to_string(),
+            outcome: outcome.to_string(),
         })
         .observe(start.elapsed().as_secs_f64());
     result

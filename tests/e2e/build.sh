@@ -10,11 +10,12 @@
 #   $CACHE/builder-<v>/builder      the OpenTelemetry collector builder (go install)
 #   $CACHE/otelcol-<v>/otelcol-phoenix  built by the builder from tests/e2e/otelcol/manifest.yaml
 #   $CACHE/logs/<component>.log     the last build log of each component
-#   prometheus, openssl             apt-get installed when missing from PATH
+#   prometheus, openssl, chromium   apt-get installed when missing from PATH (chromium: the HTML
+#                                   report's test, tests/e2e/cli.rs)
 # CACHE is $PHOENIX_E2E_CACHE, default ~/.cache/phoenix-e2e. Versions are read from the pinned files
 # (go.mod, manifest.yaml), so bumping a pin builds into a new cache directory.
 #
-# Usage: tests/e2e/build.sh [k8s|kwok|otelcol|prometheus|openssl]...   (default: all of them)
+# Usage: tests/e2e/build.sh [k8s|kwok|otelcol|prometheus|openssl|chromium]...   (default: all of them)
 # Progress goes to stderr; stdout gets the resulting paths as KEY=value lines (K8S_BIN_DIR, KWOK_BIN,
 # KWOK_STAGES_DIR, COLLECTOR_BIN), which cluster.sh reads. A component whose binaries exist is skipped. Builds run with GOTOOLCHAIN=local, one at a time
 # (a lock serialises concurrent callers).
@@ -40,7 +41,8 @@ BUILDER_VERSION=$OTELCOL_VERSION
 K8S_DIR=$CACHE/k8s-$K8S_VERSION
 KWOK_DIR=$CACHE/kwok-$KWOK_VERSION
 BUILDER=$CACHE/builder-$BUILDER_VERSION/builder
-OTELCOL_DIR=$CACHE/otelcol-$OTELCOL_VERSION
+# Keyed on the manifest's content too: a component added at the same version builds anew.
+OTELCOL_DIR=$CACHE/otelcol-$OTELCOL_VERSION-$(sha256sum "$E2E/otelcol/manifest.yaml" | cut -c1-8)
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
 # kwok Stages (kustomize/stage in the kwok module): nodes become Ready and keep a heartbeat via their
 # Lease, pods become Running and Ready, Job-owned pods then Succeed, deleted pods go away.
@@ -154,10 +156,10 @@ component() {
       done ;;
     otelcol)
       if all_exist "$OTELCOL_DIR/otelcol-phoenix"; then log "otelcol $OTELCOL_VERSION: cached ($OTELCOL_DIR)"; else timed otelcol build_otelcol; fi ;;
-    prometheus|openssl)
+    prometheus|openssl|chromium)
       if command -v "$1" >/dev/null; then log "$1: $(command -v "$1")"; else
         local start=$SECONDS; apt_install "$1"; log "$1: installed in $((SECONDS - start))s"; fi ;;
-    *) die "unknown component '$1' (expected k8s, kwok, otelcol, prometheus, openssl)" ;;
+    *) die "unknown component '$1' (expected k8s, kwok, otelcol, prometheus, openssl, chromium)" ;;
   esac
 }
 
@@ -165,7 +167,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.build.lock"
 flock 9 || die "cannot lock $CACHE/.build.lock"
 
-(( $# )) || set -- openssl prometheus k8s kwok otelcol
+(( $# )) || set -- openssl prometheus chromium k8s kwok otelcol
 for c in "$@"; do component "$c"; done
 "$E2E/install-helm.sh" # helm for the chart tests (tests/e2e/rbac.rs); prints HELM_BIN=
 echo "K8S_BIN_DIR=$K8S_DIR/bin"

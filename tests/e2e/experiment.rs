@@ -155,6 +155,31 @@ pub(crate) async fn feed_reducing(url: &str, label: &str, since: i64) {
     .await;
 }
 
+/// Creates the Experiment `exp` (criteria `minSeriesReductionPercent: 80`, `extra` appended to its
+/// spec), feeds a reducing candidate's data to `prometheus_url` once it runs, and returns its
+/// status once it has Completed.
+pub(crate) async fn complete_reducing(
+    ns: &TestNamespace,
+    prometheus_url: &str,
+    extra: &str,
+) -> ExperimentStatus {
+    let api = ns.api::<Experiment>();
+    api.create(
+        &PostParams::default(),
+        &experiment("exp", "minSeriesReductionPercent: 80", extra),
+    )
+    .await
+    .expect("Experiment created");
+    let since = running_since(&api, "exp").await;
+    feed_reducing(
+        &format!("{prometheus_url}/api/v1/write"),
+        &format!("{}/exp", ns.name),
+        since,
+    )
+    .await;
+    completed(&api, "exp").await
+}
+
 pub(crate) async fn running_since(api: &Api<Experiment>, name: &str) -> i64 {
     let status = phase(api, name, &[ExperimentPhase::Running], 90).await;
     status
@@ -176,6 +201,18 @@ pub(crate) async fn phase(
         s.phase.filter(|p| phases.contains(p)).map(|_| s.clone())
     })
     .await
+}
+
+/// The status of Experiment `name` once it has ended, asserting it Completed.
+pub(crate) async fn completed(api: &Api<Experiment>, name: &str) -> ExperimentStatus {
+    let status = phase(api, name, FINAL, 180).await;
+    assert_eq!(
+        status.phase,
+        Some(ExperimentPhase::Completed),
+        "{:?}",
+        status.message
+    );
+    status
 }
 
 pub(crate) const FINAL: &[ExperimentPhase] = &[
@@ -541,13 +578,7 @@ async fn prometheus_down_mid_run_then_back_recovers() {
     let _operator = Operator::start(&ns.name, &allow);
     let prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
-    let status = phase(&api, "exp", FINAL, 180).await;
-    assert_eq!(
-        status.phase,
-        Some(ExperimentPhase::Completed),
-        "{:?}",
-        status.message
-    );
+    let status = completed(&api, "exp").await;
     assert_eq!(status.verdict, Some(Verdict::Pass));
     assert!(conditions::is_true(
         &status.conditions,
@@ -1119,13 +1150,7 @@ async fn released_children_do_not_change_a_pending_analysis() {
     }
     let prom = OwnPrometheus::start(prom.dir.clone(), port);
     prom.ready().await;
-    let status = phase(&api, "exp", FINAL, 180).await;
-    assert_eq!(
-        status.phase,
-        Some(ExperimentPhase::Completed),
-        "{:?}",
-        status.message
-    );
+    let status = completed(&api, "exp").await;
     assert_eq!(status.verdict, Some(Verdict::Fail), "{:?}", status.results);
     assert_eq!(
         status.results.and_then(|r| r.critical_retention_percent),

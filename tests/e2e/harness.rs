@@ -347,12 +347,18 @@ impl Drop for Operator {
 
 /// A plain HTTP GET on loopback, for the operator's own endpoints.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_from("127.0.0.1", port, path)
+}
+
+/// A plain HTTP GET of `path` at `ip`:`port` (e.g. a pod's IP): the whole response.
+pub fn http_get_from(ip: &str, port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut out = String::new();

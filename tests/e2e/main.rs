@@ -2,7 +2,9 @@
 //! kube-scheduler, kwok) and a real Prometheus, started by tests/e2e/cluster.sh.
 
 mod admission;
+mod admission_cases;
 mod all_namespaces;
+mod cli;
 mod experiment;
 mod harness;
 mod helm;
@@ -12,11 +14,14 @@ mod observability;
 mod pipeline;
 mod pipeline_edges;
 mod pipeline_ref;
+mod pod_security;
 mod podrunner_test;
 mod prometheus_access;
 mod rbac;
 mod realrun;
+mod remote_write_auth;
 mod simulation;
 mod smoke;
 mod tenancy;
 mod topk;
+mod traces;

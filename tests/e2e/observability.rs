@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use kube::api::PostParams;
-use phoenix::crd::experiment::{Experiment, ExperimentPhase};
 use phoenix::crd::summary::{p_value, percent};
 use serde_yaml::Value;
 
-use crate::experiment::{FINAL, experiment, feed_reducing, phase, running_since};
+use crate::experiment::complete_reducing;
 use crate::harness::{
     Operator, TestNamespace, cluster, eventually, free_port, http_get, repo_root, spawn_prometheus,
 };
@@ -151,28 +149,8 @@ async fn every_dashboard_panel_shows_data_after_an_experiment() {
     );
     let prom = ScrapingPrometheus::start_on(port, &ns.name, operator.http_port).await;
     let start = k8s_openapi::jiff::Timestamp::now().as_second();
-    let api = ns.api::<Experiment>();
     let extra = format!("  prometheus: {{url: '{}'}}\n", prom.url());
-    api.create(
-        &PostParams::default(),
-        &experiment("exp", "minSeriesReductionPercent: 80", &extra),
-    )
-    .await
-    .expect("Experiment created");
-    let since = running_since(&api, "exp").await;
-    feed_reducing(
-        &format!("{}/api/v1/write", prom.url()),
-        &format!("{}/exp", ns.name),
-        since,
-    )
-    .await;
-    let status = phase(&api, "exp", FINAL, 180).await;
-    assert_eq!(
-        status.phase,
-        Some(ExperimentPhase::Completed),
-        "{:?}",
-        status.message
-    );
+    let status = complete_reducing(&ns, &prom.url(), &extra).await;
 
     // Readable status: the summary rounds what results hold precisely, and kubectl shows it.
     let results = status.results.clone().expect("results");

@@ -57,6 +57,25 @@ impl Runner {
         Runner { child: Some(child) }
     }
 
+    /// Starts a runner for `node` and waits until its Node is registered.
+    pub(crate) async fn start_registered(node: &str, client: &kube::Client) -> Runner {
+        let runner = Runner::start(node);
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+        eventually(
+            "the runner's node is registered",
+            Duration::from_secs(30),
+            || async { nodes.get_opt(node).await.ok()?.map(|_| ()) },
+        )
+        .await;
+        runner
+    }
+
+    /// Starts a runner for node `local-<namespace>` and waits until the node is registered.
+    pub(crate) async fn on_own_node(ns: &TestNamespace) -> (Runner, String) {
+        let node = format!("local-{}", ns.name);
+        (Runner::start_registered(&node, &ns.client).await, node)
+    }
+
     /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {

@@ -17,7 +17,7 @@ use crate::harness::{
     Operator, TestNamespace, eventually, free_port, repo_root, spawn_prometheus_with,
 };
 
-const USER: &str = "phoenix";
+pub(crate) const USER: &str = "phoenix";
 const PASSWORD: &str = "correct-horse-battery-staple";
 const STEP: i64 = 5;
 const DURATION: i64 = 60;
@@ -112,23 +112,36 @@ fn certificates(dir: &Path) {
     );
 }
 
-/// Prometheus behind TLS and basic auth, with the remote-write receiver; killed on drop.
-struct SecurePrometheus {
+/// Prometheus behind TLS (unless started with [`SecurePrometheus::basic_auth_only`]) and basic
+/// auth (user [`USER`], password `password`), with the remote-write receiver; killed on drop.
+pub(crate) struct SecurePrometheus {
     child: Child,
     port: u16,
+    tls: bool,
 }
 
 impl SecurePrometheus {
     fn start(dir: &Path) -> SecurePrometheus {
+        let tls = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            dir.join("server.crt").display(),
+            dir.join("server.key").display()
+        );
+        SecurePrometheus::with_web_config(dir, &tls, PASSWORD)
+    }
+
+    /// Plain HTTP, basic auth with `password` on every request (queries and writes).
+    pub(crate) fn basic_auth_only(dir: &Path, password: &str) -> SecurePrometheus {
+        SecurePrometheus::with_web_config(dir, "", password)
+    }
+
+    fn with_web_config(dir: &Path, tls: &str, password: &str) -> SecurePrometheus {
+        std::fs::create_dir_all(dir).expect("dir");
         let port = free_port();
-        let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+        let hash = bcrypt::hash(password, 4).expect("bcrypt");
         std::fs::write(
             dir.join("web.yml"),
-            format!(
-                "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  {USER}: {hash}\n",
-                dir.join("server.crt").display(),
-                dir.join("server.key").display()
-            ),
+            format!("{tls}basic_auth_users:\n  {USER}: {hash}\n"),
         )
         .expect("web config");
         let child = spawn_prometheus_with(
@@ -140,11 +153,16 @@ impl SecurePrometheus {
                 dir.join("web.yml").display()
             )],
         );
-        SecurePrometheus { child, port }
+        SecurePrometheus {
+            child,
+            port,
+            tls: !tls.is_empty(),
+        }
     }
 
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
+    pub(crate) fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
 
@@ -250,9 +268,34 @@ struct Case {
 }
 
 impl Case {
-    async fn start(prefix: &str, url: &str, args: &[String]) -> Case {
+    async fn start(prefix: &str, url: &str, args: &[String], ca: &Path) -> Case {
         let ns = TestNamespace::new(prefix).await;
-        let mut all = vec!["--prometheus-url", url, "--analysis-retries", "3"];
+        // The collectors' own credentials for the secure Prometheus (the operator checks them
+        // before the run; without them the collectors could write nothing).
+        let mut secret = k8s_openapi::api::core::v1::Secret::default();
+        secret.metadata.name = Some("remote-write".into());
+        secret.string_data = Some(
+            [
+                ("username", USER.to_string()),
+                ("password", PASSWORD.to_string()),
+                ("ca.crt", std::fs::read_to_string(ca).expect("CA")),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        );
+        ns.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("remote-write Secret created");
+        let mut all = vec![
+            "--prometheus-url",
+            url,
+            "--analysis-retries",
+            "3",
+            "--remote-write-secret",
+            "remote-write",
+        ];
         all.extend(args.iter().map(String::as_str));
         let operator = Operator::start(&ns.name, &all);
         let api = ns.api::<Experiment>();
@@ -324,11 +367,12 @@ async fn tls_and_basic_auth_prometheus_and_named_failures() {
     bad_ca.extend(["--prometheus-ca-file".into(), other_ca]);
 
     let hung_args = ["--prometheus-timeout-seconds".to_string(), "2".to_string()];
+    let ca_file = dir.join("ca.crt");
     let (ok, unauthorized, untrusted, timeout) = tokio::join!(
-        Case::start("prom-tls-ok", &url, &good),
-        Case::start("prom-tls-401", &url, &bad_password),
-        Case::start("prom-tls-ca", &url, &bad_ca),
-        Case::start("prom-hung", &hung_url, &hung_args),
+        Case::start("prom-tls-ok", &url, &good, &ca_file),
+        Case::start("prom-tls-401", &url, &bad_password, &ca_file),
+        Case::start("prom-tls-ca", &url, &bad_ca, &ca_file),
+        Case::start("prom-hung", &hung_url, &hung_args, &ca_file),
     );
 
     // The good case: the data goes in over TLS with basic auth, the Experiment is judged.

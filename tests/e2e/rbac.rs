@@ -46,6 +46,7 @@ const NAMESPACED_RULES: &[(&str, &str)] = &[
     ("apps/daemonsets", "get list watch create patch delete"),
     ("apps/deployments", "get list watch create patch delete"),
     ("batch/jobs", "get list watch create patch"),
+    ("core/events", "list"),
     ("events.k8s.io/events", "create patch"),
 ];
 const CLUSTER_RULES: &[(&str, &str)] = &[("core/nodes", "list")];
@@ -695,7 +696,9 @@ async fn requests_outside_the_charts_rules_are_denied() {
         ],
         &["update", "daemonsets.apps", "-n", n],
         &["delete", "jobs.batch", "-n", n],
-        &["list", "events", "-n", n],
+        // (list on core events is granted: a collector DaemonSet's FailedCreate Events.)
+        &["list", "events.events.k8s.io", "-n", n],
+        &["watch", "events", "-n", n],
         &["delete", "customresourcedefinitions.apiextensions.k8s.io"],
         &["get", "leases.coordination.k8s.io/someone-else", "-n", n],
         &["patch", "leases.coordination.k8s.io/someone-else", "-n", n],

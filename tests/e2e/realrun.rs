@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, PostParams};
+use kube::api::PostParams;
 use phoenix::crd::experiment::{Experiment, ExperimentPhase, Verdict};
 
 use crate::harness::{Operator, TestNamespace, cluster, eventually};
@@ -27,15 +26,7 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let node = format!("local-{}", ns.name);
-    let _runner = Runner::start(&node);
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    eventually(
-        "the runner's node is registered",
-        Duration::from_secs(30),
-        || async { nodes.get_opt(&node).await.ok()?.map(|_| ()) },
-    )
-    .await;
+    let (_runner, node) = Runner::on_own_node(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
     let api = ns.api::<Experiment>();

@@ -87,6 +87,14 @@ pub enum ConfigError {
         "spec.exporters[{exporter:?}]: the key names of Secret {secret:?} are unknown (is the Secret missing?)"
     )]
     MissingSecretKeys { exporter: String, secret: String },
+    /// The remote-write credentials Secret holds keys Phoenix cannot use as they are.
+    #[error(
+        "remote-write credentials Secret {secret:?}: {problem} (see kubectl explain experiment.spec.prometheus.remoteWriteSecretRef)"
+    )]
+    InvalidRemoteWriteSecret { secret: String, problem: String },
+    /// A `--remote-write-header` of the operator's settings is not a valid header name.
+    #[error("operator setting --remote-write-header: {0:?} is not a valid HTTP header name")]
+    InvalidRemoteWriteHeader(String),
     /// A Secret key that is not a valid HTTP header name.
     #[error(
         "spec.exporters[{exporter:?}]: Secret {secret:?} key {key:?} is not a valid HTTP header name"
@@ -134,6 +142,8 @@ impl ConfigError {
             ConfigError::DuplicateExporter { .. } => "DuplicateExporter",
             ConfigError::MissingSecretKeys { .. } => "MissingSecretKeys",
             ConfigError::InvalidHeaderName { .. } => "InvalidHeaderName",
+            ConfigError::InvalidRemoteWriteSecret { .. } => "InvalidRemoteWriteSecret",
+            ConfigError::InvalidRemoteWriteHeader(_) => "InvalidRemoteWriteHeader",
             ConfigError::HeaderKeyCollision { .. } => "HeaderKeyCollision",
             ConfigError::Serialize(_) => "Serialize",
         }

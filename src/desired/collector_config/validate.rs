@@ -25,7 +25,7 @@ pub const PROCESSOR_TYPES: &[&str] = &[
 /// Exporter types our collector build includes.
 pub const EXPORTER_TYPES: &[&str] = &["debug", "otlphttp", "prometheusremotewrite"];
 /// Extension types our collector build includes.
-pub const EXTENSION_TYPES: &[&str] = &["health_check"];
+pub const EXTENSION_TYPES: &[&str] = &["basicauth", "health_check"];
 
 /// Checks what the CRD's CEL rules already enforce at admission (template parameters) and what
 /// they cannot (regexes compile, the custom processors block is consistent), so a spec that got

@@ -34,8 +34,13 @@
 //!   probe `failureThreshold` times in a row is stopped (SIGTERM, SIGKILL after the pod's grace
 //!   period) and restarted as its restart policy says. Restart policy is honoured (backoff 1 s
 //!   doubling to 30 s).
+//! - **Pod IP.** As on a real node, a pod has an IP of its own and its ports answer there: each
+//!   pod gets a loopback address of its own (127.16.0.0/12 … 127.255.255.254, all loopback on
+//!   Linux), and `<pod IP>:<container port>` is forwarded to the host port the process listens on,
+//!   so whatever finds pods through the API (Prometheus's pod discovery) reaches them.
 //! - **Status** goes to the status subresource (strategic merge patch, as the kubelet does): phase,
-//!   conditions, `containerStatuses` (containerID `podrunner://<pid>`), pod and host IP 127.0.0.1.
+//!   conditions, `containerStatuses` (containerID `podrunner://<pid>`), the pod's IP, host IP
+//!   127.0.0.1.
 //! - **Stop.** A pod marked for deletion gets SIGTERM, SIGKILL after its grace period, then the
 //!   runner deletes it for good (grace 0) as the kubelet confirms a deletion; a pod that vanished
 //!   is just stopped. Either way its directory is removed and its ports freed.
@@ -85,7 +90,12 @@ pub struct RunnerContext {
     /// Host ports handed to pods and not yet released.
     ports: Mutex<BTreeSet<u16>>,
     next_port: Mutex<u16>,
+    /// The next pod IP to hand out, as a u32 in [`POD_IPS`].
+    next_ip: Mutex<u32>,
 }
+
+/// Pod IPs: 127.16.0.1 – 127.255.255.254, loopback addresses apart from 127.0.0.1.
+const POD_IPS: std::ops::Range<u32> = 0x7f10_0001..0x7fff_ffff;
 
 /// Pods get host ports in 10000–19999: below the kernel's ephemeral range (so no outgoing
 /// connection takes one between allocation and bind) and apart from cluster.sh's 20000–31999.
@@ -110,7 +120,24 @@ impl RunnerContext {
             apiserver,
             ports: Mutex::new(BTreeSet::new()),
             next_port: Mutex::new(start),
+            // Two runners on one machine start far apart: their pods' IPs do not meet.
+            next_ip: Mutex::new(POD_IPS.start + seed.wrapping_mul(4099) % (1 << 20)),
         }
+    }
+
+    /// A loopback address for a new pod, never 127.0.0.1.
+    fn allocate_ip(&self) -> std::net::Ipv4Addr {
+        let mut next = self
+            .next_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ip = *next;
+        *next = if ip + 1 >= POD_IPS.end {
+            POD_IPS.start
+        } else {
+            ip + 1
+        };
+        std::net::Ipv4Addr::from(ip)
     }
 
     /// A port free on 127.0.0.1 and not handed out already.
@@ -252,6 +279,10 @@ struct Worker {
     dir: PathBuf,
     restart_policy: String,
     ports: PortMap,
+    /// The pod's own IP, where its ports answer (see the module comment).
+    ip: std::net::Ipv4Addr,
+    /// The forwarders from `<ip>:<container port>` to the host ports, by container port.
+    forwarders: BTreeMap<u16, JoinHandle<()>>,
     containers: Vec<Ctr>,
     /// Why no container runs yet (waiting reason, message), before they are prepared.
     waiting: Option<(String, String)>,
@@ -278,6 +309,8 @@ impl Worker {
             .unwrap_or_else(|| "Always".to_string());
         Worker {
             uid: pod.uid().unwrap_or_default(),
+            ip: ctx.allocate_ip(),
+            forwarders: BTreeMap::new(),
             ctx,
             pod,
             ns,
@@ -344,6 +377,9 @@ impl Worker {
             && let Err(e) = std::fs::remove_dir_all(&self.dir)
         {
             tracing::warn!(pod = %self.key(), error = %e, "could not remove the pod directory");
+        }
+        for forwarder in self.forwarders.values() {
+            forwarder.abort();
         }
         self.ctx.release_ports(&self.ports);
         tracing::info!(pod = %self.key(), "pod stopped and cleaned up");
@@ -522,6 +558,7 @@ impl Worker {
                 self.ports.insert(port, host);
             }
         }
+        self.forward_ports().await;
 
         for ((volume, path, bytes), doc) in files.into_iter().zip(configs) {
             let bytes = match doc {
@@ -1111,6 +1148,25 @@ impl Worker {
     }
 
     /// SIGTERM to every process, SIGKILL to the groups of those still running after `grace`.
+    /// Forwards `<pod IP>:<container port>` to each port's host port (once per port). A port that
+    /// cannot be bound is logged and left unforwarded: the pod still runs, as with a CNI hiccup.
+    async fn forward_ports(&mut self) {
+        for (&port, &host) in &self.ports {
+            if self.forwarders.contains_key(&port) {
+                continue;
+            }
+            let listener = match tokio::net::TcpListener::bind((self.ip, port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(pod = %self.key(), ip = %self.ip, port, error = %e, "cannot listen on the pod IP");
+                    continue;
+                }
+            };
+            self.forwarders
+                .insert(port, tokio::spawn(forward(listener, host)));
+        }
+    }
+
     async fn stop_processes(&mut self, grace: Duration) {
         let running: Vec<&mut Ctr> = self
             .containers
@@ -1250,9 +1306,9 @@ impl Worker {
             host_ips: Some(vec![HostIP {
                 ip: "127.0.0.1".into(),
             }]),
-            pod_ip: Some("127.0.0.1".into()),
+            pod_ip: Some(self.ip.to_string()),
             pod_ips: Some(vec![PodIP {
-                ip: "127.0.0.1".into(),
+                ip: self.ip.to_string(),
             }]),
             start_time: Some(self.start_time.clone()),
             ..Default::default()
@@ -1526,6 +1582,22 @@ fn log_tail(path: &std::path::Path) -> Option<String> {
         .unwrap_or(tail.len());
     let tail = tail[start..].trim().to_string();
     (!tail.is_empty()).then_some(tail)
+}
+
+/// Copies every connection `listener` accepts to and from 127.0.0.1:`host_port`.
+async fn forward(listener: tokio::net::TcpListener, host_port: u16) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await
+            {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
 }
 
 #[cfg(test)]
