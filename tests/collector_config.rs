@@ -450,6 +450,7 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
         k: 3,
         refresh_interval: "1m".parse().expect("a duration"),
         processes: vec![probe.to_string()],
+        selection_source: None,
     });
     // Drops every process it sees: only the critical bypass gets through.
     let mut custom = with(PipelineTemplate::Custom);
@@ -1423,6 +1424,7 @@ fn hostile_specs(hostile: &str) -> Vec<(&'static str, PipelineSpec, Vec<String>)
         k: 3,
         refresh_interval: "1m".parse().expect("a duration"),
         processes: vec![hostile.to_string()],
+        selection_source: None,
     });
     let mut custom = with(PipelineTemplate::Custom);
     custom.custom = Some(CustomSpec {

@@ -81,6 +81,7 @@ fn spec(template: PipelineTemplate, k: u32) -> PipelineSpec {
                 k,
                 refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec![],
+                selection_source: None,
             })
         }
         _ => {}

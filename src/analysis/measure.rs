@@ -328,11 +328,21 @@ pub async fn topk_names(
     k: u32,
     window: &Window,
 ) -> Result<Vec<String>, MeasureError> {
+    topk_names_matching(prom, &sel.matchers(), k, window).await
+}
+
+/// [`topk_names`] over the series matching `matchers` (see [`queries::exact_matchers`]).
+pub async fn topk_names_matching(
+    prom: &Prometheus,
+    matchers: &str,
+    k: u32,
+    window: &Window,
+) -> Result<Vec<String>, MeasureError> {
     validate_bounds(window)?;
     if k == 0 {
         return Ok(Vec::new());
     }
-    let query = queries::topk_by_cpu(sel, k, window.seconds());
+    let query = queries::topk_by_cpu_matching(matchers, k, window.seconds());
     let result = observed(
         "instant",
         promql(

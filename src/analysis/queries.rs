@@ -375,9 +375,15 @@ pub fn collector_memory(sel: &VariantSelector) -> String {
 /// `topk(k, sum by (process_executable_name) (rate(process_cpu_time_seconds_total{<sel>}[Ws])))`.
 /// Meant for the baseline's selector (it sees every process).
 pub fn topk_by_cpu(sel: &impl Selector, k: u32, window_secs: i64) -> String {
+    topk_by_cpu_matching(&sel.matchers(), k, window_secs)
+}
+
+/// [`topk_by_cpu`] over the series matching `matchers` (label matchers without braces, already
+/// escaped, e.g. from [`exact_matchers`]).
+pub fn topk_by_cpu_matching(matchers: &str, k: u32, window_secs: i64) -> String {
     format!(
         "topk({k}, sum by ({EXECUTABLE_LABEL}) (rate({}[{window_secs}s])))",
-        metric_selector(&sel.matchers(), PROCESS_CPU_METRIC)
+        metric_selector(matchers, PROCESS_CPU_METRIC)
     )
 }
 
@@ -389,6 +395,39 @@ pub fn samples_per_series(sel: &impl Selector, name: &str, range_secs: i64) -> S
         "count_over_time({}[{range_secs}s])",
         metric_selector(&sel.matchers(), name)
     )
+}
+
+/// Whether `name` is a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`).
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Equality matchers `name="value",…` for `labels` (values escaped), plus, when `exclude` is
+/// given, `process_executable_name!~".*(?:<exclude>).*"` (Prometheus anchors its regexes; the
+/// wrapping gives the unanchored match the collector's `IsMatch` uses, both Go RE2). The name of
+/// the first label that is not a Prometheus label name is the error.
+pub fn exact_matchers<'a>(
+    labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+    exclude: Option<&str>,
+) -> Result<String, String> {
+    let mut out = vec![];
+    for (name, value) in labels {
+        if !is_label_name(name) {
+            return Err(name.to_string());
+        }
+        out.push(format!("{name}=\"{}\"", escape_label_value(value)));
+    }
+    if let Some(pattern) = exclude {
+        out.push(format!(
+            "{EXECUTABLE_LABEL}!~\".*(?:{}).*\"",
+            escape_label_value(pattern)
+        ));
+    }
+    Ok(out.join(","))
 }
 
 /// The `rate()` range for a step: `max(2 × step, 60s)`, whole seconds.
@@ -679,5 +718,23 @@ mod tests {
                 "topk(10, sum by (process_executable_name) (rate(process_cpu_time_seconds_total{{{SEL}}}[900s])))"
             )
         );
+    }
+
+    #[test]
+    fn selection_source_matchers_are_escaped_and_names_checked() {
+        let labels = [("phoenix_pipeline", "full"), ("job", "a\"b\\")];
+        assert_eq!(
+            exact_matchers(labels, Some("^postgres$|(?:\"x)")).as_deref(),
+            Ok(
+                "phoenix_pipeline=\"full\",job=\"a\\\"b\\\\\",process_executable_name!~\".*(?:^postgres$|(?:\\\"x)).*\""
+            )
+        );
+        assert_eq!(
+            exact_matchers([("_ok9", "")], None).as_deref(),
+            Ok("_ok9=\"\"")
+        );
+        for bad in ["9lead", "a-b", "a\"}or{x", "", "é"] {
+            assert_eq!(exact_matchers([(bad, "v")], None), Err(bad.to_string()));
+        }
     }
 }

@@ -899,6 +899,7 @@ pub(crate) mod tests {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec![],
+            selection_source: None,
         });
         let r = report(&input(spec), "{x=\"y\"}", &data, &["b".to_string()]).expect("plans");
         assert_eq!(r.candidate.series, 4.0 + 4.0 + 4.0, "postgres, b, other");

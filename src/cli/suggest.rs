@@ -117,6 +117,7 @@ pub fn candidate(
         k: u32::try_from(names.len()).unwrap_or(MAX_K).clamp(1, MAX_K),
         refresh_interval: SpecDuration::from_secs(60),
         processes: names.to_vec(),
+        selection_source: None,
     });
     let sums = [SummableAttribute::State, SummableAttribute::Direction];
     if level.sum_rolled_up {

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::PipelineSpec;
-use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::duration::SpecDuration;
 use crate::crd::experiment::{
     AnalysisInputs, ExperimentPhase, ExperimentSpec, ExperimentStatus, TopKSelection,
@@ -178,6 +178,19 @@ fn enter(
         obs.generation,
         obs.now,
     );
+    let progress = match phase {
+        ExperimentPhase::Completed | ExperimentPhase::Aborted => Progress::Current,
+        ExperimentPhase::Failed => Progress::Stalled,
+        _ => Progress::InProgress,
+    };
+    conditions::set_progress(
+        &mut status.conditions,
+        progress,
+        reason,
+        &message,
+        obs.generation,
+        Time(obs.now),
+    );
     if phase.is_terminal() {
         status.completion_time = Some(Time(obs.now));
         set(
@@ -330,6 +343,14 @@ fn pending(mut d: Decision, obs: &Observed, limits: &Limits) -> Decision {
             &message,
             obs.generation,
             obs.now,
+        );
+        conditions::set_progress(
+            &mut d.status.conditions,
+            Progress::InProgress,
+            "PipelineRefNotFound",
+            &message,
+            obs.generation,
+            Time(obs.now),
         );
         d.requeue = Some(MISSING_REF_RECHECK);
         return d;

@@ -2,9 +2,11 @@
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
 pub mod collector_uid;
+pub mod events;
 pub mod experiment;
 pub mod experiment_phase;
 pub mod pipeline;
+pub mod pipeline_topk;
 pub mod pod_admission;
 pub mod remote_write_check;
 pub mod simulation;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Controller;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -66,7 +68,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
     /// Permits for analyses in flight (`--max-concurrent-analyses`).
     pub analyses: tokio::sync::Semaphore,
     /// Collector UIDs already read from or recorded in the ledger.
@@ -75,11 +77,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
-        let reporter = Reporter {
-            controller: FIELD_MANAGER.to_string(),
-            instance: settings.identity.clone(),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = events::EventRecorder::new(
+            client.clone(),
+            FIELD_MANAGER.to_string(),
+            settings
+                .identity
+                .clone()
+                .unwrap_or_else(|| FIELD_MANAGER.to_string()),
+        );
         let analyses = tokio::sync::Semaphore::new(settings.max_concurrent_analyses.max(1));
         Context {
             client,
@@ -102,14 +107,12 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let regarding = obj.object_ref(&());
+        if let Err(e) = self
+            .recorder
+            .publish(&regarding, type_, reason, action, note)
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }

@@ -15,11 +15,12 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
+use super::pipeline_topk;
 use super::{
-    Context, apply, apply_if_changed, collector_uid, namespaced_api, now, pod_admission,
-    remote_write_check, write_status,
+    Context, StatusWrite, apply, apply_if_changed, collector_uid, namespaced_api, now,
+    pod_admission, remote_write_check, write_status, write_status_at,
 };
-use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::experiment::Experiment;
 use crate::crd::pipeline::{Pipeline, PipelinePhase, PipelineStatus};
 use crate::crd::validation;
@@ -133,8 +134,21 @@ pub fn ready_status(
     );
     conditions::set_condition(
         &mut conds,
-        Condition::new("Ready", status, reason, message.clone(), generation, t),
+        Condition::new(
+            "Ready",
+            status,
+            reason,
+            message.clone(),
+            generation,
+            t.clone(),
+        ),
     );
+    let progress = if available {
+        Progress::Current
+    } else {
+        Progress::InProgress
+    };
+    conditions::set_progress(&mut conds, progress, reason, &message, generation, t);
     PipelineStatus {
         phase: Some(phase),
         observed_generation: generation,
@@ -145,6 +159,7 @@ pub fn ready_status(
         desired_collectors: desired,
         ready: Some(format!("{ready}/{desired}")),
         topk_processes: previous.topk_processes.clone(),
+        topk_refreshed_at: previous.topk_refreshed_at.clone(),
         message: Some(message),
     }
 }
@@ -182,8 +197,16 @@ pub fn invalid_status(
             reason,
             format!("{message}{kept}"),
             generation,
-            t,
+            t.clone(),
         ),
+    );
+    conditions::set_progress(
+        &mut conds,
+        Progress::Stalled,
+        reason,
+        &format!("{message}{kept}"),
+        generation,
+        t,
     );
     PipelineStatus {
         phase: Some(PipelinePhase::Invalid),
@@ -220,7 +243,6 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .experiment
         .as_ref()
         .map(|e| crate::desired::children::experiment_label(&namespace, e));
-    let topk = previous.topk_processes.clone();
     let exporters_allowed = grant.as_ref().is_none_or(|g| g.allow_extra_exporters);
     let deployment = &pipeline.spec.deployment;
     if let Err(message) = validation::check_placement(
@@ -255,10 +277,12 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             return Ok(Action::requeue(SECRET_RECHECK));
         }
     };
+    // A standalone topk Pipeline ranks its top K from its selection source (when due).
+    let selection = pipeline_topk::refresh(&ctx, &pipeline, &previous, grant.is_some()).await;
     let render_ctx = RenderContext {
         experiment: experiment_label.as_deref(),
         variant: ownership.variant.as_deref(),
-        topk_processes: &topk,
+        topk_processes: &selection.processes,
         extra_exporters_allowed: exporters_allowed,
         secret_keys: &headers.keys,
         remote_write_auth: &remote_write_auth,
@@ -347,20 +371,17 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         prune_config_maps(&config_maps, &name, &rendered.hash).await?;
     }
 
-    // Status, and Events on what changed.
+    // Status, guarded by the resourceVersion this pass read: a pass that decided from a stale
+    // cached Pipeline (the previous pass's status not seen yet) stores nothing and publishes no
+    // Event, so neither a ranking nor a rollout is announced twice.
     let mut status = ready_status(&pipeline, &rendered.hash, &applied, &previous);
+    selection.apply_to(&mut status);
+    let mut pods_refused = None;
     if let Some(refused) = pod_admission::refusal(&ctx.client, &applied).await? {
         let message = pod_admission::refusal_message(&namespace, &refused);
         pod_admission::mark_refused(&mut status, &message, pipeline.metadata.generation);
         if previous.message != status.message {
-            ctx.event(
-                pipeline.as_ref(),
-                EventType::Warning,
-                pod_admission::PODS_REFUSED,
-                "Rollout",
-                message,
-            )
-            .await;
+            pods_refused = Some(message);
         }
     }
     let recheck_remote_write = check_remote_write(
@@ -373,6 +394,29 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         pipeline.metadata.generation,
     )
     .await;
+    let version = pipeline.resource_version();
+    let written = write_status_at(
+        &api,
+        pipeline.as_ref(),
+        version.as_deref(),
+        pipeline.status.as_ref(),
+        &status,
+    )
+    .await?;
+    if written == StatusWrite::Conflict {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Events on what changed, once stored.
+    if let Some(message) = pods_refused {
+        ctx.event(
+            pipeline.as_ref(),
+            EventType::Warning,
+            pod_admission::PODS_REFUSED,
+            "Rollout",
+            message,
+        )
+        .await;
+    }
     let refused = conditions::find(&status.conditions, remote_write_check::CONDITION)
         .filter(|c| c.status == ConditionStatus::False)
         .filter(|c| {
@@ -389,6 +433,7 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         )
         .await;
     }
+    topk_events(&ctx, &pipeline, &selection, &previous).await;
     if previous.config_hash.as_deref() != Some(rendered.hash.as_str()) {
         let note = match &previous.config_hash {
             Some(old) => format!("collector config changed {old} → {}", rendered.hash),
@@ -420,16 +465,49 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         .await;
         info!(hash = %rendered.hash, "collectors rolled out");
     }
-    write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
     if pod_admission::pods_missing(&applied) || recheck_remote_write {
         // The refusal arrives as Events, which are not watched: look again in a while.
-        return Ok(Action::requeue(PODS_MISSING_RECHECK));
+        let after = selection
+            .next
+            .map_or(PODS_MISSING_RECHECK, |n| n.min(PODS_MISSING_RECHECK));
+        return Ok(Action::requeue(after));
     }
-    Ok(match headers.version {
-        // Secrets are not watched: look again in a while, so a rotated one rolls the collectors.
-        Some(_) => Action::requeue(SECRET_RECHECK),
-        None => Action::await_change(),
-    })
+    // Secrets are not watched: look again in a while, so a rotated one rolls the collectors.
+    let secret_recheck = headers.version.as_ref().map(|_| SECRET_RECHECK);
+    let next = [selection.next, secret_recheck].into_iter().flatten().min();
+    Ok(next.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// `TopKRefreshed` when the selection changed, a `TopKRefreshFailed` warning when a ranking
+/// failed for a reason not reported yet.
+async fn topk_events(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    selection: &pipeline_topk::Selection,
+    previous: &PipelineStatus,
+) {
+    if selection.changed(previous) && !selection.processes.is_empty() {
+        let note = format!("keeps {}", selection.processes.join(", "));
+        ctx.event(
+            pipeline,
+            EventType::Normal,
+            "TopKRefreshed",
+            "Refresh",
+            note,
+        )
+        .await;
+    }
+    if let Some((reason, message)) = selection.new_failure(previous) {
+        let note = format!("{reason}: {message}");
+        ctx.event(
+            pipeline,
+            EventType::Warning,
+            "TopKRefreshFailed",
+            "Refresh",
+            note,
+        )
+        .await;
+    }
 }
 
 /// How often a Pipeline whose exporters read Secrets looks at them again (Secrets are not

@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::{Context, apply, namespaced_api, now, write_status};
-use crate::crd::conditions::{self, Condition, ConditionStatus};
+use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::simulation::{Simulation, SimulationPhase, SimulationStatus};
 use crate::desired::job::{self, JobParams};
 use crate::desired::labels::{self, Ownership};
@@ -134,6 +134,19 @@ pub fn status_from_job(
             t.clone(),
         ),
     );
+    let progress = match phase {
+        SimulationPhase::Pending => Progress::InProgress,
+        SimulationPhase::Failed => Progress::Stalled,
+        SimulationPhase::Running | SimulationPhase::Succeeded => Progress::Current,
+    };
+    conditions::set_progress(
+        &mut conds,
+        progress,
+        &reason,
+        &message,
+        generation,
+        t.clone(),
+    );
     let complete = match phase {
         SimulationPhase::Succeeded | SimulationPhase::Failed => ConditionStatus::True,
         _ => ConditionStatus::False,
@@ -177,6 +190,14 @@ pub fn refused_status(
     let generation = sim.metadata.generation;
     let mut conds = previous.conditions.clone();
     let t = now();
+    conditions::set_progress(
+        &mut conds,
+        Progress::Stalled,
+        "Invalid",
+        message,
+        generation,
+        t.clone(),
+    );
     for (type_, status) in [
         ("Ready", ConditionStatus::False),
         ("Complete", ConditionStatus::True),

@@ -80,6 +80,55 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True)
 }
 
+/// `Reconciling`: present (`True`) while the object is progressing towards what its spec asks.
+pub const RECONCILING: &str = "Reconciling";
+/// `Stalled`: present (`True`) when progress stopped on an error a person must fix.
+pub const STALLED: &str = "Stalled";
+
+/// Where an object stands, in kstatus terms (sigs.k8s.io/cli-utils kstatus, read by Argo CD and
+/// Flux health checks): `Reconciling=True` means in progress, `Stalled=True` means failed, neither
+/// (with `status.observedGeneration` equal to `metadata.generation`) means current.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still working towards the spec (`Reconciling=True`).
+    InProgress,
+    /// Done (no `Reconciling`, no `Stalled`).
+    Current,
+    /// Stopped on an error (`Stalled=True`).
+    Stalled,
+}
+
+/// Sets the kstatus conditions for `progress` next to `Ready` (the "abnormal-true" convention:
+/// `Reconciling` and `Stalled` are present only while true, with the same reason and message).
+pub fn set_progress(
+    conditions: &mut Vec<Condition>,
+    progress: Progress,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+    now: Time,
+) {
+    let (present, absent) = match progress {
+        Progress::InProgress => (Some(RECONCILING), STALLED),
+        Progress::Stalled => (Some(STALLED), RECONCILING),
+        Progress::Current => (None, RECONCILING),
+    };
+    conditions.retain(|c| c.type_ != absent && (present.is_some() || c.type_ != STALLED));
+    if let Some(type_) = present {
+        set_condition(
+            conditions,
+            Condition::new(
+                type_,
+                ConditionStatus::True,
+                reason,
+                message,
+                observed_generation,
+                now,
+            ),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +174,51 @@ mod tests {
         assert_eq!(conds[0].last_transition_time, at(30));
         assert!(is_true(&conds, "Ready"));
         assert!(!is_true(&conds, "Other"));
+    }
+
+    #[test]
+    fn kstatus_conditions_are_present_only_while_true() {
+        let mut conds = vec![];
+        set_progress(
+            &mut conds,
+            Progress::InProgress,
+            "Deploying",
+            "m",
+            Some(1),
+            at(1),
+        );
+        assert!(is_true(&conds, RECONCILING) && find(&conds, STALLED).is_none());
+        set_progress(
+            &mut conds,
+            Progress::InProgress,
+            "Running",
+            "m",
+            Some(1),
+            at(2),
+        );
+        let r = find(&conds, RECONCILING).expect("Reconciling");
+        assert_eq!(
+            (r.reason.as_str(), &r.last_transition_time),
+            ("Running", &at(1))
+        );
+        set_progress(
+            &mut conds,
+            Progress::Stalled,
+            "NoData",
+            "none",
+            Some(1),
+            at(3),
+        );
+        assert!(is_true(&conds, STALLED) && find(&conds, RECONCILING).is_none());
+        set_progress(
+            &mut conds,
+            Progress::Current,
+            "Completed",
+            "",
+            Some(1),
+            at(4),
+        );
+        assert!(conds.is_empty(), "{conds:?}");
     }
 
     #[test]

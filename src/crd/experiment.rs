@@ -278,6 +278,8 @@ pub struct ExperimentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Deployed`, `PrometheusReachable`, `Completed`.
+    /// `Reconciling` (`True` while in progress) and `Stalled` (`True` when stopped on an error)
+    /// are present only while true (kstatus, read by Argo CD and Flux health checks).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// When the Experiment started deploying.

@@ -270,6 +270,40 @@ pub struct TopKSpec {
     #[serde(default)]
     #[schemars(length(max = 200), inner(length(min = 1, max = 256)))]
     pub processes: Vec<String>,
+    /// Standalone Pipelines only: the series the operator ranks processes by. A `topk` collector
+    /// sums every process outside its selection into `other`, so its own output cannot tell which
+    /// of them became heavy; the ranking needs series of a collector that sees every process
+    /// unfiltered (e.g. a `baseline` Pipeline on the same nodes, or a collector of your own).
+    /// Every `refreshInterval` the operator asks Prometheus for the `k` executable names using the
+    /// most CPU (`process_cpu_time_seconds_total` matching this source, rate over
+    /// max(refreshInterval, 1m)), critical processes excluded, and writes them to
+    /// `status.topkProcesses`; the collector config is re-rendered (and the collectors roll) only
+    /// when that list changes. When Prometheus fails, the previous selection stays and the
+    /// condition `TopKSelected` says why. Without a source only `processes` is kept. Inside an
+    /// Experiment this field is ignored: the candidate is ranked by the baseline's series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_source: Option<TopKSelectionSource>,
+}
+
+/// Where a standalone `topk` Pipeline's ranking comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopKSelectionSource {
+    /// Prometheus label name → exact value, selecting the `process_cpu_time_seconds_total` series
+    /// to rank, e.g. `{phoenix_pipeline: full-fidelity, phoenix_experiment: none}` for the series
+    /// of a standalone Pipeline `full-fidelity` (Phoenix collectors label their series with
+    /// `phoenix_pipeline` = the Pipeline's name and `phoenix_node`; `phoenix_experiment` is `none`
+    /// outside an Experiment). Label names are Prometheus names (`[a-zA-Z_][a-zA-Z0-9_]*`); an
+    /// invalid one sets `TopKSelected=False` with reason `InvalidSelectionSource`. 1 to 10
+    /// entries. The selected executable names become visible in this Pipeline's status.
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 10, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
+    pub match_labels: BTreeMap<String, String>,
+    /// The Prometheus to query. Default: the operator's. Any other URL must be allowed by the
+    /// operator (`--allowed-prometheus-url-prefixes`); otherwise `TopKSelected=False` with reason
+    /// `PrometheusUrlNotAllowed` and nothing is queried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub prometheus_url: Option<String>,
 }
 
 /// The user's processors for the `custom` template.
@@ -382,7 +416,10 @@ pub struct PipelineStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `ConfigValid`, `Available`.
+    /// `Ready`, `ConfigValid`, `Available`, `TopKSelected` (standalone `topk` with a selection
+    /// source).
+    /// `Reconciling` (`True` while in progress) and `Stalled` (`True` when stopped on an error)
+    /// are present only while true (kstatus, read by Argo CD and Flux health checks).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// First 8 hex digits of the SHA-256 of the rendered collector config now deployed.
@@ -400,9 +437,14 @@ pub struct PipelineStatus {
     /// `ready/desired`, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
-    /// The executable names the `topk` template currently keeps.
+    /// The executable names the `topk` template currently keeps (besides `spec.topk.processes`),
+    /// as last selected from `spec.topk.selectionSource`, heaviest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topk_processes: Vec<String>,
+    /// When the operator last queried Prometheus for the top-K selection (whether or not it
+    /// succeeded; the `TopKSelected` condition says how it went).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topk_refreshed_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Human-readable summary of the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -221,6 +221,8 @@ pub struct SimulationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` and `Complete`.
+    /// `Reconciling` (`True` while in progress) and `Stalled` (`True` when stopped on an error)
+    /// are present only while true (kstatus, read by Argo CD and Flux health checks).
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// When the load Job started.

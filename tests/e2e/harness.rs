@@ -70,10 +70,16 @@ fn existing() -> Option<BTreeMap<String, String>> {
 }
 
 fn start_private() -> (BTreeMap<String, String>, Child) {
-    let dir = repo_root().join(format!("target/e2e/run-{}", std::process::id()));
+    start_private_in(&repo_root().join(format!("target/e2e/run-{}", std::process::id())))
+}
+
+/// Starts a control plane of its own in `dir` (`cluster.sh up --foreground`): its env lines, and
+/// the cluster.sh process, which tears the cluster down when its stdin closes (on drop of the
+/// handle, or when this test process exits).
+pub fn start_private_in(dir: &Path) -> (BTreeMap<String, String>, Child) {
     let mut child = Command::new(repo_root().join("tests/e2e/cluster.sh"))
         .args(["up", "--foreground", "--dir"])
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -368,21 +374,36 @@ impl Operator {
         kubeconfig: &Path,
         extra_args: &[&str],
     ) -> Operator {
-        let c = cluster();
+        let watch = ["--watch-namespaces", namespace];
+        let args = [&watch[..], extra_args].concat();
+        Operator::spawn(kubeconfig, &cluster().prometheus_url, namespace, &args)
+    }
+
+    /// Starts the operator as the chart does by default: watching every namespace (no
+    /// `--watch-namespaces`), on the cluster `kubeconfig` names; logs to operator-`log_name`.log.
+    pub fn start_all_namespaces(
+        kubeconfig: &Path,
+        prometheus_url: &str,
+        log_name: &str,
+    ) -> Operator {
+        Operator::spawn(kubeconfig, prometheus_url, log_name, &[])
+    }
+
+    fn spawn(
+        kubeconfig: &Path,
+        prometheus_url: &str,
+        log_name: &str,
+        extra_args: &[&str],
+    ) -> Operator {
         let http_port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(repo_root().join(format!("target/e2e/operator-{namespace}.log")))
+            .open(repo_root().join(format!("target/e2e/operator-{log_name}.log")))
             .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
             .env("KUBECONFIG", kubeconfig)
-            .args([
-                "--prometheus-url",
-                &c.prometheus_url,
-                "--watch-namespaces",
-                namespace,
-            ])
+            .args(["--prometheus-url", prometheus_url])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args([
                 "--collector-image",
@@ -530,4 +551,15 @@ impl Operator {
         .await;
         nudged.meta().resource_version.clone()
     }
+}
+
+/// Waits until `name` no longer exists in `api` (deleted, or garbage-collected), at most `timeout`.
+pub async fn gone<K>(api: &kube::Api<K>, name: &str, timeout: Duration)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} gone"), timeout, || async {
+        api.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await
 }

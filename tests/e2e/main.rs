@@ -3,6 +3,7 @@
 
 mod admission;
 mod admission_cases;
+mod all_namespaces;
 mod cli;
 mod experiment;
 mod exporters;
@@ -13,6 +14,8 @@ mod leader;
 mod metrics;
 mod observability;
 mod pipeline;
+mod pipeline_edges;
+mod pipeline_ref;
 mod plan;
 mod pod_security;
 mod podrunner_test;
@@ -23,4 +26,5 @@ mod remote_write_auth;
 mod simulation;
 mod smoke;
 mod tenancy;
+mod topk;
 mod traces;

@@ -29,7 +29,8 @@ async fn ready(api: &Api<Pipeline>, name: &str, hash_not: Option<&str>) -> Pipel
     .await
 }
 
-fn template_hash(ds: &DaemonSet) -> Option<String> {
+/// The config hash a DaemonSet's pod template carries.
+pub(crate) fn template_hash(ds: &DaemonSet) -> Option<String> {
     ds.spec
         .template
         .metadata

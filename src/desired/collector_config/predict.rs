@@ -437,6 +437,7 @@ mod tests {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec!["cron".into()],
+            selection_source: None,
         });
         let out = output(&s, &["java".to_string()]);
         assert_eq!(out.len(), 8 + 4 + 4 + 4, "postgres, java, cron, other");
@@ -484,6 +485,7 @@ mod tests {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec![],
+            selection_source: None,
         });
         s.sum_attributes = vec![SummableAttribute::State];
         let out = output(&s, &["java".to_string()]);

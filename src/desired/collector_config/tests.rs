@@ -48,6 +48,7 @@ fn example(name: &str) -> PipelineSpec {
                 k: 3,
                 refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec!["nginx".into()],
+                selection_source: None,
             })
         }
         "custom" => {
