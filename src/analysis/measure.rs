@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus_http_query::reqwest;
-use prometheus_http_query::response::PromqlResult;
+use prometheus_http_query::response::{PromqlResult, RangeVector};
 use regex::Regex;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -394,32 +394,16 @@ pub async fn range_series(
     window: &Window,
 ) -> Result<Vec<LabelledSeries>, MeasureError> {
     validate(window)?;
-    let steps = window.steps();
     let mut out: BTreeMap<BTreeMap<String, String>, Vec<(f64, f64)>> = BTreeMap::new();
-    for chunk in steps.chunks(MAX_POINTS_PER_RANGE_QUERY) {
-        let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
-            continue;
-        };
-        let sent = prom
-            .client()
-            .query_range(query, first / 1000, last / 1000, window.step_secs)
-            .post_raw();
-        let result = observed("range", promql(prom, sent, query)).await?;
-        let matrix = result
-            .data()
-            .as_matrix()
-            .ok_or_else(|| bad_shape(query, "a range vector"))?;
-        for series in matrix {
-            let labels: BTreeMap<String, String> = series
-                .metric()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            out.entry(labels)
-                .or_default()
-                .extend(series.samples().iter().map(|s| (s.timestamp(), s.value())));
-        }
-    }
+    for_each_range_series(prom, query, window, |series| {
+        let labels: BTreeMap<String, String> = series
+            .metric()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.entry(labels).or_default().extend(points_of(series));
+    })
+    .await?;
     Ok(out.into_iter().collect())
 }
 
@@ -473,9 +457,23 @@ async fn range(
     let Some(query) = query else {
         return Ok(Vec::new());
     };
-    let steps = window.steps();
     let mut points = Vec::new();
-    for chunk in steps.chunks(MAX_POINTS_PER_RANGE_QUERY) {
+    for_each_range_series(prom, query, window, |series| {
+        points.extend(points_of(series))
+    })
+    .await?;
+    Ok(points)
+}
+
+/// Runs `query` over the window's step grid, split into several range queries when the grid has
+/// more steps than one query may return, and hands every series of every answer to `each`.
+async fn for_each_range_series(
+    prom: &Prometheus,
+    query: &str,
+    window: &Window,
+    mut each: impl FnMut(&RangeVector),
+) -> Result<(), MeasureError> {
+    for chunk in window.steps().chunks(MAX_POINTS_PER_RANGE_QUERY) {
         let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
             continue;
         };
@@ -489,14 +487,14 @@ async fn range(
             .data()
             .as_matrix()
             .ok_or_else(|| bad_shape(query, "a range vector"))?;
-        points.extend(
-            matrix
-                .iter()
-                .flat_map(|series| series.samples())
-                .map(|s| (s.timestamp(), s.value())),
-        );
+        matrix.iter().for_each(&mut each);
     }
-    Ok(points)
+    Ok(())
+}
+
+/// A range series' points `(timestamp seconds, value)`.
+fn points_of(series: &RangeVector) -> impl Iterator<Item = (f64, f64)> + '_ {
+    series.samples().iter().map(|s| (s.timestamp(), s.value()))
 }
 
 /// The values of `label` in an instant query's answer at `time` (empty values dropped).
