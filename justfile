@@ -24,7 +24,10 @@ test: lint build-e2e
     else
       echo "test: images NOT built: no buildah, and apt-get cannot install it here; image tests skip" >&2
     fi
-    PHOENIX_REQUIRE_E2E=1 cargo test --workspace --lib --bins --tests -- --test-threads=8
+    # A failing test prints its panic message and its operator's last log lines, not a backtrace:
+    # CI keeps only part of the output. PHOENIX_TEST_BACKTRACE=1 brings backtraces back.
+    RUST_BACKTRACE="${PHOENIX_TEST_BACKTRACE:-0}" PHOENIX_REQUIRE_E2E=1 \
+      cargo test --workspace --lib --bins --tests -- --test-threads=8
 
 # Every test but the end-to-end suite (no control plane): the libraries, binaries and every
 # integration-test file of the workspace (listed from the tree, so a new one cannot be left out).

@@ -228,7 +228,8 @@ async fn run(
     baseline: Shape<'_>,
     candidate: Shape<'_>,
 ) -> (TestNamespace, ExperimentStatus) {
-    let (ns, status, _) = run_keeping_configs(prefix, criteria, baseline, candidate).await;
+    let (ns, _operator, status, _) =
+        run_keeping_configs(prefix, criteria, baseline, candidate).await;
     (ns, status)
 }
 
@@ -254,13 +255,15 @@ async fn running_config(ns: &TestNamespace, name: &str) -> String {
         .expect("the collector config")
 }
 
-/// [`run`], also returning the baseline's and the candidate's collector configs as they ran.
+/// [`run`], also returning the operator (still running: what it does after the verdict, such as
+/// releasing the children, can be awaited) and the baseline's and the candidate's collector
+/// configs as they ran.
 async fn run_keeping_configs(
     prefix: &str,
     criteria: &str,
     baseline: Shape<'_>,
     candidate: Shape<'_>,
-) -> (TestNamespace, ExperimentStatus, [String; 2]) {
+) -> (TestNamespace, Operator, ExperimentStatus, [String; 2]) {
     let ns = TestNamespace::new(prefix).await;
     let operator = Operator::start(&ns.name, &[]);
     let api = ns.api::<Experiment>();
@@ -288,7 +291,7 @@ async fn run_keeping_configs(
         },
     )
     .await;
-    (ns, status, configs)
+    (ns, operator, status, configs)
 }
 
 /// A collector config with the labels naming its Pipeline, Experiment and variant blanked: what
@@ -316,7 +319,7 @@ fn without_names(config: &str) -> serde_yaml::Value {
 
 #[tokio::test]
 async fn a_reducing_candidate_passes_and_releases_its_children() {
-    let (ns, status, [baseline_config, candidate_config]) = run_keeping_configs(
+    let (ns, _operator, status, [baseline_config, candidate_config]) = run_keeping_configs(
         "exp-pass",
         "minSeriesReductionPercent: 80",
         shape(50, 2, &["postgres", "nginx"]),
@@ -371,7 +374,6 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
     .await;
     // Applied as a Pipeline, the recommendation runs the collector config the candidate ran (its
     // own name and labels aside).
-    let _operator = Operator::start(&ns.name, &[]);
     let promoted = Pipeline::new("promoted", recommendation);
     ns.api::<Pipeline>()
         .create(&PostParams::default(), &promoted)

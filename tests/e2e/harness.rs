@@ -303,6 +303,8 @@ pub fn image_archive(name: &str) -> Option<PathBuf> {
 pub struct Operator {
     child: Child,
     pub http_port: u16,
+    /// Where its stdout and stderr go (shared by every process of the same log name).
+    log: PathBuf,
 }
 
 /// A free loopback port.
@@ -342,7 +344,24 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // CI keeps only the test output: a failing test shows what its operator last did.
+            eprintln!("{}", log_tail(&self.log, 40));
+        }
     }
+}
+
+/// The last `lines` lines of the log at `path`, headed by its path (for a failing test's output).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let tail = &all[all.len().saturating_sub(lines)..];
+    format!(
+        "--- last {} lines of {} ---\n{}",
+        tail.len(),
+        path.display(),
+        tail.join("\n")
+    )
 }
 
 /// A plain HTTP GET on loopback, for the operator's own endpoints.
@@ -396,10 +415,11 @@ impl Operator {
         extra_args: &[&str],
     ) -> Operator {
         let http_port = free_port();
+        let log_path = repo_root().join(format!("target/e2e/operator-{log_name}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(repo_root().join(format!("target/e2e/operator-{log_name}.log")))
+            .open(&log_path)
             .expect("operator log file");
         let child = Command::new(env!("CARGO_BIN_EXE_phoenix-operator"))
             .env("KUBECONFIG", kubeconfig)
@@ -417,7 +437,11 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("phoenix-operator starts");
-        Operator { child, http_port }
+        Operator {
+            child,
+            http_port,
+            log: log_path,
+        }
     }
 }
 

@@ -65,20 +65,6 @@ async fn events(ns: &TestNamespace) -> Vec<(String, String, String, i32)> {
 }
 
 const LIST_CONFIGMAPS: &str = "phoenix_kube_request_duration_seconds_count{verb=\"list\",resource=\"configmaps\",code=\"200\"}";
-const PIPELINE_RECONCILES: &str = "phoenix_reconciles_total{controller=\"pipeline\"}";
-
-/// Waits until the operator has reconciled Pipelines more than `before` times; the count then.
-async fn reconciled_after(operator: &Operator, before: f64) -> f64 {
-    eventually(
-        "the operator reconciled the Pipeline",
-        Duration::from_secs(60),
-        || async {
-            let n = counter(operator, PIPELINE_RECONCILES);
-            (n > before).then_some(n)
-        },
-    )
-    .await
-}
 
 #[tokio::test]
 async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_its_columns() {
@@ -141,7 +127,15 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
     .await;
     operator.kill();
     let operator = Operator::start(&ns.name, &[]);
-    let after_resync = reconciled_after(&operator, 0.0).await;
+    // The new watch's LIST, then a reconcile that began once the startup ones had finished: the
+    // resync is over, whatever the machine's speed.
+    eventually(
+        "the new operator's ConfigMap watch",
+        Duration::from_secs(60),
+        || async { (counter(&operator, LIST_CONFIGMAPS) >= 1.0).then_some(()) },
+    )
+    .await;
+    operator.nudge(&pipelines, "edge", "pipeline").await;
     assert_eq!(events(&ns).await, events_before, "no Event on resync");
     let lists = counter(&operator, LIST_CONFIGMAPS);
     assert_eq!(
@@ -155,7 +149,7 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
         .patch("edge", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("annotated");
-    let after_poke = reconciled_after(&operator, after_resync).await;
+    operator.nudge(&pipelines, "edge", "pipeline").await;
     assert_eq!(
         counter(&operator, LIST_CONFIGMAPS),
         lists,
@@ -172,7 +166,7 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
         .expect("edited");
     let edited = ready(&pipelines, "3/3").await;
     assert_ne!(hash(&edited), before);
-    let after_edit = reconciled_after(&operator, after_poke).await;
+    operator.nudge(&pipelines, "edge", "pipeline").await;
     assert_eq!(
         counter(&operator, LIST_CONFIGMAPS),
         lists + 1.0,
@@ -188,7 +182,7 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
     ready(&pipelines, "1/1").await;
     deployments.get("edge-collector").await.expect("Deployment");
     gone(&daemonsets, "edge-collector", Duration::from_secs(60)).await;
-    reconciled_after(&operator, after_edit).await;
+    operator.nudge(&pipelines, "edge", "pipeline").await;
     assert_eq!(
         counter(&operator, LIST_CONFIGMAPS),
         lists + 1.0,
