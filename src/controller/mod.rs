@@ -41,9 +41,8 @@ pub fn owned_children(labels: &str) -> watcher::Config {
         .page_size(LIST_PAGE_SIZE)
 }
 
-/// A controller of `K` whose cache holds the objects without `metadata.managedFields`: no
-/// reconcile reads them, and for objects Phoenix writes by server-side apply they are often the
-/// largest part of the metadata. Lists in pages of [`LIST_PAGE_SIZE`]; runs at most
+/// A controller of `K` whose cache holds the objects without what no reconcile reads (see
+/// [`trim_for_cache`]). Lists in pages of [`LIST_PAGE_SIZE`]; runs at most
 /// `settings.max_concurrent_reconciles` reconciles at once.
 pub fn trimmed_controller<K>(api: Api<K>, settings: &Settings) -> Controller<K>
 where
@@ -54,7 +53,7 @@ where
     let stream = reflector::reflector(
         writer,
         watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
-            .modify(strip_managed_fields),
+            .modify(trim_for_cache),
     )
     .applied_objects();
     Controller::for_stream(stream, reader).with_config(
@@ -63,10 +62,23 @@ where
     )
 }
 
-/// Drops `metadata.managedFields` (see [`trimmed_controller`]).
-pub fn strip_managed_fields<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+/// What a cached object need not keep, as no reconcile reads it: `metadata.managedFields` (for
+/// objects written by server-side apply often the largest part of the metadata) and the
+/// `kubectl.kubernetes.io/last-applied-configuration` annotation (`kubectl apply` keeps a whole
+/// copy of the object there).
+pub fn trim_for_cache<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
+
+/// The annotation in which client-side `kubectl apply` keeps the object it last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What every reconcile gets.
 pub struct Context {
@@ -390,5 +402,44 @@ pub async fn wait_for_api(client: &Client, namespaces: &[String]) {
         }
         tracing::warn!(missing = %missing.join("; "), "cannot list Phoenix resources yet (CRDs installed? RBAC?); retrying in 5s");
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ObjectMeta;
+
+    #[test]
+    fn the_cache_keeps_no_managed_fields_and_no_kubectl_copy_of_the_object() {
+        let mut pipeline = crate::crd::Pipeline::new(
+            "p",
+            serde_yaml::from_str("template: baseline").expect("spec"),
+        );
+        pipeline.metadata = ObjectMeta {
+            name: Some("p".into()),
+            managed_fields: Some(vec![Default::default()]),
+            annotations: Some(
+                [
+                    (
+                        LAST_APPLIED.to_string(),
+                        "{\"kind\":\"Pipeline\"}".to_string(),
+                    ),
+                    ("team.example.com/owner".to_string(), "obs".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        trim_for_cache(&mut pipeline);
+        assert_eq!(pipeline.metadata.managed_fields, None);
+        assert_eq!(
+            pipeline.metadata.annotations,
+            Some([("team.example.com/owner".to_string(), "obs".to_string())].into()),
+            "other annotations stay"
+        );
+        pipeline.metadata.annotations = Some([(LAST_APPLIED.to_string(), "{}".into())].into());
+        trim_for_cache(&mut pipeline);
+        assert_eq!(pipeline.metadata.annotations, None);
     }
 }
