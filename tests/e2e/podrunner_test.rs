@@ -193,7 +193,7 @@ fn collector_alive(pid: u32) -> bool {
 pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
     eventually(
         "the runner's node Ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let n = nodes.get_opt(node).await.ok()??;
             let ready = n
@@ -435,7 +435,7 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
     let port = metrics_port(pid).expect("--metrics-addr moved to a host port on 127.0.0.1");
     let served = eventually(
         "the simulator's /metrics",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             crate::harness::http_get(port, "/metrics")
                 .filter(|m| m.contains("phoenix_simulator_active_processes 5"))
@@ -476,7 +476,7 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
         .expect("Pod deleted");
     eventually(
         "the pod gone and every process ended",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let gone = pods.get_opt("long").await.ok()?.is_none();
             let alive = std::iter::once(pid)
