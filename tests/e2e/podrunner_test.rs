@@ -111,13 +111,14 @@ impl Runner {
         (runner, node)
     }
 
-    /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
+    /// Closes stdin and waits for a clean exit (at most 60 s: it stops its pods, each within its
+    /// grace period, and deletes them and its Node); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
         drop(child.stdin.take());
-        for _ in 0..300 {
+        for _ in 0..600 {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.success();
             }
