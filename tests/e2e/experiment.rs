@@ -282,7 +282,7 @@ async fn run_keeping_configs(
     let status = phase(&api, "exp", FINAL, 180).await;
     eventually(
         "the operator's /metrics counts experiment reconciles",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             operator
                 .metrics()
@@ -584,7 +584,7 @@ impl OwnPrometheus {
         let port = self.port;
         eventually(
             "own Prometheus ready",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || async move {
                 crate::harness::http_get(port, "/-/ready")
                     .filter(|r| r.starts_with("HTTP/1.1 200"))
@@ -1031,8 +1031,9 @@ async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_i
         .create(&PostParams::default(), &user_pipeline("exp-candidate"))
         .await
         .expect("user Pipeline created");
-    // Let the Pipeline controller settle it, so only the Experiment could still touch it.
-    let before = eventually(
+    // Let the Pipeline controller settle it, so only the Experiment could still touch it: Ready,
+    // then a reconcile begun once nothing was in flight has finished (no write still pending).
+    eventually(
         "the user's Pipeline is Ready",
         Duration::from_secs(60),
         || async {
@@ -1043,6 +1044,13 @@ async fn a_child_name_taken_by_a_users_pipeline_fails_name_conflict_and_leaves_i
         },
     )
     .await;
+    operator
+        .nudge(&pipelines, "exp-candidate", "pipeline")
+        .await;
+    let before = pipelines
+        .get("exp-candidate")
+        .await
+        .expect("the user's Pipeline");
     let api = ns.api::<Experiment>();
     api.create(&PostParams::default(), &experiment("exp", "", ""))
         .await

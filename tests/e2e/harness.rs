@@ -536,6 +536,21 @@ impl Operator {
         self.controller_metric("phoenix_reconcile_duration_seconds_count", controller)
     }
 
+    /// Waits until no `controller` reconcile is in flight; the reconciles finished by then. Every
+    /// reconcile that began before the call has then finished, with what it does after its
+    /// status write (Events, releasing children): an observed status is not yet its Events.
+    pub async fn idle(&self, controller: &str) -> u64 {
+        eventually(
+            &format!("no {controller} reconcile in flight"),
+            Duration::from_secs(60),
+            || async {
+                (self.controller_metric("phoenix_reconciles_in_flight", controller) == 0)
+                    .then(|| self.reconciled(controller))
+            },
+        )
+        .await
+    }
+
     /// Makes `controller` reconcile the object `name` of `api` again with nothing to do (a label
     /// Phoenix does not read) and waits until this operator has finished a reconcile that began
     /// after nothing was in flight: from then on, "nothing changed" is a reconciled fact, not a
@@ -545,15 +560,7 @@ impl Operator {
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let done = eventually(
-            &format!("no {controller} reconcile in flight"),
-            Duration::from_secs(60),
-            || async {
-                (self.controller_metric("phoenix_reconciles_in_flight", controller) == 0)
-                    .then(|| self.reconciled(controller))
-            },
-        )
-        .await;
+        let done = self.idle(controller).await;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -22,7 +22,7 @@ fn reconciles(op: &Operator) -> u64 {
 async fn reconciling(op: &Operator, who: &str) {
     eventually(
         &format!("{who} finishes a Pipeline reconcile"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { (reconciles(op) > 0).then_some(()) },
     )
     .await;
@@ -71,7 +71,7 @@ async fn holds(leases: &kube::Api<Lease>, id: &str) {
 async fn serving(op: &Operator) {
     eventually(
         "the operator serves /metrics",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { op.metrics().contains("phoenix_").then_some(()) },
     )
     .await;
@@ -112,7 +112,7 @@ async fn leader_and_standby(ns: &TestNamespace, duration: u64) -> (Operator, Ope
     // A loaded machine can drop a connection: ask until /readyz answers, then read the answer.
     let readyz = eventually(
         "the standby answers /readyz",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async { crate::harness::http_get(b.http_port, "/readyz") },
     )
     .await;
@@ -138,7 +138,9 @@ async fn standby_took_over(ns: &TestNamespace, b: &Operator) {
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let ns = TestNamespace::new("leader").await;
-    let (a, b) = leader_and_standby(&ns, 6).await;
+    // 15 s (as client-go's default): a busy apiserver can hold a 1 s renewal back for several
+    // seconds, and a shorter Lease would then pass to the standby while the leader lives.
+    let (a, b) = leader_and_standby(&ns, 15).await;
     // The leader dies without releasing the Lease: the standby takes over once it expires.
     a.kill();
     standby_took_over(&ns, &b).await;

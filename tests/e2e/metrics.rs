@@ -73,7 +73,7 @@ async fn prometheus_scrapes_the_operators_metrics() {
     }
     let families = eventually(
         "the apiserver-request histogram has the Experiment status writes",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let m = operator.metrics();
             m.contains("phoenix_kube_request_duration_seconds_count{verb=\"patch\",resource=\"experiments/status\",code=\"200\"}")

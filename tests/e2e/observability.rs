@@ -81,7 +81,7 @@ impl ScrapingPrometheus {
         );
         let child = spawn_prometheus(&dir, port, &config);
         let prom = ScrapingPrometheus { child, dir, port };
-        eventually("own Prometheus ready", Duration::from_secs(30), || async {
+        eventually("own Prometheus ready", Duration::from_secs(60), || async {
             http_get(port, "/-/ready").filter(|r| r.starts_with("HTTP/1.1 200"))
         })
         .await;
@@ -184,7 +184,7 @@ async fn every_dashboard_panel_shows_data_after_an_experiment() {
                 .replace("$experiment", "exp");
             eventually(
                 &format!("{name}: {what} has data: {expr}"),
-                Duration::from_secs(30),
+                Duration::from_secs(60),
                 || async { has_data(&client, &expr, start).await.then_some(()) },
             )
             .await;

@@ -151,7 +151,7 @@ async fn pipeline_deploys_rolls_rejects_and_garbage_collects() {
         .patch("agg", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patched");
-    let invalid = eventually("Pipeline agg Invalid", Duration::from_secs(30), || async {
+    let invalid = eventually("Pipeline agg Invalid", Duration::from_secs(60), || async {
         let p = pipelines.get("agg").await.ok()?;
         let s = p.status.clone()?;
         (s.observed_generation == p.metadata.generation && s.phase == Some(PipelinePhase::Invalid))

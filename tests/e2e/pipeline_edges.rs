@@ -118,7 +118,7 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
 
     // A restart resyncs without pruning (the only ConfigMap LIST is the new operator's watch) and
     // without a single new Event.
-    let events_before = eventually("the RolledOut Event", Duration::from_secs(30), || async {
+    let events_before = eventually("the RolledOut Event", Duration::from_secs(60), || async {
         let e = events(&ns).await;
         e.iter()
             .any(|(reason, ..)| reason == "RolledOut")

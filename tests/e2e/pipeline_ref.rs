@@ -136,6 +136,10 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
 
     // The baseline child is a copy of the user's spec (placement aside), up and running.
     let since = running_since(&experiments, "exp").await;
+    // The window's data now, not after the edit's rollout below: on a slow machine that rollout
+    // can take much of the run, and data fed after the window's end is not analyzed.
+    let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
+    feed_reducing(&url, &format!("{}/exp", ns.name), since).await;
     // kstatus while running: in progress, not ready, for the current generation.
     let running = experiments.get("exp").await.expect("Experiment");
     let s = running.status.clone().expect("status");
@@ -229,9 +233,7 @@ async fn a_pipeline_ref_baseline_is_copied_at_start_and_an_edit_mid_run_does_not
     assert_eq!(template_hash(&ds_now), template_hash(&child_ds));
     assert_eq!(ds_now.metadata.generation, child_ds.metadata.generation);
 
-    // The run completes on the data of the copy.
-    let url = cluster().var("PROMETHEUS_REMOTE_WRITE_URL").to_string();
-    feed_reducing(&url, &format!("{}/exp", ns.name), since).await;
+    // The run completes on the data of the copy (fed at its start: see above).
     let status = phase(&experiments, "exp", FINAL, 180).await;
     assert_eq!(status.phase, Some(ExperimentPhase::Completed), "{status:?}");
     assert_eq!(status.verdict, Some(Verdict::Pass), "{:?}", status.results);

@@ -35,11 +35,42 @@ impl Runner {
 
     /// [`Runner::start`] with further flags (e.g. `--image-archive NAME=ARCHIVE`).
     pub(crate) fn start_with(node: &str, extra: &[String]) -> Runner {
+        Runner::spawn(
+            Command::new(workspace_bin("phoenix-e2e-podrunner")),
+            node,
+            extra,
+        )
+    }
+
+    /// [`Runner::start`] on a process table of its own, as a real node has: the runner runs as
+    /// PID 1 of a new PID namespace with its own /proc (`unshare --pid --fork --mount-proc`), so
+    /// its collectors see the processes of its pods and no other test's. Where that cannot be
+    /// done (not root), the runner shares this machine's process table and says so.
+    pub(crate) fn start_on_own_machine(node: &str) -> Runner {
+        let runner = workspace_bin("phoenix-e2e-podrunner");
+        if !own_pid_namespace_works() {
+            eprintln!(
+                "note: cannot make a PID namespace here (not root?): node {node} sees every process of this machine"
+            );
+            return Runner::spawn(Command::new(runner), node, &[]);
+        }
+        let mut unshare = Command::new("unshare");
+        // --kill-child: killing unshare (Runner's drop after a timeout) kills the namespace's
+        // init, and with it every process of the namespace.
+        unshare
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+            .arg(runner);
+        Runner::spawn(unshare, node, &[])
+    }
+
+    /// Starts `command` (the runner, or a wrapper that execs it with the arguments that follow)
+    /// for `node` with the usual flags plus `extra`.
+    fn spawn(mut command: Command, node: &str, extra: &[String]) -> Runner {
         let c = cluster();
         let dir = repo_root().join(format!("target/e2e/podrunner-{node}"));
         std::fs::create_dir_all(&dir).expect("runner state dir");
         let log = std::fs::File::create(dir.join("runner.log")).expect("runner log");
-        let child = Command::new(workspace_bin("phoenix-e2e-podrunner"))
+        let child = command
             .env("KUBECONFIG", &c.kubeconfig)
             .args(["--node-name", node, "--stop-on-stdin-eof", "--taint"])
             .arg(format!("{TAINT_KEY}=true:NoSchedule"))
@@ -60,13 +91,7 @@ impl Runner {
     /// Starts a runner for `node` and waits until its Node is registered.
     pub(crate) async fn start_registered(node: &str, client: &kube::Client) -> Runner {
         let runner = Runner::start(node);
-        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
-        eventually(
-            "the runner's node is registered",
-            Duration::from_secs(30),
-            || async { nodes.get_opt(node).await.ok()?.map(|_| ()) },
-        )
-        .await;
+        registered(client, node).await;
         runner
     }
 
@@ -76,13 +101,24 @@ impl Runner {
         (Runner::start_registered(&node, &ns.client).await, node)
     }
 
-    /// Closes stdin and waits for a clean exit (at most 30 s); whether it exited successfully.
+    /// [`Runner::on_own_node`] on a process table of its own ([`Runner::start_on_own_machine`]):
+    /// for tests whose figures count the node's processes, which the other tests' processes
+    /// (started and stopped at any moment) must not change.
+    pub(crate) async fn on_own_machine(ns: &TestNamespace) -> (Runner, String) {
+        let node = format!("local-{}", ns.name);
+        let runner = Runner::start_on_own_machine(&node);
+        registered(&ns.client, &node).await;
+        (runner, node)
+    }
+
+    /// Closes stdin and waits for a clean exit (at most 60 s: it stops its pods, each within its
+    /// grace period, and deletes them and its Node); whether it exited successfully.
     fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return true;
         };
         drop(child.stdin.take());
-        for _ in 0..300 {
+        for _ in 0..600 {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.success();
             }
@@ -92,6 +128,27 @@ impl Runner {
         let _ = child.wait();
         false
     }
+}
+
+/// Waits until `node` is registered.
+async fn registered(client: &kube::Client, node: &str) {
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    eventually(
+        "the runner's node is registered",
+        Duration::from_secs(60),
+        || async { nodes.get_opt(node).await.ok()?.map(|_| ()) },
+    )
+    .await;
+}
+
+/// Whether `unshare` can give a process a PID namespace and a /proc of its own here.
+fn own_pid_namespace_works() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Placement (YAML flow mapping) on the runner's node `node`, its taint tolerated.
@@ -137,7 +194,7 @@ fn collector_alive(pid: u32) -> bool {
 pub(crate) async fn node_ready(nodes: &Api<Node>, node: &str) {
     eventually(
         "the runner's node Ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let n = nodes.get_opt(node).await.ok()??;
             let ready = n
@@ -379,7 +436,7 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
     let port = metrics_port(pid).expect("--metrics-addr moved to a host port on 127.0.0.1");
     let served = eventually(
         "the simulator's /metrics",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             crate::harness::http_get(port, "/metrics")
                 .filter(|m| m.contains("phoenix_simulator_active_processes 5"))
@@ -420,7 +477,7 @@ async fn podrunner_runs_simulator_pods_to_completion_and_stops_deleted_ones() {
         .expect("Pod deleted");
     eventually(
         "the pod gone and every process ended",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let gone = pods.get_opt("long").await.ok()?.is_none();
             let alive = std::iter::once(pid)

@@ -336,7 +336,7 @@ async fn tls_and_basic_auth_prometheus_and_named_failures() {
     let url = prom.url();
     eventually(
         "the secure Prometheus ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let r = client.get(format!("{url}/-/ready")).send().await.ok()?;
             r.status().is_success().then_some(())

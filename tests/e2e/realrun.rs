@@ -26,7 +26,10 @@ fn experiment(name: &str, node: &str, candidate: &str, simulation: bool) -> Expe
 #[tokio::test]
 async fn real_processes_real_collectors_pass_and_a_a_does_not() {
     let ns = TestNamespace::new("realrun").await;
-    let (_runner, node) = Runner::on_own_node(&ns).await;
+    // Its node's own processes only, as on a real node: the other tests' processes (thousands on
+    // a busy machine, started and stopped at any moment) neither weigh on the scrapes nor change
+    // what the two variants of the A/A run see between their scrapes.
+    let (_runner, node) = Runner::on_own_machine(&ns).await;
     let _operator = Operator::start(&ns.name, &[]);
     let _ = cluster();
     let api = ns.api::<Experiment>();

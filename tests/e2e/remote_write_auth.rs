@@ -67,7 +67,7 @@ async fn collectors_remote_write_through_basic_auth_and_wrong_credentials_are_na
     let http = reqwest::Client::new();
     eventually(
         "the auth Prometheus ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let r = http
                 .get(format!("{}/-/ready", url))

@@ -31,7 +31,7 @@ async fn simulation_runs_a_job_and_follows_it_to_success() {
         .await
         .expect("Simulation created");
 
-    let job = eventually("Job load-load", Duration::from_secs(30), || async {
+    let job = eventually("Job load-load", Duration::from_secs(60), || async {
         jobs.get_opt("load-load").await.ok()?
     })
     .await;

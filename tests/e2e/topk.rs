@@ -147,7 +147,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     )));
     eventually(
         "source Prometheus ready",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             http_get(port, "/-/ready")
                 .filter(|r| r.starts_with("HTTP/1.1 200"))
@@ -167,7 +167,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     ];
     let (rates, rx) = watch::channel(phase_a);
     let feeder = feed(format!("{source_url}/api/v1/write"), node.clone(), rx);
-    let _operator = Operator::start(
+    let operator = Operator::start(
         &ns.name,
         &["--allowed-prometheus-url-prefixes", &source_url],
     );
@@ -242,6 +242,9 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     .await;
     assert_eq!(again.topk_processes, first);
     assert_eq!(again.config_hash.as_deref(), Some(hash.as_str()));
+    // The operator publishes a reconcile's Events after its status write: wait for that
+    // reconcile to end before reading them.
+    operator.idle("pipeline").await;
     assert_eq!(
         events(&ns, "TopKRefreshed").await,
         ["keeps etcd, kube-apiserver, prometheus"],
@@ -267,6 +270,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     })
     .await;
     let hash = shifted.config_hash.clone().expect("config hash");
+    operator.idle("pipeline").await;
     // etcd's rate decays over the ranking's one-minute range, so the selection may pass through
     // an intermediate set on its way: one Event per change, never two for the same selection.
     let refreshed = events(&ns, "TopKRefreshed").await;
@@ -320,6 +324,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
         "collectors unaffected"
     );
     assert!(conditions::is_true(&failed.conditions, "Ready"));
+    operator.idle("pipeline").await;
     assert_eq!(
         events(&ns, "TopKRefreshed").await,
         refreshed,
@@ -327,7 +332,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     );
     let warnings = eventually(
         "a TopKRefreshFailed Warning",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || async {
             let w = events(&ns, "TopKRefreshFailed").await;
             (!w.is_empty()).then_some(w)
@@ -350,6 +355,7 @@ async fn a_standalone_topk_pipeline_selects_refreshes_and_keeps_its_selection_wh
     })
     .await;
     assert_eq!(later.topk_processes, second);
+    operator.idle("pipeline").await;
     assert_eq!(events(&ns, "TopKRefreshFailed").await, warnings);
 
     feeder.abort();
