@@ -715,47 +715,19 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         info!("status changed since this pass read it; looking again");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    // Events once the transition is stored (never duplicated by a retried write), then effects.
-    for note in &decision.events {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(
-            exp.as_ref(),
-            type_,
-            &note.reason,
-            "Reconcile",
-            note.message.clone(),
-        )
-        .await;
-        info!(reason = %note.reason, message = %note.message, "experiment transition");
-    }
-    for effect in &decision.effects {
-        match effect {
-            Effect::EnsureChildren => {
-                ensure_children(
-                    &ctx,
-                    &exp,
-                    &pipelines,
-                    [baseline.as_ref(), candidate.as_ref()],
-                    sim.as_ref(),
-                )
-                .await?
-            }
-            Effect::ReleaseChildren => {
-                release_children(
-                    &ctx,
-                    &exp,
-                    [baseline.as_ref(), candidate.as_ref()],
-                    sim.as_ref(),
-                )
-                .await?
-            }
-            Effect::Analyze(_) | Effect::RefreshTopK { .. } => {}
-        }
-    }
+    // Events once the transition is stored (never duplicated by a retried write), and the effects
+    // alongside them: an Event is best effort and nothing waits on it, so the children are not
+    // created one Event round trip (or two) later than they could be.
+    let events = publish_events(&ctx, &exp, &decision.events);
+    let effects = perform_effects(
+        &ctx,
+        &exp,
+        &pipelines,
+        [baseline.as_ref(), candidate.as_ref()],
+        sim.as_ref(),
+        &decision.effects,
+    );
+    futures::future::join(events, effects).await.1?;
     record_metrics(&ctx, &exp, &decision);
     if let Some(left) = expires_in(&exp.spec, &decision.status, observed.now) {
         if left.is_zero() {
@@ -770,6 +742,39 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
+}
+
+/// Publishes the Events of a stored transition, in order.
+async fn publish_events(ctx: &Context, exp: &Experiment, notes: &[experiment_phase::Note]) {
+    for note in notes {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(exp, type_, &note.reason, "Reconcile", note.message.clone())
+            .await;
+        info!(reason = %note.reason, message = %note.message, "experiment transition");
+    }
+}
+
+/// Performs the effects of a stored decision on the children this Experiment controls.
+async fn perform_effects(
+    ctx: &Context,
+    exp: &Experiment,
+    pipelines: &Api<Pipeline>,
+    existing: [Option<&Pipeline>; 2],
+    sim: Option<&Simulation>,
+    effects: &[Effect],
+) -> Result<()> {
+    for effect in effects {
+        match effect {
+            Effect::EnsureChildren => ensure_children(ctx, exp, pipelines, existing, sim).await?,
+            Effect::ReleaseChildren => release_children(ctx, exp, existing, sim).await?,
+            Effect::Analyze(_) | Effect::RefreshTopK { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Action {
