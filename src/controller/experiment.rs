@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -16,7 +16,7 @@ use tracing::{info, instrument, warn};
 use super::experiment_phase::{
     self, AnalysisBasis, AnalysisOutcome, Child, Decision, Effect, Observed,
 };
-use super::{Context, StatusWrite, apply, namespaced_api, write_status_at};
+use super::{Context, StatusWrite, apply, create_unless_exists, namespaced_api, write_status_at};
 use crate::analysis::measure::{self, MeasureError, Window};
 use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
@@ -287,23 +287,6 @@ async fn placement_overrides(pipelines: &Api<Pipeline>, exp: &Experiment) -> Res
     Ok(out)
 }
 
-/// Creates a child unless its name is taken (created, never applied over: an object of the same
-/// name that appeared meanwhile is left alone and shows up as a conflict on the next pass).
-async fn create_child<K>(api: &Api<K>, child: &K, step: &'static str) -> Result<()>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let params = PostParams {
-        field_manager: Some(crate::desired::labels::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    match api.create(&params, child).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(source) => Err(Error::Kube { step, source }),
-    }
-}
-
 async fn ensure_children(
     ctx: &Context,
     exp: &Experiment,
@@ -344,7 +327,7 @@ async fn ensure_children(
                 &resolved,
                 remote_write,
             );
-            create_child(pipelines, &child, "create child Pipeline").await
+            create_unless_exists(pipelines, &child, "create child Pipeline").await
         }
     };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
@@ -353,7 +336,7 @@ async fn ensure_children(
             && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
         {
             let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-            create_child(&sims, &child, "create child Simulation").await?;
+            create_unless_exists(&sims, &child, "create child Simulation").await?;
         }
         Ok(())
     };
