@@ -764,6 +764,31 @@ fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Acti
     super::retry_after_error(&ctx, NAME, error)
 }
 
+/// The Experiment controllers' caches (one per watched scope), shared with the Pipeline
+/// controller so a child's reconcile reads its Experiment without a round trip.
+#[derive(Default)]
+pub struct Stores(std::sync::RwLock<Vec<Store<Experiment>>>);
+
+impl Stores {
+    /// Adds the cache of one Experiment controller.
+    pub fn register(&self, store: Store<Experiment>) {
+        if let Ok(mut stores) = self.0.write() {
+            stores.push(store);
+        }
+    }
+
+    /// The cached Experiment `name` in `namespace` with UID `uid`, when a cache holds it (not
+    /// when it holds an older Experiment of that name, deleted since).
+    pub fn get(&self, namespace: &str, name: &str, uid: &str) -> Option<Arc<Experiment>> {
+        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        let stores = self.0.read().ok()?;
+        stores
+            .iter()
+            .find_map(|s| s.get(&key))
+            .filter(|e| e.metadata.uid.as_deref() == Some(uid))
+    }
+}
+
 /// Runs the Experiment controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -787,6 +812,7 @@ pub async fn run(
     let controller = super::trimmed_controller(exps);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
+    ctx.experiments.register(controller.store());
     controller
         .owns(pipelines, children.clone())
         .owns(sims, children)
@@ -825,6 +851,32 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_gives_an_experiment_only_under_its_own_uid() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<Experiment>();
+        let mut exp = Experiment::new(
+            "exp",
+            serde_yaml::from_str(
+                "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: baseline}}",
+            )
+            .expect("parses"),
+        );
+        exp.metadata.namespace = Some("ns".into());
+        exp.metadata.uid = Some("uid-1".into());
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(exp));
+        let stores = Stores::default();
+        assert!(
+            stores.get("ns", "exp", "uid-1").is_none(),
+            "nothing registered yet"
+        );
+        stores.register(reader);
+        assert!(stores.get("ns", "exp", "uid-1").is_some());
+        // Another Experiment of that name (re-created): not the owner the child names.
+        assert!(stores.get("ns", "exp", "uid-2").is_none());
+        assert!(stores.get("other", "exp", "uid-1").is_none());
+        assert!(stores.get("ns", "nope", "uid-1").is_none());
+    }
 
     #[test]
     fn a_pipeline_whose_pods_admission_refuses_is_a_broken_child() {

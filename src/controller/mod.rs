@@ -73,6 +73,8 @@ pub struct Context {
     pub analyses: tokio::sync::Semaphore,
     /// Collector UIDs already read from or recorded in the ledger.
     pub uids: collector_uid::UidCache,
+    /// The Experiment controllers' caches, read by the Pipeline controller.
+    pub experiments: experiment::Stores,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             recorder,
             analyses,
             uids: collector_uid::UidCache::default(),
+            experiments: experiment::Stores::default(),
         }
     }
 

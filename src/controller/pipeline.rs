@@ -641,6 +641,9 @@ pub fn refused_until_changed(pipeline: &Pipeline) -> bool {
 }
 
 /// The grant of the Experiment controlling `pipeline`, if one does (see [`children::grant`]).
+/// Read from the Experiment controller's cache, which holds the Experiment before it creates its
+/// children; a GET when the cache does not hold the owner (not synced yet, or only an older
+/// Experiment of that name), so a child never renders as standalone for want of a cached owner.
 async fn experiment_grant(
     ctx: &Context,
     namespace: &str,
@@ -649,6 +652,9 @@ async fn experiment_grant(
     let Some(owner) = children::experiment_owner(pipeline.owner_references()) else {
         return Ok(None);
     };
+    if let Some(cached) = ctx.experiments.get(namespace, &owner.name, &owner.uid) {
+        return Ok(children::grant(&pipeline.name_any(), owner, &cached));
+    }
     let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), namespace);
     let experiment = experiments
         .get_opt(&owner.name)
