@@ -591,7 +591,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // Observe: only what this Experiment controls; a taken name is a conflict.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let mut conflicts = vec![];
-    // The three reads are independent: one round trip instead of three.
+    // The reads are independent: one round trip instead of three.
     let (baseline, candidate, sim) = futures::future::try_join3(
         async {
             pipelines
@@ -606,6 +606,11 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
                 .map_err(Error::kube("get candidate Pipeline"))
         },
         async {
+            // Whether the spec has a simulation cannot change (a CRD rule): an Experiment without
+            // one never created a Simulation, and one of that name is none of its business.
+            if exp.spec.simulation.is_none() {
+                return Ok(None);
+            }
             sims.get_opt(&children::simulation_name(&name))
                 .await
                 .map_err(Error::kube("get Simulation"))
@@ -614,11 +619,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     .await?;
     let baseline = owned(baseline, &uid, &mut conflicts);
     let candidate = owned(candidate, &uid, &mut conflicts);
-    // Without a simulation in the spec, a Simulation of that name is none of our business.
-    let sim = match exp.spec.simulation {
-        Some(_) => owned(sim, &uid, &mut conflicts),
-        None => sim.filter(|s| controlled_by(s, &uid)),
-    };
+    let sim = owned(sim, &uid, &mut conflicts);
     let mut missing_refs = vec![];
     let mut overrides = vec![];
     if stored.phase.is_none_or(|p| p == ExperimentPhase::Pending) {
