@@ -118,6 +118,12 @@ pub struct Settings {
     /// Experiments ending together do not overload Prometheus. At least 1.
     #[arg(long, env = "PHOENIX_MAX_CONCURRENT_ANALYSES", default_value_t = 8)]
     pub max_concurrent_analyses: usize,
+    /// Reconciles each controller (Experiments, Pipelines, Simulations) runs at the same time;
+    /// more objects wait in its queue, each once however often it changed. Bounds the memory and
+    /// the apiserver connections of a resync or a burst (every object of a 2,000-Experiment
+    /// cluster is due at once after a restart). At least 1.
+    #[arg(long, env = "PHOENIX_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
     /// This replica's identity in the Lease. Default: the pod name (POD_NAME) or the hostname.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

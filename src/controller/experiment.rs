@@ -11,7 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 use super::experiment_phase::{
     self, AnalysisBasis, AnalysisOutcome, Child, Decision, Effect, Observed,
@@ -164,25 +164,27 @@ fn owned<K: Resource<DynamicType = ()>>(
     None
 }
 
-/// [`analyze`] once a permit for an analysis in flight is free (`--max-concurrent-analyses`),
-/// recording its duration and Prometheus requests.
+/// [`analyze`] when a turn for an analysis is free (`--max-concurrent-analyses`); `None` when
+/// every turn is taken. Records the duration and the Prometheus requests of the analysis.
 async fn analyze_in_turn(
     ctx: &Context,
     exp: &Experiment,
     inputs: &AnalysisInputs,
-) -> AnalysisOutcome {
-    ctx.metrics.analyses_waiting.inc();
-    let permit = ctx.analyses.acquire().await;
-    ctx.metrics.analyses_waiting.dec();
+) -> Option<AnalysisOutcome> {
+    let key = format!("{}/{}", exp.namespace().unwrap_or_default(), exp.name_any());
+    let turn = ctx.analyses.try_turn(&key);
+    ctx.metrics
+        .analyses_waiting
+        .set(ctx.analyses.waiting() as i64);
+    let _turn = turn?;
     let start = std::time::Instant::now();
     let (outcome, queries) =
         crate::telemetry::outbound::count_prometheus_queries(analyze(ctx, exp, inputs)).await;
-    drop(permit);
     ctx.metrics
         .analysis_duration
         .observe(start.elapsed().as_secs_f64());
     ctx.metrics.analysis_queries.observe(queries as f64);
-    outcome
+    Some(outcome)
 }
 
 /// Measures the window described by `inputs` (and nothing else: not the live children).
@@ -670,7 +672,12 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         .find(|e| matches!(e, Effect::Analyze(_)))
         .cloned()
     {
-        let outcome = analyze_in_turn(&ctx, &exp, &inputs).await;
+        let Some(outcome) = analyze_in_turn(&ctx, &exp, &inputs).await else {
+            // Every turn is taken: nothing is written (the next pass decides the same again) and
+            // the reconcile slot goes to other Experiments meanwhile.
+            debug!("every analysis turn is taken; retrying");
+            return Ok(Action::requeue(ANALYSIS_TURN_RETRY));
+        };
         decision = experiment_phase::finish(decision, outcome, &observed, &limits);
     }
     if let Some(Effect::RefreshTopK { since }) = decision
@@ -810,7 +817,7 @@ pub async fn run(
         ),
     };
     let children = super::owned_children("app.kubernetes.io/managed-by=phoenix");
-    let controller = super::trimmed_controller(exps);
+    let controller = super::trimmed_controller(exps, &ctx.settings);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
     ctx.experiments.register(controller.store());
@@ -827,6 +834,9 @@ pub async fn run(
         .await;
     pruner.abort();
 }
+
+/// How soon an Experiment whose analysis found every turn taken asks again.
+const ANALYSIS_TURN_RETRY: Duration = Duration::from_secs(1);
 
 /// How often the series of deleted Experiments are removed from /metrics.
 const METRICS_PRUNE_INTERVAL: Duration = Duration::from_secs(10);
@@ -846,6 +856,13 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
             .map(|e| (e.namespace().unwrap_or_default(), e.name_any()))
             .collect();
         ctx.metrics.retain_experiments(&live);
+        ctx.analyses.retain(|key| {
+            key.split_once('/')
+                .is_some_and(|(ns, name)| live.contains(&(ns.to_string(), name.to_string())))
+        });
+        ctx.metrics
+            .analyses_waiting
+            .set(ctx.analyses.waiting() as i64);
     }
 }
 

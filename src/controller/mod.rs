@@ -1,6 +1,7 @@
 //! The reconcile drivers: one controller per kind, sharing a [`Context`]. Each reconcile is
 //! observe → build (pure, in `crate::desired`) → server-side apply → status.
 
+pub mod analysis_turns;
 pub mod collector_uid;
 pub mod events;
 pub mod experiment;
@@ -42,8 +43,9 @@ pub fn owned_children(labels: &str) -> watcher::Config {
 
 /// A controller of `K` whose cache holds the objects without `metadata.managedFields`: no
 /// reconcile reads them, and for objects Phoenix writes by server-side apply they are often the
-/// largest part of the metadata. Lists in pages of [`LIST_PAGE_SIZE`].
-pub fn trimmed_controller<K>(api: Api<K>) -> Controller<K>
+/// largest part of the metadata. Lists in pages of [`LIST_PAGE_SIZE`]; runs at most
+/// `settings.max_concurrent_reconciles` reconciles at once.
+pub fn trimmed_controller<K>(api: Api<K>, settings: &Settings) -> Controller<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
@@ -55,7 +57,10 @@ where
             .modify(strip_managed_fields),
     )
     .applied_objects();
-    Controller::for_stream(stream, reader)
+    Controller::for_stream(stream, reader).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.max_concurrent_reconciles.max(1)),
+    )
 }
 
 /// Drops `metadata.managedFields` (see [`trimmed_controller`]).
@@ -69,8 +74,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: events::EventRecorder,
-    /// Permits for analyses in flight (`--max-concurrent-analyses`).
-    pub analyses: tokio::sync::Semaphore,
+    /// Turns for analyses in flight (`--max-concurrent-analyses`).
+    pub analyses: analysis_turns::AnalysisTurns,
     /// Collector UIDs already read from or recorded in the ledger.
     pub uids: collector_uid::UidCache,
     /// The Experiment controllers' caches, read by the Pipeline controller.
@@ -87,7 +92,7 @@ impl Context {
                 .clone()
                 .unwrap_or_else(|| FIELD_MANAGER.to_string()),
         );
-        let analyses = tokio::sync::Semaphore::new(settings.max_concurrent_analyses.max(1));
+        let analyses = analysis_turns::AnalysisTurns::new(settings.max_concurrent_analyses);
         Context {
             client,
             settings,

@@ -930,7 +930,7 @@ pub async fn run(
     let managed = super::owned_children(
         "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
     );
-    let controller = super::trimmed_controller(pipelines);
+    let controller = super::trimmed_controller(pipelines, &ctx.settings);
     ctx.metrics.state.watch_pipelines(controller.store());
     controller
         .owns(config_maps, managed.clone())

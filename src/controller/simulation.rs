@@ -389,7 +389,7 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    super::trimmed_controller(sims)
+    super::trimmed_controller(sims, &ctx.settings)
         .owns(
             jobs,
             super::owned_children(
