@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
@@ -16,7 +16,7 @@ use tracing::{debug, info, instrument, warn};
 use super::experiment_phase::{
     self, AnalysisBasis, AnalysisOutcome, Child, Decision, Effect, Observed,
 };
-use super::{Context, StatusWrite, apply, namespaced_api, write_status_at};
+use super::{Context, StatusWrite, apply, create_unless_exists, namespaced_api, write_status_at};
 use crate::analysis::measure::{self, MeasureError, Window};
 use crate::analysis::queries::VariantSelector;
 use crate::analysis::verdict::{self, Outcome};
@@ -289,23 +289,6 @@ async fn placement_overrides(pipelines: &Api<Pipeline>, exp: &Experiment) -> Res
     Ok(out)
 }
 
-/// Creates a child unless its name is taken (created, never applied over: an object of the same
-/// name that appeared meanwhile is left alone and shows up as a conflict on the next pass).
-async fn create_child<K>(api: &Api<K>, child: &K, step: &'static str) -> Result<()>
-where
-    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let params = PostParams {
-        field_manager: Some(crate::desired::labels::FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    match api.create(&params, child).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(source) => Err(Error::Kube { step, source }),
-    }
-}
-
 async fn ensure_children(
     ctx: &Context,
     exp: &Experiment,
@@ -346,7 +329,7 @@ async fn ensure_children(
                 &resolved,
                 remote_write,
             );
-            create_child(pipelines, &child, "create child Pipeline").await
+            create_unless_exists(pipelines, &child, "create child Pipeline").await
         }
     };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
@@ -355,7 +338,7 @@ async fn ensure_children(
             && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
         {
             let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-            create_child(&sims, &child, "create child Simulation").await?;
+            create_unless_exists(&sims, &child, "create child Simulation").await?;
         }
         Ok(())
     };
@@ -610,7 +593,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // Observe: only what this Experiment controls; a taken name is a conflict.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let mut conflicts = vec![];
-    // The three reads are independent: one round trip instead of three.
+    // The reads are independent: one round trip instead of three.
     let (baseline, candidate, sim) = futures::future::try_join3(
         async {
             pipelines
@@ -625,6 +608,11 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
                 .map_err(Error::kube("get candidate Pipeline"))
         },
         async {
+            // Whether the spec has a simulation cannot change (a CRD rule): an Experiment without
+            // one never created a Simulation, and one of that name is none of its business.
+            if exp.spec.simulation.is_none() {
+                return Ok(None);
+            }
             sims.get_opt(&children::simulation_name(&name))
                 .await
                 .map_err(Error::kube("get Simulation"))
@@ -633,11 +621,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     .await?;
     let baseline = owned(baseline, &uid, &mut conflicts);
     let candidate = owned(candidate, &uid, &mut conflicts);
-    // Without a simulation in the spec, a Simulation of that name is none of our business.
-    let sim = match exp.spec.simulation {
-        Some(_) => owned(sim, &uid, &mut conflicts),
-        None => sim.filter(|s| controlled_by(s, &uid)),
-    };
+    let sim = owned(sim, &uid, &mut conflicts);
     let mut missing_refs = vec![];
     let mut overrides = vec![];
     if stored.phase.is_none_or(|p| p == ExperimentPhase::Pending) {
@@ -722,47 +706,19 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         info!("status changed since this pass read it; looking again");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    // Events once the transition is stored (never duplicated by a retried write), then effects.
-    for note in &decision.events {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        ctx.event(
-            exp.as_ref(),
-            type_,
-            &note.reason,
-            "Reconcile",
-            note.message.clone(),
-        )
-        .await;
-        info!(reason = %note.reason, message = %note.message, "experiment transition");
-    }
-    for effect in &decision.effects {
-        match effect {
-            Effect::EnsureChildren => {
-                ensure_children(
-                    &ctx,
-                    &exp,
-                    &pipelines,
-                    [baseline.as_ref(), candidate.as_ref()],
-                    sim.as_ref(),
-                )
-                .await?
-            }
-            Effect::ReleaseChildren => {
-                release_children(
-                    &ctx,
-                    &exp,
-                    [baseline.as_ref(), candidate.as_ref()],
-                    sim.as_ref(),
-                )
-                .await?
-            }
-            Effect::Analyze(_) | Effect::RefreshTopK { .. } => {}
-        }
-    }
+    // Events once the transition is stored (never duplicated by a retried write), and the effects
+    // alongside them: an Event is best effort and nothing waits on it, so the children are not
+    // created one Event round trip (or two) later than they could be.
+    let events = publish_events(&ctx, &exp, &decision.events);
+    let effects = perform_effects(
+        &ctx,
+        &exp,
+        &pipelines,
+        [baseline.as_ref(), candidate.as_ref()],
+        sim.as_ref(),
+        &decision.effects,
+    );
+    futures::future::join(events, effects).await.1?;
     record_metrics(&ctx, &exp, &decision);
     if let Some(left) = expires_in(&exp.spec, &decision.status, observed.now) {
         if left.is_zero() {
@@ -779,8 +735,66 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
+/// Publishes the Events of a stored transition, in order.
+async fn publish_events(ctx: &Context, exp: &Experiment, notes: &[experiment_phase::Note]) {
+    for note in notes {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(exp, type_, &note.reason, "Reconcile", note.message.clone())
+            .await;
+        info!(reason = %note.reason, message = %note.message, "experiment transition");
+    }
+}
+
+/// Performs the effects of a stored decision on the children this Experiment controls.
+async fn perform_effects(
+    ctx: &Context,
+    exp: &Experiment,
+    pipelines: &Api<Pipeline>,
+    existing: [Option<&Pipeline>; 2],
+    sim: Option<&Simulation>,
+    effects: &[Effect],
+) -> Result<()> {
+    for effect in effects {
+        match effect {
+            Effect::EnsureChildren => ensure_children(ctx, exp, pipelines, existing, sim).await?,
+            Effect::ReleaseChildren => release_children(ctx, exp, existing, sim).await?,
+            Effect::Analyze(_) | Effect::RefreshTopK { .. } => {}
+        }
+    }
+    Ok(())
+}
+
 fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Action {
     super::retry_after_error(&ctx, NAME, error)
+}
+
+/// The Experiment controllers' caches (one per watched scope), shared with the Pipeline
+/// controller so a child's reconcile reads its Experiment without a round trip.
+#[derive(Default)]
+pub struct Stores(std::sync::RwLock<Vec<Store<Experiment>>>);
+
+impl Stores {
+    /// Adds the cache of one Experiment controller.
+    pub fn register(&self, store: Store<Experiment>) {
+        if let Ok(mut stores) = self.0.write() {
+            stores.push(store);
+        }
+    }
+
+    /// The cached Experiment `name` in `namespace` with UID `uid`, when a cache holds it (not
+    /// when it holds an older Experiment of that name, deleted since).
+    pub fn get(&self, namespace: &str, name: &str, uid: &str) -> Option<Arc<Experiment>> {
+        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
+        let stores = self.0.read().ok()?;
+        stores
+            .iter()
+            .find_map(|s| s.get(&key))
+            .filter(|e| e.metadata.uid.as_deref() == Some(uid))
+    }
 }
 
 /// Runs the Experiment controller until `shutdown` resolves.
@@ -806,6 +820,7 @@ pub async fn run(
     let controller = super::trimmed_controller(exps, &ctx.settings);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
+    ctx.experiments.register(controller.store());
     controller
         .owns(pipelines, children.clone())
         .owns(sims, children)
@@ -854,6 +869,32 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_gives_an_experiment_only_under_its_own_uid() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<Experiment>();
+        let mut exp = Experiment::new(
+            "exp",
+            serde_yaml::from_str(
+                "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: baseline}}",
+            )
+            .expect("parses"),
+        );
+        exp.metadata.namespace = Some("ns".into());
+        exp.metadata.uid = Some("uid-1".into());
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(exp));
+        let stores = Stores::default();
+        assert!(
+            stores.get("ns", "exp", "uid-1").is_none(),
+            "nothing registered yet"
+        );
+        stores.register(reader);
+        assert!(stores.get("ns", "exp", "uid-1").is_some());
+        // Another Experiment of that name (re-created): not the owner the child names.
+        assert!(stores.get("ns", "exp", "uid-2").is_none());
+        assert!(stores.get("other", "exp", "uid-1").is_none());
+        assert!(stores.get("ns", "nope", "uid-1").is_none());
+    }
 
     #[test]
     fn a_pipeline_whose_pods_admission_refuses_is_a_broken_child() {

@@ -90,6 +90,8 @@ pub struct Context {
     pub analyses: analysis_turns::AnalysisTurns,
     /// Collector UIDs already read from or recorded in the ledger.
     pub uids: collector_uid::UidCache,
+    /// The Experiment controllers' caches, read by the Pipeline controller.
+    pub experiments: experiment::Stores,
 }
 
 impl Context {
@@ -110,6 +112,7 @@ impl Context {
             recorder,
             analyses,
             uids: collector_uid::UidCache::default(),
+            experiments: experiment::Stores::default(),
         }
     }
 
@@ -171,6 +174,23 @@ where
     .map_err(Error::kube(step))
 }
 
+/// Creates `obj` with Phoenix's field manager unless its name is taken (409): an object of that
+/// name is left untouched (created, never applied over), whoever made it.
+pub async fn create_unless_exists<K>(api: &Api<K>, obj: &K, step: &'static str) -> Result<()>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let params = kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api.create(&params, obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Kube { step, source }),
+    }
+}
+
 /// Annotation on generated workloads: the hash of the desired state Phoenix last applied.
 pub const APPLIED_HASH: &str = "phoenix.io/applied-hash";
 
@@ -178,7 +198,28 @@ pub const APPLIED_HASH: &str = "phoenix.io/applied-hash";
 /// an unchanged desired state costs one read and no write (a restarted operator resyncs without
 /// writing). Edits made by hand to a generated object are corrected at the next change of its
 /// desired state.
-pub async fn apply_if_changed<K>(api: &Api<K>, mut obj: K, step: &'static str) -> Result<K>
+pub async fn apply_if_changed<K>(api: &Api<K>, obj: K, step: &'static str) -> Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    let live = api.get_opt(&name).await.map_err(Error::kube(step))?;
+    apply_unless_current(api, obj, live, step).await
+}
+
+/// [`apply_if_changed`] with the live object already read (`None`: it does not exist), so the
+/// caller can read it alongside other requests.
+pub async fn apply_unless_current<K>(
+    api: &Api<K>,
+    mut obj: K,
+    live: Option<K>,
+    step: &'static str,
+) -> Result<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
     <K as Resource>::DynamicType: Default,
@@ -192,12 +233,7 @@ where
         .annotations
         .get_or_insert_with(Default::default)
         .insert(APPLIED_HASH.to_string(), hash.clone());
-    let name = obj
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    if let Some(live) = api.get_opt(&name).await.map_err(Error::kube(step))?
+    if let Some(live) = live
         && live
             .meta()
             .annotations

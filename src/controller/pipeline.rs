@@ -17,8 +17,8 @@ use tracing::{info, instrument};
 
 use super::pipeline_topk;
 use super::{
-    Context, StatusWrite, apply, apply_if_changed, collector_uid, namespaced_api, now,
-    pod_admission, remote_write_check, write_status, write_status_at,
+    Context, StatusWrite, apply, apply_unless_current, collector_uid, create_unless_exists,
+    namespaced_api, now, pod_admission, remote_write_check, write_status, write_status_at,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::experiment::Experiment;
@@ -337,28 +337,31 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         secret_files: rendered.secret_files.clone(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
-        Ok(applied) => applied,
-        Err(e) => {
-            let Some(message) = e.refused_permanently() else {
-                return Err(e);
-            };
-            let status = invalid_status(&pipeline, REFUSED, &message, &previous);
-            if previous.message != status.message {
-                ctx.event(
-                    pipeline.as_ref(),
-                    EventType::Warning,
-                    REFUSED,
-                    "Apply",
-                    message,
-                )
-                .await;
+    // Whether the status already records this config (then its ConfigMap most likely exists).
+    let recorded = previous.config_hash.as_deref() == Some(rendered.hash.as_str());
+    let applied =
+        match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params, recorded).await {
+            Ok(applied) => applied,
+            Err(e) => {
+                let Some(message) = e.refused_permanently() else {
+                    return Err(e);
+                };
+                let status = invalid_status(&pipeline, REFUSED, &message, &previous);
+                if previous.message != status.message {
+                    ctx.event(
+                        pipeline.as_ref(),
+                        EventType::Warning,
+                        REFUSED,
+                        "Apply",
+                        message,
+                    )
+                    .await;
+                }
+                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+                // Permanent until the spec changes (see `refused_until_changed`).
+                return Ok(Action::await_change());
             }
-            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-            // Permanent until the spec changes (see `refused_until_changed`).
-            return Ok(Action::await_change());
-        }
-    };
+        };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
     // status-only event costs no LIST (which would grow with every ConfigMap in the namespace).
     // A Pipeline that never recorded a hash has no older config to prune: a burst of new
@@ -569,47 +572,62 @@ async fn apply_collectors(
     config_maps: &Api<ConfigMap>,
     spec: &crate::crd::PipelineSpec,
     params: &CollectorParams<'_>,
+    recorded: bool,
 ) -> Result<Workload> {
     let (name, namespace) = (params.name, params.namespace);
     let config_map = async {
-        if config_maps
-            .get_opt(&labels::config_map_name(name, params.config_hash))
-            .await
-            .map_err(Error::kube("get ConfigMap"))?
-            .is_none()
-        {
-            apply(
-                config_maps,
-                &workload::config_map(params),
-                "apply ConfigMap",
-            )
-            .await?;
+        let config_map = workload::config_map(params);
+        if recorded {
+            // Most likely there already (a resync): a read, and no write unless it is gone.
+            if config_maps
+                .get_opt(&labels::config_map_name(name, params.config_hash))
+                .await
+                .map_err(Error::kube("get ConfigMap"))?
+                .is_none()
+            {
+                apply(config_maps, &config_map, "apply ConfigMap").await?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // A config this Pipeline never recorded is most likely new: created in one round trip
+        // instead of a read then a write. One that exists already (named by its hash) is left
+        // as it is, as after a read.
+        create_unless_exists(config_maps, &config_map, "create ConfigMap").await
     };
-    // The ConfigMap and the removal of the other mode's workload are independent: one round trip
-    // of waiting for both, then the workload (which must not reference a missing ConfigMap).
+    // The ConfigMap, the removal of the other mode's workload and the read of the live workload
+    // are independent: one round trip of waiting for all three, then the workload (which must
+    // not reference a missing ConfigMap).
     let collector = labels::collector_name(name);
     Ok(match workload::workload(spec, params) {
         Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
-            futures::future::try_join(
+            let ((), (), live) = futures::future::try_join3(
                 config_map,
                 delete_if_exists::<Deployment>(ctx, namespace, &collector),
+                read_live(&api, &collector, "get DaemonSet"),
             )
             .await?;
-            Workload::DaemonSet(apply_if_changed(&api, ds, "apply DaemonSet").await?)
+            Workload::DaemonSet(apply_unless_current(&api, ds, live, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-            futures::future::try_join(
+            let ((), (), live) = futures::future::try_join3(
                 config_map,
                 delete_if_exists::<DaemonSet>(ctx, namespace, &collector),
+                read_live(&api, &collector, "get Deployment"),
             )
             .await?;
-            Workload::Deployment(apply_if_changed(&api, d, "apply Deployment").await?)
+            Workload::Deployment(apply_unless_current(&api, d, live, "apply Deployment").await?)
         }
     })
+}
+
+/// The live object `name`, if it exists.
+async fn read_live<K>(api: &Api<K>, name: &str, step: &'static str) -> Result<Option<K>>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(Error::kube(step))
 }
 
 /// Whether this generation was already refused by the apiserver for good (reason [`REFUSED`]):
@@ -623,6 +641,9 @@ pub fn refused_until_changed(pipeline: &Pipeline) -> bool {
 }
 
 /// The grant of the Experiment controlling `pipeline`, if one does (see [`children::grant`]).
+/// Read from the Experiment controller's cache, which holds the Experiment before it creates its
+/// children; a GET when the cache does not hold the owner (not synced yet, or only an older
+/// Experiment of that name), so a child never renders as standalone for want of a cached owner.
 async fn experiment_grant(
     ctx: &Context,
     namespace: &str,
@@ -631,6 +652,9 @@ async fn experiment_grant(
     let Some(owner) = children::experiment_owner(pipeline.owner_references()) else {
         return Ok(None);
     };
+    if let Some(cached) = ctx.experiments.get(namespace, &owner.name, &owner.uid) {
+        return Ok(children::grant(&pipeline.name_any(), owner, &cached));
+    }
     let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), namespace);
     let experiment = experiments
         .get_opt(&owner.name)

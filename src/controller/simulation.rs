@@ -347,10 +347,15 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     })
 }
 
+/// The schedulable nodes `selector` matches (at least 1: the Job's parallelism), as the
+/// apiserver's watch cache holds them. A consistent LIST would wait until that cache has caught up
+/// with etcd's latest revision, which every write to any other kind moves on: on a busy apiserver
+/// tens of milliseconds on the way to the Job. Nodes come and go on a scale of minutes; a node
+/// joined within the cache's lag (milliseconds) gets no simulator pod, like one joined just after.
 async fn count_target_nodes(ctx: &Context, selector: &Selector) -> Result<i32> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let list = nodes
-        .list(&ListParams::default().labels_from(selector))
+        .list(&ListParams::default().match_any().labels_from(selector))
         .await
         .map_err(Error::kube("list Nodes"))?;
     let schedulable = list
