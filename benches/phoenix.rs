@@ -135,10 +135,7 @@ async fn run() -> Result<bool> {
 
     if parts.iter().any(|p| p == "control-plane") {
         let plan = control_plane::Plan {
-            // A dev run may use a debug build (its RSS includes debug code and is not comparable).
-            operator_bin: std::env::var("PHOENIX_BENCH_OPERATOR_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| release.join("phoenix-operator")),
+            operator_bin: operator_bin(),
             crds: repo().join("crds"),
             out: out.clone(),
             apply: env_or("PHOENIX_BENCH_APPLY", 200),
@@ -221,6 +218,14 @@ async fn run() -> Result<bool> {
 }
 
 /// Machine, versions, date and run time, one per line.
+/// The operator under test: scripts/bench.sh sets the static binary the image ships; a dev run may
+/// use a debug build (its RSS includes debug code and is not comparable).
+fn operator_bin() -> PathBuf {
+    std::env::var("PHOENIX_BENCH_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target/release/phoenix-operator"))
+}
+
 fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -243,6 +248,27 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let operator_path = operator_bin();
+    // Which binary, and how it is linked (the allocator behind the RSS figures differs).
+    let operator = format!(
+        "{} ({})",
+        operator_path
+            .strip_prefix(repo())
+            .unwrap_or(&operator_path)
+            .display(),
+        std::process::Command::new("file")
+            .arg("-b")
+            .arg(&operator_path)
+            .output()
+            .map(|o| {
+                let d = String::from_utf8_lossy(&o.stdout);
+                d.split(", ")
+                    .filter(|p| p.contains("linked"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    );
     let v = cluster::version_of;
     let collector = cluster.var("COLLECTOR_BIN").unwrap_or("otelcol");
     let kwok_version = std::env::var("KWOK_BIN")
@@ -267,6 +293,7 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
     format!(
         "date:           {date}\n\
          phoenix:        {commit}\n\
+         operator:       {operator}\n\
          machine:        {nproc} CPUs ({model}), {:.1} GiB memory\n\
          load average:   {} at the start, {} at the end (1/5/15 min; other work on the machine counts)\n\
          kube-apiserver: {}\n\

@@ -24,8 +24,9 @@
 #   PHOENIX_BENCH_STEADY_SECS=600           steady-state window without pods (writes, RSS)
 #   PHOENIX_BENCH_ANALYSIS=100              analysis cost: Experiments ending together (0 skips)
 #   PHOENIX_BENCH_ANALYSIS_DURATION_SECS=60 … their run length
-#   PHOENIX_BENCH_OPERATOR_BIN=…            operator binary (default target/release; dev runs
-#                                           may use target/debug/phoenix-operator)
+#   PHOENIX_BENCH_OPERATOR_BIN=…            operator binary (default: the static one the image
+#                                           ships, scripts/static-bins.sh; dev runs may use
+#                                           target/debug/phoenix-operator)
 #   PHOENIX_BENCH_PROFILES=high-cardinality,realistic,high-churn,spike
 #   PHOENIX_BENCH_PROCESSES=300             simulated processes per profile
 #   PHOENIX_BENCH_SIMULATOR_MILLICORES=400  the simulator's total CPU cap
@@ -89,6 +90,13 @@ fi
 
 log "building release binaries and the bench"
 cargo build --release -p phoenix -p phoenix-simulator --bins
+# The operator under test is the binary the image ships (static, musl where it can be built): its
+# allocator decides much of the RSS the memory targets are about.
+if [[ -z ${PHOENIX_BENCH_OPERATOR_BIN:-} ]]; then
+  log "building the operator as its image ships it (scripts/static-bins.sh)"
+  PHOENIX_BENCH_OPERATOR_BIN=$(scripts/static-bins.sh phoenix-operator)/phoenix-operator
+  export PHOENIX_BENCH_OPERATOR_BIN
+fi
 cargo bench --bench phoenix --no-run
 
 teardown() {

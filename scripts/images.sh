@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `just images`: the phoenix-operator and phoenix-simulator OCI images, built without a container
 # daemon. Static release binaries (x86_64-unknown-linux-musl, or x86_64-unknown-linux-gnu with
-# +crt-static when the musl target or musl-gcc cannot be installed) on `scratch` (Containerfile),
-# built by Debian's buildah with vfs storage and chroot isolation in a private store under
-# target/images/, written as OCI archives:
+# +crt-static when the musl target or musl-gcc cannot be installed; scripts/static-bins.sh) on
+# `scratch` (Containerfile), built by Debian's buildah with vfs storage and chroot isolation in a
+# private store under target/images/, written as OCI archives:
 #
 #   target/images/phoenix-operator.tar    ref ghcr.io/phoenix-operator/phoenix-operator:<version>
 #   target/images/phoenix-simulator.tar   ref ghcr.io/phoenix-operator/phoenix-simulator:<version>
@@ -25,62 +25,13 @@ OUT=target/images
 STORE=(--storage-driver vfs --root "$PWD/$OUT/storage" --runroot "$PWD/$OUT/run")
 
 log() { printf 'images: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A Debian package's command, installing the package when missing (as the e2e build installs its
-# tools); fails with a clear message where apt-get cannot run.
-need() {
-  local cmd=$1 pkg=$2
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1 \
-    || die "$cmd not found and apt-get is not usable here: install the $pkg package"
-  log "installing $pkg (apt-get)"
-  apt-get install -y --no-install-recommends "$pkg" >/dev/null 2>&1 \
-    || { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends "$pkg" >/dev/null 2>&1; } \
-    || die "apt-get install $pkg failed"
-}
-
-# The Rust target for static binaries: musl when its std and a musl C compiler (aws-lc-sys and ring
-# compile C) are available or installable, else glibc with +crt-static.
-rust_target() {
-  if [[ -n ${PHOENIX_IMAGE_TARGET:-} ]]; then echo "$PHOENIX_IMAGE_TARGET"; return; fi
-  local musl=x86_64-unknown-linux-musl
-  if ! rustup target list --installed 2>/dev/null | grep -qx "$musl"; then
-    timeout 300 rustup target add "$musl" >&2 || true
-  fi
-  if rustup target list --installed 2>/dev/null | grep -qx "$musl" \
-    && { command -v musl-gcc >/dev/null 2>&1 || (need musl-gcc musl-tools) >&2; }; then
-    echo "$musl"
-  else
-    log "musl target or musl-gcc unavailable: building x86_64-unknown-linux-gnu with +crt-static"
-    echo x86_64-unknown-linux-gnu
-  fi
-}
-
-# Fails unless the ELF file has no program interpreter (statically linked, static-pie included).
-check_static() {
-  local desc
-  desc=$(file -L "$1")
-  [[ $desc == *"statically linked"* || $desc == *"static-pie linked"* ]] \
-    || die "$1 is not a static executable: $desc"
-}
+# shellcheck source=scripts/need.sh
+source scripts/need.sh
 
 need buildah buildah
-need file file
 need strip binutils
 
-TARGET=$(rust_target)
-log "building ${IMAGES[*]} for $TARGET (release)"
-if [[ $TARGET == *-linux-musl ]]; then
-  export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
-else
-  # Only the target's artifacts get crt-static (an explicit --target keeps build scripts and proc
-  # macros dynamic, as they must be).
-  export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
-fi
-bins=()
-for name in "${IMAGES[@]}"; do bins+=(--bin "$name"); done
-cargo build --release --locked --target "$TARGET" --workspace "${bins[@]}"
+BIN_DIR=$(scripts/static-bins.sh "${IMAGES[@]}")
 
 VERSION=$(cargo pkgid -p phoenix | sed 's/.*[#@]//')
 [[ $VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+ ]] || die "could not read the phoenix version (got '$VERSION')"
@@ -100,8 +51,7 @@ printf 'root:x:0:\nnonroot:x:65532:\n' > "$CONTEXT/rootfs/etc/group"
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] || need update-ca-certificates ca-certificates
 cp /etc/ssl/certs/ca-certificates.crt "$CONTEXT/"
 for name in "${IMAGES[@]}"; do
-  bin=target/$TARGET/release/$name
-  check_static "$bin"
+  bin=$BIN_DIR/$name
   # Symbols off (the release profile keeps them); panics still name their source location.
   strip --strip-all -o "$CONTEXT/$name" "$bin"
 done

@@ -6,6 +6,7 @@
 
 #[path = "e2e/admission_cases.rs"]
 mod admission_cases;
+mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -116,38 +117,16 @@ fn exit_codes_are_0_valid_1_findings_2_errors() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// The collector, or `None` (the test is skipped) when it is not built and nothing is required.
 fn collector_bin() -> Option<PathBuf> {
-    let bin = match std::env::var_os("COLLECTOR_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => {
-            let manifest = std::fs::read_to_string(repo().join("tests/e2e/otelcol/manifest.yaml"))
-                .expect("manifest");
-            let version = manifest
-                .lines()
-                .find_map(|l| l.strip_prefix("  version:"))
-                .map(|v| v.trim().to_string())
-                .expect("dist.version");
-            let cache = std::env::var_os("PHOENIX_E2E_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                        .join(".cache/phoenix-e2e")
-                });
-            cache.join(format!("otelcol-v{version}/otelcol-phoenix"))
-        }
-    };
+    let bin = support::collector_bin();
     if bin.is_file() {
         return Some(bin);
     }
-    assert!(
-        std::env::var_os("PHOENIX_REQUIRE_E2E").is_none(),
-        "collector {} missing (PHOENIX_REQUIRE_E2E is set)",
+    support::missing(&format!(
+        "collector {} not built (tests/e2e/build.sh)",
         bin.display()
-    );
-    eprintln!(
-        "SKIPPED: collector {} not built (tests/e2e/build.sh)",
-        bin.display()
-    );
+    ));
     None
 }
 

@@ -58,28 +58,6 @@ fn manifest_version() -> String {
         .expect("manifest.yaml has dist.version")
 }
 
-fn collector_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("COLLECTOR_BIN") {
-        return bin.into();
-    }
-    let cache = std::env::var_os("PHOENIX_E2E_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
-        });
-    use sha2::Digest as _;
-    // tests/e2e/build.sh keys the cache on the version and the manifest's hash.
-    let manifest = std::fs::read(MANIFEST).expect("read tests/e2e/otelcol/manifest.yaml");
-    let hash: String = sha2::Sha256::digest(&manifest)
-        .iter()
-        .take(4)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    cache
-        .join(format!("otelcol-v{}-{hash}", manifest_version()))
-        .join("otelcol-phoenix")
-}
-
 fn prometheus_bin() -> Option<PathBuf> {
     if let Some(bin) = std::env::var_os("PROMETHEUS_BIN") {
         return Some(bin.into());
@@ -342,7 +320,7 @@ fn start_prometheus(prometheus: &Path, dir: &Path, procs: &mut Vec<Proc>) -> u16
 /// For a data-plane test: the collector binary, a temp dir, and Prometheus running (the first of
 /// the processes) with its port; `None` (skip) when a binary is missing, see [`require`].
 fn start_data_plane(tag: &str) -> Option<(PathBuf, TempDir, Vec<Proc>, u16)> {
-    let collector = require("collector", Some(collector_bin()))?;
+    let collector = require("collector", Some(support::collector_bin()))?;
     let prometheus = require("prometheus", prometheus_bin())?;
     let dir = TempDir::new(tag);
     let mut procs = vec![];
@@ -717,7 +695,7 @@ fn collector_validates(collector: &Path, dir: &TempDir, name: &str, rendered: &R
 /// (a) `otelcol validate` accepts every template's rendered config.
 #[test]
 fn every_template_passes_collector_validate() {
-    let Some(collector) = require("collector", Some(collector_bin())) else {
+    let Some(collector) = require("collector", Some(support::collector_bin())) else {
         return;
     };
     let dir = TempDir::new("validate");
@@ -770,7 +748,7 @@ fn every_template_passes_collector_validate() {
 /// tenant headers, TLS files) render into a config the real collector accepts.
 #[test]
 fn remote_write_credentials_pass_collector_validate() {
-    let Some(collector) = require("collector", Some(collector_bin())) else {
+    let Some(collector) = require("collector", Some(support::collector_bin())) else {
         return;
     };
     let dir = TempDir::new("validate-rw");
@@ -1454,7 +1432,7 @@ fn hostile_specs(hostile: &str) -> Vec<(&'static str, PipelineSpec, Vec<String>)
 /// config (`print-config --mode unredacted`) exactly as written, and the secrets never appear.
 #[test]
 fn hostile_user_strings_never_expand_in_the_real_collector() {
-    let Some(collector) = require("collector", Some(collector_bin())) else {
+    let Some(collector) = require("collector", Some(support::collector_bin())) else {
         return;
     };
     let dir = TempDir::new("hostile");

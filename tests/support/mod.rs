@@ -17,3 +17,38 @@ pub fn missing(what: &str) {
     );
     eprintln!("SKIPPED: {what}");
 }
+
+/// The collector tests/e2e/build.sh builds: `$COLLECTOR_BIN`, else its place in the build cache
+/// (`$PHOENIX_E2E_CACHE`, default `~/.cache/phoenix-e2e`), which build.sh keys on the manifest's
+/// version and the first 8 hex digits of its SHA-256.
+#[allow(dead_code)] // only the test files that run the collector call it
+pub fn collector_bin() -> std::path::PathBuf {
+    use sha2::Digest as _;
+    use std::path::PathBuf;
+    if let Some(bin) = std::env::var_os("COLLECTOR_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var_os("PHOENIX_E2E_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/phoenix-e2e")
+        });
+    let manifest = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/otelcol/manifest.yaml"
+    ))
+    .expect("read tests/e2e/otelcol/manifest.yaml");
+    let version = String::from_utf8_lossy(&manifest)
+        .lines()
+        .find_map(|l| l.strip_prefix("  version:"))
+        .map(|v| v.trim().to_string())
+        .expect("manifest.yaml has dist.version");
+    let hash: String = sha2::Sha256::digest(&manifest)
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    cache
+        .join(format!("otelcol-v{version}-{hash}"))
+        .join("otelcol-phoenix")
+}
