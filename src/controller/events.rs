@@ -15,7 +15,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
-use tokio::sync::Mutex;
 
 /// How long a published Event is remembered for counting repeats.
 pub const CACHE_TTL: SignedDuration = SignedDuration::from_mins(6);
@@ -66,12 +65,51 @@ fn type_name(type_: EventType) -> &'static str {
     }
 }
 
+/// What a published Event leaves in the cache: what counting a repeat of it needs, and no more
+/// (not the apiserver's copy of the Event, which would hold thousands of them in memory through a
+/// burst of new objects).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Seen {
+    /// The Event object's name.
+    name: String,
+    /// Occurrences so far (1: published once, no series yet).
+    count: i32,
+    /// When it was last published or counted.
+    last: Timestamp,
+}
+
+/// The Events published within [`CACHE_TTL`]. Behind a plain mutex held only for a map lookup or
+/// insert, never across a request: publishing one Event never waits for another's round trip.
+#[derive(Default)]
+struct Cache {
+    seen: HashMap<Key, Seen>,
+    /// When entries older than the TTL were last dropped (at most once a [`PRUNE_EVERY`]).
+    pruned: Option<Timestamp>,
+}
+
+/// How often the cache drops expired entries: a pass over every entry, not one per publish.
+const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(1);
+
+impl Cache {
+    /// The entry of `key`, if one was seen within the TTL; drops expired entries when due.
+    fn get(&mut self, key: &Key, now: Timestamp) -> Option<Seen> {
+        if self.pruned.is_none_or(|t| t + PRUNE_EVERY <= now) {
+            self.seen.retain(|_, s| s.last + CACHE_TTL > now);
+            self.pruned = Some(now);
+        }
+        self.seen
+            .get(key)
+            .filter(|s| s.last + CACHE_TTL > now)
+            .cloned()
+    }
+}
+
 /// Publishes Events as one reporting controller (instance).
 pub struct EventRecorder {
     client: Client,
     controller: String,
     instance: String,
-    cache: Mutex<HashMap<Key, K8sEvent>>,
+    cache: std::sync::Mutex<Cache>,
 }
 
 impl EventRecorder {
@@ -81,11 +119,12 @@ impl EventRecorder {
             client,
             controller,
             instance,
-            cache: Mutex::new(HashMap::new()),
+            cache: std::sync::Mutex::new(Cache::default()),
         }
     }
 
     /// Publishes an Event on `regarding`, or counts a repeat of the same one in its series.
+    /// (Reconciles of one object never run at once, so no two publishes race on one key.)
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -98,30 +137,41 @@ impl EventRecorder {
         let key = Key::new(regarding, type_, reason, action, &note);
         let namespace = regarding.namespace.as_deref().unwrap_or("default");
         let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        let mut cache = self.cache.lock().await;
-        cache.retain(|_, e| last_seen(e).is_some_and(|t| t + CACHE_TTL > now));
-        let event = match cache.get(&key) {
+        let seen = self.lock().get(&key, now);
+        let published = match seen {
             Some(seen) => {
-                let mut event = seen.clone();
-                event.series = Some(EventSeries {
-                    count: seen.series.as_ref().map_or(2, |s| s.count + 1),
-                    last_observed_time: MicroTime(now),
+                let count = seen.count + 1;
+                let series = serde_json::json!({
+                    "series": EventSeries { count, last_observed_time: MicroTime(now) },
                 });
                 events
-                    .patch(
-                        &event.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(&event),
-                    )
-                    .await?
+                    .patch(&seen.name, &PatchParams::default(), &Patch::Merge(&series))
+                    .await?;
+                Seen {
+                    count,
+                    last: now,
+                    ..seen
+                }
             }
             None => {
                 let event = self.event(regarding, &key, note, now);
-                events.create(&PostParams::default(), &event).await?
+                let created = events.create(&PostParams::default(), &event).await?;
+                Seen {
+                    name: created.name_any(),
+                    count: 1,
+                    last: now,
+                }
             }
         };
-        cache.insert(key, event);
+        self.lock().seen.insert(key, published);
         Ok(())
+    }
+
+    /// The cache (a panic elsewhere while it was held leaves a cache that is still usable).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn event(
@@ -149,13 +199,6 @@ impl EventRecorder {
             ..Default::default()
         }
     }
-}
-
-fn last_seen(e: &K8sEvent) -> Option<Timestamp> {
-    e.series
-        .as_ref()
-        .map(|s| s.last_observed_time.0)
-        .or_else(|| e.event_time.as_ref().map(|t| t.0))
 }
 
 #[cfg(test)]
@@ -209,5 +252,41 @@ mod tests {
             ),
             "a re-created object of the same name has its own Events"
         );
+    }
+
+    #[test]
+    fn the_cache_forgets_an_event_after_its_ttl_and_prunes_at_most_once_a_minute() {
+        let regarding = ObjectReference {
+            kind: Some("Experiment".into()),
+            namespace: Some("ns".into()),
+            name: Some("exp".into()),
+            uid: Some("u1".into()),
+            ..Default::default()
+        };
+        let key = |note: &str| Key::new(&regarding, EventType::Normal, "Created", "Create", note);
+        let t0 = Timestamp::UNIX_EPOCH + SignedDuration::from_hours(1);
+        let seen = |last| Seen {
+            name: "exp.1".into(),
+            count: 1,
+            last,
+        };
+        let mut cache = Cache::default();
+        assert_eq!(cache.get(&key("a"), t0), None, "nothing published yet");
+        cache.seen.insert(key("a"), seen(t0));
+        cache.seen.insert(key("b"), seen(t0 - CACHE_TTL));
+        let later = t0 + SignedDuration::from_secs(30);
+        assert_eq!(cache.get(&key("a"), later), Some(seen(t0)), "a repeat");
+        assert_eq!(
+            cache.seen.len(),
+            2,
+            "no pass over the entries within a minute of the last one"
+        );
+        assert_eq!(
+            cache.get(&key("b"), later),
+            None,
+            "an expired entry is not a repeat, pruned or not"
+        );
+        assert_eq!(cache.get(&key("a"), t0 + CACHE_TTL), None, "expired");
+        assert!(cache.seen.is_empty(), "the due pass dropped both");
     }
 }
