@@ -45,6 +45,7 @@ impl Error {
     /// A low-cardinality label for metrics and Events.
     pub fn reason(&self) -> &'static str {
         match self {
+            Error::Kube { .. } if self.namespace_terminating() => "NamespaceTerminating",
             Error::Kube { .. } => "KubeApi",
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::Serialize { .. } => "Serialize",
@@ -65,6 +66,20 @@ impl Error {
         }
     }
 
+    /// Whether the apiserver refused a create because the object's namespace is being deleted
+    /// (403 with the cause `NamespaceTerminating`): no retry can succeed, and the namespace's
+    /// deletion removes the object that asked, so it waits for that instead of retrying.
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(
+            self,
+            Error::Kube { source: kube::Error::Api(e), .. }
+                if e.code == 403
+                    && e.details.as_ref().is_some_and(|d| {
+                        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+                    })
+        )
+    }
+
     /// Wraps a kube error with the step it happened in.
     pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Error {
         move |source| Error::Kube { step, source }
@@ -72,3 +87,45 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    /// An apiserver refusal, as it arrives (JSON of a `Status`).
+    fn refused(status: serde_json::Value) -> Error {
+        Error::Kube {
+            step: "create ConfigMap",
+            source: kube::Error::Api(
+                serde_json::from_value::<kube::core::Status>(status)
+                    .expect("a Status")
+                    .boxed(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_create_in_a_namespace_being_deleted_is_told_apart_from_other_refusals() {
+        // As kube-apiserver's NamespaceLifecycle admission answers (k8s v1.36).
+        let terminating = refused(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+            "reason": "Forbidden",
+            "message": "configmaps \"p-1\" is forbidden: unable to create new content in namespace ns because it is being terminated",
+            "details": {"name": "p-1", "kind": "configmaps",
+                        "causes": [{"reason": "NamespaceTerminating",
+                                    "message": "namespace ns is being terminated",
+                                    "field": "metadata.namespace"}]}
+        }));
+        assert!(terminating.namespace_terminating());
+        assert_eq!(terminating.reason(), "NamespaceTerminating");
+        // RBAC's 403 has no such cause: retried (and counted) as any apiserver error.
+        let rbac = refused(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+            "reason": "Forbidden", "message": "configmaps is forbidden: User cannot create",
+            "details": {"kind": "configmaps"}
+        }));
+        assert!(!rbac.namespace_terminating());
+        assert_eq!(rbac.reason(), "KubeApi");
+        assert!(!Error::InvalidSpec("x".into()).namespace_terminating());
+    }
+}

@@ -339,13 +339,20 @@ where
 }
 
 /// The error policy of every controller: count the error by reason, log it, retry in 5 s.
-/// Permanent problems never reach it: they become conditions and wait for a spec change.
+/// Permanent problems never reach it: they become conditions and wait for a spec change. A
+/// namespace being deleted is waited out: its deletion deletes the object (or changes it, which
+/// reconciles it again), and retrying every 5 s would only hammer the apiserver with creates it
+/// must refuse, for every object of the namespace, until it is gone.
 pub fn retry_after_error(
     ctx: &Context,
     controller: &str,
     error: &Error,
 ) -> kube::runtime::controller::Action {
     ctx.metrics.error(controller, error.reason());
+    if error.namespace_terminating() {
+        tracing::debug!(%error, controller, "namespace being deleted; waiting for the object's deletion");
+        return kube::runtime::controller::Action::await_change();
+    }
     tracing::warn!(%error, controller, "reconcile failed; retrying in 5s");
     kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5))
 }
