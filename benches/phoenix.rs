@@ -95,6 +95,7 @@ fn parts() -> Vec<String> {
 async fn run() -> Result<bool> {
     let started = Instant::now();
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let commit_at_start = commit();
     let out = std::env::var("PHOENIX_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("target/bench"));
@@ -196,7 +197,7 @@ async fn run() -> Result<bool> {
     // Sections in their numbered order (the parts run in another order).
     report.sections.sort_by(|a, b| a.0.cmp(&b.0));
     let elapsed = started.elapsed().as_secs_f64();
-    let header = environment(&cluster, elapsed, &load_at_start);
+    let header = environment(&cluster, elapsed, &load_at_start, &commit_at_start);
     let table = report.text_table();
     println!("\n{header}\n{table}");
     if !report.notes.is_empty() {
@@ -226,7 +227,32 @@ fn operator_bin() -> PathBuf {
         .unwrap_or_else(|_| repo().join("target/release/phoenix-operator"))
 }
 
-fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) -> String {
+/// The commit measured (read when the run starts: the binaries were built from it, and edits
+/// made while the bench runs are not in them).
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo())
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+        ""
+    } else {
+        " + uncommitted changes"
+    };
+    format!("{}{dirty}", git(&["log", "-1", "--format=%h %s"]))
+}
+
+fn environment(
+    cluster: &cluster::Cluster,
+    elapsed: f64,
+    load_at_start: &str,
+    commit: &str,
+) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -275,21 +301,6 @@ fn environment(cluster: &cluster::Cluster, elapsed: f64, load_at_start: &str) ->
         .map(|k| v(Path::new(&k), &["--version"]))
         .unwrap_or_else(|_| "unknown".into());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(repo())
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let dirty = if git(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
-        ""
-    } else {
-        " + uncommitted changes"
-    };
-    let commit = format!("{}{dirty}", git(&["log", "-1", "--format=%h %s"]));
     format!(
         "date:           {date}\n\
          phoenix:        {commit}\n\
