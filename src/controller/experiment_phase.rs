@@ -595,6 +595,13 @@ fn analyzing(d: Decision, stored: &ExperimentStatus, obs: &Observed) -> Decision
     match &stored.analysis_inputs {
         Some(inputs) => {
             let mut d = d;
+            if let Some(wait) = backoff_left(stored, obs.now) {
+                // A failed attempt's backoff has not run out: any other reason to reconcile (the
+                // failure's own status write, a restart) waits for it too, so the budget spans
+                // the backoff and a short outage cannot spend it in seconds.
+                d.requeue = Some(wait);
+                return d;
+            }
             d.effects.push(Effect::Analyze(Box::new(inputs.clone())));
             d
         }
@@ -753,6 +760,23 @@ fn unreachable(d: &mut Decision, reason: &str, message: String, obs: &Observed, 
         }
         d.requeue = Some(backoff(failures));
     }
+}
+
+/// How long the next Prometheus attempt must still wait after `stored.prometheus_failures`
+/// consecutive failures, if at all. The attempts since the first failure are due at the sums of
+/// their backoffs after it; the first failure's time is the `PrometheusReachable=False`
+/// transition, which later failures leave as it is. Pure.
+pub fn backoff_left(stored: &ExperimentStatus, now: Timestamp) -> Option<Duration> {
+    let failures = stored.prometheus_failures;
+    if failures == 0 {
+        return None;
+    }
+    let condition = conditions::find(&stored.conditions, "PrometheusReachable")
+        .filter(|c| c.status == ConditionStatus::False)?;
+    let waited: Duration = (1..=failures).map(backoff).sum();
+    let due = condition.last_transition_time.0 + SignedDuration::try_from(waited).ok()?;
+    let left = now.duration_until(due);
+    (left.is_positive()).then(|| left.unsigned_abs())
 }
 
 /// Retry delay after `failures` consecutive failed attempts: 5 s doubling, capped at 60 s.
@@ -1253,6 +1277,43 @@ mod tests {
         );
         assert_eq!(d.status.phase, Some(ExperimentPhase::Failed));
         assert_eq!(d.events[0].reason, "PrometheusUnavailable");
+    }
+
+    #[test]
+    fn no_attempt_before_the_backoff_runs_out_whatever_triggers_the_reconcile() {
+        let analyze = |d: &Decision| d.effects.iter().any(|e| matches!(e, Effect::Analyze(_)));
+        let mut st = analyzing_with(60, 600);
+        let failed_at = obs(700, Child::Ready, Child::Ready);
+        assert!(analyze(&decide(&spec(), &st, &failed_at)), "first attempt");
+        st = finish(
+            decide(&spec(), &st, &failed_at),
+            AnalysisOutcome::Unreachable("connection refused".into()),
+            &failed_at,
+        )
+        .status;
+        // The failure's own status write reconciles at once: no attempt, a wait for the rest.
+        let d = decide(&spec(), &st, &obs(701, Child::Ready, Child::Ready));
+        assert!(!analyze(&d));
+        assert_eq!(d.requeue, Some(Duration::from_secs(4)));
+        assert_eq!(d.status, st, "nothing to write while waiting");
+        let second = obs(705, Child::Ready, Child::Ready);
+        assert!(analyze(&decide(&spec(), &st, &second)), "due after 5 s");
+        st = finish(
+            decide(&spec(), &st, &second),
+            AnalysisOutcome::Unreachable("connection refused".into()),
+            &second,
+        )
+        .status;
+        // The second backoff (10 s) counts from the second attempt: due 15 s after the first
+        // failure, which the condition's transition time keeps.
+        let d = decide(&spec(), &st, &obs(714, Child::Ready, Child::Ready));
+        assert_eq!(d.requeue, Some(Duration::from_secs(1)));
+        assert!(!analyze(&d));
+        assert!(analyze(&decide(
+            &spec(),
+            &st,
+            &obs(715, Child::Ready, Child::Ready)
+        )));
     }
 
     #[test]

@@ -692,6 +692,18 @@ async fn prometheus_down_past_the_budget_fails_unavailable() {
     assert_eq!(status.verdict, None, "a failure is not a verdict");
     let ready = conditions::find(&status.conditions, "Ready").expect("Ready condition");
     assert_eq!(ready.reason, "PrometheusUnavailable");
+    // The second attempt waited out the first one's 5 s backoff, although the first failure's
+    // own status write reconciled the Experiment at once (before, the budget was spent in as many
+    // round trips, and a Prometheus restarting for a few seconds failed the run).
+    let first_failure = conditions::find(&status.conditions, "PrometheusReachable")
+        .expect("PrometheusReachable")
+        .last_transition_time
+        .0;
+    let failed_at = status.completion_time.as_ref().expect("completionTime").0;
+    assert!(
+        failed_at.duration_since(first_failure) >= k8s_openapi::jiff::SignedDuration::from_secs(5),
+        "attempts {first_failure} and {failed_at} are the backoff apart"
+    );
     ns.cleanup().await;
 }
 
