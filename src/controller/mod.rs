@@ -194,26 +194,11 @@ where
 /// Annotation on generated workloads: the hash of the desired state Phoenix last applied.
 pub const APPLIED_HASH: &str = "phoenix.io/applied-hash";
 
-/// Applies `obj` unless the live object already carries the hash of this exact desired state, so
-/// an unchanged desired state costs one read and no write (a restarted operator resyncs without
-/// writing). Edits made by hand to a generated object are corrected at the next change of its
-/// desired state.
-pub async fn apply_if_changed<K>(api: &Api<K>, obj: K, step: &'static str) -> Result<K>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
-    <K as Resource>::DynamicType: Default,
-{
-    let name = obj
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    let live = api.get_opt(&name).await.map_err(Error::kube(step))?;
-    apply_unless_current(api, obj, live, step).await
-}
-
-/// [`apply_if_changed`] with the live object already read (`None`: it does not exist), so the
-/// caller can read it alongside other requests.
+/// Applies `obj` unless `live` (the object as just read; `None`: it does not exist) already
+/// carries the hash of this exact desired state, so an unchanged desired state costs its read and
+/// no write (a restarted operator resyncs without writing). Edits made by hand to a generated
+/// object are corrected at the next change of its desired state. The caller reads `live`, so it
+/// can read it alongside other requests.
 pub async fn apply_unless_current<K>(
     api: &Api<K>,
     mut obj: K,

@@ -531,6 +531,17 @@ impl Operator {
             .unwrap_or(0)
     }
 
+    /// Every `phoenix_reconcile_errors_total` series of `controller` on this operator's /metrics
+    /// (one line per reason, value included); empty while it has had no error.
+    pub fn reconcile_errors(&self, controller: &str) -> Vec<String> {
+        let prefix = format!("phoenix_reconcile_errors_total{{controller=\"{controller}\"");
+        self.metrics()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Reconciles of `controller` this operator has finished.
     pub fn reconciled(&self, controller: &str) -> u64 {
         self.controller_metric("phoenix_reconcile_duration_seconds_count", controller)

@@ -203,12 +203,7 @@ async fn pipeline_switches_workload_kind_prunes_only_on_a_new_hash_and_prints_it
 
 /// Every `phoenix_reconcile_errors_total` series of the Pipeline controller, and their sum.
 fn pipeline_errors(operator: &Operator) -> (Vec<String>, f64) {
-    let lines: Vec<String> = operator
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
-        .map(str::to_string)
-        .collect();
+    let lines = operator.reconcile_errors("pipeline");
     let sum = lines
         .iter()
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())

@@ -256,12 +256,7 @@ async fn a_workload_the_apiserver_refuses_is_a_condition_not_a_retry_loop() {
         "the apiserver's own message: {}",
         valid.message
     );
-    let errors: Vec<String> = operator
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
-        .map(str::to_string)
-        .collect();
+    let errors = operator.reconcile_errors("pipeline");
     assert!(
         errors.is_empty(),
         "a permanent refusal is not a reconcile error to retry: {errors:?}"
@@ -722,12 +717,7 @@ async fn placements_kubernetes_would_refuse_are_a_condition_before_any_apply() {
             "{name}: nothing is applied"
         );
     }
-    let errors: Vec<String> = operator
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("phoenix_reconcile_errors_total{controller=\"pipeline\""))
-        .map(str::to_string)
-        .collect();
+    let errors = operator.reconcile_errors("pipeline");
     assert!(errors.is_empty(), "no retry loop: {errors:?}");
     ns.cleanup().await;
 }
