@@ -216,6 +216,24 @@ impl Metrics {
         }
     }
 
+    /// Sets the Experiment's phase: its series for `phase` is 1, and it has no series for the
+    /// others (removed, not kept at 0: 2,000 Experiments would otherwise hold 12,000 idle label
+    /// sets, and `== 1` reads the same).
+    pub fn set_experiment_phase(&self, namespace: &str, experiment: &str, phase: &str) {
+        for p in EXPERIMENT_PHASES {
+            let labels = PhaseLabels {
+                namespace: namespace.to_string(),
+                experiment: experiment.to_string(),
+                phase: p.to_string(),
+            };
+            if *p == phase {
+                self.experiment_phase.get_or_create(&labels).set(1);
+            } else {
+                self.experiment_phase.remove(&labels);
+            }
+        }
+    }
+
     /// Removes the series of every Experiment `live` does not hold (namespace, name): a deleted
     /// Experiment stops reporting, and /metrics stays bounded by the live objects.
     pub fn retain_experiments(&self, live: &std::collections::BTreeSet<(String, String)>) {
@@ -412,6 +430,23 @@ mod tests {
         let text = m.render();
         assert!(text.contains("experiment=\"kept\""), "{text}");
         assert!(!text.contains("experiment=\"gone\""), "{text}");
+    }
+
+    #[test]
+    fn an_experiment_has_one_phase_series_its_current_phase() {
+        let m = Metrics::default();
+        m.set_experiment_phase("ns", "e", "Running");
+        m.set_experiment_phase("ns", "e", "Completed");
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("phoenix_experiment_phase{"))
+            .collect();
+        assert_eq!(
+            series,
+            vec![r#"phoenix_experiment_phase{namespace="ns",experiment="e",phase="Completed"} 1"#],
+            "{text}"
+        );
     }
 
     #[test]

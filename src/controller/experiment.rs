@@ -28,7 +28,7 @@ use crate::crd::pipeline::PipelinePhase;
 use crate::crd::simulation::SimulationPhase;
 use crate::crd::{Pipeline, PipelineSpec, Simulation, conditions};
 use crate::desired::children::{self, Side};
-use crate::telemetry::{EXPERIMENT_PHASES, PhaseLabels, ResultLabels};
+use crate::telemetry::ResultLabels;
 use crate::{Error, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -94,22 +94,20 @@ fn simulation_child(s: Option<&Simulation>) -> Child {
     }
 }
 
-/// The Pipeline spec of one side: inline, or the referenced Pipeline's (None when it is missing).
-async fn resolve(
-    pipelines: &Api<Pipeline>,
+/// The Pipeline spec of one side: inline, or the referenced Pipeline's (None when it is missing),
+/// read from the Pipeline controller's cache.
+fn resolve(
+    ctx: &Context,
+    namespace: &str,
     variant: &crate::crd::experiment::Variant,
-) -> Result<Option<PipelineSpec>> {
+) -> Option<PipelineSpec> {
     if let Some(inline) = &variant.pipeline {
-        return Ok(Some(inline.clone()));
+        return Some(inline.clone());
     }
-    let Some(r) = &variant.pipeline_ref else {
-        return Ok(None);
-    };
-    Ok(pipelines
-        .get_opt(&r.name)
-        .await
-        .map_err(Error::kube("get referenced Pipeline"))?
-        .map(|p| p.spec))
+    let r = variant.pipeline_ref.as_ref()?;
+    ctx.pipelines
+        .get(namespace, &r.name)
+        .map(|p| p.spec.clone())
 }
 
 /// Why the operator's settings refuse the Experiment's own Prometheus URL, if they do.
@@ -148,12 +146,12 @@ pub fn controlled_by<K: Resource>(obj: &K, uid: &str) -> bool {
 /// Keeps `obj` when this Experiment controls it; otherwise records it as a name conflict
 /// (`<Kind> <name>`) and forgets it, so it is never read, changed or deleted.
 fn owned<K: Resource<DynamicType = ()>>(
-    obj: Option<K>,
+    obj: Option<Arc<K>>,
     uid: &str,
     conflicts: &mut Vec<String>,
-) -> Option<K> {
+) -> Option<Arc<K>> {
     let obj = obj?;
-    if controlled_by(&obj, uid) {
+    if controlled_by(obj.as_ref(), uid) {
         return Some(obj);
     }
     conflicts.push(format!(
@@ -272,13 +270,13 @@ fn basis(
 }
 
 /// What creating the children overrides in the variants' own placement (both sides resolved).
-async fn placement_overrides(pipelines: &Api<Pipeline>, exp: &Experiment) -> Result<Vec<String>> {
+fn placement_overrides(ctx: &Context, namespace: &str, exp: &Experiment) -> Vec<String> {
     let mut out = vec![];
     for (side, variant) in [
         (Side::Baseline, &exp.spec.baseline),
         (Side::Candidate, &exp.spec.candidate),
     ] {
-        if let Some(resolved) = resolve(pipelines, variant).await? {
+        if let Some(resolved) = resolve(ctx, namespace, variant) {
             out.extend(children::placement_overrides(
                 side,
                 &resolved,
@@ -286,7 +284,7 @@ async fn placement_overrides(pipelines: &Api<Pipeline>, exp: &Experiment) -> Res
             ));
         }
     }
-    Ok(out)
+    out
 }
 
 async fn ensure_children(
@@ -317,7 +315,7 @@ async fn ensure_children(
             if exists {
                 return Ok(()); // Created once; never re-applied, so a referenced Pipeline's later edits don't leak in.
             }
-            let Some(resolved) = resolve(pipelines, variant).await? else {
+            let Some(resolved) = resolve(ctx, namespace, variant) else {
                 return Ok(());
             };
             let child = children::pipeline(
@@ -539,22 +537,12 @@ fn record_metrics(ctx: &Context, exp: &Experiment, d: &Decision) {
     let namespace = exp.namespace().unwrap_or_default();
     let name = exp.name_any();
     ctx.metrics.track_experiment(&namespace, &name);
-    for phase in EXPERIMENT_PHASES {
-        let current = d
-            .status
-            .phase
-            .map(|p| format!("{p:?}"))
-            .unwrap_or_else(|| "Pending".into());
-        let labels = PhaseLabels {
-            namespace: namespace.clone(),
-            experiment: name.clone(),
-            phase: phase.to_string(),
-        };
-        ctx.metrics
-            .experiment_phase
-            .get_or_create(&labels)
-            .set(i64::from(current == *phase));
-    }
+    let phase = d
+        .status
+        .phase
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_else(|| "Pending".into());
+    ctx.metrics.set_experiment_phase(&namespace, &name, &phase);
     if let (Some(results), Some(verdict)) = (&d.status.results, d.status.verdict) {
         let labels = ResultLabels {
             namespace,
@@ -587,52 +575,34 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<Experiment> = namespaced_api(&ctx.client, exp.as_ref())?;
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &namespace);
-    let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
     let stored = exp.status.clone().unwrap_or_default();
 
-    // Observe: only what this Experiment controls; a taken name is a conflict.
+    // Observe: only what this Experiment controls; a taken name is a conflict. The children come
+    // from their controllers' caches, whose events reconcile this Experiment once cached.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    ctx.pipelines.ready(&namespace).await;
+    ctx.simulations.ready(&namespace).await;
     let mut conflicts = vec![];
-    // The reads are independent: one round trip instead of three.
-    let (baseline, candidate, sim) = futures::future::try_join3(
-        async {
-            pipelines
-                .get_opt(&children::pipeline_name(&name, Side::Baseline))
-                .await
-                .map_err(Error::kube("get baseline Pipeline"))
-        },
-        async {
-            pipelines
-                .get_opt(&children::pipeline_name(&name, Side::Candidate))
-                .await
-                .map_err(Error::kube("get candidate Pipeline"))
-        },
-        async {
-            // Whether the spec has a simulation cannot change (a CRD rule): an Experiment without
-            // one never created a Simulation, and one of that name is none of its business.
-            if exp.spec.simulation.is_none() {
-                return Ok(None);
-            }
-            sims.get_opt(&children::simulation_name(&name))
-                .await
-                .map_err(Error::kube("get Simulation"))
-        },
-    )
-    .await?;
-    let baseline = owned(baseline, &uid, &mut conflicts);
-    let candidate = owned(candidate, &uid, &mut conflicts);
+    let child = |side| {
+        ctx.pipelines
+            .get(&namespace, &children::pipeline_name(&name, side))
+    };
+    let baseline = owned(child(Side::Baseline), &uid, &mut conflicts);
+    let candidate = owned(child(Side::Candidate), &uid, &mut conflicts);
+    // Whether the spec has a simulation cannot change (a CRD rule): an Experiment without one
+    // never created a Simulation, and one of that name is none of its business.
+    let sim = exp.spec.simulation.as_ref().and_then(|_| {
+        ctx.simulations
+            .get(&namespace, &children::simulation_name(&name))
+    });
     let sim = owned(sim, &uid, &mut conflicts);
     let mut missing_refs = vec![];
     let mut overrides = vec![];
     if stored.phase.is_none_or(|p| p == ExperimentPhase::Pending) {
-        overrides = placement_overrides(&pipelines, &exp).await?;
+        overrides = placement_overrides(&ctx, &namespace, &exp);
         for variant in [&exp.spec.baseline, &exp.spec.candidate] {
             if let Some(r) = &variant.pipeline_ref
-                && pipelines
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(Error::kube("get referenced Pipeline"))?
-                    .is_none()
+                && ctx.pipelines.get(&namespace, &r.name).is_none()
             {
                 missing_refs.push(r.name.clone());
             }
@@ -641,13 +611,13 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     let observed = Observed {
         now: k8s_openapi::jiff::Timestamp::now(),
         generation: exp.metadata.generation,
-        baseline: pipeline_child(baseline.as_ref()),
-        candidate: pipeline_child(candidate.as_ref()),
+        baseline: pipeline_child(baseline.as_deref()),
+        candidate: pipeline_child(candidate.as_deref()),
         simulation: exp
             .spec
             .simulation
             .as_ref()
-            .map(|_| simulation_child(sim.as_ref())),
+            .map(|_| simulation_child(sim.as_deref())),
         missing_refs,
         prometheus_refused: prometheus_refusal(&ctx, &exp),
         topk_refresh: candidate
@@ -655,7 +625,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
             .filter(|c| c.spec.template == crate::crd::pipeline::PipelineTemplate::Topk)
             .and_then(|c| c.spec.topk.as_ref())
             .map(|t| t.refresh_interval.get()),
-        basis: basis(&ctx, &exp, baseline.as_ref(), candidate.as_ref()),
+        basis: basis(&ctx, &exp, baseline.as_deref(), candidate.as_deref()),
         conflicts,
         placement_overrides: overrides,
     };
@@ -714,8 +684,8 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         &ctx,
         &exp,
         &pipelines,
-        [baseline.as_ref(), candidate.as_ref()],
-        sim.as_ref(),
+        [baseline.as_deref(), candidate.as_deref()],
+        sim.as_deref(),
         &decision.effects,
     );
     futures::future::join(events, effects).await.1?;
@@ -772,58 +742,27 @@ fn error_policy(_exp: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Acti
     super::retry_after_error(&ctx, NAME, error)
 }
 
-/// The Experiment controllers' caches (one per watched scope), shared with the Pipeline
-/// controller so a child's reconcile reads its Experiment without a round trip.
-#[derive(Default)]
-pub struct Stores(std::sync::RwLock<Vec<Store<Experiment>>>);
-
-impl Stores {
-    /// Adds the cache of one Experiment controller.
-    pub fn register(&self, store: Store<Experiment>) {
-        if let Ok(mut stores) = self.0.write() {
-            stores.push(store);
-        }
-    }
-
-    /// The cached Experiment `name` in `namespace` with UID `uid`, when a cache holds it (not
-    /// when it holds an older Experiment of that name, deleted since).
-    pub fn get(&self, namespace: &str, name: &str, uid: &str) -> Option<Arc<Experiment>> {
-        let key = kube::runtime::reflector::ObjectRef::new(name).within(namespace);
-        let stores = self.0.read().ok()?;
-        stores
-            .iter()
-            .find_map(|s| s.get(&key))
-            .filter(|e| e.metadata.uid.as_deref() == Some(uid))
-    }
-}
-
-/// Runs the Experiment controller until `shutdown` resolves.
+/// Runs the Experiment controller until `shutdown` resolves. `pipelines` and `simulations` are
+/// the events of the shared watches whose stores ([`Context::pipelines`],
+/// [`Context::simulations`]) the reconciles read children from.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    pipelines: impl futures::Stream<Item = Arc<Pipeline>> + Send + 'static,
+    simulations: impl futures::Stream<Item = Arc<Simulation>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (exps, pipelines, sims) = match namespace {
-        Some(ns) => (
-            Api::<Experiment>::namespaced(client.clone(), ns),
-            Api::<Pipeline>::namespaced(client.clone(), ns),
-            Api::<Simulation>::namespaced(client, ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
+    let exps = match namespace {
+        Some(ns) => Api::<Experiment>::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
     };
-    let children = super::owned_children("app.kubernetes.io/managed-by=phoenix");
     let controller = super::trimmed_controller(exps, &ctx.settings);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
-    ctx.experiments.register(controller.store());
+    ctx.experiments.register(namespace, controller.store());
     controller
-        .owns(pipelines, children.clone())
-        .owns(sims, children)
+        .owns_shared_stream(pipelines)
+        .owns_shared_stream(simulations)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -869,32 +808,6 @@ async fn prune_metrics(ctx: Arc<Context>, store: Store<Experiment>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cache_gives_an_experiment_only_under_its_own_uid() {
-        let (reader, mut writer) = kube::runtime::reflector::store::<Experiment>();
-        let mut exp = Experiment::new(
-            "exp",
-            serde_yaml::from_str(
-                "baseline: {pipeline: {template: baseline}}\ncandidate: {pipeline: {template: baseline}}",
-            )
-            .expect("parses"),
-        );
-        exp.metadata.namespace = Some("ns".into());
-        exp.metadata.uid = Some("uid-1".into());
-        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(exp));
-        let stores = Stores::default();
-        assert!(
-            stores.get("ns", "exp", "uid-1").is_none(),
-            "nothing registered yet"
-        );
-        stores.register(reader);
-        assert!(stores.get("ns", "exp", "uid-1").is_some());
-        // Another Experiment of that name (re-created): not the owner the child names.
-        assert!(stores.get("ns", "exp", "uid-2").is_none());
-        assert!(stores.get("other", "exp", "uid-1").is_none());
-        assert!(stores.get("ns", "nope", "uid-1").is_none());
-    }
 
     #[test]
     fn a_pipeline_whose_pods_admission_refuses_is_a_broken_child() {
@@ -963,25 +876,29 @@ mod tests {
     fn only_a_controller_reference_with_this_uid_makes_a_child() {
         let mut conflicts = vec![];
         let mine = owned(
-            Some(pipeline_owned_by("u1", Some(true))),
+            Some(Arc::new(pipeline_owned_by("u1", Some(true)))),
             "u1",
             &mut conflicts,
         );
         assert!(mine.is_some() && conflicts.is_empty());
         // Same name, an earlier Experiment of the same name (another UID): not ours.
         let theirs = owned(
-            Some(pipeline_owned_by("u0", Some(true))),
+            Some(Arc::new(pipeline_owned_by("u0", Some(true)))),
             "u1",
             &mut conflicts,
         );
         // Our UID, but not as controller: not ours either.
-        let shared = owned(Some(pipeline_owned_by("u1", None)), "u1", &mut conflicts);
+        let shared = owned(
+            Some(Arc::new(pipeline_owned_by("u1", None))),
+            "u1",
+            &mut conflicts,
+        );
         // A user's object without owners.
         let users = owned(
-            Some(Pipeline::new(
+            Some(Arc::new(Pipeline::new(
                 "e-candidate",
                 PipelineSpec::from_template(crate::crd::pipeline::PipelineTemplate::Baseline),
-            )),
+            ))),
             "u1",
             &mut conflicts,
         );

@@ -10,11 +10,13 @@ pub mod pipeline;
 pub mod pipeline_topk;
 pub mod pod_admission;
 pub mod remote_write_check;
+pub mod shared;
 pub mod simulation;
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Controller;
@@ -62,6 +64,22 @@ where
     )
 }
 
+/// A controller of `K` over a [`shared::SharedWatch`]: its store and the objects it applies
+/// (the kind's own events); runs at most `settings.max_concurrent_reconciles` reconciles at once.
+pub fn shared_controller<K>(
+    store: reflector::Store<K>,
+    applied: impl futures::Stream<Item = Arc<K>> + Send + 'static,
+    settings: &Settings,
+) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    Controller::for_shared_stream(applied, store).with_config(
+        kube::runtime::controller::Config::default()
+            .concurrency(settings.max_concurrent_reconciles.max(1)),
+    )
+}
+
 /// What a cached object need not keep, as no reconcile reads it: `metadata.managedFields` (for
 /// objects written by server-side apply often the largest part of the metadata) and the
 /// `kubectl.kubernetes.io/last-applied-configuration` annotation (`kubectl apply` keeps a whole
@@ -91,7 +109,19 @@ pub struct Context {
     /// Collector UIDs already read from or recorded in the ledger.
     pub uids: collector_uid::UidCache,
     /// The Experiment controllers' caches, read by the Pipeline controller.
-    pub experiments: experiment::Stores,
+    pub experiments: shared::Stores<crate::crd::Experiment>,
+    /// The Pipeline controllers' caches, read by the Experiment controller.
+    pub pipelines: shared::Stores<crate::crd::Pipeline>,
+    /// The Simulation controllers' caches, read by the Experiment controller.
+    pub simulations: shared::Stores<crate::crd::Simulation>,
+    /// The Pipeline controllers' caches of their collectors' DaemonSets, Deployments and
+    /// ConfigMaps (trimmed to what the reconciles read: see [`pipeline::trim_workload`]).
+    pub daemonsets: shared::Stores<k8s_openapi::api::apps::v1::DaemonSet>,
+    pub deployments: shared::Stores<k8s_openapi::api::apps::v1::Deployment>,
+    pub config_maps:
+        shared::Stores<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>,
+    /// The Simulation controllers' caches of their simulator Jobs (trimmed).
+    pub jobs: shared::Stores<k8s_openapi::api::batch::v1::Job>,
 }
 
 impl Context {
@@ -112,7 +142,13 @@ impl Context {
             recorder,
             analyses,
             uids: collector_uid::UidCache::default(),
-            experiments: experiment::Stores::default(),
+            experiments: Default::default(),
+            pipelines: Default::default(),
+            simulations: Default::default(),
+            daemonsets: Default::default(),
+            deployments: Default::default(),
+            config_maps: Default::default(),
+            jobs: Default::default(),
         }
     }
 
@@ -356,6 +392,17 @@ pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// The API of `K` in `namespace`, or across all namespaces.
+fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs every controller for each watched namespace (or all namespaces) until `stop` turns true;
 /// in-flight reconciles finish first.
 pub async fn run_all(
@@ -370,17 +417,44 @@ pub async fn run_all(
     };
     let mut tasks = Vec::new();
     for ns in scopes {
+        // One watch of Pipelines and one of Simulations per scope: each kind's controller and
+        // the Experiment controller (their owner, reading them from these stores) share it.
+        let (pipelines, pipelines_driver) = shared::shared_watch(scoped_api(&ctx.client, &ns));
+        let (sims, sims_driver) = shared::shared_watch(scoped_api(&ctx.client, &ns));
+        let scope = ns.as_deref();
+        ctx.pipelines
+            .register_synced(scope, pipelines.store.clone(), pipelines.synced.clone());
+        ctx.simulations
+            .register_synced(scope, sims.store.clone(), sims.synced.clone());
+        for driver in [pipelines_driver.boxed(), sims_driver.boxed()] {
+            let s = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = driver => {}
+                    () = stopped(s) => {}
+                }
+            }));
+        }
+        let owned_pipelines = pipelines.touched;
+        let owned_sims = sims.touched;
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
         tasks.push(tokio::spawn(async move {
-            pipeline::run(c, n.as_deref(), stopped(s)).await
+            pipeline::run(
+                c,
+                n.as_deref(),
+                pipelines.store,
+                pipelines.applied,
+                stopped(s),
+            )
+            .await
         }));
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
         tasks.push(tokio::spawn(async move {
-            simulation::run(c, n.as_deref(), stopped(s)).await
+            simulation::run(c, n.as_deref(), sims.store, sims.applied, stopped(s)).await
         }));
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
         tasks.push(tokio::spawn(async move {
-            experiment::run(c, n.as_deref(), stopped(s)).await
+            experiment::run(c, n.as_deref(), owned_pipelines, owned_sims, stopped(s)).await
         }));
     }
     for t in tasks {

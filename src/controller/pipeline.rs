@@ -9,15 +9,20 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 use super::pipeline_topk;
+use super::shared;
 use super::{
-    Context, StatusWrite, apply, apply_unless_current, collector_uid, create_unless_exists,
+    Context, StatusWrite, apply_unless_current, collector_uid, create_unless_exists,
     namespaced_api, now, pod_admission, remote_write_check, write_status, write_status_at,
 };
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
@@ -337,31 +342,28 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
         secret_files: rendered.secret_files.clone(),
     };
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    // Whether the status already records this config (then its ConfigMap most likely exists).
-    let recorded = previous.config_hash.as_deref() == Some(rendered.hash.as_str());
-    let applied =
-        match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params, recorded).await {
-            Ok(applied) => applied,
-            Err(e) => {
-                let Some(message) = e.refused_permanently() else {
-                    return Err(e);
-                };
-                let status = invalid_status(&pipeline, REFUSED, &message, &previous);
-                if previous.message != status.message {
-                    ctx.event(
-                        pipeline.as_ref(),
-                        EventType::Warning,
-                        REFUSED,
-                        "Apply",
-                        message,
-                    )
-                    .await;
-                }
-                write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
-                // Permanent until the spec changes (see `refused_until_changed`).
-                return Ok(Action::await_change());
+    let applied = match apply_collectors(&ctx, &config_maps, &pipeline.spec, &params).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            let Some(message) = e.refused_permanently() else {
+                return Err(e);
+            };
+            let status = invalid_status(&pipeline, REFUSED, &message, &previous);
+            if previous.message != status.message {
+                ctx.event(
+                    pipeline.as_ref(),
+                    EventType::Warning,
+                    REFUSED,
+                    "Apply",
+                    message,
+                )
+                .await;
             }
-        };
+            write_status(&api, &pipeline, pipeline.status.as_ref(), &status).await?;
+            // Permanent until the spec changes (see `refused_until_changed`).
+            return Ok(Action::await_change());
+        }
+    };
     // Old ConfigMaps appear only when the hash changes: list and prune only then, so a resync or a
     // status-only event costs no LIST (which would grow with every ConfigMap in the namespace).
     // A Pipeline that never recorded a hash has no older config to prune: a burst of new
@@ -572,62 +574,54 @@ async fn apply_collectors(
     config_maps: &Api<ConfigMap>,
     spec: &crate::crd::PipelineSpec,
     params: &CollectorParams<'_>,
-    recorded: bool,
 ) -> Result<Workload> {
     let (name, namespace) = (params.name, params.namespace);
+    // What exists comes from the caches of the collectors' objects (synced before this reads).
+    ctx.config_maps.ready(namespace).await;
+    ctx.daemonsets.ready(namespace).await;
+    ctx.deployments.ready(namespace).await;
     let config_map = async {
         let config_map = workload::config_map(params);
-        if recorded {
-            // Most likely there already (a resync): a read, and no write unless it is gone.
-            if config_maps
-                .get_opt(&labels::config_map_name(name, params.config_hash))
-                .await
-                .map_err(Error::kube("get ConfigMap"))?
-                .is_none()
-            {
-                apply(config_maps, &config_map, "apply ConfigMap").await?;
-            }
+        let cm_name = labels::config_map_name(name, params.config_hash);
+        if ctx.config_maps.get(namespace, &cm_name).is_some() {
             return Ok(());
         }
-        // A config this Pipeline never recorded is most likely new: created in one round trip
-        // instead of a read then a write. One that exists already (named by its hash) is left
-        // as it is, as after a read.
+        // Named by its hash: one that exists already (created since the cache last heard) has
+        // this very content, and is left as it is.
         create_unless_exists(config_maps, &config_map, "create ConfigMap").await
     };
-    // The ConfigMap, the removal of the other mode's workload and the read of the live workload
-    // are independent: one round trip of waiting for all three, then the workload (which must
-    // not reference a missing ConfigMap).
+    // The ConfigMap and the removal of the other mode's workload are independent: one round
+    // trip of waiting for both, then the workload (which must not reference a missing
+    // ConfigMap), unless the cached one already carries this desired state.
     let collector = labels::collector_name(name);
     Ok(match workload::workload(spec, params) {
         Workload::DaemonSet(ds) => {
             let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
-            let ((), (), live) = futures::future::try_join3(
+            let ((), ()) = futures::future::try_join(
                 config_map,
-                delete_if_exists::<Deployment>(ctx, namespace, &collector),
-                read_live(&api, &collector, "get DaemonSet"),
+                delete_if_cached(ctx, &ctx.deployments, namespace, &collector),
             )
             .await?;
+            let live = ctx
+                .daemonsets
+                .get(namespace, &collector)
+                .map(|d| (*d).clone());
             Workload::DaemonSet(apply_unless_current(&api, ds, live, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
             let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-            let ((), (), live) = futures::future::try_join3(
+            let ((), ()) = futures::future::try_join(
                 config_map,
-                delete_if_exists::<DaemonSet>(ctx, namespace, &collector),
-                read_live(&api, &collector, "get Deployment"),
+                delete_if_cached(ctx, &ctx.daemonsets, namespace, &collector),
             )
             .await?;
+            let live = ctx
+                .deployments
+                .get(namespace, &collector)
+                .map(|d| (*d).clone());
             Workload::Deployment(apply_unless_current(&api, d, live, "apply Deployment").await?)
         }
     })
-}
-
-/// The live object `name`, if it exists.
-async fn read_live<K>(api: &Api<K>, name: &str, step: &'static str) -> Result<Option<K>>
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.get_opt(name).await.map_err(Error::kube(step))
 }
 
 /// Whether this generation was already refused by the apiserver for good (reason [`REFUSED`]):
@@ -652,7 +646,7 @@ async fn experiment_grant(
     let Some(owner) = children::experiment_owner(pipeline.owner_references()) else {
         return Ok(None);
     };
-    if let Some(cached) = ctx.experiments.get(namespace, &owner.name, &owner.uid) {
+    if let Some(cached) = ctx.experiments.get_uid(namespace, &owner.name, &owner.uid) {
         return Ok(children::grant(&pipeline.name_any(), owner, &cached));
     }
     let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), namespace);
@@ -835,24 +829,24 @@ async fn header_secret_keys(
     Ok(Ok(HeaderSecrets { keys, version }))
 }
 
-async fn delete_if_exists<K>(ctx: &Context, namespace: &str, name: &str) -> Result<()>
+async fn delete_if_cached<K>(
+    ctx: &Context,
+    cache: &shared::Stores<K>,
+    namespace: &str,
+    name: &str,
+) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
-    <K as Resource>::DynamicType: Default,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    // A read first: the other mode's workload almost never exists, and a DELETE is a write.
-    if api
-        .get_opt(name)
-        .await
-        .map_err(Error::kube("get workload of the other mode"))?
-        .is_none()
-    {
+    // The other mode's workload almost never exists: no request unless the cache holds it (its
+    // creation, should the cache not have heard of it yet, reconciles this Pipeline again).
+    if cache.get(namespace, name).is_none() {
         return Ok(());
     }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -906,22 +900,64 @@ fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> A
     super::retry_after_error(&ctx, NAME, error)
 }
 
-/// Runs the Pipeline controller on `pipelines` until `shutdown` resolves.
+/// What the Pipeline controller's cache keeps of a collector workload: the metadata its
+/// reconcile reads (name, UID, generation, owner, the [`super::APPLIED_HASH`] annotation), the
+/// replica count and the status; not the pod template, labels or managed fields.
+pub fn trim_workload<K: WorkloadParts>(obj: &mut K) {
+    trim_meta(obj.meta_mut());
+    obj.drop_template();
+}
+
+/// The part of a workload that its cached copy drops.
+pub trait WorkloadParts: Resource {
+    fn drop_template(&mut self);
+}
+
+impl WorkloadParts for DaemonSet {
+    fn drop_template(&mut self) {
+        self.spec.template = Default::default();
+        self.spec.selector = Default::default();
+    }
+}
+
+impl WorkloadParts for Deployment {
+    fn drop_template(&mut self) {
+        self.spec.template = Default::default();
+        self.spec.selector = Default::default();
+    }
+}
+
+/// What the Pipeline controller's cache keeps of a collector ConfigMap: that it exists.
+fn trim_config_map(cm: &mut PartialObjectMeta<ConfigMap>) {
+    trim_meta(&mut cm.metadata);
+    cm.metadata.annotations = None;
+}
+
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == super::APPLIED_HASH);
+    }
+}
+
+/// Runs the Pipeline controller over its shared watch (`store`, `applied`) until `shutdown`
+/// resolves.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    store: Store<Pipeline>,
+    applied: impl futures::Stream<Item = Arc<Pipeline>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (pipelines, config_maps, daemonsets, deployments) = match namespace {
+    let (config_maps, daemonsets, deployments) = match namespace {
         Some(ns) => (
-            Api::<Pipeline>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
             Api::<DaemonSet>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
         ),
         None => (
-            Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client.clone()),
             Api::all(client),
@@ -930,12 +966,29 @@ pub async fn run(
     let managed = super::owned_children(
         "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
     );
-    let controller = super::trimmed_controller(pipelines, &ctx.settings);
-    ctx.metrics.state.watch_pipelines(controller.store());
-    controller
-        .owns(config_maps, managed.clone())
-        .owns(daemonsets, managed.clone())
-        .owns(deployments, managed)
+    // The collectors' objects, cached (trimmed) for the reconciles to read instead of GETs; their
+    // changes reconcile the owning Pipeline once cached.
+    let (ds_store, ds_synced, ds_changes) = shared::owned_cache(
+        watcher::watcher(daemonsets, managed.clone()),
+        trim_workload::<DaemonSet>,
+    );
+    let (deploy_store, deploy_synced, deploy_changes) = shared::owned_cache(
+        watcher::watcher(deployments, managed.clone()),
+        trim_workload::<Deployment>,
+    );
+    let (cm_store, cm_synced, cm_changes) =
+        shared::owned_cache(watcher::watcher(config_maps, managed), trim_config_map);
+    ctx.daemonsets
+        .register_synced(namespace, ds_store, ds_synced);
+    ctx.deployments
+        .register_synced(namespace, deploy_store, deploy_synced);
+    ctx.config_maps
+        .register_synced(namespace, cm_store, cm_synced);
+    ctx.metrics.state.watch_pipelines(store.clone());
+    super::shared_controller(store, applied, &ctx.settings)
+        .owns_shared_stream(cm_changes)
+        .owns_shared_stream(ds_changes)
+        .owns_shared_stream(deploy_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -949,6 +1002,43 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_workload_keeps_what_the_reconcile_reads_and_not_its_pod_template() {
+        let mut ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p-collector", "namespace": "ns", "uid": "u", "generation": 3,
+                "labels": {"app.kubernetes.io/name": "phoenix-collector"},
+                "annotations": {(super::super::APPLIED_HASH): "abc", "deprecated.daemonset.template.generation": "3"},
+                "ownerReferences": [{"apiVersion": "phoenix.io/v1alpha1", "kind": "Pipeline", "name": "p", "uid": "o", "controller": true}],
+                "managedFields": [{"manager": "phoenix"}]
+            },
+            "spec": {
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "otelcol", "image": "x"}]}}
+            },
+            "status": {"numberReady": 1, "desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberMisscheduled": 0, "observedGeneration": 3}
+        }))
+        .expect("a DaemonSet");
+        let status = ds.status.clone();
+        trim_workload(&mut ds);
+        assert_eq!(ds.status, status, "status kept");
+        assert_eq!(ds.metadata.generation, Some(3));
+        assert_eq!(ds.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(
+            ds.owner_references().len(),
+            1,
+            "owner kept: it routes the change"
+        );
+        assert_eq!(
+            ds.metadata.annotations,
+            Some([(super::super::APPLIED_HASH.to_string(), "abc".to_string())].into()),
+            "only the applied hash stays"
+        );
+        assert_eq!(ds.metadata.labels, None);
+        assert_eq!(ds.metadata.managed_fields, None);
+        assert_eq!(ds.spec.template, Default::default(), "no pod template");
+    }
 
     fn secret(labels: &[(&str, &str)]) -> Secret {
         let mut s = Secret::default();

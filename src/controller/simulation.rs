@@ -11,6 +11,8 @@ use kube::api::{Api, ListParams};
 use kube::core::Selector;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
@@ -236,21 +238,14 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let checked =
         crate::crd::validation::check_tolerations("spec.tolerations", &sim.spec.tolerations)
             .and_then(|()| labels::node_selector(&sim.spec.node_selector));
-    let get_job = async {
-        jobs.get_opt(&labels::job_name(&name))
-            .await
-            .map_err(Error::kube("get Job"))
-    };
-    // A Simulation that never recorded a Job will most likely create one: its target nodes are
-    // counted in the same round trip as the read of the Job.
-    let (mut job, counted) = match &checked {
-        Ok(selector) if previous.job.is_none() && !finished => {
-            let (job, nodes) =
-                futures::future::try_join(get_job, count_target_nodes(&ctx, selector)).await?;
-            (job, Some(nodes))
-        }
-        _ => (get_job.await?, None),
-    };
+    // The Job as the controller's cache holds it (trimmed: see `trim_job`); a Job the cache has
+    // not heard of yet is applied again (unchanged: no write), and its event reconciles this
+    // Simulation once cached.
+    ctx.jobs.ready(&namespace).await;
+    let mut job = ctx
+        .jobs
+        .get(&namespace, &labels::job_name(&name))
+        .map(|j| (*j).clone());
     if job.is_none() && !finished {
         let selector = match checked {
             Ok(selector) => selector,
@@ -268,10 +263,7 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
                 return Ok(Action::await_change());
             }
         };
-        let nodes = match counted {
-            Some(nodes) => nodes,
-            None => count_target_nodes(&ctx, &selector).await?,
-        };
+        let nodes = count_target_nodes(&ctx, &selector).await?;
         let params = JobParams {
             name: &name,
             namespace: &namespace,
@@ -375,27 +367,43 @@ fn error_policy(_sim: Arc<Simulation>, error: &Error, ctx: Arc<Context>) -> Acti
     super::retry_after_error(&ctx, NAME, error)
 }
 
+/// What the Simulation controller's cache keeps of a simulator Job: its metadata (without labels,
+/// annotations and managed fields) and status; not its pod template.
+fn trim_job(job: &mut Job) {
+    job.metadata.managed_fields = None;
+    job.metadata.labels = None;
+    job.metadata.annotations = None;
+    if let Some(spec) = job.spec.as_mut() {
+        spec.template = Default::default();
+        spec.selector = None;
+    }
+}
+
 /// Runs the Simulation controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
     namespace: Option<&str>,
+    store: Store<Simulation>,
+    applied: impl futures::Stream<Item = Arc<Simulation>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (sims, jobs) = match namespace {
-        Some(ns) => (
-            Api::<Simulation>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
+    let jobs = match namespace {
+        Some(ns) => Api::<Job>::namespaced(client, ns),
+        None => Api::all(client),
     };
-    super::trimmed_controller(sims, &ctx.settings)
-        .owns(
+    let (job_store, job_synced, job_changes) = super::shared::owned_cache(
+        watcher::watcher(
             jobs,
             super::owned_children(
                 "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
             ),
-        )
+        ),
+        trim_job,
+    );
+    ctx.jobs.register_synced(namespace, job_store, job_synced);
+    super::shared_controller(store, applied, &ctx.settings)
+        .owns_shared_stream(job_changes)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
