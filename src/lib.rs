@@ -39,6 +39,10 @@ pub enum Error {
     /// An object from the API lacks a field it always has (name, namespace, uid).
     #[error("object has no {0}")]
     MissingField(&'static str),
+    /// A cache a reconcile reads from stopped before its first complete list (shutdown): nothing
+    /// is decided from an empty cache.
+    #[error("a cache stopped before it synced")]
+    CachesStopped,
 }
 
 impl Error {
@@ -51,6 +55,7 @@ impl Error {
             Error::Serialize { .. } => "Serialize",
             Error::Prometheus(_) => "Prometheus",
             Error::MissingField(_) => "MissingField",
+            Error::CachesStopped => "CachesStopped",
         }
     }
 

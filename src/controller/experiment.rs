@@ -580,8 +580,10 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // Observe: only what this Experiment controls; a taken name is a conflict. The children come
     // from their controllers' caches, whose events reconcile this Experiment once cached.
     let uid = exp.uid().ok_or(Error::MissingField("metadata.uid"))?;
-    ctx.pipelines.ready(&namespace).await;
-    ctx.simulations.ready(&namespace).await;
+    if !(ctx.pipelines.ready(&namespace).await && ctx.simulations.ready(&namespace).await) {
+        // Stopped before the children's caches synced (shutdown): nothing can be decided.
+        return Err(Error::CachesStopped);
+    }
     let mut conflicts = vec![];
     let child = |side| {
         ctx.pipelines

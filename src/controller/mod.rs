@@ -12,6 +12,7 @@ pub mod pod_admission;
 pub mod remote_write_check;
 pub mod shared;
 pub mod simulation;
+pub mod slim;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -114,14 +115,14 @@ pub struct Context {
     pub pipelines: shared::Stores<crate::crd::Pipeline>,
     /// The Simulation controllers' caches, read by the Experiment controller.
     pub simulations: shared::Stores<crate::crd::Simulation>,
-    /// The Pipeline controllers' caches of their collectors' DaemonSets, Deployments and
-    /// ConfigMaps (trimmed to what the reconciles read: see [`pipeline::trim_workload`]).
-    pub daemonsets: shared::Stores<k8s_openapi::api::apps::v1::DaemonSet>,
-    pub deployments: shared::Stores<k8s_openapi::api::apps::v1::Deployment>,
+    /// The Pipeline controllers' caches of their collectors' DaemonSets, Deployments (slim
+    /// copies: see [`slim`]) and ConfigMaps (metadata).
+    pub daemonsets: shared::Stores<slim::Slim<k8s_openapi::api::apps::v1::DaemonSet>>,
+    pub deployments: shared::Stores<slim::Slim<k8s_openapi::api::apps::v1::Deployment>>,
     pub config_maps:
         shared::Stores<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::ConfigMap>>,
     /// The Simulation controllers' caches of their simulator Jobs (trimmed).
-    pub jobs: shared::Stores<k8s_openapi::api::batch::v1::Job>,
+    pub jobs: shared::Stores<slim::Slim<k8s_openapi::api::batch::v1::Job>>,
 }
 
 impl Context {
@@ -426,7 +427,18 @@ pub async fn run_all(
             .register_synced(scope, pipelines.store.clone(), pipelines.synced.clone());
         ctx.simulations
             .register_synced(scope, sims.store.clone(), sims.synced.clone());
-        for driver in [pipelines_driver.boxed(), sims_driver.boxed()] {
+        // The caches of the objects the Pipeline and Simulation controllers own.
+        let (collector_caches, mut drivers) = pipeline::collector_caches(&ctx, scope);
+        let (jobs, jobs_driver) = simulation::job_cache(&ctx, scope);
+        drivers.extend([
+            pipelines_driver.boxed(),
+            sims_driver.boxed(),
+            jobs_driver.boxed(),
+        ]);
+        // Each watch runs in its own task until `stop`, apart from the controllers (whose
+        // triggers pause during a backoff); once they end, a reconcile still waiting for a
+        // first list gets `false`, not a hang.
+        for driver in drivers {
             let s = stop.clone();
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
@@ -437,20 +449,20 @@ pub async fn run_all(
         }
         let owned_pipelines = pipelines.touched;
         let owned_sims = sims.touched;
-        let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
+        let (c, s) = (ctx.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             pipeline::run(
                 c,
-                n.as_deref(),
                 pipelines.store,
                 pipelines.applied,
+                collector_caches,
                 stopped(s),
             )
             .await
         }));
-        let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
+        let (c, s) = (ctx.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
-            simulation::run(c, n.as_deref(), sims.store, sims.applied, stopped(s)).await
+            simulation::run(c, sims.store, sims.applied, jobs, stopped(s)).await
         }));
         let (c, s, n) = (ctx.clone(), stop.clone(), ns.clone());
         tasks.push(tokio::spawn(async move {

@@ -9,7 +9,6 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -21,6 +20,7 @@ use tracing::{info, instrument};
 
 use super::pipeline_topk;
 use super::shared;
+use super::slim::{self, Slim, Slimmable};
 use super::{
     Context, StatusWrite, apply_unless_current, collector_uid, create_unless_exists,
     namespaced_api, now, pod_admission, remote_write_check, write_status, write_status_at,
@@ -577,9 +577,12 @@ async fn apply_collectors(
 ) -> Result<Workload> {
     let (name, namespace) = (params.name, params.namespace);
     // What exists comes from the caches of the collectors' objects (synced before this reads).
-    ctx.config_maps.ready(namespace).await;
-    ctx.daemonsets.ready(namespace).await;
-    ctx.deployments.ready(namespace).await;
+    if !(ctx.config_maps.ready(namespace).await
+        && ctx.daemonsets.ready(namespace).await
+        && ctx.deployments.ready(namespace).await)
+    {
+        return Err(Error::CachesStopped);
+    }
     let config_map = async {
         let config_map = workload::config_map(params);
         let cm_name = labels::config_map_name(name, params.config_hash);
@@ -602,10 +605,7 @@ async fn apply_collectors(
                 delete_if_cached(ctx, &ctx.deployments, namespace, &collector),
             )
             .await?;
-            let live = ctx
-                .daemonsets
-                .get(namespace, &collector)
-                .map(|d| (*d).clone());
+            let live = ctx.daemonsets.get(namespace, &collector).map(|d| d.full());
             Workload::DaemonSet(apply_unless_current(&api, ds, live, "apply DaemonSet").await?)
         }
         Workload::Deployment(d) => {
@@ -615,10 +615,7 @@ async fn apply_collectors(
                 delete_if_cached(ctx, &ctx.daemonsets, namespace, &collector),
             )
             .await?;
-            let live = ctx
-                .deployments
-                .get(namespace, &collector)
-                .map(|d| (*d).clone());
+            let live = ctx.deployments.get(namespace, &collector).map(|d| d.full());
             Workload::Deployment(apply_unless_current(&api, d, live, "apply Deployment").await?)
         }
     })
@@ -831,15 +828,12 @@ async fn header_secret_keys(
 
 async fn delete_if_cached<K>(
     ctx: &Context,
-    cache: &shared::Stores<K>,
+    cache: &shared::Stores<Slim<K>>,
     namespace: &str,
     name: &str,
 ) -> Result<()>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Slimmable + serde::de::DeserializeOwned,
 {
     // The other mode's workload almost never exists: no request unless the cache holds it (its
     // creation, should the cache not have heard of it yet, reconciles this Pipeline again).
@@ -900,95 +894,26 @@ fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> A
     super::retry_after_error(&ctx, NAME, error)
 }
 
-/// What the Pipeline controller's cache keeps of a collector workload: the metadata its
-/// reconcile reads (name, UID, generation, owner, the [`super::APPLIED_HASH`] annotation), the
-/// replica count and the status; not the pod template, labels or managed fields.
-pub fn trim_workload<K: WorkloadParts>(obj: &mut K) {
-    trim_meta(obj.meta_mut());
-    obj.drop_template();
-}
-
-/// The part of a workload that its cached copy drops.
-pub trait WorkloadParts: Resource {
-    fn drop_template(&mut self);
-}
-
-impl WorkloadParts for DaemonSet {
-    fn drop_template(&mut self) {
-        self.spec.template = Default::default();
-        self.spec.selector = Default::default();
-    }
-}
-
-impl WorkloadParts for Deployment {
-    fn drop_template(&mut self) {
-        self.spec.template = Default::default();
-        self.spec.selector = Default::default();
-    }
-}
-
 /// What the Pipeline controller's cache keeps of a collector ConfigMap: that it exists.
 fn trim_config_map(cm: &mut PartialObjectMeta<ConfigMap>) {
-    trim_meta(&mut cm.metadata);
+    slim::trim_meta(&mut cm.metadata);
     cm.metadata.annotations = None;
-}
-
-fn trim_meta(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    meta.labels = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k == super::APPLIED_HASH);
-    }
 }
 
 /// Runs the Pipeline controller over its shared watch (`store`, `applied`) until `shutdown`
 /// resolves.
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
     store: Store<Pipeline>,
     applied: impl futures::Stream<Item = Arc<Pipeline>> + Send + 'static,
+    caches: CollectorCaches,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let (config_maps, daemonsets, deployments) = match namespace {
-        Some(ns) => (
-            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            Api::<DaemonSet>::namespaced(client.clone(), ns),
-            Api::<Deployment>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
-    let managed = super::owned_children(
-        "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
-    );
-    // The collectors' objects, cached (trimmed) for the reconciles to read instead of GETs; their
-    // changes reconcile the owning Pipeline once cached.
-    let (ds_store, ds_synced, ds_changes) = shared::owned_cache(
-        watcher::watcher(daemonsets, managed.clone()),
-        trim_workload::<DaemonSet>,
-    );
-    let (deploy_store, deploy_synced, deploy_changes) = shared::owned_cache(
-        watcher::watcher(deployments, managed.clone()),
-        trim_workload::<Deployment>,
-    );
-    let (cm_store, cm_synced, cm_changes) =
-        shared::owned_cache(watcher::watcher(config_maps, managed), trim_config_map);
-    ctx.daemonsets
-        .register_synced(namespace, ds_store, ds_synced);
-    ctx.deployments
-        .register_synced(namespace, deploy_store, deploy_synced);
-    ctx.config_maps
-        .register_synced(namespace, cm_store, cm_synced);
     ctx.metrics.state.watch_pipelines(store.clone());
     super::shared_controller(store, applied, &ctx.settings)
-        .owns_shared_stream(cm_changes)
-        .owns_shared_stream(ds_changes)
-        .owns_shared_stream(deploy_changes)
+        .owns_shared_stream(caches.config_maps)
+        .owns_shared_stream(caches.daemonsets)
+        .owns_shared_stream(caches.deployments)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -999,46 +924,69 @@ pub async fn run(
         .await;
 }
 
+/// The changes of the caches of one scope's collector objects, which reconcile their Pipelines.
+pub struct CollectorCaches {
+    config_maps: futures::channel::mpsc::UnboundedReceiver<Arc<PartialObjectMeta<ConfigMap>>>,
+    daemonsets: futures::channel::mpsc::UnboundedReceiver<Arc<Slim<DaemonSet>>>,
+    deployments: futures::channel::mpsc::UnboundedReceiver<Arc<Slim<Deployment>>>,
+}
+
+/// Starts the caches of the collectors' objects in `namespace` (`None`: all), trimmed, for the
+/// reconciles to read instead of GETs ([`Context::daemonsets`], [`Context::deployments`],
+/// [`Context::config_maps`]); returns their changes for [`run`] and the futures that drive them.
+pub fn collector_caches(
+    ctx: &Context,
+    namespace: Option<&str>,
+) -> (
+    CollectorCaches,
+    Vec<futures::future::BoxFuture<'static, ()>>,
+) {
+    use futures::FutureExt;
+    let client = ctx.client.clone();
+    let (config_maps, daemonsets, deployments) = match namespace {
+        Some(ns) => (
+            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
+            Api::<Slim<DaemonSet>>::namespaced(client.clone(), ns),
+            Api::<Slim<Deployment>>::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client),
+        ),
+    };
+    let managed = super::owned_children(
+        "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
+    );
+    let (ds, ds_driver) = shared::owned_cache(
+        watcher::watcher(daemonsets, managed.clone()),
+        slim::trim::<DaemonSet>,
+    );
+    let (deploy, deploy_driver) = shared::owned_cache(
+        watcher::watcher(deployments, managed.clone()),
+        slim::trim::<Deployment>,
+    );
+    let (cm, cm_driver) =
+        shared::owned_cache(watcher::watcher(config_maps, managed), trim_config_map);
+    ctx.daemonsets
+        .register_synced(namespace, ds.store, ds.synced);
+    ctx.deployments
+        .register_synced(namespace, deploy.store, deploy.synced);
+    ctx.config_maps
+        .register_synced(namespace, cm.store, cm.synced);
+    (
+        CollectorCaches {
+            config_maps: cm.changes,
+            daemonsets: ds.changes,
+            deployments: deploy.changes,
+        },
+        vec![ds_driver.boxed(), deploy_driver.boxed(), cm_driver.boxed()],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cached_workload_keeps_what_the_reconcile_reads_and_not_its_pod_template() {
-        let mut ds: DaemonSet = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "p-collector", "namespace": "ns", "uid": "u", "generation": 3,
-                "labels": {"app.kubernetes.io/name": "phoenix-collector"},
-                "annotations": {(super::super::APPLIED_HASH): "abc", "deprecated.daemonset.template.generation": "3"},
-                "ownerReferences": [{"apiVersion": "phoenix.io/v1alpha1", "kind": "Pipeline", "name": "p", "uid": "o", "controller": true}],
-                "managedFields": [{"manager": "phoenix"}]
-            },
-            "spec": {
-                "selector": {"matchLabels": {"a": "b"}},
-                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "otelcol", "image": "x"}]}}
-            },
-            "status": {"numberReady": 1, "desiredNumberScheduled": 1, "currentNumberScheduled": 1, "numberMisscheduled": 0, "observedGeneration": 3}
-        }))
-        .expect("a DaemonSet");
-        let status = ds.status.clone();
-        trim_workload(&mut ds);
-        assert_eq!(ds.status, status, "status kept");
-        assert_eq!(ds.metadata.generation, Some(3));
-        assert_eq!(ds.metadata.uid.as_deref(), Some("u"));
-        assert_eq!(
-            ds.owner_references().len(),
-            1,
-            "owner kept: it routes the change"
-        );
-        assert_eq!(
-            ds.metadata.annotations,
-            Some([(super::super::APPLIED_HASH.to_string(), "abc".to_string())].into()),
-            "only the applied hash stays"
-        );
-        assert_eq!(ds.metadata.labels, None);
-        assert_eq!(ds.metadata.managed_fields, None);
-        assert_eq!(ds.spec.template, Default::default(), "no pod template");
-    }
 
     fn secret(labels: &[(&str, &str)]) -> Secret {
         let mut s = Secret::default();

@@ -7,16 +7,12 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
-
-/// Events buffered per subscriber before the watch waits for it (controllers take their trigger
-/// events at once into their queue, so this only bounds a short burst).
-const BUFFER: usize = 1024;
 
 /// The stores of one kind, one per watched scope (a namespace, or the whole cluster).
 pub struct Stores<K: Resource<DynamicType = ()> + Clone + 'static>(
@@ -88,8 +84,9 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     }
 
     /// Waits until the stores covering `namespace` hold their first complete list (another
-    /// scope's watch, e.g. one its RBAC refuses, never holds this one up).
-    pub async fn ready(&self, namespace: &str) {
+    /// scope's watch, e.g. one its RBAC refuses, never holds this one up). False when a watch
+    /// stopped before that (shutdown): then its store is empty, and nothing may be decided from it.
+    pub async fn ready(&self, namespace: &str) -> bool {
         let synced: Vec<Synced> = self
             .0
             .read()
@@ -101,9 +98,11 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
             })
             .unwrap_or_default();
         for mut synced in synced {
-            // Only fails once the watch is gone (shutdown): nothing left to wait for.
-            let _ = synced.wait_for(|done| *done).await;
+            if synced.wait_for(|done| *done).await.is_err() {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -112,8 +111,8 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
 /// deleted objects, so a deleted child reconciles its owner).
 pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub store: Store<K>,
-    pub applied: mpsc::Receiver<Arc<K>>,
-    pub touched: mpsc::Receiver<Arc<K>>,
+    pub applied: mpsc::UnboundedReceiver<Arc<K>>,
+    pub touched: mpsc::UnboundedReceiver<Arc<K>>,
     pub synced: Synced,
 }
 
@@ -132,8 +131,8 @@ where
 {
     let writer = reflector::store::Writer::<K>::default();
     let store = writer.as_reader();
-    let (applied_tx, applied) = mpsc::channel(BUFFER);
-    let (touched_tx, touched) = mpsc::channel(BUFFER);
+    let (applied_tx, applied) = mpsc::unbounded();
+    let (touched_tx, touched) = mpsc::unbounded();
     let reader = store.clone();
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let events = reflector::reflector(
@@ -166,7 +165,8 @@ enum Change<K> {
 }
 
 /// The changes of a reflector's `events` (the store already updated): a (re)list is reported
-/// once complete, object by object from the store; `synced` turns true at the first.
+/// once complete, object by object from the store, with the objects it no longer holds as
+/// deleted; `synced` turns true at the first.
 fn changes<K, S>(
     events: S,
     store: Store<K>,
@@ -176,6 +176,8 @@ where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
+    // What the store held when a relist began (it swaps the new list in at its end).
+    let mut before_relist: Vec<Arc<K>> = vec![];
     events.flat_map(move |event| {
         let changes: Vec<Change<K>> = match event {
             Ok(watcher::Event::Apply(obj)) => {
@@ -184,11 +186,24 @@ where
                 vec![Change::Applied(cached.unwrap_or_else(|| Arc::new(obj)))]
             }
             Ok(watcher::Event::Delete(obj)) => vec![Change::Deleted(Arc::new(obj))],
+            Ok(watcher::Event::Init) => {
+                before_relist = store.state();
+                vec![]
+            }
             Ok(watcher::Event::InitDone) => {
                 synced.send_replace(true);
-                store.state().into_iter().map(Change::Applied).collect()
+                let gone = std::mem::take(&mut before_relist)
+                    .into_iter()
+                    .filter(|old| store.get(&ObjectRef::from_obj(old.as_ref())).is_none())
+                    .map(Change::Deleted);
+                store
+                    .state()
+                    .into_iter()
+                    .map(Change::Applied)
+                    .chain(gone)
+                    .collect()
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => vec![],
+            Ok(watcher::Event::InitApply(_)) => vec![],
             Err(error) => {
                 tracing::debug!(%error, kind = %K::kind(&()), "watch error; retrying");
                 vec![]
@@ -202,38 +217,48 @@ async fn fan_out<K, S>(
     events: S,
     store: Store<K>,
     synced: tokio::sync::watch::Sender<bool>,
-    mut applied: mpsc::Sender<Arc<K>>,
-    mut touched: mpsc::Sender<Arc<K>>,
+    applied: mpsc::UnboundedSender<Arc<K>>,
+    touched: mpsc::UnboundedSender<Arc<K>>,
 ) where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
 {
     let mut changes = std::pin::pin!(changes(events, store, synced));
     while let Some(change) = changes.next().await {
-        // A subscriber gone (its controller stopped) is not an error: the other still runs.
+        // Unbounded: a subscriber whose controller pauses (its backoff after a watch error, a
+        // shutdown) never holds up the store or the other subscriber; what waits is a pointer to
+        // the cached object. A subscriber gone (its controller stopped) is not an error.
         match change {
             Change::Applied(obj) => {
-                let _ = applied.send(obj.clone()).await;
-                let _ = touched.send(obj).await;
+                let _ = applied.unbounded_send(obj.clone());
+                let _ = touched.unbounded_send(obj);
             }
             Change::Deleted(obj) => {
-                let _ = touched.send(obj).await;
+                let _ = touched.unbounded_send(obj);
             }
         }
     }
 }
 
 /// A cache of the objects a controller owns (e.g. the collectors' DaemonSets), each trimmed by
-/// `trim` to what the reconciles read, and the stream of its changes (created, changed and
-/// deleted objects, each once the store holds the change) to trigger their owners with
-/// ([`kube::runtime::Controller::owns_shared_stream`]). The store is ready once `Synced` is true.
+/// `trim` to what the reconciles read, with the changes (created, changed and deleted objects,
+/// each once the store holds the change) to trigger their owners with
+/// ([`kube::runtime::Controller::owns_shared_stream`]).
+pub struct OwnedCache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub store: Store<K>,
+    pub changes: mpsc::UnboundedReceiver<Arc<K>>,
+    pub synced: Synced,
+}
+
+/// Starts an [`OwnedCache`] over `events`. The returned future drives it, apart from the
+/// controller (whose trigger stream pauses during its backoff and at shutdown), and must be
+/// polled for as long as the controller runs.
 pub fn owned_cache<K, W>(
     events: W,
     trim: fn(&mut K),
 ) -> (
-    Store<K>,
-    Synced,
-    impl Stream<Item = Arc<K>> + Send + 'static,
+    OwnedCache<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
@@ -242,11 +267,24 @@ where
     let writer = reflector::store::Writer::<K>::default();
     let store = writer.as_reader();
     let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let (tx, changes_rx) = mpsc::unbounded();
     let events = reflector::reflector(writer, events.default_backoff().modify(trim));
-    let stream = changes(events, store.clone(), synced_tx).map(|change| match change {
-        Change::Applied(obj) | Change::Deleted(obj) => obj,
-    });
-    (store, synced, stream)
+    let reader = store.clone();
+    let driver = async move {
+        let mut changes = std::pin::pin!(changes(events, reader, synced_tx));
+        while let Some(change) = changes.next().await {
+            let (Change::Applied(obj) | Change::Deleted(obj)) = change;
+            let _ = tx.unbounded_send(obj);
+        }
+    };
+    (
+        OwnedCache {
+            store,
+            changes: changes_rx,
+            synced,
+        },
+        driver,
+    )
 }
 
 #[cfg(test)]
@@ -280,26 +318,26 @@ mod tests {
         assert!(stores.get("ns", "nope").is_none());
     }
 
-    /// What a subscriber receives: name, generation, and whether the store held the object at
-    /// the moment it arrived.
-    async fn received(
-        mut rx: mpsc::Receiver<Arc<Pipeline>>,
-        store: Store<Pipeline>,
-    ) -> Vec<(String, Option<i64>, bool)> {
-        let mut out = vec![];
-        while let Some(p) = rx.next().await {
-            let cached = store.get(&ObjectRef::from_obj(p.as_ref())).is_some();
-            out.push((
-                p.metadata.name.clone().unwrap_or_default(),
-                p.metadata.generation,
-                cached,
-            ));
-        }
-        out
+    /// A change as (deleted?, name, generation, whether the store held the object when the
+    /// change came out).
+    type Seen = (bool, String, Option<i64>, bool);
+
+    fn seen(change: &Change<Pipeline>, store: &Store<Pipeline>) -> Seen {
+        let (deleted, p) = match change {
+            Change::Applied(p) => (false, p),
+            Change::Deleted(p) => (true, p),
+        };
+        let cached = store.get(&ObjectRef::from_obj(p.as_ref())).is_some();
+        (
+            deleted,
+            p.metadata.name.clone().unwrap_or_default(),
+            p.metadata.generation,
+            cached,
+        )
     }
 
     #[tokio::test]
-    async fn subscribers_see_an_event_only_once_the_store_holds_it_and_owners_see_deletions() {
+    async fn changes_come_once_cached_and_a_relist_reports_what_it_no_longer_holds() {
         let writer = reflector::store::Writer::<Pipeline>::default();
         let store = writer.as_reader();
         let events = futures::stream::iter(vec![
@@ -309,47 +347,72 @@ mod tests {
             Ok(Event::InitDone),
             Err(watcher::Error::NoResourceVersion),
             Ok(Event::Apply(pipeline("a", "1", 2))),
-            Ok(Event::Delete(pipeline("b", "2", 1))),
+            Ok(Event::Delete(pipeline("a", "1", 2))),
+            // A relist after a watch gap in which b was deleted and c created.
+            Ok(Event::Init),
+            Ok(Event::InitApply(pipeline("c", "3", 1))),
+            Ok(Event::InitDone),
         ]);
-        // One slot per subscriber: the watch waits for each receipt, so a receipt sees the store
-        // as it was when the object was sent (give or take the one event after it).
-        let (synced_tx, mut synced) = tokio::sync::watch::channel(false);
-        let (applied_tx, applied) = mpsc::channel(0);
-        let (touched_tx, touched) = mpsc::channel(0);
-        let ((), mut applied, mut touched) = futures::future::join3(
-            fan_out(
-                reflector::reflector(writer, events),
-                store.clone(),
-                synced_tx,
-                applied_tx,
-                touched_tx,
-            ),
-            received(applied, store.clone()),
-            received(touched, store.clone()),
+        let (synced_tx, synced) = tokio::sync::watch::channel(false);
+        let mut changes = std::pin::pin!(changes(
+            reflector::reflector(writer, events),
+            store.clone(),
+            synced_tx
+        ));
+        // Pulled one by one: each is looked at in the store as it was when the change came out.
+        let mut out = vec![];
+        while let Some(change) = changes.next().await {
+            out.push(seen(&change, &store));
+        }
+        assert!(*synced.borrow(), "synced after the first list");
+        out[..2].sort(); // a list comes in the store's order
+        assert_eq!(
+            out,
+            vec![
+                (false, "a".into(), Some(1), true),
+                (false, "b".into(), Some(1), true),
+                (false, "a".into(), Some(2), true),
+                (true, "a".into(), Some(2), false),
+                (false, "c".into(), Some(1), true),
+                (true, "b".into(), Some(1), false),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_owner_hears_of_deletions_the_kinds_own_controller_does_not() {
+        let writer = reflector::store::Writer::<Pipeline>::default();
+        let store = writer.as_reader();
+        let events = futures::stream::iter(vec![
+            Ok(Event::Init),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(pipeline("a", "1", 1))),
+            Ok(Event::Delete(pipeline("a", "1", 1))),
+        ]);
+        let (synced_tx, _synced) = tokio::sync::watch::channel(false);
+        let (applied_tx, applied) = mpsc::unbounded();
+        let (touched_tx, touched) = mpsc::unbounded();
+        fan_out(
+            reflector::reflector(writer, events),
+            store,
+            synced_tx,
+            applied_tx,
+            touched_tx,
         )
         .await;
-        assert!(*synced.borrow_and_update(), "synced after the first list");
-        // The (re)list arrives in the store's order: compare as sets.
-        applied[..2].sort();
-        touched[..2].sort();
+        let names = |rx: mpsc::UnboundedReceiver<Arc<Pipeline>>| {
+            rx.map(|p| {
+                (
+                    p.metadata.name.clone().unwrap_or_default(),
+                    p.metadata.generation,
+                )
+            })
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(names(applied).await, vec![("a".to_string(), Some(1))]);
         assert_eq!(
-            applied,
-            vec![
-                ("a".into(), Some(1), true),
-                ("b".into(), Some(1), true),
-                ("a".into(), Some(2), true),
-            ],
-            "the list once complete, then the change; no deletion"
-        );
-        assert_eq!(
-            touched,
-            vec![
-                ("a".into(), Some(1), true),
-                ("b".into(), Some(1), true),
-                ("a".into(), Some(2), true),
-                ("b".into(), Some(1), false),
-            ],
-            "the owner also hears of the deletion"
+            names(touched).await,
+            vec![("a".to_string(), Some(1)), ("a".to_string(), Some(1))]
         );
     }
 
@@ -359,8 +422,8 @@ mod tests {
         // and the Experiment reconciles would wait on one store, and all but one hang.
         let (store, _writer) = reflector::store::<Pipeline>();
         let (synced_tx, synced) = tokio::sync::watch::channel(false);
-        let (_, applied) = mpsc::channel(1);
-        let (_, touched) = mpsc::channel(1);
+        let (_, applied) = mpsc::unbounded();
+        let (_, touched) = mpsc::unbounded();
         let watch = SharedWatch {
             store,
             applied,
@@ -376,7 +439,7 @@ mod tests {
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let stores = stores.clone();
-                tokio::spawn(async move { stores.ready("ns").await })
+                tokio::spawn(async move { assert!(stores.ready("ns").await) })
             })
             .collect();
         tokio::task::yield_now().await;

@@ -16,7 +16,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::{Context, apply, namespaced_api, now, write_status};
+use super::slim::Slim;
+use super::{Context, namespaced_api, now, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::simulation::{Simulation, SimulationPhase, SimulationStatus};
 use crate::desired::job::{self, JobParams};
@@ -241,11 +242,13 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     // The Job as the controller's cache holds it (trimmed: see `trim_job`); a Job the cache has
     // not heard of yet is applied again (unchanged: no write), and its event reconciles this
     // Simulation once cached.
-    ctx.jobs.ready(&namespace).await;
+    if !ctx.jobs.ready(&namespace).await {
+        return Err(Error::CachesStopped);
+    }
     let mut job = ctx
         .jobs
         .get(&namespace, &labels::job_name(&name))
-        .map(|j| (*j).clone());
+        .map(|j| j.full());
     if job.is_none() && !finished {
         let selector = match checked {
             Ok(selector) => selector,
@@ -274,9 +277,39 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
             image: &ctx.settings.simulator_image,
             nodes,
         };
-        let created = match apply(&jobs, &job::job(&sim.spec, &params), "apply Job").await {
-            Ok(created) => created,
-            Err(e) => {
+        // Created, never applied over: a Job the cache has not heard of yet (409) is read as it
+        // is. Its pod template and completions are immutable, so applying today's spec over it
+        // could be refused for good.
+        let post = kube::api::PostParams {
+            field_manager: Some(crate::desired::labels::FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match jobs.create(&post, &job::job(&sim.spec, &params)).await {
+            Ok(created) => {
+                ctx.event(
+                    sim.as_ref(),
+                    EventType::Normal,
+                    "LoadStarted",
+                    "Apply",
+                    format!(
+                        "simulator Job {} created for {nodes} node(s)",
+                        created.name_any()
+                    ),
+                )
+                .await;
+                job = Some(created);
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                job = jobs
+                    .get_opt(&labels::job_name(&name))
+                    .await
+                    .map_err(Error::kube("get Job"))?;
+            }
+            Err(source) => {
+                let e = Error::Kube {
+                    step: "create Job",
+                    source,
+                };
                 let Some(message) = e.refused_permanently() else {
                     return Err(e);
                 };
@@ -293,19 +326,7 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
                 write_status(&api, &sim, sim.status.as_ref(), &status).await?;
                 return Ok(Action::await_change());
             }
-        };
-        ctx.event(
-            sim.as_ref(),
-            EventType::Normal,
-            "LoadStarted",
-            "Apply",
-            format!(
-                "simulator Job {} created for {nodes} node(s)",
-                created.name_any()
-            ),
-        )
-        .await;
-        job = Some(created);
+        }
     }
 
     let mut status = status_from_job(&sim, job.as_ref(), &previous);
@@ -367,43 +388,16 @@ fn error_policy(_sim: Arc<Simulation>, error: &Error, ctx: Arc<Context>) -> Acti
     super::retry_after_error(&ctx, NAME, error)
 }
 
-/// What the Simulation controller's cache keeps of a simulator Job: its metadata (without labels,
-/// annotations and managed fields) and status; not its pod template.
-fn trim_job(job: &mut Job) {
-    job.metadata.managed_fields = None;
-    job.metadata.labels = None;
-    job.metadata.annotations = None;
-    if let Some(spec) = job.spec.as_mut() {
-        spec.template = Default::default();
-        spec.selector = None;
-    }
-}
-
 /// Runs the Simulation controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
-    namespace: Option<&str>,
     store: Store<Simulation>,
     applied: impl futures::Stream<Item = Arc<Simulation>> + Send + 'static,
+    jobs: futures::channel::mpsc::UnboundedReceiver<Arc<Slim<Job>>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let jobs = match namespace {
-        Some(ns) => Api::<Job>::namespaced(client, ns),
-        None => Api::all(client),
-    };
-    let (job_store, job_synced, job_changes) = super::shared::owned_cache(
-        watcher::watcher(
-            jobs,
-            super::owned_children(
-                "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
-            ),
-        ),
-        trim_job,
-    );
-    ctx.jobs.register_synced(namespace, job_store, job_synced);
     super::shared_controller(store, applied, &ctx.settings)
-        .owns_shared_stream(job_changes)
+        .owns_shared_stream(jobs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -412,6 +406,34 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Starts the cache of the simulator Jobs in `namespace` (`None`: all), trimmed, for the
+/// reconciles to read instead of GETs ([`Context::jobs`]); returns its changes for [`run`] and
+/// the future that drives it.
+pub fn job_cache(
+    ctx: &Context,
+    namespace: Option<&str>,
+) -> (
+    futures::channel::mpsc::UnboundedReceiver<Arc<Slim<Job>>>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let jobs = match namespace {
+        Some(ns) => Api::<Slim<Job>>::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (cache, driver) = super::shared::owned_cache(
+        watcher::watcher(
+            jobs,
+            super::owned_children(
+                "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-simulator",
+            ),
+        ),
+        super::slim::trim::<Job>,
+    );
+    ctx.jobs
+        .register_synced(namespace, cache.store, cache.synced);
+    (cache.changes, driver)
 }
 
 #[cfg(test)]
