@@ -521,7 +521,17 @@ impl Operator {
         let metrics = self.metrics();
         assert!(
             metrics.contains("phoenix_"),
-            "the operator's /metrics answers"
+            "the operator's /metrics answers (port {}; process {} {})",
+            self.http_port,
+            self.child.id(),
+            // A process that ended stays a zombie (state Z) until the harness reaps it.
+            match std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .ok()
+                .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
+            {
+                Some(false) => "still running: it did not answer",
+                _ => "gone: it ended",
+            }
         );
         let prefix = format!("{metric}{{controller=\"{controller}\"}} ");
         metrics
