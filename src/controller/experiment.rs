@@ -327,7 +327,9 @@ async fn ensure_children(
                 &resolved,
                 remote_write,
             );
-            create_unless_exists(pipelines, &child, "create child Pipeline").await
+            create_unless_exists(pipelines, &child, "create child Pipeline")
+                .await
+                .map(drop)
         }
     };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
@@ -754,10 +756,7 @@ pub async fn run(
     simulations: impl futures::Stream<Item = Arc<Simulation>> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let exps = match namespace {
-        Some(ns) => Api::<Experiment>::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let exps = super::scoped_api::<Experiment>(&ctx.client, namespace);
     let controller = super::trimmed_controller(exps, &ctx.settings);
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());

@@ -36,8 +36,8 @@ use crate::{Error, Result};
 /// response holds in memory at once, at the cost of more requests (kube's default is 500).
 pub const LIST_PAGE_SIZE: u32 = 100;
 
-/// The watch configuration of the children a controller owns (metadata-only watches, see
-/// [`Controller::owns`]): Phoenix-managed objects only, listed in pages of [`LIST_PAGE_SIZE`].
+/// The watch configuration of the children a controller owns and caches (see
+/// [`shared::owned_cache`]): Phoenix-managed objects only, listed in pages of [`LIST_PAGE_SIZE`].
 pub fn owned_children(labels: &str) -> watcher::Config {
     watcher::Config::default()
         .labels(labels)
@@ -212,8 +212,9 @@ where
 }
 
 /// Creates `obj` with Phoenix's field manager unless its name is taken (409): an object of that
-/// name is left untouched (created, never applied over), whoever made it.
-pub async fn create_unless_exists<K>(api: &Api<K>, obj: &K, step: &'static str) -> Result<()>
+/// name is left untouched (created, never applied over), whoever made it. The created object;
+/// `None` when the name was taken.
+pub async fn create_unless_exists<K>(api: &Api<K>, obj: &K, step: &'static str) -> Result<Option<K>>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
@@ -222,8 +223,8 @@ where
         ..Default::default()
     };
     match api.create(&params, obj).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(source) => Err(Error::Kube { step, source }),
     }
 }
@@ -393,8 +394,8 @@ pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// The API of `K` in `namespace`, or across all namespaces.
-fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// The API of `K` in `namespace`, or across all namespaces (`None`).
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
 {
@@ -420,9 +421,9 @@ pub async fn run_all(
     for ns in scopes {
         // One watch of Pipelines and one of Simulations per scope: each kind's controller and
         // the Experiment controller (their owner, reading them from these stores) share it.
-        let (pipelines, pipelines_driver) = shared::shared_watch(scoped_api(&ctx.client, &ns));
-        let (sims, sims_driver) = shared::shared_watch(scoped_api(&ctx.client, &ns));
         let scope = ns.as_deref();
+        let (pipelines, pipelines_driver) = shared::shared_watch(scoped_api(&ctx.client, scope));
+        let (sims, sims_driver) = shared::shared_watch(scoped_api(&ctx.client, scope));
         ctx.pipelines
             .register_synced(scope, pipelines.store.clone(), pipelines.synced.clone());
         ctx.simulations

@@ -591,7 +591,9 @@ async fn apply_collectors(
         }
         // Named by its hash: one that exists already (created since the cache last heard) has
         // this very content, and is left as it is.
-        create_unless_exists(config_maps, &config_map, "create ConfigMap").await
+        create_unless_exists(config_maps, &config_map, "create ConfigMap")
+            .await
+            .map(drop)
     };
     // The ConfigMap and the removal of the other mode's workload are independent: one round
     // trip of waiting for both, then the workload (which must not reference a missing
@@ -942,19 +944,9 @@ pub fn collector_caches(
     Vec<futures::future::BoxFuture<'static, ()>>,
 ) {
     use futures::FutureExt;
-    let client = ctx.client.clone();
-    let (config_maps, daemonsets, deployments) = match namespace {
-        Some(ns) => (
-            Api::<PartialObjectMeta<ConfigMap>>::namespaced(client.clone(), ns),
-            Api::<Slim<DaemonSet>>::namespaced(client.clone(), ns),
-            Api::<Slim<Deployment>>::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client),
-        ),
-    };
+    let config_maps = super::scoped_api::<PartialObjectMeta<ConfigMap>>(&ctx.client, namespace);
+    let daemonsets = super::scoped_api::<Slim<DaemonSet>>(&ctx.client, namespace);
+    let deployments = super::scoped_api::<Slim<Deployment>>(&ctx.client, namespace);
     let managed = super::owned_children(
         "app.kubernetes.io/managed-by=phoenix,app.kubernetes.io/name=phoenix-collector",
     );

@@ -129,22 +129,16 @@ pub fn shared_watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let writer = reflector::store::Writer::<K>::default();
-    let store = writer.as_reader();
     let (applied_tx, applied) = mpsc::unbounded();
     let (touched_tx, touched) = mpsc::unbounded();
-    let reader = store.clone();
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
-    let events = reflector::reflector(
-        writer,
+    let (store, synced, changes) = cache(
         watcher::watcher(
             api,
             watcher::Config::default().page_size(super::LIST_PAGE_SIZE),
-        )
-        .default_backoff()
-        .modify(super::trim_for_cache),
+        ),
+        super::trim_for_cache,
     );
-    let driver = fan_out(events, reader, synced_tx, applied_tx, touched_tx);
+    let driver = fan_out(changes, applied_tx, touched_tx);
     (
         SharedWatch {
             store,
@@ -154,6 +148,28 @@ where
         },
         driver,
     )
+}
+
+/// A store of `events` (retried with backoff, each object trimmed by `trim`), when it first
+/// holds a complete list, and its [`changes`].
+fn cache<K, W>(
+    events: W,
+    trim: fn(&mut K),
+) -> (
+    Store<K>,
+    Synced,
+    impl Stream<Item = Change<K>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+    W: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let writer = reflector::store::Writer::<K>::default();
+    let store = writer.as_reader();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let events = reflector::reflector(writer, events.default_backoff().modify(trim));
+    let changes = changes(events, store.clone(), synced_tx);
+    (store, synced, changes)
 }
 
 /// A change a cached watch reports, once its store holds it.
@@ -213,17 +229,12 @@ where
     })
 }
 
-async fn fan_out<K, S>(
-    events: S,
-    store: Store<K>,
-    synced: tokio::sync::watch::Sender<bool>,
+async fn fan_out<K>(
+    changes: impl Stream<Item = Change<K>>,
     applied: mpsc::UnboundedSender<Arc<K>>,
     touched: mpsc::UnboundedSender<Arc<K>>,
-) where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
-    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-{
-    let mut changes = std::pin::pin!(changes(events, store, synced));
+) {
+    let mut changes = std::pin::pin!(changes);
     while let Some(change) = changes.next().await {
         // Unbounded: a subscriber whose controller pauses (its backoff after a watch error, a
         // shutdown) never holds up the store or the other subscriber; what waits is a pointer to
@@ -264,14 +275,10 @@ where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     W: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    let writer = reflector::store::Writer::<K>::default();
-    let store = writer.as_reader();
-    let (synced_tx, synced) = tokio::sync::watch::channel(false);
     let (tx, changes_rx) = mpsc::unbounded();
-    let events = reflector::reflector(writer, events.default_backoff().modify(trim));
-    let reader = store.clone();
+    let (store, synced, changes) = cache(events, trim);
     let driver = async move {
-        let mut changes = std::pin::pin!(changes(events, reader, synced_tx));
+        let mut changes = std::pin::pin!(changes);
         while let Some(change) = changes.next().await {
             let (Change::Applied(obj) | Change::Deleted(obj)) = change;
             let _ = tx.unbounded_send(obj);
@@ -393,9 +400,7 @@ mod tests {
         let (applied_tx, applied) = mpsc::unbounded();
         let (touched_tx, touched) = mpsc::unbounded();
         fan_out(
-            reflector::reflector(writer, events),
-            store,
-            synced_tx,
+            changes(reflector::reflector(writer, events), store, synced_tx),
             applied_tx,
             touched_tx,
         )

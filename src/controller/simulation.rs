@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::slim::Slim;
-use super::{Context, namespaced_api, now, write_status};
+use super::{Context, create_unless_exists, namespaced_api, now, write_status};
 use crate::crd::conditions::{self, Condition, ConditionStatus, Progress};
 use crate::crd::simulation::{Simulation, SimulationPhase, SimulationStatus};
 use crate::desired::job::{self, JobParams};
@@ -239,9 +239,8 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
     let checked =
         crate::crd::validation::check_tolerations("spec.tolerations", &sim.spec.tolerations)
             .and_then(|()| labels::node_selector(&sim.spec.node_selector));
-    // The Job as the controller's cache holds it (trimmed: see `trim_job`); a Job the cache has
-    // not heard of yet is applied again (unchanged: no write), and its event reconciles this
-    // Simulation once cached.
+    // The Job as the controller's cache holds it (a slim copy: see `job_cache`); one the cache
+    // has not heard of yet is found by its create (409, below).
     if !ctx.jobs.ready(&namespace).await {
         return Err(Error::CachesStopped);
     }
@@ -280,12 +279,8 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
         // Created, never applied over: a Job the cache has not heard of yet (409) is read as it
         // is. Its pod template and completions are immutable, so applying today's spec over it
         // could be refused for good.
-        let post = kube::api::PostParams {
-            field_manager: Some(crate::desired::labels::FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        match jobs.create(&post, &job::job(&sim.spec, &params)).await {
-            Ok(created) => {
+        match create_unless_exists(&jobs, &job::job(&sim.spec, &params), "create Job").await {
+            Ok(Some(created)) => {
                 ctx.event(
                     sim.as_ref(),
                     EventType::Normal,
@@ -299,17 +294,13 @@ async fn reconcile(sim: Arc<Simulation>, ctx: Arc<Context>) -> Result<Action> {
                 .await;
                 job = Some(created);
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {
+            Ok(None) => {
                 job = jobs
                     .get_opt(&labels::job_name(&name))
                     .await
                     .map_err(Error::kube("get Job"))?;
             }
-            Err(source) => {
-                let e = Error::Kube {
-                    step: "create Job",
-                    source,
-                };
+            Err(e) => {
                 let Some(message) = e.refused_permanently() else {
                     return Err(e);
                 };
@@ -418,10 +409,7 @@ pub fn job_cache(
     futures::channel::mpsc::UnboundedReceiver<Arc<Slim<Job>>>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let jobs = match namespace {
-        Some(ns) => Api::<Slim<Job>>::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let jobs = super::scoped_api::<Slim<Job>>(&ctx.client, namespace);
     let (cache, driver) = super::shared::owned_cache(
         watcher::watcher(
             jobs,
