@@ -126,7 +126,19 @@ impl Proc {
                 Ok(())
             });
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {name}: {e}"));
+        // A binary this test just copied can be briefly "busy" (ETXTBSY): another test thread
+        // may have forked while the copy's write handle was open, and its child holds that
+        // handle until it execs. That clears within milliseconds; anything else is an error.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                spawned => break spawned.unwrap_or_else(|e| panic!("start {name}: {e}")),
+            }
+        };
         Proc {
             name: name.to_string(),
             child,
