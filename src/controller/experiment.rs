@@ -327,9 +327,11 @@ async fn ensure_children(
                 &resolved,
                 remote_write,
             );
-            create_unless_exists(pipelines, &child, "create child Pipeline")
-                .await
-                .map(drop)
+            let created = create_unless_exists(pipelines, &child, "create child Pipeline").await?;
+            if let Some(created) = created {
+                ctx.pipelines.created(created);
+            }
+            Ok(())
         }
     };
     let lead = Duration::from_secs(ctx.settings.deploy_timeout_seconds);
@@ -338,7 +340,11 @@ async fn ensure_children(
             && let Some(child) = children::simulation(&name, &namespace, &owner, &exp.spec, lead)
         {
             let sims: Api<Simulation> = Api::namespaced(ctx.client.clone(), &namespace);
-            create_unless_exists(&sims, &child, "create child Simulation").await?;
+            if let Some(created) =
+                create_unless_exists(&sims, &child, "create child Simulation").await?
+            {
+                ctx.simulations.created(created);
+            }
         }
         Ok(())
     };

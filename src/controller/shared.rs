@@ -3,8 +3,10 @@
 //! instead of a GET, and the reconcile an event triggers always finds at least that event's
 //! version in the store.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
@@ -14,10 +16,18 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
-/// The stores of one kind, one per watched scope (a namespace, or the whole cluster).
-pub struct Stores<K: Resource<DynamicType = ()> + Clone + 'static>(
-    std::sync::RwLock<Vec<Scoped<K>>>,
-);
+/// The stores of one kind, one per watched scope (a namespace, or the whole cluster), and the
+/// objects this process created that no store has shown yet (see [`Stores::created`]).
+pub struct Stores<K: Resource<DynamicType = ()> + Clone + 'static> {
+    scopes: std::sync::RwLock<Vec<Scoped<K>>>,
+    expected: std::sync::Mutex<HashMap<ObjectRef<K>, (Instant, Arc<K>)>>,
+}
+
+/// How long an object this process created stands in for it while no store shows it (see
+/// [`Stores::created`]). A watch shows a created object within this time but under an extreme
+/// backlog; after it, a reconcile that still finds it missing creates it again and reads the
+/// apiserver's 409 as "it exists", as without expectations.
+pub const EXPECTATION_TTL: Duration = Duration::from_secs(30);
 
 /// One scope's store: the namespace it watches (`None`: all) and, for a store its controllers
 /// must wait for, when it holds its first complete list.
@@ -40,7 +50,10 @@ pub type Synced = tokio::sync::watch::Receiver<bool>;
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Default for Stores<K> {
     fn default() -> Self {
-        Stores(std::sync::RwLock::new(Vec::new()))
+        Stores {
+            scopes: std::sync::RwLock::new(Vec::new()),
+            expected: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -57,7 +70,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     }
 
     fn push(&self, namespace: Option<&str>, store: Store<K>, synced: Option<Synced>) {
-        if let Ok(mut stores) = self.0.write() {
+        if let Ok(mut stores) = self.scopes.write() {
             stores.push(Scoped {
                 namespace: namespace.map(str::to_string),
                 store,
@@ -66,14 +79,53 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
         }
     }
 
-    /// The cached object `name` in `namespace`, when a store holds it.
+    /// The cached object `name` in `namespace`, when a store holds it; otherwise the object of
+    /// that name this process created less than [`EXPECTATION_TTL`] ago (see [`Stores::created`]).
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.get_at(namespace, name, Instant::now())
+    }
+
+    fn get_at(&self, namespace: &str, name: &str, now: Instant) -> Option<Arc<K>> {
         let key = ObjectRef::new(name).within(namespace);
-        let stores = self.0.read().ok()?;
-        stores
-            .iter()
-            .filter(|s| s.covers(namespace))
-            .find_map(|s| s.store.get(&key))
+        let cached = self.scopes.read().ok().and_then(|stores| {
+            stores
+                .iter()
+                .filter(|s| s.covers(namespace))
+                .find_map(|s| s.store.get(&key))
+        });
+        let mut expected = self.expected.lock().ok()?;
+        if cached.is_some() {
+            // Seen by the watch: from now on the store is the truth (also of its deletion).
+            expected.remove(&key);
+            return cached;
+        }
+        match expected.get(&key) {
+            Some((at, obj)) if now.duration_since(*at) < EXPECTATION_TTL => Some(obj.clone()),
+            Some(_) => {
+                expected.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records an object this process just created (the apiserver's answer), so that until a
+    /// store shows it, [`Stores::get`] returns it instead of nothing: a later reconcile that runs
+    /// before the watch event arrives sees the object it created, and does not create it again
+    /// (what kube-controller-manager's ReplicaSet controller calls expectations). Without this,
+    /// a controller running many reconciles at once wastes one create (answered 409) per
+    /// such pass.
+    pub fn created(&self, mut obj: K) {
+        super::trim_for_cache(&mut obj);
+        let Some(name) = obj.meta().name.clone() else {
+            return;
+        };
+        let key = ObjectRef::new(&name).within(obj.meta().namespace.as_deref().unwrap_or(""));
+        let now = Instant::now();
+        if let Ok(mut expected) = self.expected.lock() {
+            expected.retain(|_, (at, _)| now.duration_since(*at) < EXPECTATION_TTL);
+            expected.insert(key, (now, Arc::new(obj)));
+        }
     }
 
     /// The cached object `name` in `namespace` with UID `uid` (not an older object of that name,
@@ -88,7 +140,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     /// stopped before that (shutdown): then its store is empty, and nothing may be decided from it.
     pub async fn ready(&self, namespace: &str) -> bool {
         let synced: Vec<Synced> = self
-            .0
+            .scopes
             .read()
             .map(|s| {
                 s.iter()
@@ -323,6 +375,32 @@ mod tests {
         assert!(stores.get_uid("ns", "p", "uid-2").is_none());
         assert!(stores.get("other", "p").is_none());
         assert!(stores.get("ns", "nope").is_none());
+    }
+
+    #[test]
+    fn a_created_object_stands_in_until_a_store_shows_it_or_it_expires() {
+        let (reader, mut writer) = reflector::store::<Pipeline>();
+        let stores = Stores::default();
+        stores.register(Some("ns"), reader);
+        assert!(stores.get("ns", "p").is_none());
+        stores.created(pipeline("p", "uid-1", 1));
+        let now = Instant::now();
+        let got = stores.get_at("ns", "p", now).expect("the created copy");
+        assert_eq!(got.metadata.uid.as_deref(), Some("uid-1"));
+        assert!(stores.get_at("other", "p", now).is_none(), "another namespace");
+        // Too old: the watch should have shown it by now, so it is no longer assumed to exist.
+        assert!(stores.get_at("ns", "p", now + EXPECTATION_TTL).is_none());
+        assert!(stores.get_at("ns", "p", now).is_none(), "an expired entry is gone");
+
+        // Once the store shows it, the store is the truth: also of its deletion.
+        stores.created(pipeline("q", "uid-2", 1));
+        let mut cached = pipeline("q", "uid-2", 2);
+        cached.metadata.resource_version = Some("7".into());
+        writer.apply_watcher_event(&Event::Apply(cached.clone()));
+        let got = stores.get("ns", "q").expect("cached");
+        assert_eq!(got.metadata.generation, Some(2), "the store's copy");
+        writer.apply_watcher_event(&Event::Delete(cached));
+        assert!(stores.get("ns", "q").is_none(), "deleted since: not assumed");
     }
 
     /// A change as (deleted?, name, generation, whether the store held the object when the
