@@ -20,8 +20,11 @@ use serde::de::DeserializeOwned;
 /// objects this process created that no store has shown yet (see [`Stores::created`]).
 pub struct Stores<K: Resource<DynamicType = ()> + Clone + 'static> {
     scopes: std::sync::RwLock<Vec<Scoped<K>>>,
-    expected: std::sync::Mutex<HashMap<ObjectRef<K>, (Instant, Arc<K>)>>,
+    expected: std::sync::Mutex<Expected<K>>,
 }
+
+/// Objects this process created, with when, that no store has shown yet.
+type Expected<K> = HashMap<ObjectRef<K>, (Instant, Arc<K>)>;
 
 /// How long an object this process created stands in for it while no store shows it (see
 /// [`Stores::created`]). A watch shows a created object within this time but under an extreme
@@ -387,10 +390,16 @@ mod tests {
         let now = Instant::now();
         let got = stores.get_at("ns", "p", now).expect("the created copy");
         assert_eq!(got.metadata.uid.as_deref(), Some("uid-1"));
-        assert!(stores.get_at("other", "p", now).is_none(), "another namespace");
+        assert!(
+            stores.get_at("other", "p", now).is_none(),
+            "another namespace"
+        );
         // Too old: the watch should have shown it by now, so it is no longer assumed to exist.
         assert!(stores.get_at("ns", "p", now + EXPECTATION_TTL).is_none());
-        assert!(stores.get_at("ns", "p", now).is_none(), "an expired entry is gone");
+        assert!(
+            stores.get_at("ns", "p", now).is_none(),
+            "an expired entry is gone"
+        );
 
         // Once the store shows it, the store is the truth: also of its deletion.
         stores.created(pipeline("q", "uid-2", 1));
@@ -400,7 +409,10 @@ mod tests {
         let got = stores.get("ns", "q").expect("cached");
         assert_eq!(got.metadata.generation, Some(2), "the store's copy");
         writer.apply_watcher_event(&Event::Delete(cached));
-        assert!(stores.get("ns", "q").is_none(), "deleted since: not assumed");
+        assert!(
+            stores.get("ns", "q").is_none(),
+            "deleted since: not assumed"
+        );
     }
 
     /// A change as (deleted?, name, generation, whether the store held the object when the
