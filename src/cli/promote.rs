@@ -172,7 +172,7 @@ mod tests {
         e.status = Some(ExperimentStatus {
             phase: Some(ExperimentPhase::Completed),
             verdict: Some(Verdict::Pass),
-            recommendation: Some(ran_as_child(&e)),
+            recommendation: Some(Box::new(ran_as_child(&e))),
             ..Default::default()
         });
         let manifest = promoted(&e, "process-metrics", None).expect("promoted");

@@ -476,7 +476,7 @@ mod tests {
             phase: Some(ExperimentPhase::Completed),
             verdict: Some(Verdict::Pass),
             message: Some("candidate <b>passes</b>".into()),
-            results: Some(Results {
+            results: Some(Box::new(Results {
                 baseline: VariantResults {
                     series: Some(208.0),
                     collector_memory_bytes: Some(104_857_600.0),
@@ -500,7 +500,7 @@ mod tests {
                     query: None,
                 }],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         e

@@ -80,15 +80,28 @@ struct Seen {
 
 /// The Events published within [`CACHE_TTL`]. Behind a plain mutex held only for a map lookup or
 /// insert, never across a request: publishing one Event never waits for another's round trip.
+///
+/// Keyed by the 64-bit hash of the [`Key`]: the whole key (the object's kind, namespace, name and
+/// UID, the reason and the note) would hold a few hundred bytes per Event, thousands of times
+/// over when many objects are new at once. Two different Events with the same hash (about one
+/// chance in 2^64 per pair) would count as repeats of each other.
 #[derive(Default)]
 struct Cache {
-    seen: HashMap<Key, Seen>,
+    seen: HashMap<u64, Seen>,
     /// When entries older than the TTL were last dropped (at most once a [`PRUNE_EVERY`]).
     pruned: Option<Timestamp>,
 }
 
 /// How often the cache drops expired entries: a pass over every entry, not one per publish.
 const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(1);
+
+/// A fixed hash of `key` (for the life of the process).
+fn digest(key: &Key) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
 
 impl Cache {
     /// The entry of `key`, if one was seen within the TTL; drops expired entries when due.
@@ -98,9 +111,13 @@ impl Cache {
             self.pruned = Some(now);
         }
         self.seen
-            .get(key)
+            .get(&digest(key))
             .filter(|s| s.last + CACHE_TTL > now)
             .cloned()
+    }
+
+    fn put(&mut self, key: &Key, seen: Seen) {
+        self.seen.insert(digest(key), seen);
     }
 }
 
@@ -163,7 +180,7 @@ impl EventRecorder {
                 }
             }
         };
-        self.lock().seen.insert(key, published);
+        self.lock().put(&key, published);
         Ok(())
     }
 
@@ -272,8 +289,8 @@ mod tests {
         };
         let mut cache = Cache::default();
         assert_eq!(cache.get(&key("a"), t0), None, "nothing published yet");
-        cache.seen.insert(key("a"), seen(t0));
-        cache.seen.insert(key("b"), seen(t0 - CACHE_TTL));
+        cache.put(&key("a"), seen(t0));
+        cache.put(&key("b"), seen(t0 - CACHE_TTL));
         let later = t0 + SignedDuration::from_secs(30);
         assert_eq!(cache.get(&key("a"), later), Some(seen(t0)), "a repeat");
         assert_eq!(

@@ -670,7 +670,7 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         decision.status.topk =
             Some(refresh_topk(&ctx, &exp, &pipelines, child, since, observed.now).await?);
     }
-    decision.status.summary = crate::crd::summary::of(&decision.status);
+    decision.status.summary = crate::crd::summary::of(&decision.status).map(Box::new);
     // Status first, guarded by the resourceVersion this pass read: a stale cached Experiment can
     // neither move the run backwards nor act on children (creating or releasing them) for it.
     let version = exp.resource_version();

@@ -482,7 +482,7 @@ fn running(
             );
         };
         d.status.analysis_started = Some(Time(obs.now));
-        d.status.analysis_inputs = Some(snapshot(spec, basis, start, end));
+        d.status.analysis_inputs = Some(Box::new(snapshot(spec, basis, start, end)));
         let note = enter(
             &mut d.status,
             ExperimentPhase::Analyzing,
@@ -602,7 +602,7 @@ fn analyzing(d: Decision, stored: &ExperimentStatus, obs: &Observed) -> Decision
                 d.requeue = Some(wait);
                 return d;
             }
-            d.effects.push(Effect::Analyze(Box::new(inputs.clone())));
+            d.effects.push(Effect::Analyze(inputs.clone()));
             d
         }
         None => failed(
@@ -675,9 +675,9 @@ pub fn finish(
                     .map(|v| format!("{v:.1}%"))
                     .unwrap_or_else(|| "n/a".into()),
             );
-            d.status.results = Some(*results);
+            d.status.results = Some(results);
             d.status.verdict = Some(verdict);
-            d.status.recommendation = recommendation.map(|r| *r);
+            d.status.recommendation = recommendation;
             let note = enter(
                 &mut d.status,
                 ExperimentPhase::Completed,
@@ -820,7 +820,7 @@ mod tests {
     fn analyzing_with(start: i64, end: i64) -> ExperimentStatus {
         let mut st = status(ExperimentPhase::Analyzing);
         st.running_since = Some(Time(at(start - 60)));
-        st.analysis_inputs = Some(inputs(start, end));
+        st.analysis_inputs = Some(Box::new(inputs(start, end)));
         st
     }
 
@@ -946,7 +946,7 @@ mod tests {
         assert_eq!(d.status.phase, Some(ExperimentPhase::Analyzing));
         // The inputs are stored first; the analysis reads them in the next pass.
         assert!(d.effects.is_empty(), "{:?}", d.effects);
-        assert_eq!(d.status.analysis_inputs, Some(inputs(160, 700)));
+        assert_eq!(d.status.analysis_inputs, Some(Box::new(inputs(160, 700))));
         let next = decide(&spec(), &d.status, &obs(701, Child::Ready, Child::Ready));
         assert_eq!(
             next.effects,

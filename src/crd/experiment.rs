@@ -302,14 +302,14 @@ pub struct ExperimentStatus {
     pub message: Option<String>,
     /// The measurements and their comparison.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub results: Option<Results>,
+    pub results: Option<Box<Results>>,
     /// The results rounded for people (printer columns, `kubectl describe`); `results` keeps
     /// full precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub summary: Option<super::summary::ExperimentSummary>,
+    pub summary: Option<Box<super::summary::ExperimentSummary>>,
     /// On `Pass`: the candidate Pipeline spec, ready to commit to Git.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recommendation: Option<PipelineSpec>,
+    pub recommendation: Option<Box<PipelineSpec>>,
     /// A `topk` candidate: the executable names last chosen from the baseline's data. Re-chosen
     /// only during warmup; frozen at the start of the analysis window (`frozenAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,7 +322,7 @@ pub struct ExperimentStatus {
     /// queries' inputs, the critical patterns and the candidate as it ran. The analysis never reads
     /// the (possibly released) children.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis_inputs: Option<AnalysisInputs>,
+    pub analysis_inputs: Option<Box<AnalysisInputs>>,
 }
 
 /// The inputs of an Experiment's analysis, snapshotted into status when it enters `Analyzing`.

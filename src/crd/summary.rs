@@ -34,7 +34,7 @@ pub struct ExperimentSummary {
 
 /// The summary of `status`, or `None` before there are results.
 pub fn of(status: &ExperimentStatus) -> Option<ExperimentSummary> {
-    status.results.as_ref().map(summarize)
+    status.results.as_deref().map(summarize)
 }
 
 /// The summary of `results`.

@@ -374,7 +374,7 @@ async fn a_reducing_candidate_passes_and_releases_its_children() {
     .await;
     // Applied as a Pipeline, the recommendation runs the collector config the candidate ran (its
     // own name and labels aside).
-    let promoted = Pipeline::new("promoted", recommendation);
+    let promoted = Pipeline::new("promoted", *recommendation);
     ns.api::<Pipeline>()
         .create(&PostParams::default(), &promoted)
         .await
