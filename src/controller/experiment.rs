@@ -672,36 +672,16 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     }
     decision.status.summary = crate::crd::summary::of(&decision.status).map(Box::new);
     // Status first, guarded by the resourceVersion this pass read: a stale cached Experiment can
-    // neither move the run backwards nor act on children (releasing them, or creating them once
-    // the run is under way) for it. The one exception is the first creation of the children
-    // (see `creates_first_children`): it goes alongside the status write.
+    // neither move the run backwards nor act on children (creating or releasing them) for it.
     let version = exp.resource_version();
-    let status_write = write_status_at(
+    let written = write_status_at(
         &api,
         exp.as_ref(),
         version.as_deref(),
         exp.status.as_ref(),
         &decision.status,
-    );
-    let effects = || {
-        perform_effects(
-            &ctx,
-            &exp,
-            &pipelines,
-            [baseline.as_deref(), candidate.as_deref()],
-            sim.as_deref(),
-            &decision.effects,
-        )
-    };
-    let early = creates_first_children(stored.phase, &decision.effects);
-    let written = if early {
-        let (written, created) = futures::future::join(status_write, effects()).await;
-        let written = written?;
-        created?;
-        written
-    } else {
-        status_write.await?
-    };
+    )
+    .await?;
     if written == StatusWrite::Conflict {
         info!("status changed since this pass read it; looking again");
         return Ok(Action::requeue(Duration::from_secs(1)));
@@ -710,8 +690,15 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
     // alongside them: an Event is best effort and nothing waits on it, so the children are not
     // created one Event round trip (or two) later than they could be.
     let events = publish_events(&ctx, &exp, &decision.events);
-    let later = async { if early { Ok(()) } else { effects().await } };
-    futures::future::join(events, later).await.1?;
+    let effects = perform_effects(
+        &ctx,
+        &exp,
+        &pipelines,
+        [baseline.as_deref(), candidate.as_deref()],
+        sim.as_deref(),
+        &decision.effects,
+    );
+    futures::future::join(events, effects).await.1?;
     record_metrics(&ctx, &exp, &decision);
     if let Some(left) = expires_in(&exp.spec, &decision.status, observed.now) {
         if left.is_zero() {
@@ -726,20 +713,6 @@ async fn reconcile(exp: Arc<Experiment>, ctx: Arc<Context>) -> Result<Action> {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
-}
-
-/// Whether this pass creates the children of an Experiment that has none yet (its stored phase
-/// is before `Deploying` and creating them is all it does), so the creates may go alongside the
-/// status write instead of one round trip after it. Creating is idempotent: the children's names
-/// are fixed, a create of an existing one is a no-op (409), and they are owned by this
-/// Experiment's UID. A pass that read a stale copy (say the user aborted it meanwhile) can at
-/// worst create what the next pass, from the fresh copy, releases; its status write is refused.
-/// Releasing, and re-creating a child lost later in the run, still wait for the stored status.
-/// Pure.
-fn creates_first_children(stored: Option<ExperimentPhase>, effects: &[Effect]) -> bool {
-    stored.is_none_or(|p| p == ExperimentPhase::Pending)
-        && !effects.is_empty()
-        && effects.iter().all(|e| matches!(e, Effect::EnsureChildren))
 }
 
 /// Publishes the Events of a stored transition, in order.
@@ -862,33 +835,6 @@ mod tests {
                 "violates PodSecurity".into()
             )
         );
-    }
-
-    #[test]
-    fn only_the_first_creation_of_children_goes_alongside_the_status_write() {
-        let ensure = [Effect::EnsureChildren];
-        assert!(creates_first_children(None, &ensure), "a new Experiment");
-        assert!(
-            creates_first_children(Some(ExperimentPhase::Pending), &ensure),
-            "one that waited for a referenced Pipeline"
-        );
-        assert!(
-            !creates_first_children(Some(ExperimentPhase::Deploying), &ensure),
-            "a child lost during the run is re-created only once the status is stored"
-        );
-        assert!(!creates_first_children(
-            Some(ExperimentPhase::Running),
-            &ensure
-        ));
-        assert!(!creates_first_children(None, &[]), "nothing to create");
-        assert!(
-            !creates_first_children(None, &[Effect::ReleaseChildren]),
-            "releasing always waits for the stored status"
-        );
-        assert!(!creates_first_children(
-            None,
-            &[Effect::EnsureChildren, Effect::ReleaseChildren]
-        ));
     }
 
     #[test]
