@@ -764,6 +764,13 @@ pub async fn run(
 ) {
     let exps = super::scoped_api::<Experiment>(&ctx.client, namespace);
     let controller = super::trimmed_controller(exps, &ctx.settings);
+    // Every change the children's watches report settles what this process expected of them
+    // (see `shared::Stores::created`): a child created and deleted before any pass looked is not
+    // taken for existing until the expectation would expire.
+    let (seen_pipelines, seen_simulations) = (ctx.clone(), ctx.clone());
+    let pipelines = pipelines.inspect(move |p| seen_pipelines.pipelines.observed(p.as_ref()));
+    let simulations =
+        simulations.inspect(move |s| seen_simulations.simulations.observed(s.as_ref()));
     let pruner = tokio::spawn(prune_metrics(ctx.clone(), controller.store()));
     ctx.metrics.state.watch_experiments(controller.store());
     ctx.experiments.register(namespace, controller.store());

@@ -112,6 +112,23 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
         }
     }
 
+    /// Forgets what was expected of `obj`'s name once a watch reports a change of the very
+    /// object this process created (its UID): from then on the store is the truth, also of a
+    /// deletion that came before any [`Stores::get`] looked.
+    pub fn observed(&self, obj: &K) {
+        let Some(name) = obj.meta().name.as_deref() else {
+            return;
+        };
+        let key = ObjectRef::new(name).within(obj.meta().namespace.as_deref().unwrap_or(""));
+        if let Ok(mut expected) = self.expected.lock()
+            && expected
+                .get(&key)
+                .is_some_and(|(_, created)| created.meta().uid == obj.meta().uid)
+        {
+            expected.remove(&key);
+        }
+    }
+
     /// Records an object this process just created (the apiserver's answer), so that until a
     /// store shows it, [`Stores::get`] returns it instead of nothing: a later reconcile that runs
     /// before the watch event arrives sees the object it created, and does not create it again
@@ -413,6 +430,17 @@ mod tests {
             stores.get("ns", "q").is_none(),
             "deleted since: not assumed"
         );
+
+        // Created and deleted before any lookup: the watch's report of the deletion settles it.
+        let r = pipeline("r", "uid-3", 1);
+        stores.created(r.clone());
+        stores.observed(&pipeline("r", "uid-other", 1));
+        assert!(
+            stores.get("ns", "r").is_some(),
+            "another object of that name settles nothing"
+        );
+        stores.observed(&r);
+        assert!(stores.get("ns", "r").is_none(), "its deletion was reported");
     }
 
     /// A change as (deleted?, name, generation, whether the store held the object when the
