@@ -48,11 +48,25 @@ usage() { sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # A recorded pid only counts if that process still runs with DIR in its command line (guards against
 # pid reuse after a reboot or a crash).
 live_pid() {
-  local f=$DIR/pids/$1.pid pid
+  local f=$DIR/pids/$1.pid pid stat state cmd ppid
   [[ -f $f ]] || return 1
   pid=$(<"$f")
   [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$DIR" || return 1
+  # A zombie has exited; its parent has not reaped it yet. (The state follows the last ')': the
+  # command name in parentheses may itself hold spaces or parentheses.)
+  stat=$(<"/proc/$pid/stat") 2>/dev/null || return 1
+  state=${stat##*) }
+  [[ ${state%% *} != Z ]] || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)
+  if [[ -z $cmd ]]; then
+    # Our own child in the middle of exec (its command line reads empty until the new image is
+    # set up; on a loaded machine a startup check can see that): alive. Any other process with no
+    # command line (a kernel thread that took a recycled pid) is not ours.
+    ppid=$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+    [[ $ppid == "$$" ]] || return 1
+  elif [[ $cmd != *"$DIR"* ]]; then
+    return 1
+  fi
   echo "$pid"
 }
 
