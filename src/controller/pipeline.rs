@@ -899,7 +899,6 @@ fn error_policy(_pipeline: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> A
 /// What the Pipeline controller's cache keeps of a collector ConfigMap: that it exists.
 fn trim_config_map(cm: &mut PartialObjectMeta<ConfigMap>) {
     slim::trim_meta(&mut cm.metadata);
-    cm.metadata.annotations = None;
 }
 
 /// Runs the Pipeline controller over its shared watch (`store`, `applied`) until `shutdown`

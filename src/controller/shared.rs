@@ -116,10 +116,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     /// object this process created (its UID): from then on the store is the truth, also of a
     /// deletion that came before any [`Stores::get`] looked.
     pub fn observed(&self, obj: &K) {
-        let Some(name) = obj.meta().name.as_deref() else {
-            return;
-        };
-        let key = ObjectRef::new(name).within(obj.meta().namespace.as_deref().unwrap_or(""));
+        let key = ObjectRef::from_obj(obj);
         if let Ok(mut expected) = self.expected.lock()
             && expected
                 .get(&key)
@@ -137,10 +134,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
     /// such pass.
     pub fn created(&self, mut obj: K) {
         super::trim_for_cache(&mut obj);
-        let Some(name) = obj.meta().name.clone() else {
-            return;
-        };
-        let key = ObjectRef::new(&name).within(obj.meta().namespace.as_deref().unwrap_or(""));
+        let key = ObjectRef::from_obj(&obj);
         let now = Instant::now();
         if let Ok(mut expected) = self.expected.lock() {
             expected.retain(|_, (at, _)| now.duration_since(*at) < EXPECTATION_TTL);

@@ -126,25 +126,23 @@ impl Slimmable for Job {
 }
 
 /// Drops from a cached object's metadata what no reconcile reads: managed fields, labels (the
-/// watch selects by them) and every annotation but Phoenix's applied hash.
+/// watch selects by them) and annotations (a slim copy keeps Phoenix's applied hash apart: see
+/// [`trim`]).
 pub fn trim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.labels = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|k, _| k == super::APPLIED_HASH);
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
+    meta.annotations = None;
 }
 
 /// [`trim_meta`] for a slim copy, which keeps the applied-hash annotation in a field of its own
-/// (see [`Slim::full`]).
+/// (see [`Slim::full`]): a one-entry annotation map would cost a whole B-tree node.
 pub fn trim<K: Slimmable>(slim: &mut Slim<K>) {
+    slim.applied_hash = slim
+        .metadata
+        .annotations
+        .as_mut()
+        .and_then(|a| a.remove(super::APPLIED_HASH));
     trim_meta(&mut slim.metadata);
-    if let Some(mut annotations) = slim.metadata.annotations.take() {
-        slim.applied_hash = annotations.remove(super::APPLIED_HASH);
-    }
 }
 
 #[cfg(test)]
