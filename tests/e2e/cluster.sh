@@ -45,18 +45,23 @@ usage() { sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 # ---------------------------------------------------------------------------------------------------
 # Processes
 
+# running PID : whether the process exists and has not exited. A zombie has exited; its parent has
+# not reaped it yet. (The state follows the last ')': the command name in parentheses may itself
+# hold spaces or parentheses.)
+running() {
+  local stat state
+  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+  state=${stat##*) }
+  [[ ${state%% *} != Z ]]
+}
+
 # A recorded pid only counts if that process still runs with DIR in its command line (guards against
 # pid reuse after a reboot or a crash).
 live_pid() {
-  local f=$DIR/pids/$1.pid pid stat state cmd ppid
+  local f=$DIR/pids/$1.pid pid cmd ppid
   [[ -f $f ]] || return 1
   pid=$(<"$f")
-  [[ $pid =~ ^[0-9]+$ ]] && [[ -r /proc/$pid/cmdline ]] || return 1
-  # A zombie has exited; its parent has not reaped it yet. (The state follows the last ')': the
-  # command name in parentheses may itself hold spaces or parentheses.)
-  stat=$(<"/proc/$pid/stat") 2>/dev/null || return 1
-  state=${stat##*) }
-  [[ ${state%% *} != Z ]] || return 1
+  [[ $pid =~ ^[0-9]+$ ]] && running "$pid" || return 1
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)
   if [[ -z $cmd ]]; then
     # Our own child in the middle of exec (its command line reads empty until the new image is
@@ -90,7 +95,7 @@ wait_gone() {
   for ((; n > 0; n--)); do
     alive=0
     for pid in "$@"; do
-      [[ -r /proc/$pid/stat && $(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null) != Z ]] && alive=1
+      running "$pid" && alive=1
     done
     ((alive)) || return 0
     sleep 0.1
