@@ -8,6 +8,7 @@
 //! condition, not a retry.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use k8s_openapi::api::core::v1::Toleration;
 use kube::core::Rule;
@@ -20,15 +21,22 @@ pub const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])
 /// (Kubernetes `IsQualifiedName`; the prefix is at most 253 characters).
 pub const QUALIFIED_NAME: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 
+/// The two patterns above, compiled once (reconciles check every node-selector entry).
+static QUALIFIED_NAME_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(QUALIFIED_NAME).expect("the qualified-name pattern compiles")
+});
+static LABEL_VALUE_RE: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(LABEL_VALUE).expect("the label-value pattern compiles"));
+
 /// Whether `key` is a valid label key (a qualified name, prefix at most 253 characters).
 pub fn is_label_key(key: &str) -> bool {
     let prefix_ok = key.split_once('/').is_none_or(|(p, _)| p.len() <= 253);
-    prefix_ok && regex::Regex::new(QUALIFIED_NAME).is_ok_and(|re| re.is_match(key))
+    prefix_ok && QUALIFIED_NAME_RE.is_match(key)
 }
 
 /// Whether `value` is a valid label value.
 pub fn is_label_value(value: &str) -> bool {
-    regex::Regex::new(LABEL_VALUE).is_ok_and(|re| re.is_match(value))
+    LABEL_VALUE_RE.is_match(value)
 }
 
 /// The most tolerations a Phoenix object may list (the schema's `maxItems`).
