@@ -3,11 +3,13 @@
 //! TLS with a custom CA and an optional client certificate, a timeout on every request and a cap
 //! on the size of an answer; and what went wrong, in words a person can act on.
 //!
-//! Credentials are files (the chart mounts Secrets), read again for every client so a rotated
-//! token is picked up without a restart.
+//! Credentials are files (the chart mounts Secrets). The operator's queries share one HTTP client
+//! ([`SharedClient`]), built again from the files once it is a minute old, so a rotated token or
+//! certificate is picked up without a restart.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
@@ -226,11 +228,69 @@ impl PrometheusAccess {
     }
 
     /// A Prometheus API client for `url` with these settings, answers capped at
-    /// `--prometheus-max-response-bytes`.
+    /// `--prometheus-max-response-bytes`, over an HTTP client of its own (for one-off use, such as
+    /// the CLI's; the operator's reconciles share a [`SharedClient`]).
     pub fn client(&self, url: &str) -> Result<Prometheus, AccessError> {
-        let client = prometheus_http_query::Client::from(self.http_client()?, url)
+        self.client_over(self.http_client()?, url)
+    }
+
+    /// A Prometheus API client for `url` over `http`, answers capped at
+    /// `--prometheus-max-response-bytes`.
+    fn client_over(&self, http: reqwest::Client, url: &str) -> Result<Prometheus, AccessError> {
+        let client = prometheus_http_query::Client::from(http, url)
             .map_err(|e| AccessError::Settings(format!("Prometheus URL {url:?}: {e}")))?;
         Ok(Prometheus::new(client, self.prometheus_max_response_bytes))
+    }
+}
+
+/// How long [`SharedClient`] reuses an HTTP client before it reads the credential and certificate
+/// files again (kube-client re-reads its in-cluster CA as often).
+pub const REBUILD_AFTER: Duration = Duration::from_secs(60);
+
+/// The operator's HTTP client for Prometheus, shared by every query and rebuilt from the settings'
+/// files once it is [`REBUILD_AFTER`] old. Building one reads the credential files and the
+/// system's CA certificates (a few milliseconds of CPU and file reads), which the reconciles that
+/// query Prometheus must not pay each time; one client also keeps its connections to Prometheus
+/// open between queries.
+pub struct SharedClient {
+    access: PrometheusAccess,
+    built: Mutex<Option<(Instant, reqwest::Client)>>,
+}
+
+impl SharedClient {
+    /// A client for `access`, built at its first use.
+    pub fn new(access: PrometheusAccess) -> SharedClient {
+        SharedClient {
+            access,
+            built: Mutex::new(None),
+        }
+    }
+
+    /// A Prometheus API client for `url` over the shared HTTP client, answers capped at
+    /// `--prometheus-max-response-bytes`.
+    pub fn client(&self, url: &str) -> Result<Prometheus, AccessError> {
+        self.client_at(url, Instant::now())
+    }
+
+    fn client_at(&self, url: &str, now: Instant) -> Result<Prometheus, AccessError> {
+        self.access.client_over(self.http_client_at(now)?, url)
+    }
+
+    /// The HTTP client as of `now`: the one built less than [`REBUILD_AFTER`] before, or a new
+    /// one. A failed build is returned as is and leaves nothing behind, so the next call reads the
+    /// files again.
+    fn http_client_at(&self, now: Instant) -> Result<reqwest::Client, AccessError> {
+        // Held while building: concurrent first uses build once.
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, client)) = built.as_ref()
+            && now.saturating_duration_since(*at) < REBUILD_AFTER
+        {
+            return Ok(client.clone());
+        }
+        *built = None;
+        let client = self.access.http_client()?;
+        *built = Some((now, client.clone()));
+        Ok(client)
     }
 }
 
@@ -365,6 +425,76 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("written");
         path
+    }
+
+    /// The Authorization header of the next request `listener` accepts (answered with an empty
+    /// Prometheus result, connection closed).
+    async fn authorization_of_next_request(listener: &tokio::net::TcpListener) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = listener.accept().await.expect("accepted");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await.expect("read");
+            assert!(n > 0, "request ended before its headers");
+            request.extend_from_slice(&buf[..n]);
+        }
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(answer.as_bytes()).await.expect("answered");
+        String::from_utf8_lossy(&request)
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .starts_with("authorization:")
+                    .then(|| l["authorization:".len()..].trim().to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_shared_client_reads_a_rotated_token_once_it_is_a_minute_old() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let token = temp_file("shared-token", "first");
+        let shared = SharedClient::new(PrometheusAccess {
+            prometheus_bearer_token_file: Some(token.clone()),
+            ..Default::default()
+        });
+        let start = Instant::now();
+        let sent_at = |at: Instant| {
+            let prom = shared.client_at(&url, at).expect("client");
+            async move { prom.client().query("up").get_raw().await.map(|_| ()) }
+        };
+        let (sent, seen) = tokio::join!(sent_at(start), authorization_of_next_request(&listener));
+        sent.expect("answered");
+        assert_eq!(seen, "Bearer first");
+
+        std::fs::write(&token, "second").expect("rotated");
+        let within = start + REBUILD_AFTER - Duration::from_secs(1);
+        let (sent, seen) = tokio::join!(sent_at(within), authorization_of_next_request(&listener));
+        sent.expect("answered");
+        assert_eq!(
+            seen, "Bearer first",
+            "reused within the minute: the files are not read again"
+        );
+
+        let after = start + REBUILD_AFTER;
+        let (sent, seen) = tokio::join!(sent_at(after), authorization_of_next_request(&listener));
+        sent.expect("answered");
+        assert_eq!(seen, "Bearer second", "rebuilt from the rotated file");
+
+        std::fs::remove_file(&token).expect("removed");
+        let later = after + REBUILD_AFTER;
+        assert!(
+            matches!(shared.client_at(&url, later), Err(AccessError::Settings(m)) if m.contains("bearer token file")),
+            "a file that went missing is reported, not hidden by the old client"
+        );
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn analyze_in_turn(
 
 /// Measures the window described by `inputs` (and nothing else: not the live children).
 async fn analyze(ctx: &Context, exp: &Experiment, inputs: &AnalysisInputs) -> AnalysisOutcome {
-    let prom = match ctx.settings.prometheus.client(&inputs.prometheus_url) {
+    let prom = match ctx.prometheus.client(&inputs.prometheus_url) {
         Ok(p) => p,
         Err(e) => {
             return AnalysisOutcome::Inaccessible {
@@ -423,7 +423,7 @@ async fn refresh_topk(
     let step = exp.spec.analysis.interval.as_secs_f64();
     let window = Window::new(since.as_second(), now.as_second(), step, 0.0);
     let url = prometheus_url(ctx, exp);
-    let names = match ctx.settings.prometheus.client(&url) {
+    let names = match ctx.prometheus.client(&url) {
         Ok(prom) => measure::topk_names(&prom, &sel, k, &window)
             .await
             .map_err(|e| e.to_string()),

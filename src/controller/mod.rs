@@ -105,6 +105,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: events::EventRecorder,
+    /// The HTTP client every query to Prometheus goes through (`--prometheus-*` settings).
+    pub prometheus: crate::analysis::access::SharedClient,
     /// Turns for analyses in flight (`--max-concurrent-analyses`).
     pub analyses: analysis_turns::AnalysisTurns,
     /// Collector UIDs already read from or recorded in the ledger.
@@ -137,6 +139,7 @@ impl Context {
         );
         let analyses = analysis_turns::AnalysisTurns::new(settings.max_concurrent_analyses);
         Context {
+            prometheus: crate::analysis::access::SharedClient::new(settings.prometheus.clone()),
             client,
             settings,
             metrics,

@@ -61,7 +61,6 @@ async fn reported_active_processes(
     job: &str,
 ) -> Result<Option<f64>, ()> {
     let prom = ctx
-        .settings
         .prometheus
         .client(&ctx.settings.prometheus_url)
         .map_err(|e| tracing::debug!(error = %e, "no Prometheus client for activeProcesses"))?;
