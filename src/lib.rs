@@ -5,6 +5,7 @@
 //! statistics. The process simulator and the e2e pod runner are crates of their own.
 
 pub mod analysis;
+pub mod apiserver;
 pub mod cli;
 pub mod controller;
 pub mod crd;

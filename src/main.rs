@@ -19,10 +19,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::parse();
     // Flushes queued spans when main returns.
     let _traces = telemetry::init_logging(&settings)?;
-    // Every apiserver request is timed into phoenix_kube_request_duration_seconds.
-    let client = ClientBuilder::try_from(kube::Config::infer().await?)?
-        .with_layer(&telemetry::outbound::KubeMetricsLayer::default())
-        .build();
+    // Every apiserver request is timed into phoenix_kube_request_duration_seconds; over HTTP/2
+    // unless the kubeconfig names a proxy (phoenix::apiserver).
+    let config = kube::Config::infer().await?;
+    let metrics_layer = telemetry::outbound::KubeMetricsLayer::default();
+    let client = if phoenix::apiserver::speaks_http2(&config) {
+        phoenix::apiserver::http2_builder(&config)?
+            .with_layer(&metrics_layer)
+            .build()
+    } else {
+        ClientBuilder::try_from(config)?
+            .with_layer(&metrics_layer)
+            .build()
+    };
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
 

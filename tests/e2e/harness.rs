@@ -161,11 +161,15 @@ impl Cluster {
 
     /// A client for this cluster (admin credentials).
     pub async fn client(&self) -> Client {
+        Client::try_from(self.config().await).expect("client builds")
+    }
+
+    /// The client configuration for this cluster (admin credentials).
+    pub async fn config(&self) -> Config {
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig readable");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
-            .expect("kubeconfig valid");
-        Client::try_from(config).expect("client builds")
+            .expect("kubeconfig valid")
     }
 
     /// A client for this cluster acting as `user` (impersonation by the admin), so requests are

@@ -4,6 +4,7 @@
 mod admission;
 mod admission_cases;
 mod all_namespaces;
+mod apiserver_client;
 mod cli;
 mod experiment;
 mod exporters;
