@@ -101,6 +101,17 @@ impl Cluster {
 
     /// Resident memory of the control plane's etcd and kube-apiserver now, bytes (from the pid
     /// files cluster.sh keeps in its directory).
+    /// The apiserver's port on 127.0.0.1 (from APISERVER_URL).
+    pub fn apiserver_port(&self) -> Option<u16> {
+        self.env
+            .get("APISERVER_URL")?
+            .rsplit_once(':')?
+            .1
+            .trim_end_matches('/')
+            .parse()
+            .ok()
+    }
+
     pub fn control_plane_rss(&self) -> (u64, u64) {
         let rss = |component: &str| -> u64 {
             self.var("E2E_DIR")

@@ -754,7 +754,14 @@ async fn scale(
     let with_job = plan.simulation;
     let mut last_report = Instant::now();
     let running_deadline = t0 + plan.running_timeout;
+    let apiserver_port = cluster.apiserver_port();
+    let mut most_connections = 0;
     let all_running = loop {
+        if let Some(open) = apiserver_port
+            .and_then(|port| crate::support::established_connections(operator.pid(), port))
+        {
+            most_connections = most_connections.max(open);
+        }
         let running = tracker
             .with(|s| {
                 names
@@ -843,6 +850,10 @@ async fn scale(
             .unwrap_or("n/a".into()),
         "≤ 64 MiB",
         peak.map_or(Met::No, |b| Met::from(mib(b) <= 64.0)),
+    );
+    report.info(
+        "operator TCP connections to the apiserver during the burst, most at once (sampled every 2 s)",
+        most_connections.to_string(),
     );
     report.info(
         "operator CPU seconds, burst until all Running",

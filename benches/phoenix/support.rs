@@ -126,6 +126,36 @@ pub fn status_bytes(pid: u32, field: &str) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// The TCP connections process `pid` holds open (ESTABLISHED) to local port `port`: its socket
+/// descriptors matched against the kernel's TCP tables (/proc/<pid>/net/tcp and tcp6, whose
+/// remote address column ends in the port in hex).
+pub fn established_connections(pid: u32, port: u16) -> Option<usize> {
+    let sockets: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let remote = format!(":{port:04X}");
+    let mut count = 0;
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+        count += text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 9 && f[2].ends_with(&remote) && f[3] == "01")
+            .filter(|f| sockets.contains(f[9]))
+            .count();
+    }
+    Some(count)
+}
+
 /// MemAvailable of this machine, bytes.
 pub fn mem_available() -> Option<u64> {
     std::fs::read_to_string("/proc/meminfo")
