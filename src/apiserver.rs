@@ -5,11 +5,15 @@
 //! in flight per controller meant dozens of connections and their buffers. Over HTTP/2 one
 //! connection carries every request and watch as streams.
 //!
-//! Differences from kube-client's stack: `config.read_timeout`/`write_timeout` (unset unless a
-//! program sets them) are not applied, since one connection carries long watches alongside short
-//! requests; a silent connection is found by HTTP/2 pings instead ([`PING_INTERVAL`]). There is
-//! no per-request tracing span (the operator's own spans name each request). A kubeconfig that
-//! names a proxy keeps kube-client's own stack, which handles the proxy.
+//! As kube-client's stack does, the connect timeout covers the TLS handshake too, and `config`'s
+//! read and write timeouts apply to the connection. On top of it, HTTP/2 pings find a silent
+//! connection ([`PING_INTERVAL`]), and the connection's flow-control window is far larger than a
+//! stream's ([`CONNECTION_WINDOW`], as client-go sets it): a watch whose reader falls behind stops
+//! only its own stream, never the requests beside it. Left out: kube-client's per-request tracing
+//! span (the operator's own spans name each request) and the expiry of exec-plugin client
+//! certificates (`Client::valid_until`, which the operator does not read). A kubeconfig that
+//! names a proxy goes to kube-client's stack, which refuses it as before (Phoenix builds kube
+//! without its proxy features).
 
 use std::time::Duration;
 
@@ -25,6 +29,11 @@ use tower::util::BoxService;
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The HTTP/2 connection's flow-control window, 1 GiB as client-go's. Only data received and not
+/// yet read counts against it, and each stream is held to hyper's 2 MiB stream window, so this
+/// reserves no memory: it keeps the connection from being the limit when several watches lag.
+pub const CONNECTION_WINDOW: u32 = 1 << 30;
+
 /// The service under a [`ClientBuilder`]: requests in, responses with hyper's streaming bodies
 /// out.
 pub type Service = BoxService<
@@ -33,7 +42,8 @@ pub type Service = BoxService<
     tower::BoxError,
 >;
 
-/// Whether the operator builds its own stack for `config` (false: kube-client's, for a proxy).
+/// Whether the operator builds its own stack for `config` (false when it names a proxy: then
+/// kube-client's stack, which refuses it without kube's proxy features, as before).
 pub fn speaks_http2(config: &kube::Config) -> bool {
     config.proxy_url.is_none()
 }
@@ -52,7 +62,6 @@ pub fn http2_builder(config: &kube::Config) -> Result<ClientBuilder<Service>, ku
 pub fn http2_service(config: &kube::Config) -> Result<Service, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(config.connect_timeout);
     http.set_nodelay(true);
     let tls = config.rustls_client_config()?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -66,13 +75,20 @@ pub fn http2_service(config: &kube::Config) -> Result<Service, kube::Error> {
         )),
         None => https,
     };
-    let connector = https.enable_all_versions().wrap_connector(http);
+    // The timeouts wrap TCP connect and TLS handshake together, as in kube-client's stack.
+    let mut connector =
+        hyper_timeout::TimeoutConnector::new(https.enable_all_versions().wrap_connector(http));
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let hyper = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .http2_keep_alive_interval(PING_INTERVAL)
         .http2_keep_alive_timeout(PING_TIMEOUT)
         .http2_keep_alive_while_idle(true)
+        .http2_initial_connection_window_size(CONNECTION_WINDOW)
         .build(connector);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
@@ -84,4 +100,37 @@ pub fn http2_service(config: &kube::Config) -> Result<Service, kube::Error> {
         .map_err(tower::BoxError::from)
         .service(hyper);
     Ok(BoxService::new(service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn a_server_that_never_finishes_the_tls_handshake_fails_the_request_in_the_connect_timeout()
+     {
+        // Accepts TCP connections and never answers: the TLS handshake cannot complete.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let mut config = kube::Config::new(format!("https://{addr}").parse().expect("url"));
+        config.connect_timeout = Some(Duration::from_millis(500));
+        config.default_retry = false;
+        let service = http2_service(&config).expect("service builds");
+        let request = http::Request::get("/version")
+            .body(kube::client::Body::empty())
+            .expect("request");
+        let answered = tokio::time::timeout(Duration::from_secs(20), service.oneshot(request))
+            .await
+            .expect("the connect timeout ends the request, it does not hang");
+        assert!(answered.is_err(), "no answer without a handshake");
+    }
 }

@@ -280,17 +280,28 @@ impl SharedClient {
     /// one. A failed build is returned as is and leaves nothing behind, so the next call reads the
     /// files again.
     fn http_client_at(&self, now: Instant) -> Result<reqwest::Client, AccessError> {
-        // Held while building: concurrent first uses build once.
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, client)) = built.as_ref()
-            && now.saturating_duration_since(*at) < REBUILD_AFTER
         {
-            return Ok(client.clone());
+            let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, client)) = built.as_ref()
+                && now.saturating_duration_since(*at) < REBUILD_AFTER
+            {
+                return Ok(client.clone());
+            }
         }
-        *built = None;
-        let client = self.access.http_client()?;
-        *built = Some((now, client.clone()));
-        Ok(client)
+        // Built without the lock (it reads files): other reconciles are not held up meanwhile.
+        // Two that find the client old at the same moment may both build; the later one stays.
+        let client = self.access.http_client();
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        match client {
+            Ok(client) => {
+                *built = Some((now, client.clone()));
+                Ok(client)
+            }
+            Err(e) => {
+                *built = None;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -45,7 +45,9 @@ pub fn owned_children(labels: &str) -> watcher::Config {
 }
 
 /// A controller of `K` whose cache holds the objects without what no reconcile reads (see
-/// [`trim_for_cache`]). Lists in pages of [`LIST_PAGE_SIZE`]; runs at most
+/// [`trim_for_cache`]). Lists in pages of [`LIST_PAGE_SIZE`] and retries a failed watch with
+/// kube's default backoff (all watches share one HTTP/2 connection, so a dropped connection
+/// fails them together); runs at most
 /// `settings.max_concurrent_reconciles` reconciles at once.
 pub fn trimmed_controller<K>(api: Api<K>, settings: &Settings) -> Controller<K>
 where
@@ -56,6 +58,7 @@ where
     let stream = reflector::reflector(
         writer,
         watcher::watcher(api, watcher::Config::default().page_size(LIST_PAGE_SIZE))
+            .default_backoff()
             .modify(trim_for_cache),
     )
     .applied_objects();

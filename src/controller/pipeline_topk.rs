@@ -247,7 +247,6 @@ async fn rank(
     }
     let matchers = matchers(spec, source).map_err(|m| (INVALID_SOURCE, m))?;
     let prom = ctx
-        .settings
         .prometheus
         .client(&url)
         .map_err(|e| (e.reason(), e.to_string()))?;
