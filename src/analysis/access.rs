@@ -277,8 +277,8 @@ impl SharedClient {
     }
 
     /// The HTTP client as of `now`: the one built less than [`REBUILD_AFTER`] before, or a new
-    /// one. A failed build is returned as is and leaves nothing behind, so the next call reads the
-    /// files again.
+    /// one. A failed build is returned as is and stores nothing, so the next call reads the files
+    /// again (the old client, being old, is never handed out again).
     fn http_client_at(&self, now: Instant) -> Result<reqwest::Client, AccessError> {
         {
             let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
@@ -290,18 +290,9 @@ impl SharedClient {
         }
         // Built without the lock (it reads files): other reconciles are not held up meanwhile.
         // Two that find the client old at the same moment may both build; the later one stays.
-        let client = self.access.http_client();
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        match client {
-            Ok(client) => {
-                *built = Some((now, client.clone()));
-                Ok(client)
-            }
-            Err(e) => {
-                *built = None;
-                Err(e)
-            }
-        }
+        let client = self.access.http_client()?;
+        *self.built.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, client.clone()));
+        Ok(client)
     }
 }
 
