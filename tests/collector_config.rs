@@ -426,25 +426,25 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
     let mut priority = with(PipelineTemplate::PriorityFilter);
     priority.keep_patterns = vec![format!("^{probe}$"), "^(ba|da)?sh$".into()];
     let mut aggregate = with(PipelineTemplate::Aggregate);
-    aggregate.aggregate = Some(AggregateSpec::default());
+    aggregate.aggregate = Some(Box::new(AggregateSpec::default()));
     let mut category = with(PipelineTemplate::Aggregate);
-    category.aggregate = Some(AggregateSpec {
+    category.aggregate = Some(Box::new(AggregateSpec {
         group_by: AggregateGroupBy::Category,
         categories: BTreeMap::from([
             ("probes".into(), "^phx-".into()),
             ("shells".into(), r"^(ba|da|z)?sh$".into()),
         ]),
-    });
+    }));
     let mut topk = with(PipelineTemplate::Topk);
-    topk.topk = Some(TopKSpec {
+    topk.topk = Some(Box::new(TopKSpec {
         k: 3,
         refresh_interval: "1m".parse().expect("a duration"),
         processes: vec![probe.to_string()],
         selection_source: None,
-    });
+    }));
     // Drops every process it sees: only the critical bypass gets through.
     let mut custom = with(PipelineTemplate::Custom);
-    custom.custom = Some(CustomSpec {
+    custom.custom = Some(Box::new(CustomSpec {
         processors: BTreeMap::from([
             (
                 "filter/everything".into(),
@@ -460,7 +460,7 @@ fn specs(critical: &[&str], probe: &str) -> Vec<(&'static str, PipelineSpec)> {
             ),
         ]),
         pipeline: vec!["transform/strip".into(), "filter/everything".into()],
-    });
+    }));
     custom.exporters = vec![OtlpHttpExporter {
         name: "vendor".into(),
         endpoint: "http://127.0.0.1:9/otlp".into(),
@@ -1221,7 +1221,7 @@ fn command_lines_never_leave_in_clear_text_and_hashing_keeps_the_series_count() 
     let mut custom = PipelineSpec::from_template(PipelineTemplate::Custom);
     custom.collection_interval = "5s".parse().expect("a duration");
     custom.critical_processes = vec![format!("^{SECRET_PROBE}$")];
-    custom.custom = Some(CustomSpec {
+    custom.custom = Some(Box::new(CustomSpec {
         processors: BTreeMap::from([
             (
                 "transform/copy".into(),
@@ -1239,7 +1239,7 @@ fn command_lines_never_leave_in_clear_text_and_hashing_keeps_the_series_count() 
             ),
         ]),
         pipeline: vec!["transform/copy".into(), "filter/only_leak_probe".into()],
-    });
+    }));
     let specs = [
         ("keep", baseline(SensitiveAttributes::Keep)),
         ("hash", baseline(SensitiveAttributes::Hash)),
@@ -1405,19 +1405,19 @@ fn hostile_specs(hostile: &str) -> Vec<(&'static str, PipelineSpec, Vec<String>)
     let mut priority = with(PipelineTemplate::PriorityFilter);
     priority.keep_patterns = vec![regex.clone()];
     let mut category = with(PipelineTemplate::Aggregate);
-    category.aggregate = Some(AggregateSpec {
+    category.aggregate = Some(Box::new(AggregateSpec {
         group_by: AggregateGroupBy::Category,
         categories: BTreeMap::from([(hostile.to_string(), regex.clone())]),
-    });
+    }));
     let mut topk = with(PipelineTemplate::Topk);
-    topk.topk = Some(TopKSpec {
+    topk.topk = Some(Box::new(TopKSpec {
         k: 3,
         refresh_interval: "1m".parse().expect("a duration"),
         processes: vec![hostile.to_string()],
         selection_source: None,
-    });
+    }));
     let mut custom = with(PipelineTemplate::Custom);
-    custom.custom = Some(CustomSpec {
+    custom.custom = Some(Box::new(CustomSpec {
         processors: BTreeMap::from([(
             "transform/leak".into(),
             FreeForm(
@@ -1427,7 +1427,7 @@ fn hostile_specs(hostile: &str) -> Vec<(&'static str, PipelineSpec, Vec<String>)
             ),
         )]),
         pipeline: vec!["transform/leak".into()],
-    });
+    }));
     vec![
         ("baseline", with(PipelineTemplate::Baseline), vec![]),
         ("priority-filter", priority, vec![]),

@@ -75,14 +75,14 @@ fn spec(template: PipelineTemplate, k: u32) -> PipelineSpec {
     spec.critical_processes = critical_patterns();
     spec.collection_interval = phoenix::crd::duration::SpecDuration::from_secs(INTERVAL_SECS);
     match template {
-        PipelineTemplate::Aggregate => spec.aggregate = Some(AggregateSpec::default()),
+        PipelineTemplate::Aggregate => spec.aggregate = Some(Box::new(AggregateSpec::default())),
         PipelineTemplate::Topk => {
-            spec.topk = Some(TopKSpec {
+            spec.topk = Some(Box::new(TopKSpec {
                 k,
                 refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec![],
                 selection_source: None,
-            })
+            }))
         }
         _ => {}
     }

@@ -844,7 +844,7 @@ pub(crate) mod tests {
     fn aggregate_predicts_the_rollup_and_keeps_critical_processes() {
         let data = source(&[("postgres", 2), ("java", 30), ("node", 20)], 10, false);
         let mut spec = critical(PipelineSpec::from_template(PipelineTemplate::Aggregate));
-        spec.aggregate = Some(AggregateSpec::default());
+        spec.aggregate = Some(Box::new(AggregateSpec::default()));
         let r = report(&input(spec), "{x=\"y\"}", &data, &[]).expect("plans");
         // 52 pids × 4 = 208 → postgres 8 + java 4 + node 4 = 16.
         assert_eq!(r.baseline.series, 208.0);
@@ -895,12 +895,12 @@ pub(crate) mod tests {
     fn topk_names_come_from_the_ranking_and_the_rest_is_other() {
         let data = source(&[("postgres", 1), ("a", 5), ("b", 5), ("c", 5)], 10, false);
         let mut spec = critical(PipelineSpec::from_template(PipelineTemplate::Topk));
-        spec.topk = Some(TopKSpec {
+        spec.topk = Some(Box::new(TopKSpec {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec![],
             selection_source: None,
-        });
+        }));
         let r = report(&input(spec), "{x=\"y\"}", &data, &["b".to_string()]).expect("plans");
         assert_eq!(r.candidate.series, 4.0 + 4.0 + 4.0, "postgres, b, other");
         assert_eq!(r.topk, vec!["b"]);

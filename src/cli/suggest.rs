@@ -113,12 +113,12 @@ pub fn candidate(
     let mut spec = PipelineSpec::from_template(PipelineTemplate::Topk);
     spec.critical_processes = critical.to_vec();
     spec.collection_interval = interval.clone();
-    spec.topk = Some(TopKSpec {
+    spec.topk = Some(Box::new(TopKSpec {
         k: u32::try_from(names.len()).unwrap_or(MAX_K).clamp(1, MAX_K),
         refresh_interval: SpecDuration::from_secs(60),
         processes: names.to_vec(),
         selection_source: None,
-    });
+    }));
     let sums = [SummableAttribute::State, SummableAttribute::Direction];
     if level.sum_rolled_up {
         for a in sums {

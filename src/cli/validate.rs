@@ -212,7 +212,7 @@ fn experiment_findings(experiment: &Experiment, options: &Options) -> Vec<Findin
     findings
 }
 
-fn selector_findings(selector: &BTreeMap<String, String>, field: &str) -> Vec<Finding> {
+fn selector_findings(selector: &crate::crd::StringMap, field: &str) -> Vec<Finding> {
     match labels::node_selector(selector) {
         Ok(_) => vec![],
         Err(reason) => vec![Finding {

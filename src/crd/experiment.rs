@@ -1,8 +1,6 @@
 //! The Experiment kind: a baseline and a candidate pipeline side by side under the same load,
 //! measured in Prometheus and judged against success criteria.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -66,7 +64,7 @@ pub struct ExperimentSpec {
     pub targets: Targets,
     /// Process load to run during the experiment. Absent: measure the nodes' real workloads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulation: Option<SimulationSpec>,
+    pub simulation: Option<Box<SimulationSpec>>,
     /// How long both variants run, warmup included. Duration between 1m and 24h. Default: 10m.
     #[serde(default = "default_duration")]
     #[x_kube(validation = duration::between("1m", "24h"))]
@@ -89,7 +87,7 @@ pub struct ExperimentSpec {
     pub cost_model: CostModel,
     /// The Prometheus that receives both variants' metrics. Default: the operator's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<PrometheusSpec>,
+    pub prometheus: Option<Box<PrometheusSpec>>,
     /// Let the variants' extra `exporters` send data during the experiment. Default false: an
     /// experiment writes only to the analysis Prometheus, never to a production backend.
     #[serde(default)]
@@ -135,7 +133,7 @@ pub struct Targets {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     #[x_kube(validation = crate::crd::validation::node_selector_keys())]
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: crate::crd::StringMap,
     /// Tolerations for tainted target nodes, given to both variants' collectors and the load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::crd::validation::tolerations_schema")]

@@ -95,16 +95,16 @@ pub struct PipelineSpec {
 
     /// Template `aggregate` only: how non-critical processes are rolled up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aggregate: Option<AggregateSpec>,
+    pub aggregate: Option<Box<AggregateSpec>>,
 
     /// Template `topk` only: how many heavy processes to keep and how often to re-select them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topk: Option<TopKSpec>,
+    pub topk: Option<Box<TopKSpec>>,
 
     /// Template `custom` only: the processors block, as structured YAML. Phoenix still owns the
     /// receivers, exporters and labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom: Option<CustomSpec>,
+    pub custom: Option<Box<CustomSpec>>,
 
     /// Extra OTLP/HTTP exporters (e.g. a vendor backend) besides the analysis Prometheus. Headers
     /// come from a Secret, never from the spec. At most 5.
@@ -377,7 +377,7 @@ pub struct CollectorDeployment {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     #[x_kube(validation = crate::crd::validation::node_selector_keys())]
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: crate::crd::StringMap,
     /// Tolerations for the collector pods.
     #[serde(default)]
     #[schemars(schema_with = "crate::crd::validation::tolerations_schema")]
@@ -386,7 +386,7 @@ pub struct CollectorDeployment {
     /// limits 500m / 512Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = crate::crd::validation::resources())]
-    pub resources: Option<ResourceRequirements>,
+    pub resources: Option<Box<ResourceRequirements>>,
     /// Collector image. Default: the contrib collector image the operator is configured with.
     /// Any other image must be in the operator's `--allowed-collector-images` (collectors mount
     /// the host's /proc); otherwise the Pipeline is `Invalid` with reason `ImageNotAllowed`.

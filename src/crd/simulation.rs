@@ -1,8 +1,6 @@
 //! The Simulation kind: reproducible process load on the target nodes, run by the
 //! `phoenix-simulator` binary in a Job.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -69,7 +67,7 @@ pub struct SimulationSpec {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63, "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"}))]
     #[x_kube(validation = crate::crd::validation::node_selector_keys())]
-    pub node_selector: BTreeMap<String, String>,
+    pub node_selector: crate::crd::StringMap,
 
     /// Tolerations of the simulator pods, for tainted target nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

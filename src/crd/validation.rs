@@ -7,7 +7,6 @@
 //! 253 characters, objects stored before these rules); what fails becomes an `Invalid`
 //! condition, not a retry.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use k8s_openapi::api::core::v1::Toleration;
@@ -44,7 +43,7 @@ pub const MAX_TOLERATIONS: usize = 32;
 
 /// Checks a node-selector map with Kubernetes' rules (`ValidateLabels`); the error names the
 /// field (`field` is the map's path) and the offending entry.
-pub fn check_node_selector(field: &str, map: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_node_selector(field: &str, map: &super::StringMap) -> Result<(), String> {
     for (k, v) in map {
         if !is_label_key(k) {
             return Err(format!(
@@ -124,7 +123,7 @@ pub fn check_tolerations(field: &str, tolerations: &[Toleration]) -> Result<(), 
 /// Checks a placement (node selector and tolerations under `field`) with Kubernetes' rules.
 pub fn check_placement(
     field: &str,
-    node_selector: &BTreeMap<String, String>,
+    node_selector: &super::StringMap,
     tolerations: &[Toleration],
 ) -> Result<(), String> {
     check_node_selector(&format!("{field}.nodeSelector"), node_selector)?;
@@ -310,16 +309,17 @@ mod tests {
 
     #[test]
     fn placements_name_the_offending_field() {
-        let selector = BTreeMap::from([("bad key".to_string(), "v".to_string())]);
+        let selector = super::super::StringMap::from([("bad key".to_string(), "v".to_string())]);
         let err = check_placement("spec.deployment", &selector, &[]).unwrap_err();
         assert!(err.starts_with("spec.deployment.nodeSelector:"), "{err}");
-        let selector = BTreeMap::from([("zone".to_string(), "a=b".to_string())]);
+        let selector = super::super::StringMap::from([("zone".to_string(), "a=b".to_string())]);
         let err = check_placement("spec.deployment", &selector, &[]).unwrap_err();
         assert!(
             err.starts_with("spec.deployment.nodeSelector[\"zone\"]:"),
             "{err}"
         );
-        let ok = BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]);
+        let ok =
+            super::super::StringMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]);
         assert_eq!(check_placement("spec", &ok, &[]), Ok(()));
     }
 }

@@ -244,7 +244,7 @@ pub fn simulation(
     spec: &ExperimentSpec,
     lead: Duration,
 ) -> Option<Simulation> {
-    let mut sim_spec = spec.simulation.clone()?;
+    let mut sim_spec = spec.simulation.as_deref()?.clone();
     sim_spec.node_selector = spec.targets.node_selector.clone();
     sim_spec.tolerations = spec.targets.tolerations.clone();
     sim_spec.duration = load_duration(spec, &sim_spec.duration, lead);
@@ -304,7 +304,7 @@ mod tests {
         );
         assert_eq!(
             p.spec.deployment.node_selector,
-            BTreeMap::from([("type".into(), "kwok".into())])
+            crate::crd::StringMap::from([("type".into(), "kwok".into())])
         );
         assert_eq!(
             p.metadata

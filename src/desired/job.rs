@@ -304,7 +304,7 @@ pub fn job(spec: &SimulationSpec, p: &JobParams) -> Job {
                         ..Default::default()
                     }]),
                     node_selector: (!spec.node_selector.is_empty())
-                        .then(|| spec.node_selector.clone()),
+                        .then(|| spec.node_selector.to_btree()),
                     tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
                     affinity: Some(Affinity {
                         pod_anti_affinity: Some(spread),

@@ -127,7 +127,7 @@ pub const ALLOW_EXTRA_EXPORTERS: &str = "phoenix.io/allow-extra-exporters";
 /// The label selector of a node-selector map, each key and value checked with Kubernetes' rules
 /// first (a selector string has no escaping: `a=b,c` as a value would add a requirement). The
 /// error names the offending entry.
-pub fn node_selector(map: &BTreeMap<String, String>) -> Result<Selector, String> {
+pub fn node_selector(map: &crate::crd::StringMap) -> Result<Selector, String> {
     crate::crd::validation::check_node_selector("spec.nodeSelector", map)?;
     Ok(map.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -138,18 +138,19 @@ mod tests {
 
     #[test]
     fn node_selectors_are_checked_not_spliced() {
-        let ok = BTreeMap::from([("type".to_string(), "kwok".to_string())]);
+        let ok = crate::crd::StringMap::from([("type".to_string(), "kwok".to_string())]);
         assert_eq!(
             node_selector(&ok).map(|s| s.to_string()),
             Ok("type=kwok".into())
         );
-        let spliced = BTreeMap::from([("type".to_string(), "kwok,zone!=a".to_string())]);
+        let spliced =
+            crate::crd::StringMap::from([("type".to_string(), "kwok,zone!=a".to_string())]);
         assert!(
             node_selector(&spliced)
                 .unwrap_err()
                 .contains("not a valid label value")
         );
-        let bad_key = BTreeMap::from([("a,b".to_string(), "x".to_string())]);
+        let bad_key = crate::crd::StringMap::from([("a,b".to_string(), "x".to_string())]);
         assert!(
             node_selector(&bad_key)
                 .unwrap_err()

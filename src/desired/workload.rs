@@ -194,7 +194,8 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
         resources: Some(
             spec.deployment
                 .resources
-                .clone()
+                .as_deref()
+                .cloned()
                 .unwrap_or_else(default_resources),
         ),
         volume_mounts: Some(
@@ -255,7 +256,7 @@ pub fn pod_template(spec: &PipelineSpec, p: &CollectorParams) -> PodTemplateSpec
             host_network: Some(false),
             automount_service_account_token: Some(false),
             node_selector: (!spec.deployment.node_selector.is_empty())
-                .then(|| spec.deployment.node_selector.clone()),
+                .then(|| spec.deployment.node_selector.to_btree()),
             tolerations: (!spec.deployment.tolerations.is_empty())
                 .then(|| spec.deployment.tolerations.clone()),
             security_context: Some(PodSecurityContext {
@@ -481,7 +482,8 @@ mod tests {
         let mut spec = PipelineSpec::from_template(PipelineTemplate::Aggregate);
         spec.deployment.mode = DeploymentMode::Deployment;
         spec.deployment.image = Some("my/otelcol:1".into());
-        spec.deployment.node_selector = BTreeMap::from([("type".into(), "kwok".into())]);
+        spec.deployment.node_selector =
+            crate::crd::StringMap::from([("type".into(), "kwok".into())]);
         let Workload::Deployment(d) = workload(&spec, &params("abcd1234")) else {
             panic!("Deployment expected")
         };

@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn aggregate_sums_per_executable_or_category() {
         let mut s = spec(PipelineTemplate::Aggregate);
-        s.aggregate = Some(AggregateSpec::default());
+        s.aggregate = Some(Box::new(AggregateSpec::default()));
         let out = output(&s, &[]);
         // postgres 8 + nginx, java, cron 4 each.
         assert_eq!(out.len(), 8 + 12);
@@ -418,10 +418,10 @@ mod tests {
             rolled.labels.get("phoenix_node").map(String::as_str),
             Some("node-a")
         );
-        s.aggregate = Some(AggregateSpec {
+        s.aggregate = Some(Box::new(AggregateSpec {
             group_by: AggregateGroupBy::Category,
             categories: BTreeMap::from([("web".into(), "^nginx$".into())]),
-        });
+        }));
         let out = output(&s, &[]);
         assert_eq!(out.len(), 8 + 8, "web and other");
         assert_eq!(
@@ -433,12 +433,12 @@ mod tests {
     #[test]
     fn topk_keeps_its_names_summed_and_rolls_the_rest_into_other() {
         let mut s = spec(PipelineTemplate::Topk);
-        s.topk = Some(TopKSpec {
+        s.topk = Some(Box::new(TopKSpec {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec!["cron".into()],
             selection_source: None,
-        });
+        }));
         let out = output(&s, &["java".to_string()]);
         assert_eq!(out.len(), 8 + 4 + 4 + 4, "postgres, java, cron, other");
         let model = Model::new(TemplateLogic::of(&s, &["java".to_string()])).expect("models");
@@ -481,12 +481,12 @@ mod tests {
     #[test]
     fn excluded_metrics_and_summed_attributes_apply_to_every_process() {
         let mut s = spec(PipelineTemplate::Topk);
-        s.topk = Some(TopKSpec {
+        s.topk = Some(Box::new(TopKSpec {
             k: 1,
             refresh_interval: "1m".parse().expect("duration"),
             processes: vec![],
             selection_source: None,
-        });
+        }));
         s.sum_attributes = vec![SummableAttribute::State];
         let out = output(&s, &["java".to_string()]);
         // postgres 2 pids × (CPU summed + memory), java and other: CPU summed + memory.

@@ -33,26 +33,26 @@ fn example(name: &str) -> PipelineSpec {
     spec.collection_interval = "15s".parse().expect("a duration");
     match name {
         "priority-filter" => spec.keep_patterns = vec!["^(nginx|envoy)$".into(), "^java$".into()],
-        "aggregate" => spec.aggregate = Some(AggregateSpec::default()),
+        "aggregate" => spec.aggregate = Some(Box::new(AggregateSpec::default())),
         "aggregate-category" => {
-            spec.aggregate = Some(AggregateSpec {
+            spec.aggregate = Some(Box::new(AggregateSpec {
                 group_by: AggregateGroupBy::Category,
                 categories: BTreeMap::from([
                     ("databases".into(), "^(mysqld|redis-server)$".into()),
                     ("web".into(), r"^(nginx|httpd|envoy)\b".into()),
                 ]),
-            })
+            }))
         }
         "topk" => {
-            spec.topk = Some(TopKSpec {
+            spec.topk = Some(Box::new(TopKSpec {
                 k: 3,
                 refresh_interval: "1m".parse().expect("a duration"),
                 processes: vec!["nginx".into()],
                 selection_source: None,
-            })
+            }))
         }
         "custom" => {
-            spec.custom = Some(custom(
+            spec.custom = Some(Box::new(custom(
                 json!({
                     "filter/small": {"error_mode": "ignore", "metrics": {"datapoint": [
                         "metric.name == \"process.memory.usage\" and value_int < 1048576"
@@ -62,7 +62,7 @@ fn example(name: &str) -> PipelineSpec {
                     ]}]},
                 }),
                 &["transform/strip", "filter/small"],
-            ));
+            )));
             spec.exporters = vec![OtlpHttpExporter {
                 name: "newrelic".into(),
                 endpoint: "https://otlp.nr-data.net".into(),
@@ -773,7 +773,7 @@ fn reason(spec: &PipelineSpec) -> &'static str {
 #[test]
 fn parameters_of_other_templates_are_refused() {
     let mut spec = example("topk");
-    spec.aggregate = Some(AggregateSpec::default());
+    spec.aggregate = Some(Box::new(AggregateSpec::default()));
     assert_eq!(reason(&spec), "UnknownParameter");
     let mut spec = example("aggregate");
     spec.topk = example("topk").topk;
@@ -785,16 +785,16 @@ fn parameters_of_other_templates_are_refused() {
     spec.custom = example("custom").custom;
     assert_eq!(reason(&spec), "UnknownParameter");
     let mut spec = example("aggregate");
-    spec.aggregate = Some(AggregateSpec {
+    spec.aggregate = Some(Box::new(AggregateSpec {
         group_by: AggregateGroupBy::Executable,
         categories: BTreeMap::from([("a".into(), "a".into())]),
-    });
+    }));
     assert_eq!(reason(&spec), "UnknownParameter");
 
     let err = render(
         &{
             let mut s = example("topk");
-            s.aggregate = Some(AggregateSpec::default());
+            s.aggregate = Some(Box::new(AggregateSpec::default()));
             s
         },
         &RenderContext::new("x", RW),
@@ -818,10 +818,10 @@ fn missing_parameters_are_refused() {
     spec.critical_processes.clear();
     assert_eq!(reason(&spec), "MissingParameter");
     let mut spec = example("aggregate");
-    spec.aggregate = Some(AggregateSpec {
+    spec.aggregate = Some(Box::new(AggregateSpec {
         group_by: AggregateGroupBy::Category,
         categories: BTreeMap::new(),
-    });
+    }));
     assert_eq!(reason(&spec), "MissingParameter");
 }
 
@@ -855,7 +855,7 @@ fn invalid_regexes_are_refused_naming_the_field() {
 
 fn custom_reason(processors: serde_json::Value, pipeline: &[&str]) -> (String, String) {
     let mut spec = example("custom");
-    spec.custom = Some(custom(processors, pipeline));
+    spec.custom = Some(Box::new(custom(processors, pipeline)));
     let err = render(&spec, &RenderContext::new("x", RW)).expect_err("must be refused");
     (err.reason().to_string(), err.to_string())
 }
@@ -897,10 +897,10 @@ fn invalid_custom_configs_are_refused_with_the_right_reason() {
 
     // A null configuration is the collector's "all defaults".
     let mut spec = example("custom");
-    spec.custom = Some(custom(
+    spec.custom = Some(Box::new(custom(
         json!({"cumulativetodelta": null}),
         &["cumulativetodelta"],
-    ));
+    )));
     render(&spec, &RenderContext::new("x", RW)).expect("null config is fine");
 }
 
