@@ -89,7 +89,9 @@ if [[ ,${PHOENIX_BENCH_PARTS:-peer}, == *,peer,* ]]; then
 fi
 
 log "building release binaries and the bench"
-cargo build --release -p phoenix -p phoenix-simulator --bins
+# The simulator of the reduction part (target/release). Not phoenix's own binaries: `cargo bench`
+# below writes them to target/release too, built with the bench profile.
+cargo build --release -p phoenix-simulator --bins
 # The operator under test is the binary the image ships (static, musl where it can be built): its
 # allocator decides much of the RSS the memory targets are about.
 if [[ -z ${PHOENIX_BENCH_OPERATOR_BIN:-} ]]; then

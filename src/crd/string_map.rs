@@ -134,7 +134,7 @@ impl<'de> Deserialize<'de> for StringMap {
         impl<'de> Visitor<'de> for Pairs {
             type Value = StringMap;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of strings")
+                f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<StringMap, A::Error> {
                 let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
@@ -196,8 +196,16 @@ mod tests {
         assert_eq!(decoded.get("zone").map(String::as_str), Some("b"));
         assert_eq!(&decoded["type"], "kwok");
         assert_eq!(decoded.get("arch"), None);
-        assert!(serde_json::from_str::<StringMap>(r#"{"a": 1}"#).is_err());
-        assert!(serde_json::from_str::<StringMap>(r#"["a"]"#).is_err());
+        // The same refusals, worded the same (`kubectl phoenix validate` shows them).
+        for bad in [r#"{"a": 1}"#, r#"["a"]"#, r#""a""#] {
+            assert_eq!(
+                serde_json::from_str::<StringMap>(bad).map_err(|e| e.to_string()),
+                serde_json::from_str::<BTreeMap<String, String>>(bad)
+                    .map(StringMap::from)
+                    .map_err(|e| e.to_string()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -393,8 +393,15 @@ mod tests {
         assert!(overrides[0].contains("candidate deployment.mode Deployment -> DaemonSet"));
         assert!(overrides[1].contains("tolerations"));
         let overrides = placement_overrides(Side::Baseline, &baseline, &s.targets);
-        assert_eq!(overrides.len(), 1);
-        assert!(overrides[0].contains("nodeSelector"), "{overrides:?}");
+        // Word for word, with the selector printed as a map (`{"k": "v"}`), as users read it.
+        let own = baseline.deployment.node_selector.to_btree();
+        assert!(!own.is_empty());
+        assert_eq!(
+            overrides,
+            vec![format!(
+                "baseline deployment.nodeSelector {own:?} -> {{}} (spec.targets)"
+            )]
+        );
         assert!(placement_overrides(Side::Baseline, &b.spec, &s.targets).is_empty());
     }
 
