@@ -16,14 +16,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct StringMap(Vec<(String, String)>);
 
 impl StringMap {
-    pub fn new() -> Self {
-        StringMap(Vec::new())
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -32,33 +24,15 @@ impl StringMap {
         self.0.clear();
     }
 
-    fn position(&self, key: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
-    }
-
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&String> {
-        self.position(key).ok().map(|i| &self.0[i].1)
-    }
-
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.position(key).is_ok()
-    }
-
-    /// Sets `key` to `value`; returns the value it replaced.
-    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
-        match self.position(&key) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
-            Err(i) => {
-                self.0.insert(i, (key, value));
-                None
-            }
-        }
+        let i = self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok()?;
+        Some(&self.0[i].1)
     }
 
     /// The entries in key order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &String)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> <&Self as IntoIterator>::IntoIter {
+        self.into_iter()
     }
 
     /// The same entries in a `BTreeMap` (for the Kubernetes types that take one).
@@ -206,26 +180,6 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn insert_keeps_the_order_and_replaces() {
-        let mut map = StringMap::new();
-        assert!(map.is_empty());
-        assert_eq!(map.insert("b".into(), "1".into()), None);
-        assert_eq!(map.insert("a".into(), "2".into()), None);
-        assert_eq!(map.insert("b".into(), "3".into()), Some("1".into()));
-        assert_eq!(
-            map.iter().collect::<Vec<_>>(),
-            vec![
-                (&"a".to_string(), &"2".to_string()),
-                (&"b".to_string(), &"3".to_string())
-            ]
-        );
-        assert_eq!(map, StringMap::from(map.to_btree()));
-        assert!(map.contains_key("a") && !map.contains_key("c"));
-        map.clear();
-        assert_eq!(map.len(), 0);
     }
 
     #[test]

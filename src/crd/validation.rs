@@ -224,6 +224,7 @@ pub fn resources() -> Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::StringMap;
 
     #[test]
     fn label_keys_and_values_follow_kubernetes() {
@@ -309,17 +310,16 @@ mod tests {
 
     #[test]
     fn placements_name_the_offending_field() {
-        let selector = super::super::StringMap::from([("bad key".to_string(), "v".to_string())]);
+        let selector = StringMap::from([("bad key".to_string(), "v".to_string())]);
         let err = check_placement("spec.deployment", &selector, &[]).unwrap_err();
         assert!(err.starts_with("spec.deployment.nodeSelector:"), "{err}");
-        let selector = super::super::StringMap::from([("zone".to_string(), "a=b".to_string())]);
+        let selector = StringMap::from([("zone".to_string(), "a=b".to_string())]);
         let err = check_placement("spec.deployment", &selector, &[]).unwrap_err();
         assert!(
             err.starts_with("spec.deployment.nodeSelector[\"zone\"]:"),
             "{err}"
         );
-        let ok =
-            super::super::StringMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]);
+        let ok = StringMap::from([("kubernetes.io/os".to_string(), "linux".to_string())]);
         assert_eq!(check_placement("spec", &ok, &[]), Ok(()));
     }
 }
