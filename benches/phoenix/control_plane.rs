@@ -27,7 +27,7 @@ use phoenix::desired::labels;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::{self, Cluster, RequestCounts};
+use crate::cluster::{self, Cluster};
 use crate::support::{
     Met, Proc, Report, Result, cpu_seconds, http_get, mib, ms, quantile, status_bytes,
 };
@@ -1085,22 +1085,38 @@ impl Guard {
 /// Waits until 10 s pass without a write on Phoenix's resources (at most 3 minutes); returns the
 /// seconds it took.
 pub async fn settle(cluster: &Cluster) -> Result<f64> {
-    let settle_start = Instant::now();
-    let mut last = our_writes(&cluster.request_counts()?);
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let now = our_writes(&cluster.request_counts()?);
-        if now == last || settle_start.elapsed() > Duration::from_secs(180) {
-            break;
-        }
-        last = now;
-    }
-    Ok(settle_start.elapsed().as_secs_f64())
+    let ten = Duration::from_secs(10);
+    let (waited, _) = quiet(cluster, is_our_write, ten, ten, Duration::from_secs(180)).await?;
+    Ok(waited)
 }
 
-/// Mutating requests on Phoenix's resources now (for settling and the steady-state window).
-pub fn our_writes(counts: &RequestCounts) -> f64 {
-    counts.sum(|l| cluster::is_operator_resource(l) && cluster::is_mutating(l))
+/// Waits until the apiserver counts no new request that `keep` selects for `quiet_for`
+/// (sampling every `every`), at most `max`: the seconds waited, and whether it went quiet.
+pub async fn quiet(
+    cluster: &Cluster,
+    keep: impl Fn(&cluster::Labels) -> bool,
+    every: Duration,
+    quiet_for: Duration,
+    max: Duration,
+) -> Result<(f64, bool)> {
+    let count = || -> Result<f64> { Ok(cluster.request_counts()?.sum(&keep)) };
+    let t0 = Instant::now();
+    let (mut last, mut changed) = (count()?, Instant::now());
+    while t0.elapsed() < max {
+        tokio::time::sleep(every).await;
+        let now = count()?;
+        if now != last {
+            (last, changed) = (now, Instant::now());
+        } else if changed.elapsed() >= quiet_for {
+            return Ok((t0.elapsed().as_secs_f64(), true));
+        }
+    }
+    Ok((t0.elapsed().as_secs_f64(), false))
+}
+
+/// A mutating request on Phoenix's resources (what settling waits out).
+fn is_our_write(l: &cluster::Labels) -> bool {
+    cluster::is_operator_resource(l) && cluster::is_mutating(l)
 }
 
 async fn steady_state(

@@ -15,7 +15,7 @@ use phoenix::crd::experiment::Experiment;
 use crate::cluster::{self, Cluster};
 use crate::control_plane::{
     Guard, NO_NODES, Operator, Plan, Tracker, burst_waits, children_seen, create_burst, experiment,
-    is_ours, wait_resynced,
+    is_ours, quiet, wait_resynced,
 };
 use crate::support::{Met, Report, Result, mib, ms, quantile};
 
@@ -54,7 +54,9 @@ pub async fn run(
     // The namespace gone, kube-controller-manager's garbage collector still works through the
     // deleted objects' graph, GETting each (answered 404) and its owner: thousands of requests
     // on Phoenix's resources that would fall inside the next part's measurements.
-    match quiet(cluster, Duration::from_secs(5), Duration::from_secs(300)).await {
+    let second = Duration::from_secs(1);
+    let (five, max) = (Duration::from_secs(5), Duration::from_secs(300));
+    match quiet(cluster, cluster::is_operator_resource, second, five, max).await {
         Ok((waited, true)) => eprintln!(
             "bench: scale without pods: no request on Phoenix's resources for 5 s, after {waited:.0} s"
         ),
@@ -64,25 +66,6 @@ pub async fn run(
         Err(e) => eprintln!("bench: scale without pods: cannot read the apiserver's counters: {e}"),
     }
     result
-}
-
-/// Waits until the apiserver counts no new request on Phoenix's resources (any client, any verb)
-/// for `quiet_for`, at most `max`: the seconds waited, and whether it went quiet.
-async fn quiet(cluster: &Cluster, quiet_for: Duration, max: Duration) -> Result<(f64, bool)> {
-    let count =
-        || -> Result<f64> { Ok(cluster.request_counts()?.sum(cluster::is_operator_resource)) };
-    let t0 = Instant::now();
-    let (mut last, mut changed) = (count()?, Instant::now());
-    while t0.elapsed() < max {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = count()?;
-        if now != last {
-            (last, changed) = (now, Instant::now());
-        } else if changed.elapsed() >= quiet_for {
-            return Ok((t0.elapsed().as_secs_f64(), true));
-        }
-    }
-    Ok((t0.elapsed().as_secs_f64(), false))
 }
 
 async fn measure(
