@@ -243,9 +243,45 @@ impl PrometheusAccess {
     }
 }
 
-/// How long [`SharedClient`] reuses an HTTP client before it reads the credential and certificate
-/// files again (kube-client re-reads its in-cluster CA as often).
+/// How long a [`Rebuilt`] HTTP client is reused before the credential and certificate files are read
+/// again (kube-client re-reads its in-cluster CA as often).
 pub const REBUILD_AFTER: Duration = Duration::from_secs(60);
+
+/// A value built at its first use and again once it is [`REBUILD_AFTER`] old: an HTTP client
+/// whose build reads files (credentials, the system's CA certificates) that may change while the
+/// operator runs.
+pub struct Rebuilt<T> {
+    built: Mutex<Option<(Instant, T)>>,
+}
+
+impl<T> Default for Rebuilt<T> {
+    fn default() -> Self {
+        Rebuilt {
+            built: Mutex::new(None),
+        }
+    }
+}
+
+impl<T: Clone> Rebuilt<T> {
+    /// The value as of `now`: the one built less than [`REBUILD_AFTER`] before, or a new one from
+    /// `build`. A failed build is returned as is and stores nothing, so the next call builds
+    /// again (the old value, being old, is never handed out again).
+    pub fn get<E>(&self, now: Instant, build: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        {
+            let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, value)) = built.as_ref()
+                && now.saturating_duration_since(*at) < REBUILD_AFTER
+            {
+                return Ok(value.clone());
+            }
+        }
+        // Built without the lock (it reads files): other reconciles are not held up meanwhile.
+        // Two that find the value old at the same moment may both build; the later one stays.
+        let value = build()?;
+        *self.built.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, value.clone()));
+        Ok(value)
+    }
+}
 
 /// The operator's HTTP client for Prometheus, shared by every query and rebuilt from the settings'
 /// files once it is [`REBUILD_AFTER`] old. Building one reads the credential files and the
@@ -254,7 +290,7 @@ pub const REBUILD_AFTER: Duration = Duration::from_secs(60);
 /// open between queries.
 pub struct SharedClient {
     access: PrometheusAccess,
-    built: Mutex<Option<(Instant, reqwest::Client)>>,
+    http: Rebuilt<reqwest::Client>,
 }
 
 impl SharedClient {
@@ -262,7 +298,7 @@ impl SharedClient {
     pub fn new(access: PrometheusAccess) -> SharedClient {
         SharedClient {
             access,
-            built: Mutex::new(None),
+            http: Rebuilt::default(),
         }
     }
 
@@ -273,26 +309,8 @@ impl SharedClient {
     }
 
     fn client_at(&self, url: &str, now: Instant) -> Result<Prometheus, AccessError> {
-        self.access.client_over(self.http_client_at(now)?, url)
-    }
-
-    /// The HTTP client as of `now`: the one built less than [`REBUILD_AFTER`] before, or a new
-    /// one. A failed build is returned as is and stores nothing, so the next call reads the files
-    /// again (the old client, being old, is never handed out again).
-    fn http_client_at(&self, now: Instant) -> Result<reqwest::Client, AccessError> {
-        {
-            let built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, client)) = built.as_ref()
-                && now.saturating_duration_since(*at) < REBUILD_AFTER
-            {
-                return Ok(client.clone());
-            }
-        }
-        // Built without the lock (it reads files): other reconciles are not held up meanwhile.
-        // Two that find the client old at the same moment may both build; the later one stays.
-        let client = self.access.http_client()?;
-        *self.built.lock().unwrap_or_else(|e| e.into_inner()) = Some((now, client.clone()));
-        Ok(client)
+        let http = self.http.get(now, || self.access.http_client())?;
+        self.access.client_over(http, url)
     }
 }
 
@@ -418,7 +436,7 @@ pub async fn read_capped(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -431,7 +449,11 @@ mod tests {
 
     /// The Authorization header of the next request `listener` accepts (answered with an empty
     /// Prometheus result, connection closed).
-    async fn authorization_of_next_request(listener: &tokio::net::TcpListener) -> String {
+    /// Accepts one connection on `listener`, answers its request (200, then closes) and returns
+    /// the request's `Authorization` header ("" without one).
+    pub(crate) async fn authorization_of_next_request(
+        listener: &tokio::net::TcpListener,
+    ) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (mut conn, _) = listener.accept().await.expect("accepted");
         let mut request = Vec::new();

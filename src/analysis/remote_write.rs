@@ -77,6 +77,16 @@ pub async fn push(
     url: &str,
     series: &[TimeSeries],
 ) -> Result<(), RemoteWriteError> {
+    push_with(client, url, &reqwest::header::HeaderMap::new(), series).await
+}
+
+/// [`push`] with `headers` (credentials, tenant headers) on the request.
+pub async fn push_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &reqwest::header::HeaderMap,
+    series: &[TimeSeries],
+) -> Result<(), RemoteWriteError> {
     let body = snap::raw::Encoder::new().compress_vec(&encode_write_request(series))?;
     let http = |source| RemoteWriteError::Http {
         url: url.to_string(),
@@ -84,6 +94,7 @@ pub async fn push(
     };
     let response = client
         .post(url)
+        .headers(headers.clone())
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")

@@ -110,6 +110,9 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     /// The HTTP client every query to Prometheus goes through (`--prometheus-*` settings).
     pub prometheus: crate::analysis::access::SharedClient,
+    /// The HTTP client of the Pipelines' remote-write checks (see
+    /// [`remote_write_check::SharedProbeClient`]).
+    pub remote_write_probe: remote_write_check::SharedProbeClient,
     /// Turns for analyses in flight (`--max-concurrent-analyses`).
     pub analyses: analysis_turns::AnalysisTurns,
     /// Collector UIDs already read from or recorded in the ledger.
@@ -143,6 +146,7 @@ impl Context {
         let analyses = analysis_turns::AnalysisTurns::new(settings.max_concurrent_analyses);
         Context {
             prometheus: crate::analysis::access::SharedClient::new(settings.prometheus.clone()),
+            remote_write_probe: Default::default(),
             client,
             settings,
             metrics,

@@ -389,16 +389,20 @@ async fn reconcile(pipeline: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action>
             pods_refused = Some(message);
         }
     }
-    let recheck_remote_write = check_remote_write(
-        &remote_write,
-        &remote_write_auth,
-        remote_write_secret.as_ref(),
-        &previous,
-        &rendered.hash,
-        &mut status,
-        pipeline.metadata.generation,
-    )
-    .await;
+    // The remote-write endpoint, checked when due (see `remote_write_check::due`); true while the
+    // check does not pass.
+    let recheck_remote_write = remote_write_check::due(&previous, &rendered.hash) && {
+        let outcome = check_remote_write(
+            &ctx.remote_write_probe,
+            &remote_write,
+            &remote_write_auth,
+            remote_write_secret.as_ref(),
+        )
+        .await;
+        let generation = pipeline.metadata.generation;
+        remote_write_check::record(&mut status, &remote_write, &outcome, generation);
+        outcome.is_err()
+    };
     let version = pipeline.resource_version();
     let written = write_status_at(
         &api,
@@ -543,28 +547,16 @@ async fn refuse(
 /// remote-write endpoint refuses the collectors (Secrets are not watched).
 pub const PODS_MISSING_RECHECK: Duration = Duration::from_secs(15);
 
-/// Checks the remote-write endpoint with the collectors' credentials when due (see
-/// [`remote_write_check::due`]) and records it in `status`; true while it does not pass.
+/// Checks the remote-write endpoint `url` with the collectors' credentials (`auth`, their values
+/// from `secret`).
 async fn check_remote_write(
+    shared: &remote_write_check::SharedProbeClient,
     url: &str,
     auth: &RemoteWriteAuth,
     secret: Option<&Secret>,
-    previous: &PipelineStatus,
-    hash: &str,
-    status: &mut PipelineStatus,
-    generation: Option<i64>,
-) -> bool {
-    if !remote_write_check::due(previous, hash) {
-        return false;
-    }
-    let outcome = match remote_write_check::credentials(auth, secret) {
-        Ok(credentials) => {
-            remote_write_check::probe(url, &credentials, remote_write_check::TIMEOUT).await
-        }
-        Err(e) => Err(e),
-    };
-    remote_write_check::record(status, url, &outcome, generation);
-    outcome.is_err()
+) -> Result<(), crate::analysis::access::AccessError> {
+    let credentials = remote_write_check::credentials(auth, secret)?;
+    remote_write_check::probe(url, &credentials, shared).await
 }
 
 /// Applies the ConfigMap (first, so the pods never reference a missing config) and the collector

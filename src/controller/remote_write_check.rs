@@ -95,11 +95,13 @@ pub fn credentials(
     Ok(c)
 }
 
-fn client(c: &Credentials, timeout: Duration) -> Result<reqwest::Client, AccessError> {
+/// An HTTP client trusting `c`'s CA (besides the system's) and presenting its client certificate.
+/// The credentials' headers go on each request instead, so one client serves every probe without
+/// TLS material.
+fn client(c: &Credentials) -> Result<reqwest::Client, AccessError> {
     let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .default_headers(c.headers.clone());
+        .timeout(TIMEOUT)
+        .connect_timeout(TIMEOUT);
     if let Some(pem) = &c.ca {
         let certs = reqwest::Certificate::from_pem_bundle(pem)
             .map_err(|e| AccessError::Settings(format!("{CA_KEY}: {e}")))?;
@@ -118,14 +120,28 @@ fn client(c: &Credentials, timeout: Duration) -> Result<reqwest::Client, AccessE
         .map_err(|e| AccessError::Settings(format!("HTTP client: {e}")))
 }
 
-/// Sends an empty remote-write request to `url` with `credentials`.
+/// The HTTP client of the probes whose credentials carry no CA and no client certificate (most
+/// Pipelines'), shared by them. Building a client loads and decodes the system's CA certificates,
+/// which every new Pipeline's first reconcile paid in CPU; a shared one also keeps its connections
+/// to the endpoint open. It holds no credential: the headers go on each request.
+pub type SharedProbeClient = access::Rebuilt<reqwest::Client>;
+
+/// Sends an empty remote-write request to `url` with `credentials`, over `shared` unless they
+/// carry TLS material (then over a client of their own).
 pub async fn probe(
     url: &str,
     credentials: &Credentials,
-    timeout: Duration,
+    shared: &SharedProbeClient,
 ) -> Result<(), AccessError> {
-    let client = client(credentials, timeout)?;
-    match remote_write::push(&client, url, &[]).await {
+    let client = if credentials.ca.is_none() && credentials.identity.is_none() {
+        shared.get(
+            std::time::Instant::now(),
+            || client(&Credentials::default()),
+        )?
+    } else {
+        client(credentials)?
+    };
+    match remote_write::push_with(&client, url, &credentials.headers, &[]).await {
         Ok(()) => Ok(()),
         Err(RemoteWriteError::Http { source, .. }) => Err(access::classify_reqwest(&source)),
         Err(RemoteWriteError::Rejected { status, .. }) if matches!(status, 401 | 403) => {
@@ -202,6 +218,47 @@ mod tests {
             ),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn probes_without_tls_material_share_one_client_and_send_only_their_own_credentials() {
+        use crate::analysis::access::tests::authorization_of_next_request;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
+        let url = format!(
+            "http://{}/api/v1/write",
+            listener.local_addr().expect("address")
+        );
+        let bearer = |token: &str| {
+            credentials(
+                &RemoteWriteAuth::default(),
+                Some(&secret(&[(BEARER_TOKEN_KEY, token)])),
+            )
+            .expect("valid")
+        };
+        let shared = SharedProbeClient::default();
+        for (credentials, sent) in [
+            (bearer("team-a"), "Bearer team-a"),
+            (bearer("team-b"), "Bearer team-b"),
+            (Credentials::default(), ""),
+        ] {
+            let (outcome, seen) = tokio::join!(
+                probe(&url, &credentials, &shared),
+                authorization_of_next_request(&listener)
+            );
+            outcome.expect("accepted");
+            assert_eq!(
+                seen, sent,
+                "each probe carries its own credentials, no other's"
+            );
+        }
+        assert!(
+            shared
+                .get(std::time::Instant::now(), || Err::<reqwest::Client, ()>(()))
+                .is_ok(),
+            "the first probe built the shared client; the others reused it"
+        );
     }
 
     #[test]
