@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::settings::{LogFormat, Settings};
 
@@ -73,6 +73,8 @@ pub struct Metrics {
     experiments: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     /// The controllers' caches, exported at scrape time (see [`state`]).
     pub state: state::State,
+    /// The length of the last [`Metrics::render`].
+    rendered_len: std::sync::atomic::AtomicUsize,
 }
 
 /// The values of the `phase` label of `experiment_phase`.
@@ -197,6 +199,7 @@ impl Default for Metrics {
             result_retention,
             result_verdict,
             experiments: Default::default(),
+            rendered_len: Default::default(),
         }
     }
 }
@@ -278,11 +281,15 @@ impl Metrics {
             .inc();
     }
 
-    /// The metrics in Prometheus text format.
+    /// The metrics in the OpenMetrics text format. The text is sized from the previous one, so it
+    /// is not grown by doubling (megabytes at thousands of Experiments).
     pub fn render(&self) -> String {
-        let mut out = String::new();
+        let last = self.rendered_len.load(std::sync::atomic::Ordering::Relaxed);
+        let mut out = String::with_capacity(last + last / 8);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
+        self.rendered_len
+            .store(out.len(), std::sync::atomic::Ordering::Relaxed);
         out
     }
 }
@@ -321,10 +328,44 @@ impl Readiness {
 }
 
 fn response(status: &str, content_type: &str, body: &str) -> String {
+    head(status, content_type, body.len()) + body
+}
+
+/// The head of a response whose body is `length` bytes.
+fn head(status: &str, content_type: &str, length: usize) -> String {
     format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
     )
+}
+
+/// Bytes of the classic text format written to the socket at once.
+const PIECE: usize = 64 * 1024;
+
+/// Answers a GET /metrics: OpenMetrics as rendered, or the classic text converted in pieces of
+/// [`PIECE`] bytes, first to count its length, then to send it (never a second copy of the whole
+/// exposition, which at thousands of Experiments is megabytes).
+async fn send_metrics(
+    stream: &mut TcpStream,
+    metrics: &Metrics,
+    openmetrics: bool,
+) -> std::io::Result<()> {
+    let text = metrics.render();
+    if openmetrics {
+        stream
+            .write_all(head("200 OK", exposition::OPENMETRICS, text.len()).as_bytes())
+            .await?;
+        return stream.write_all(text.as_bytes()).await;
+    }
+    let length = exposition::classic_pieces(&text, PIECE)
+        .map(|piece| piece.len())
+        .sum();
+    stream
+        .write_all(head("200 OK", exposition::PROMETHEUS_TEXT, length).as_bytes())
+        .await?;
+    for piece in exposition::classic_pieces(&text, PIECE) {
+        stream.write_all(piece.as_bytes()).await?;
+    }
+    Ok(())
 }
 
 /// Serves GET /metrics, /healthz and /readyz until the process ends. A plain HTTP/1.1 responder:
@@ -350,14 +391,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
             let request = String::from_utf8_lossy(&buf[..n]);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let reply = match path {
-                "/metrics" if exposition::wants_openmetrics(&request) => {
-                    response("200 OK", exposition::OPENMETRICS, &metrics.render())
+                "/metrics" => {
+                    let openmetrics = exposition::wants_openmetrics(&request);
+                    let _ = send_metrics(&mut stream, &metrics, openmetrics).await;
+                    return;
                 }
-                "/metrics" => response(
-                    "200 OK",
-                    exposition::PROMETHEUS_TEXT,
-                    &exposition::to_prometheus_text(&metrics.render()),
-                ),
                 "/healthz" => response("200 OK", "text/plain", "ok\n"),
                 "/readyz" if readiness.is_ready() => response("200 OK", "text/plain", "ready\n"),
                 "/readyz" => response("503 Service Unavailable", "text/plain", "not ready\n"),

@@ -22,32 +22,74 @@ pub fn wants_openmetrics(request_head: &str) -> bool {
 /// and `# EOF` lines go. Sample lines are the same in both formats.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
-    // OpenMetrics writes HELP before TYPE; a HELP waits here until its family's name is known.
-    let mut help: Option<(&str, &str)> = None;
+    let mut classic = Classic::default();
     for line in openmetrics.lines() {
+        classic.line(line, &mut out);
+    }
+    classic.finish(&mut out);
+    out
+}
+
+/// [`to_prometheus_text`] line by line, so a large exposition can be converted (and sent) in
+/// pieces instead of as a second copy.
+#[derive(Default)]
+pub struct Classic<'a> {
+    /// OpenMetrics writes HELP before TYPE; a HELP waits here until its family's name is known.
+    help: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Classic<'a> {
+    /// Appends the classic form of the OpenMetrics line `line` (without its newline) to `out`.
+    pub fn line(&mut self, line: &'a str, out: &mut String) {
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            flush_help(&mut out, help.take());
-            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            flush_help(out, self.help.take());
+            self.help = Some(rest.split_once(' ').unwrap_or((rest, "")));
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (family, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
             let (name, kind) = classic_family(family, kind);
-            match help.take() {
+            match self.help.take() {
                 Some((helped, text)) if helped == family => {
                     out.push_str(&format!("# HELP {name} {text}\n"));
                 }
-                other => flush_help(&mut out, other),
+                other => flush_help(out, other),
             }
             out.push_str(&format!("# TYPE {name} {kind}\n"));
-        } else if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        } else {
-            flush_help(&mut out, help.take());
+        } else if line != "# EOF" && !line.starts_with("# UNIT ") {
+            flush_help(out, self.help.take());
             out.push_str(line);
             out.push('\n');
         }
     }
-    flush_help(&mut out, help);
-    out
+
+    /// Appends what is still held back (a HELP whose TYPE never came) to `out`.
+    pub fn finish(&mut self, out: &mut String) {
+        flush_help(out, self.help.take());
+    }
+}
+
+/// The classic text of `openmetrics` (see [`to_prometheus_text`]) in pieces of about `size` bytes
+/// (whole lines), to be sent one after another.
+pub fn classic_pieces(openmetrics: &str, size: usize) -> impl Iterator<Item = String> + '_ {
+    let mut lines = openmetrics.lines();
+    let mut classic = Classic::default();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut piece = String::with_capacity(size + 256);
+        while piece.len() < size {
+            match lines.next() {
+                Some(line) => classic.line(line, &mut piece),
+                None => {
+                    classic.finish(&mut piece);
+                    done = true;
+                    break;
+                }
+            }
+        }
+        (!piece.is_empty()).then_some(piece)
+    })
 }
 
 /// The classic family name and type of an OpenMetrics family.
@@ -97,6 +139,30 @@ mod tests {
              # TYPE phoenix_build_info gauge\n\
              phoenix_build_info{version=\"1\"} 1\n"
         );
+    }
+
+    #[test]
+    fn the_pieces_put_together_are_the_whole_conversion() {
+        let om = (0..200)
+            .map(|i| {
+                format!(
+                    "# HELP phoenix_f{i} Family {i}.\n# TYPE phoenix_f{i} counter\n\
+                     phoenix_f{i}_total{{n=\"{i}\"}} {i}\n"
+                )
+            })
+            .chain(["# HELP phoenix_orphan No TYPE follows.\n# EOF\n".to_string()])
+            .collect::<String>();
+        let whole = to_prometheus_text(&om);
+        assert!(whole.ends_with("# HELP phoenix_orphan No TYPE follows.\n"));
+        for size in [1, 100, 4096, 1 << 20] {
+            let pieces: Vec<String> = classic_pieces(&om, size).collect();
+            assert_eq!(pieces.concat(), whole, "pieces of {size} bytes");
+            assert!(pieces.iter().all(|p| !p.is_empty() && p.ends_with('\n')));
+            if size == 4096 {
+                assert!(pieces.len() > 1, "more than one piece");
+            }
+        }
+        assert_eq!(classic_pieces("", 10).count(), 0);
     }
 
     #[test]
