@@ -338,6 +338,26 @@ fn head(status: &str, content_type: &str, length: usize) -> String {
     )
 }
 
+/// How long a client may take to send its request head.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest request head read; what a longer one holds past it is not read.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// The request head (up to its blank line, at most [`MAX_HEAD`] bytes), however many reads it
+/// takes: a client may send it in pieces (a `write!` to a socket writes each formatted part on its
+/// own). `None` when the connection ends or fails first.
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// Bytes of the classic text format written to the socket at once.
 const PIECE: usize = 64 * 1024;
 
@@ -378,17 +398,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, readiness: Arc<
         let metrics = metrics.clone();
         let readiness = readiness.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(
-                std::time::Duration::from_secs(5),
-                stream.read(&mut buf),
-            )
-            .await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
+            let Ok(Some(head)) =
+                tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await
+            else {
+                return;
             };
-            let request = String::from_utf8_lossy(&buf[..n]);
+            let request = String::from_utf8_lossy(&head);
             let path = request.split_whitespace().nth(1).unwrap_or("/");
             let reply = match path {
                 "/metrics" => {
@@ -446,6 +461,31 @@ pub fn init_logging(settings: &Settings) -> Result<traces::Traces, traces::Traci
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_request_sent_in_pieces_is_answered_as_a_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let addr = listener.local_addr().expect("address");
+        let readiness = Arc::new(Readiness::default());
+        tokio::spawn(serve(listener, Arc::new(Metrics::default()), readiness));
+        for path in ["/metrics", "/healthz"] {
+            let mut stream = TcpStream::connect(addr).await.expect("connected");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            for piece in [&request[..4], &request[4..20], &request[20..]] {
+                stream.write_all(piece.as_bytes()).await.expect("sent");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("answered");
+            assert!(
+                answer.starts_with("HTTP/1.1 200 OK"),
+                "{path}: {answer:.200}"
+            );
+            let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+            let length = format!("content-length: {}", body.len());
+            assert!(head.contains(&length), "{path}: {head}");
+        }
+    }
 
     #[test]
     fn series_of_experiments_no_longer_live_are_removed() {
