@@ -345,11 +345,15 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// The request head (up to its blank line, at most [`MAX_HEAD`] bytes), however many reads it
 /// takes: a client may send it in pieces (a `write!` to a socket writes each formatted part on its
-/// own). `None` when the connection ends or fails first.
+/// own). Lines may end in a bare LF, as HTTP/1.1 tolerates (`printf 'GET /metrics\n\n' | nc`).
+/// `None` when the connection ends or fails first.
 async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let ended = |head: &[u8]| {
+        head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")
+    };
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+    while !ended(&head) && head.len() < MAX_HEAD {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -468,9 +472,14 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let readiness = Arc::new(Readiness::default());
         tokio::spawn(serve(listener, Arc::new(Metrics::default()), readiness));
-        for path in ["/metrics", "/healthz"] {
+        for (path, end) in [
+            ("/metrics", "\r\n"),
+            ("/healthz", "\r\n"),
+            ("/metrics", "\n"),
+        ] {
             let mut stream = TcpStream::connect(addr).await.expect("connected");
-            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let request =
+                format!("GET {path} HTTP/1.1{end}Host: x{end}Connection: close{end}{end}");
             for piece in [&request[..4], &request[4..20], &request[20..]] {
                 stream.write_all(piece.as_bytes()).await.expect("sent");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
