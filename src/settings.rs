@@ -218,13 +218,16 @@ impl Settings {
                 .any(|i| !i.is_empty() && i == image)
     }
 
-    /// The watched namespaces, without empty entries; empty means all.
+    /// The watched namespaces in the order given, without empty entries or repeats (a repeated
+    /// one would run its controllers twice); empty means all.
     pub fn namespaces(&self) -> Vec<String> {
-        self.watch_namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect()
+        let mut namespaces: Vec<String> = Vec::new();
+        for n in &self.watch_namespaces {
+            if !n.is_empty() && !namespaces.contains(n) {
+                namespaces.push(n.clone());
+            }
+        }
+        namespaces
     }
 
     /// Settings for tests and embedding: defaults with the given Prometheus URL.
@@ -321,5 +324,7 @@ mod tests {
         assert!(Settings::parse_from(["x"]).namespaces().is_empty());
         let s = Settings::parse_from(["x", "--watch-namespaces", "a,b"]);
         assert_eq!(s.namespaces(), vec!["a", "b"]);
+        let repeated = Settings::parse_from(["x", "--watch-namespaces", "b,a,,b,a"]);
+        assert_eq!(repeated.namespaces(), vec!["b", "a"]);
     }
 }
