@@ -21,26 +21,20 @@ pub fn wants_openmetrics(request_head: &str) -> bool {
 /// `_total` suffix, `info` families become gauges named `_info`, unknown types `untyped`; `# UNIT`
 /// and `# EOF` lines go. Sample lines are the same in both formats.
 pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    let mut classic = Classic::default();
-    for line in openmetrics.lines() {
-        classic.line(line, &mut out);
-    }
-    classic.finish(&mut out);
-    out
+    classic_pieces(openmetrics, openmetrics.len()).collect()
 }
 
 /// [`to_prometheus_text`] line by line, so a large exposition can be converted (and sent) in
 /// pieces instead of as a second copy.
 #[derive(Default)]
-pub struct Classic<'a> {
+struct Classic<'a> {
     /// OpenMetrics writes HELP before TYPE; a HELP waits here until its family's name is known.
     help: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Classic<'a> {
     /// Appends the classic form of the OpenMetrics line `line` (without its newline) to `out`.
-    pub fn line(&mut self, line: &'a str, out: &mut String) {
+    fn line(&mut self, line: &'a str, out: &mut String) {
         if let Some(rest) = line.strip_prefix("# HELP ") {
             flush_help(out, self.help.take());
             self.help = Some(rest.split_once(' ').unwrap_or((rest, "")));
@@ -62,7 +56,7 @@ impl<'a> Classic<'a> {
     }
 
     /// Appends what is still held back (a HELP whose TYPE never came) to `out`.
-    pub fn finish(&mut self, out: &mut String) {
+    fn finish(&mut self, out: &mut String) {
         flush_help(out, self.help.take());
     }
 }
